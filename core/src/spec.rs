@@ -1,0 +1,426 @@
+//! [`TaskSpec`]: everything `start` needs, and the checks each field must pass.
+//!
+//! Validation happens here, before any process or cgroup exists, so that a bad value is
+//! reported by name instead of surfacing as an obscure kernel error half-way through a start.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, TaskConfig};
+use crate::signal::Signal;
+
+/// The smallest memory limit accepted: below this even a shell fails to start, and the
+/// resulting OOM kill looks like a driver bug.
+pub const MIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
+/// The cgroup v1 `cpu.shares` range.
+pub const CPU_SHARES_RANGE: std::ops::RangeInclusive<u64> = 2..=262_144;
+/// Longest task id: it becomes part of a cgroup name and of paths.
+pub const MAX_TASK_ID_LEN: usize = 64;
+/// Longest task name: it becomes part of log file names.
+pub const MAX_TASK_NAME_LEN: usize = 128;
+
+/// A field of a [`TaskSpec`] that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The command or its arguments.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A task id that is not safe to put in a cgroup name or a path.
+    #[error(
+        "task id {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    TaskId(String),
+    /// A task name that is not safe in a file name.
+    #[error(
+        "task name {0:?} is not usable: it must be 1 to 128 characters without `/` or nul, and not `.` or `..`"
+    )]
+    TaskName(String),
+    /// A path that must be absolute and plain.
+    #[error("{field} {path:?} must be an absolute path without `..` or nul")]
+    Path {
+        /// Which field.
+        field: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// An environment variable that cannot be passed to exec.
+    #[error("environment variable {key:?} is not usable: {why}")]
+    Env {
+        /// The variable's name.
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A user name that cannot be looked up.
+    #[error("user {0:?} is not a usable user name")]
+    User(String),
+    /// Memory limit below [`MIN_MEMORY_BYTES`].
+    #[error("memory limit {bytes} bytes is below the minimum of {min} bytes (4 MiB)", min = MIN_MEMORY_BYTES)]
+    MemoryTooSmall {
+        /// The limit given.
+        bytes: u64,
+    },
+    /// Memory max below the memory limit.
+    #[error("memory max {max} bytes is below the memory limit {limit} bytes")]
+    MemoryMaxBelowLimit {
+        /// The hard maximum given.
+        max: u64,
+        /// The limit given.
+        limit: u64,
+    },
+    /// cpu shares outside the kernel's range.
+    #[error("cpu shares {0} is outside the range 2 to 262144")]
+    CpuShares(u64),
+    /// A pids limit of zero, which would stop the task from starting.
+    #[error("pids max must be at least 1, got 0")]
+    ZeroPids,
+    /// A kill timeout longer than the driver allows.
+    #[error("kill timeout {timeout:?} is above the maximum of {max:?}")]
+    KillTimeoutAboveMax {
+        /// The requested timeout.
+        timeout: Duration,
+        /// The driver's maximum.
+        max: Duration,
+    },
+    /// A log rotation that keeps no file or files of no size.
+    #[error(
+        "log rotation needs at least 1 file of at least 1 byte, got {max_files} files of {max_file_size_bytes} bytes"
+    )]
+    LogRotation {
+        /// Files to keep.
+        max_files: u32,
+        /// Size at which a file is rotated.
+        max_file_size_bytes: u64,
+    },
+}
+
+/// Resource limits applied through the task's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Relative cpu weight (`cpu.shares` on v1, mapped to `cpu.weight` on v2).
+    pub cpu_shares: u64,
+    /// The memory limit in bytes; the task is OOM-killed above it.
+    pub memory_limit_bytes: u64,
+    /// A hard maximum above the limit (v2 `memory.max` with `memory.high` at the limit).
+    pub memory_max_bytes: Option<u64>,
+    /// Most processes and threads the task may have at once.
+    pub pids_max: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            cpu_shares: 1024,
+            memory_limit_bytes: 300 * 1024 * 1024,
+            memory_max_bytes: None,
+            pids_max: 4096,
+        }
+    }
+}
+
+impl Resources {
+    /// Checks each limit against what the kernel accepts and what a task can live with.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !CPU_SHARES_RANGE.contains(&self.cpu_shares) {
+            return Err(SpecError::CpuShares(self.cpu_shares));
+        }
+        if self.memory_limit_bytes < MIN_MEMORY_BYTES {
+            return Err(SpecError::MemoryTooSmall {
+                bytes: self.memory_limit_bytes,
+            });
+        }
+        if let Some(max) = self.memory_max_bytes
+            && max < self.memory_limit_bytes
+        {
+            return Err(SpecError::MemoryMaxBelowLimit {
+                max,
+                limit: self.memory_limit_bytes,
+            });
+        }
+        if self.pids_max == 0 {
+            return Err(SpecError::ZeroPids);
+        }
+        Ok(())
+    }
+}
+
+/// How the task's stdout and stderr files are rotated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRotation {
+    /// Files kept per stream, the live one included.
+    pub max_files: u32,
+    /// Size at which the live file is rotated.
+    pub max_file_size_bytes: u64,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        Self {
+            max_files: 10,
+            max_file_size_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The host dirs made visible read-only in a task root when the spec names none.
+pub const DEFAULT_CHROOT_ENV: [&str; 8] = [
+    "/bin",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/run/resolvconf",
+    "/sbin",
+    "/usr",
+];
+
+/// The default kill timeout, as in the reference (5 s).
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything needed to start one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique id of the task on this node; names its cgroup and state dir.
+    pub task_id: String,
+    /// The task's name within its allocation; names its log files.
+    pub task_name: String,
+    /// The allocation dir shared by the allocation's tasks, prepared by the caller.
+    pub alloc_dir: PathBuf,
+    /// The task's own dir, prepared by the caller; becomes the task's root.
+    pub task_dir: PathBuf,
+    /// What to run.
+    pub config: TaskConfig,
+    /// The task's whole environment, besides the task-dir variables the platform adds.
+    pub env: BTreeMap<String, String>,
+    /// The user the task runs as.
+    pub user: String,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// How long the kill signal is given before everything is force-killed.
+    pub kill_timeout: Duration,
+    /// The graceful signal sent by kill.
+    pub kill_signal: Signal,
+    /// Rotation of the stdout and stderr files.
+    pub logs: LogRotation,
+    /// Host dirs bind-mounted read-only into the task root.
+    pub chroot_env: Vec<PathBuf>,
+}
+
+impl TaskSpec {
+    /// A spec with the defaults for everything but identity, dirs and command.
+    pub fn new(
+        task_id: impl Into<String>,
+        task_name: impl Into<String>,
+        alloc_dir: impl Into<PathBuf>,
+        task_dir: impl Into<PathBuf>,
+        config: TaskConfig,
+    ) -> Self {
+        Self {
+            task_id: task_id.into(),
+            task_name: task_name.into(),
+            alloc_dir: alloc_dir.into(),
+            task_dir: task_dir.into(),
+            config,
+            env: BTreeMap::new(),
+            user: "nobody".to_owned(),
+            resources: Resources::default(),
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+            kill_signal: Signal::SIGINT,
+            logs: LogRotation::default(),
+            chroot_env: DEFAULT_CHROOT_ENV.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    /// Checks every field; `max_kill_timeout` is the driver's ceiling.
+    pub fn validate(&self, max_kill_timeout: Duration) -> Result<(), SpecError> {
+        validate_task_id(&self.task_id)?;
+        validate_task_name(&self.task_name)?;
+        validate_abs_path("alloc dir", &self.alloc_dir)?;
+        validate_abs_path("task dir", &self.task_dir)?;
+        for dir in &self.chroot_env {
+            validate_abs_path("chroot env dir", dir)?;
+        }
+        self.config.validate()?;
+        for (key, value) in &self.env {
+            validate_env(key, value)?;
+        }
+        if self.user.is_empty()
+            || self.user.len() > 256
+            || self
+                .user
+                .chars()
+                .any(|c| c == '\0' || c == ':' || c == '/' || c.is_whitespace())
+        {
+            return Err(SpecError::User(self.user.clone()));
+        }
+        self.resources.validate()?;
+        if self.kill_timeout > max_kill_timeout {
+            return Err(SpecError::KillTimeoutAboveMax {
+                timeout: self.kill_timeout,
+                max: max_kill_timeout,
+            });
+        }
+        if self.logs.max_files == 0 || self.logs.max_file_size_bytes == 0 {
+            return Err(SpecError::LogRotation {
+                max_files: self.logs.max_files,
+                max_file_size_bytes: self.logs.max_file_size_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a task id that could escape a cgroup name or a path.
+pub fn validate_task_id(id: &str) -> Result<(), SpecError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_TASK_ID_LEN
+        && !id.starts_with('.')
+        && !id.starts_with('-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::TaskId(id.to_owned()))
+    }
+}
+
+fn validate_task_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TASK_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0']);
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::TaskName(name.to_owned()))
+    }
+}
+
+/// True when `path` is absolute, has no `..` and no NUL: safe to confine by prefix.
+pub fn is_plain_absolute(path: &Path) -> bool {
+    path.is_absolute()
+        && !path.as_os_str().as_encoded_bytes().contains(&0)
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir))
+}
+
+fn validate_abs_path(field: &'static str, path: &Path) -> Result<(), SpecError> {
+    if is_plain_absolute(path) {
+        Ok(())
+    } else {
+        Err(SpecError::Path {
+            field,
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn validate_env(key: &str, value: &str) -> Result<(), SpecError> {
+    let why = if key.is_empty() {
+        Some("the name is empty")
+    } else if key.contains('=') {
+        Some("the name contains `=`")
+    } else if key.contains('\0') || value.contains('\0') {
+        Some("it contains a nul byte")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(SpecError::Env {
+            key: key.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskSpec {
+        TaskSpec::new(
+            "t1",
+            "web",
+            "/alloc",
+            "/alloc/web",
+            TaskConfig::new("/bin/true", Vec::<String>::new()),
+        )
+    }
+
+    const MAX: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn default_spec_is_valid() {
+        assert_eq!(spec().validate(MAX), Ok(()));
+    }
+
+    #[test]
+    fn each_field_is_checked() {
+        type Mutation = fn(&mut TaskSpec);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|s| s.task_id = "../x".into(), "task id"),
+            (|s| s.task_id = String::new(), "task id"),
+            (|s| s.task_id = "a".repeat(65), "task id"),
+            (|s| s.task_name = "a/b".into(), "task name"),
+            (|s| s.alloc_dir = "rel".into(), "alloc dir"),
+            (|s| s.task_dir = "/a/../b".into(), "task dir"),
+            (|s| s.chroot_env = vec!["usr".into()], "chroot env"),
+            (|s| s.config.command = String::new(), "missing command"),
+            (
+                |s| {
+                    s.env.insert("A=B".into(), "x".into());
+                },
+                "`=`",
+            ),
+            (
+                |s| {
+                    s.env.insert(String::new(), "x".into());
+                },
+                "empty",
+            ),
+            (|s| s.user = String::new(), "user"),
+            (
+                |s| s.resources.memory_limit_bytes = 1024,
+                "below the minimum",
+            ),
+            (
+                |s| s.resources.memory_max_bytes = Some(MIN_MEMORY_BYTES),
+                "memory max",
+            ),
+            (|s| s.resources.cpu_shares = 1, "cpu shares"),
+            (|s| s.resources.pids_max = 0, "pids max"),
+            (
+                |s| s.kill_timeout = Duration::from_secs(31),
+                "above the maximum",
+            ),
+            (|s| s.logs.max_files = 0, "log rotation"),
+        ];
+        for (mutate, needle) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = s.validate(MAX).expect_err(needle);
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let s = spec();
+        let text = serde_json::to_string(&s).expect("serialize");
+        assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(s));
+    }
+}
