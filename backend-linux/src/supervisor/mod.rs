@@ -1,0 +1,1 @@
+//! The supervisor: `execdriver supervise`. (OWNED BY THE SUPERVISOR/PLATFORM WORK.)
