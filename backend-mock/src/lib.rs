@@ -1,1 +1,714 @@
-pub fn x() {}
+//! execdriver-mock: an in-memory [`Platform`] with a virtual clock and fault injection.
+//!
+//! Deterministic by construction: no threads, no real time, no randomness. The clock only moves
+//! when the driver waits (`wait` with a deadline jumps to the deadline or to the task's next
+//! scripted event, whichever comes first) or when a test calls [`MockPlatform::advance`].
+//! Each task follows a [`TaskScript`] set before its spawn; [`Faults`] make platform calls fail.
+//!
+//! Every resource a real platform would hold is recorded with its owning task: the supervisor
+//! process, the task's processes, its cgroup, its mounts, its state dir. Orphan cleanup acts
+//! by address (the pid and start time, cgroup name and state dir in the handle id), as the
+//! Linux platform does, and every removal is logged with its cause, so tests can assert both
+//! that nothing of a task is left and that nothing of another task was touched.
+//!
+//! [`MockPlatform`] is a cheap handle to shared state: clone it to give a second [`Driver`]
+//! (a restarted agent) the same node.
+//!
+//! [`Driver`]: execdriver_core::Driver
+
+mod script;
+mod world;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use execdriver_core::{
+    ExitStatus, Fingerprint, HandleId, MemoryStats, Platform, PlatformError, ProcessIdentity,
+    Reattach, Signal, Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp,
+};
+
+pub use script::{Exit, Faults, ForceKill, ReattachFault, SignalResponse, TaskScript};
+use world::{Proc, Sim, StateDir, World};
+
+/// The mock's data dir: every state dir is `<MOCK_DATA_DIR>/<task id>`.
+pub const MOCK_DATA_DIR: &str = "/mock/execdriver/tasks";
+
+/// The cgroup name the mock gives a task, as the Linux platform does.
+pub fn cgroup_name(task_id: &str) -> String {
+    format!("execdriver-{task_id}")
+}
+
+/// The state dir the mock gives a task.
+pub fn state_dir(task_id: &str) -> PathBuf {
+    Path::new(MOCK_DATA_DIR).join(task_id)
+}
+
+/// Something a platform holds on a task's behalf.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// The supervisor process.
+    Supervisor {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A process of the task (its main process or a child).
+    Process {
+        /// Its pid.
+        pid: i32,
+    },
+    /// The task's cgroup.
+    Cgroup(String),
+    /// A mount in the task's root.
+    Mount(PathBuf),
+    /// The task's state dir (socket, exit record).
+    StateDir(PathBuf),
+}
+
+/// A platform operation, as recorded in the call log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// [`Platform::spawn`].
+    Spawn,
+    /// [`Platform::reattach`].
+    Reattach,
+    /// [`Platform::signal`].
+    Signal,
+    /// [`Platform::wait`].
+    Wait,
+    /// [`Platform::force_kill`].
+    ForceKill,
+    /// [`Platform::stats`].
+    Stats,
+    /// [`Platform::release`].
+    Release,
+    /// [`Platform::kill_supervisor`].
+    KillSupervisor,
+    /// [`Platform::kill_cgroup`].
+    KillCgroup,
+    /// [`Platform::destroy_cgroup`].
+    DestroyCgroup,
+    /// [`Platform::remove_state`].
+    RemoveState,
+}
+
+/// Why a resource went away.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// A scripted event: the task ended or its supervisor died on schedule.
+    Timeline,
+    /// A test forced it ([`MockPlatform::kill_supervisor_now`], [`MockPlatform::end_task_now`]).
+    Injected,
+    /// A platform call made for `task_id`.
+    Call {
+        /// The operation.
+        op: Op,
+        /// The task the call was made for (from its supervisor or handle id).
+        task_id: String,
+    },
+}
+
+/// One removal of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// When, on the virtual clock.
+    pub at: Timestamp,
+    /// What.
+    pub resource: Resource,
+    /// The task that held it.
+    pub owner: String,
+    /// Why.
+    pub cause: Cause,
+}
+
+/// One platform call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// When, on the virtual clock.
+    pub at: Timestamp,
+    /// Which operation.
+    pub op: Op,
+    /// For which task.
+    pub task_id: String,
+    /// Whether it returned `Ok`.
+    pub ok: bool,
+}
+
+/// The mock's connection to one supervisor: the supervisor process it names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MockSupervisorHandle {
+    /// The task.
+    pub task_id: String,
+    /// The supervisor's pid.
+    pub pid: i32,
+    /// The supervisor's start time.
+    pub start_time: u64,
+}
+
+/// The in-memory platform. Clones share one node.
+#[derive(Debug, Clone)]
+pub struct MockPlatform {
+    world: Arc<Mutex<World>>,
+}
+
+impl Default for MockPlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Shorthand for the error of a call on a supervisor that is gone.
+fn lost(sup: &MockSupervisorHandle) -> PlatformError {
+    PlatformError::SupervisorLost(format!(
+        "supervisor pid {} of task {} is gone",
+        sup.pid, sup.task_id
+    ))
+}
+
+fn injected(what: &str, task_id: &str) -> PlatformError {
+    PlatformError::Failed(format!("{what} of task {task_id} failed (injected fault)"))
+}
+
+impl MockPlatform {
+    /// An empty node at virtual time zero.
+    pub fn new() -> Self {
+        Self {
+            world: Arc::new(Mutex::new(World::new())),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // Every mutation of the world is completed before any call that could panic, so a
+        // poisoned lock still guards a consistent world.
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the behaviour of the task `task_id` for its next spawns.
+    pub fn script(&self, task_id: &str, script: TaskScript) {
+        self.lock().scripts.insert(task_id.to_owned(), script);
+    }
+
+    /// Sets the platform failures for `task_id`, from now on.
+    pub fn set_faults(&self, task_id: &str, faults: Faults) {
+        self.lock().faults.insert(task_id.to_owned(), faults);
+    }
+
+    /// The platform failures set for `task_id`.
+    pub fn faults(&self, task_id: &str) -> Faults {
+        self.lock().faults(task_id)
+    }
+
+    /// Makes the fingerprint report the node unusable, or usable again with `None`.
+    pub fn set_unhealthy(&self, reason: Option<String>) {
+        self.lock().unhealthy = reason;
+    }
+
+    /// The virtual time.
+    pub fn time(&self) -> Timestamp {
+        self.lock().clock
+    }
+
+    /// Lets `d` of virtual time pass (the agent is away), running scripted events.
+    pub fn advance(&self, d: Duration) {
+        let mut w = self.lock();
+        let until = w.clock + d;
+        w.advance_to(until);
+    }
+
+    /// Kills the supervisor of `task_id` now, as an outside event; the task keeps running.
+    pub fn kill_supervisor_now(&self, task_id: &str) {
+        let mut w = self.lock();
+        if let Some(pid) = w.sims.get(task_id).map(|s| s.supervisor_pid) {
+            w.remove_process(pid, &Cause::Injected);
+        }
+    }
+
+    /// Ends the task `task_id` now with `exit` (an OOM kill, a crash), as an outside event.
+    pub fn end_task_now(&self, task_id: &str, exit: Exit) {
+        self.lock()
+            .end_task(task_id, exit.status(), &Cause::Injected);
+    }
+
+    /// Every resource held for `task_id`, in a stable order.
+    pub fn resources_of(&self, task_id: &str) -> Vec<Resource> {
+        self.lock()
+            .resources()
+            .into_iter()
+            .filter(|(owner, _)| owner == task_id)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// Every resource held, with its owning task, in a stable order.
+    pub fn all_resources(&self) -> Vec<(String, Resource)> {
+        self.lock().resources()
+    }
+
+    /// Every removal so far, in order.
+    pub fn removals(&self) -> Vec<Removal> {
+        self.lock().removals.clone()
+    }
+
+    /// Every platform call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The signals that reached the current instance of `task_id`, with their times.
+    pub fn signals_of(&self, task_id: &str) -> Vec<(Timestamp, Signal)> {
+        self.lock()
+            .sims
+            .get(task_id)
+            .map(|s| s.signals.clone())
+            .unwrap_or_default()
+    }
+
+    /// When and how the current instance of `task_id` ended, if it has.
+    pub fn exit_of(&self, task_id: &str) -> Option<(Timestamp, ExitStatus)> {
+        self.lock().sims.get(task_id).and_then(|s| s.exited)
+    }
+
+    /// Whether the supervisor of the current instance of `task_id` is alive.
+    pub fn supervisor_alive(&self, task_id: &str) -> bool {
+        let w = self.lock();
+        w.sims
+            .get(task_id)
+            .is_some_and(|s| w.supervisor_alive(s.supervisor_pid, s.supervisor_start_time))
+    }
+}
+
+impl World {
+    /// The task instance a supervisor connection belongs to, if the connection is not stale.
+    fn sim_of(&self, sup: &MockSupervisorHandle) -> Option<&Sim> {
+        self.sims
+            .get(&sup.task_id)
+            .filter(|s| s.supervisor_pid == sup.pid && s.supervisor_start_time == sup.start_time)
+    }
+
+    /// What a wait would return now, or `None` if the task still runs under a live supervisor.
+    fn observe(
+        &self,
+        sup: &MockSupervisorHandle,
+    ) -> Option<Result<Option<ExitStatus>, PlatformError>> {
+        let Some(sim) = self.sim_of(sup) else {
+            return Some(Err(lost(sup)));
+        };
+        if self.supervisor_alive(sup.pid, sup.start_time) {
+            return sim.exited.map(|(_, status)| Ok(Some(status)));
+        }
+        // The supervisor is gone: an exit it recorded before dying still counts.
+        let record = self
+            .state_dirs
+            .get(&sim.state_dir)
+            .and_then(|d| d.exit_record);
+        Some(record.map(Some).ok_or_else(|| lost(sup)))
+    }
+
+    /// The live supervisor's task instance, or the error a dead one gives.
+    fn live(&self, sup: &MockSupervisorHandle) -> Result<&Sim, PlatformError> {
+        match self.sim_of(sup) {
+            Some(sim) if self.supervisor_alive(sup.pid, sup.start_time) => Ok(sim),
+            _ => Err(lost(sup)),
+        }
+    }
+
+    /// Refuses a handle id whose addresses are not the ones this platform gives the task.
+    fn confine(&self, handle: &HandleId) -> Result<(), PlatformError> {
+        let id = &handle.task_id;
+        let dir = state_dir(id);
+        if handle.cgroup != cgroup_name(id) {
+            return Err(PlatformError::Refused(format!(
+                "cgroup {:?} is not the cgroup of task {id}",
+                handle.cgroup
+            )));
+        }
+        if handle.state_dir != dir || handle.supervisor.socket != dir.join("supervisor.sock") {
+            return Err(PlatformError::Refused(format!(
+                "state dir {:?} or socket {:?} is not under {}",
+                handle.state_dir,
+                handle.supervisor.socket,
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn call_cause(op: Op, task_id: &str) -> Cause {
+        Cause::Call {
+            op,
+            task_id: task_id.to_owned(),
+        }
+    }
+}
+
+impl Platform for MockPlatform {
+    type Supervisor = MockSupervisorHandle;
+
+    fn now(&self) -> Timestamp {
+        self.lock().clock
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let w = self.lock();
+        let mut fp = Fingerprint {
+            healthy: w.unhealthy.is_none(),
+            reason: w.unhealthy.clone(),
+            ..Fingerprint::default()
+        };
+        let exec = if fp.healthy { "1" } else { "0" };
+        fp.attributes
+            .insert("driver.exec".to_owned(), exec.to_owned());
+        fp.attributes
+            .insert("driver.exec.platform".to_owned(), "mock".to_owned());
+        fp
+    }
+
+    fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<Self::Supervisor>, PlatformError> {
+        let mut w = self.lock();
+        let id = spec.task_id.clone();
+        let cgroup = cgroup_name(&id);
+        let dir = state_dir(&id);
+        // Every check comes before the first resource is created, so a failed spawn leaves
+        // nothing behind.
+        let refused = if w.faults(&id).spawn_fails {
+            Some(injected("spawn", &id))
+        } else if w.cgroups.contains_key(&cgroup) {
+            Some(PlatformError::Failed(format!(
+                "cgroup {cgroup} already exists"
+            )))
+        } else if w.state_dirs.contains_key(&dir) {
+            Some(PlatformError::Failed(format!(
+                "state dir {} already exists",
+                dir.display()
+            )))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            w.record(Op::Spawn, &id, false);
+            return Err(e);
+        }
+        let script = w.scripts.get(&id).cloned().unwrap_or_default();
+        let now = w.clock;
+        let (sup_pid, sup_start) = w.new_process(Proc {
+            owner: id.clone(),
+            start_time: 0,
+            supervisor: true,
+            cgroup: None,
+        });
+        w.cgroups.insert(cgroup.clone(), id.clone());
+        w.state_dirs.insert(
+            dir.clone(),
+            StateDir {
+                owner: id.clone(),
+                exit_record: None,
+            },
+        );
+        let mut task = ProcessIdentity {
+            pid: 0,
+            start_time: 0,
+        };
+        for i in 0..=script.children {
+            let (pid, start_time) = w.new_process(Proc {
+                owner: id.clone(),
+                start_time: 0,
+                supervisor: false,
+                cgroup: Some(cgroup.clone()),
+            });
+            if i == 0 {
+                task = ProcessIdentity { pid, start_time };
+            }
+        }
+        let mut mount_points: Vec<PathBuf> = spec
+            .chroot_env
+            .iter()
+            .map(|d| spec.task_dir.join(d.strip_prefix("/").unwrap_or(d)))
+            .collect();
+        for special in ["proc", "dev", "alloc", "secrets"] {
+            mount_points.push(spec.task_dir.join(special));
+        }
+        for m in mount_points {
+            w.mounts.insert((id.clone(), m));
+        }
+        let sim = Sim {
+            exit_at: script
+                .exit_after
+                .map(|(after, exit)| (now + after, exit.status())),
+            supervisor_dies_at: script.supervisor_dies_after.map(|after| now + after),
+            script,
+            kill_signal: spec.kill_signal,
+            supervisor_pid: sup_pid,
+            supervisor_start_time: sup_start,
+            cgroup: cgroup.clone(),
+            state_dir: dir.clone(),
+            exited: None,
+            signals: Vec::new(),
+        };
+        w.sims.insert(id.clone(), sim);
+        w.record(Op::Spawn, &id, true);
+        // A script may end the task at its spawn time.
+        w.advance_to(now);
+        Ok(Spawned {
+            supervisor: MockSupervisorHandle {
+                task_id: id,
+                pid: sup_pid,
+                start_time: sup_start,
+            },
+            identity: SupervisorIdentity {
+                process: ProcessIdentity {
+                    pid: sup_pid,
+                    start_time: sup_start,
+                },
+                socket: dir.join("supervisor.sock"),
+            },
+            task,
+            cgroup,
+            state_dir: dir,
+        })
+    }
+
+    fn reattach(&self, handle: &HandleId) -> Result<Reattach<Self::Supervisor>, PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            let sup = handle.supervisor.process;
+            match w.faults(&id).reattach {
+                ReattachFault::Refused => {
+                    return Err(PlatformError::Refused(format!(
+                        "handle id of task {id} refused (injected fault)"
+                    )));
+                }
+                ReattachFault::Unreachable => {
+                    return Ok(Reattach::Gone {
+                        reason: format!(
+                            "supervisor socket {} of task {id} is unreachable (injected fault)",
+                            handle.supervisor.socket.display()
+                        ),
+                    });
+                }
+                ReattachFault::None => {}
+            }
+            let owned = w.procs.get(&sup.pid).is_some_and(|p| p.owner == id);
+            if owned && w.supervisor_alive(sup.pid, sup.start_time) {
+                return Ok(Reattach::Live(MockSupervisorHandle {
+                    task_id: id.clone(),
+                    pid: sup.pid,
+                    start_time: sup.start_time,
+                }));
+            }
+            if let Some(status) = w
+                .state_dirs
+                .get(&handle.state_dir)
+                .and_then(|d| d.exit_record)
+            {
+                return Ok(Reattach::Exited(status));
+            }
+            Ok(Reattach::Gone {
+                reason: format!(
+                    "supervisor pid {} of task {id} is gone and left no exit record",
+                    sup.pid
+                ),
+            })
+        });
+        w.record(Op::Reattach, &id, result.is_ok());
+        result
+    }
+
+    fn signal(&self, sup: &Self::Supervisor, signal: Signal) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let result = w.live(sup).map(|_| ()).and_then(|()| {
+            if w.faults(&sup.task_id).signal_fails {
+                Err(injected("signal", &sup.task_id))
+            } else {
+                Ok(())
+            }
+        });
+        if result.is_ok() {
+            w.deliver_signal(&sup.task_id, signal);
+        }
+        w.record(Op::Signal, &sup.task_id, result.is_ok());
+        result
+    }
+
+    fn wait(
+        &self,
+        sup: &Self::Supervisor,
+        deadline: Option<Timestamp>,
+    ) -> Result<Option<ExitStatus>, PlatformError> {
+        let mut w = self.lock();
+        let result = loop {
+            if let Some(r) = w.observe(sup) {
+                break r;
+            }
+            if deadline.is_some_and(|d| w.clock >= d) {
+                break Ok(None);
+            }
+            // Only this task's events can end this wait; other tasks' events on the way are
+            // run by `advance_to` in time order.
+            let next = w.next_event_of(&sup.task_id);
+            let target = match (deadline, next) {
+                (Some(d), Some(n)) => d.min(n),
+                (Some(d), None) => d,
+                (None, Some(n)) => n,
+                (None, None) => {
+                    break Err(PlatformError::Failed(format!(
+                        "wait for task {} would block forever in virtual time: nothing will end it",
+                        sup.task_id
+                    )));
+                }
+            };
+            w.advance_to(target);
+        };
+        w.record(Op::Wait, &sup.task_id, result.is_ok());
+        result
+    }
+
+    fn force_kill(&self, sup: &Self::Supervisor) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let result = w.live(sup).map(|sim| sim.script.force_kill);
+        let result = match result {
+            Ok(ForceKill::Works) => {
+                let now = w.clock;
+                w.schedule_exit(&sup.task_id, now, ExitStatus::signaled(Signal::SIGKILL));
+                w.advance_to(now);
+                Ok(())
+            }
+            Ok(ForceKill::Ineffective) => Ok(()),
+            Ok(ForceKill::Fails) => Err(injected("force kill", &sup.task_id)),
+            Err(e) => Err(e),
+        };
+        w.record(Op::ForceKill, &sup.task_id, result.is_ok());
+        result
+    }
+
+    fn stats(&self, sup: &Self::Supervisor) -> Result<TaskStats, PlatformError> {
+        let mut w = self.lock();
+        let result = w
+            .live(sup)
+            .map(|sim| sim.cgroup.clone())
+            .and_then(|cgroup| {
+                if w.faults(&sup.task_id).stats_fails {
+                    return Err(injected("stats", &sup.task_id));
+                }
+                let pids = w.pids_in(&cgroup).len() as u64;
+                Ok(TaskStats {
+                    memory: MemoryStats {
+                        rss: pids * 1024 * 1024,
+                        max_usage: pids * 1024 * 1024,
+                        ..MemoryStats::default()
+                    },
+                    pids,
+                    timestamp: w.clock,
+                    ..TaskStats::default()
+                })
+            });
+        w.record(Op::Stats, &sup.task_id, result.is_ok());
+        result
+    }
+
+    fn release(&self, sup: &Self::Supervisor) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = sup.task_id.clone();
+        let result = w
+            .live(sup)
+            .map(|sim| (sim.cgroup.clone(), sim.state_dir.clone()))
+            .and_then(|paths| {
+                if w.faults(&id).release_fails {
+                    Err(injected("release", &id))
+                } else {
+                    Ok(paths)
+                }
+            });
+        let result = result.map(|(cgroup, dir)| {
+            let cause = World::call_cause(Op::Release, &id);
+            // The supervisor empties the cgroup before removing it, as rmdir needs.
+            if !w.pids_in(&cgroup).is_empty() {
+                w.end_task(&id, ExitStatus::signaled(Signal::SIGKILL), &cause);
+            }
+            w.remove_cgroup(&cgroup, &cause);
+            w.remove_state_dir(&dir, &cause);
+            w.remove_process(sup.pid, &cause);
+        });
+        w.record(Op::Release, &id, result.is_ok());
+        result
+    }
+
+    fn kill_supervisor(&self, handle: &HandleId) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            if w.faults(&id).kill_supervisor_fails {
+                return Err(injected("kill supervisor", &id));
+            }
+            let sup = handle.supervisor.process;
+            // Only the process the handle recorded, never whatever now has its pid.
+            if w.supervisor_alive(sup.pid, sup.start_time) {
+                w.remove_process(sup.pid, &World::call_cause(Op::KillSupervisor, &id));
+            }
+            Ok(())
+        });
+        w.record(Op::KillSupervisor, &id, result.is_ok());
+        result
+    }
+
+    fn kill_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            if w.faults(&id).kill_cgroup_fails {
+                return Err(injected("kill cgroup", &id));
+            }
+            let owners: std::collections::BTreeSet<String> = w
+                .pids_in(&handle.cgroup)
+                .iter()
+                .filter_map(|pid| w.procs.get(pid).map(|p| p.owner.clone()))
+                .collect();
+            let cause = World::call_cause(Op::KillCgroup, &id);
+            for owner in owners {
+                w.end_task(&owner, ExitStatus::signaled(Signal::SIGKILL), &cause);
+            }
+            Ok(())
+        });
+        w.record(Op::KillCgroup, &id, result.is_ok());
+        result
+    }
+
+    fn destroy_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            if w.faults(&id).destroy_cgroup_fails {
+                return Err(injected("destroy cgroup", &id));
+            }
+            let pids = w.pids_in(&handle.cgroup);
+            if !pids.is_empty() {
+                // rmdir of a cgroup with members fails with EBUSY.
+                return Err(PlatformError::Failed(format!(
+                    "cgroup {} still has processes {pids:?}",
+                    handle.cgroup
+                )));
+            }
+            w.remove_cgroup(&handle.cgroup, &World::call_cause(Op::DestroyCgroup, &id));
+            Ok(())
+        });
+        w.record(Op::DestroyCgroup, &id, result.is_ok());
+        result
+    }
+
+    fn remove_state(&self, handle: &HandleId) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            if w.faults(&id).remove_state_fails {
+                return Err(injected("remove state", &id));
+            }
+            w.remove_state_dir(&handle.state_dir, &World::call_cause(Op::RemoveState, &id));
+            Ok(())
+        });
+        w.record(Op::RemoveState, &id, result.is_ok());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,336 @@
+//! The mock's own contract: the virtual clock, resources, faults, and confinement.
+
+use std::time::Duration;
+
+use execdriver_core::{
+    Driver, ExitStatus, HandleId, Platform, PlatformError, Reattach, Signal, TaskConfig, TaskSpec,
+    Timestamp,
+};
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(n: u64) -> Timestamp {
+    Timestamp(ms(n))
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec::new(
+        id,
+        "web",
+        "/alloc",
+        format!("/alloc/{id}"),
+        TaskConfig::new("/bin/sleep", ["100"]),
+    )
+}
+
+fn handle_of(spawned: &Spawned<MockSupervisorHandle>, id: &str) -> HandleId {
+    HandleId {
+        format: execdriver_core::handle::HANDLE_FORMAT_VERSION,
+        driver_version: "test".into(),
+        task_id: id.into(),
+        supervisor: spawned.identity.clone(),
+        task: spawned.task,
+        cgroup: spawned.cgroup.clone(),
+        state_dir: spawned.state_dir.clone(),
+        task_dir: format!("/alloc/{id}").into(),
+        alloc_dir: "/alloc".into(),
+        kill_timeout_ms: 5000,
+        max_kill_timeout_ms: 30000,
+        kill_signal: Signal::SIGINT,
+    }
+}
+
+#[test]
+fn spawn_records_every_resource() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::default().with_children(2));
+    let s = p.spawn(&spec("a")).expect("spawn");
+    let r = p.resources_of("a");
+    let count = |f: fn(&Resource) -> bool| r.iter().filter(|x| f(x)).count();
+    assert_eq!(count(|x| matches!(x, Resource::Supervisor { .. })), 1);
+    assert_eq!(count(|x| matches!(x, Resource::Process { .. })), 3);
+    assert_eq!(count(|x| matches!(x, Resource::Cgroup(_))), 1);
+    assert_eq!(count(|x| matches!(x, Resource::StateDir(_))), 1);
+    // The default chroot env plus proc, dev, alloc and secrets.
+    assert_eq!(count(|x| matches!(x, Resource::Mount(_))), 8 + 4);
+    assert_eq!(s.cgroup, "execdriver-a");
+    assert_eq!(s.state_dir, state_dir("a"));
+    assert!(p.resources_of("b").is_empty());
+}
+
+#[test]
+fn failed_spawn_leaves_nothing() {
+    let p = MockPlatform::new();
+    p.set_faults(
+        "a",
+        Faults {
+            spawn_fails: true,
+            ..Faults::default()
+        },
+    );
+    assert!(p.spawn(&spec("a")).is_err());
+    assert!(p.all_resources().is_empty());
+    // A second spawn of a live task id is refused without touching the first.
+    p.set_faults("a", Faults::default());
+    p.spawn(&spec("a")).expect("spawn");
+    let before = p.all_resources();
+    let err = p.spawn(&spec("a")).expect_err("duplicate");
+    assert!(err.to_string().contains("execdriver-a"), "{err}");
+    assert_eq!(p.all_resources(), before);
+}
+
+#[test]
+fn wait_moves_the_clock_to_the_deadline_or_the_exit() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::exits_after(ms(300), Exit::Code(3)));
+    let s = p.spawn(&spec("a")).expect("spawn");
+    assert_eq!(p.wait(&s.supervisor, Some(at(100))), Ok(None));
+    assert_eq!(p.now(), at(100));
+    // A deadline in the past does not move the clock back.
+    assert_eq!(p.wait(&s.supervisor, Some(at(50))), Ok(None));
+    assert_eq!(p.now(), at(100));
+    assert_eq!(
+        p.wait(&s.supervisor, Some(at(1000))),
+        Ok(Some(ExitStatus::code(3)))
+    );
+    assert_eq!(p.now(), at(300));
+    assert!(
+        p.resources_of("a")
+            .iter()
+            .all(|r| !matches!(r, Resource::Process { .. } | Resource::Mount(_)))
+    );
+    p.release(&s.supervisor).expect("release");
+    assert!(p.resources_of("a").is_empty());
+}
+
+#[test]
+fn wait_forever_on_an_endless_task_is_an_error_not_a_hang() {
+    let p = MockPlatform::new();
+    let s = p.spawn(&spec("a")).expect("spawn");
+    let err = p.wait(&s.supervisor, None).expect_err("would block");
+    assert!(err.to_string().contains("block forever"), "{err}");
+    p.script("b", TaskScript::exits_after(ms(7), Exit::Oom));
+    let s = p.spawn(&spec("b")).expect("spawn");
+    let status = p.wait(&s.supervisor, None).expect("exits").expect("status");
+    assert!(status.oom_killed);
+    assert_eq!(p.now(), at(7));
+}
+
+#[test]
+fn signals_follow_the_script() {
+    let p = MockPlatform::new();
+    let script = TaskScript {
+        on_kill_signal: SignalResponse::ExitAfter(ms(40), 0),
+        ..TaskScript::default()
+    };
+    p.script("a", script);
+    let s = p.spawn(&spec("a")).expect("spawn");
+    p.signal(&s.supervisor, Signal::SIGUSR1).expect("signal");
+    assert_eq!(p.wait(&s.supervisor, Some(at(10))), Ok(None));
+    p.signal(&s.supervisor, Signal::SIGINT).expect("signal");
+    assert_eq!(
+        p.wait(&s.supervisor, Some(at(1000))),
+        Ok(Some(ExitStatus::code(0)))
+    );
+    assert_eq!(p.now(), at(50));
+    assert_eq!(
+        p.signals_of("a"),
+        vec![(at(0), Signal::SIGUSR1), (at(10), Signal::SIGINT)]
+    );
+
+    p.script("b", TaskScript::default().ignoring_kill_signal());
+    let s = p.spawn(&spec("b")).expect("spawn");
+    p.signal(&s.supervisor, Signal::SIGINT).expect("signal");
+    assert_eq!(p.wait(&s.supervisor, Some(at(500))), Ok(None));
+    p.force_kill(&s.supervisor).expect("force kill");
+    assert_eq!(
+        p.wait(&s.supervisor, Some(at(500))),
+        Ok(Some(ExitStatus::signaled(Signal::SIGKILL)))
+    );
+}
+
+#[test]
+fn a_dead_supervisor_keeps_the_exit_it_recorded() {
+    let p = MockPlatform::new();
+    p.script(
+        "a",
+        TaskScript::exits_after(ms(10), Exit::Code(1)).supervisor_dies_after(ms(20)),
+    );
+    let s = p.spawn(&spec("a")).expect("spawn");
+    let h = handle_of(&s, "a");
+    p.advance(ms(30));
+    assert!(!p.supervisor_alive("a"));
+    assert_eq!(p.wait(&s.supervisor, None), Ok(Some(ExitStatus::code(1))));
+    assert!(matches!(
+        p.reattach(&h),
+        Ok(Reattach::Exited(status)) if status == ExitStatus::code(1)
+    ));
+    assert!(matches!(
+        p.release(&s.supervisor),
+        Err(PlatformError::SupervisorLost(_))
+    ));
+}
+
+#[test]
+fn a_supervisor_that_dies_first_leaves_an_orphan() {
+    let p = MockPlatform::new();
+    p.script(
+        "a",
+        TaskScript::exits_after(ms(20), Exit::Code(0)).supervisor_dies_after(ms(10)),
+    );
+    let s = p.spawn(&spec("a")).expect("spawn");
+    let h = handle_of(&s, "a");
+    assert!(matches!(
+        p.wait(&s.supervisor, None),
+        Err(PlatformError::SupervisorLost(_))
+    ));
+    assert_eq!(p.now(), at(10));
+    assert!(matches!(p.reattach(&h), Ok(Reattach::Gone { .. })));
+    // The task still runs in its cgroup: destroying the cgroup first fails like rmdir would.
+    assert!(p.destroy_cgroup(&h).is_err());
+    p.kill_supervisor(&h).expect("nothing to kill");
+    p.kill_cgroup(&h).expect("kill cgroup");
+    p.destroy_cgroup(&h).expect("destroy");
+    p.remove_state(&h).expect("remove");
+    assert!(p.resources_of("a").is_empty());
+    // The steps are idempotent.
+    p.kill_cgroup(&h).expect("again");
+    p.destroy_cgroup(&h).expect("again");
+    p.remove_state(&h).expect("again");
+}
+
+#[test]
+fn orphan_steps_act_by_address_and_refuse_foreign_addresses() {
+    let p = MockPlatform::new();
+    let a = p.spawn(&spec("a")).expect("spawn");
+    let b = p.spawn(&spec("b")).expect("spawn");
+    let ha = handle_of(&a, "a");
+    let before_b = p.resources_of("b");
+    let mut forged = ha.clone();
+    forged.cgroup = b.cgroup.clone();
+    for r in [
+        p.kill_cgroup(&forged),
+        p.destroy_cgroup(&forged),
+        p.remove_state(&forged),
+        p.kill_supervisor(&forged),
+    ] {
+        assert!(matches!(r, Err(PlatformError::Refused(_))), "{r:?}");
+    }
+    assert!(matches!(
+        p.reattach(&forged),
+        Err(PlatformError::Refused(_))
+    ));
+    // A supervisor identity with the wrong start time is not the recorded process.
+    let mut stale = ha.clone();
+    stale.supervisor.process.start_time += 100;
+    p.kill_supervisor(&stale).expect("nothing to do");
+    assert!(p.supervisor_alive("a"));
+    for step in [
+        MockPlatform::kill_supervisor,
+        MockPlatform::kill_cgroup,
+        MockPlatform::destroy_cgroup,
+        MockPlatform::remove_state,
+    ] {
+        step(&p, &ha).expect("cleanup step");
+    }
+    assert!(p.resources_of("a").is_empty());
+    assert_eq!(p.resources_of("b"), before_b);
+    assert!(p.removals().iter().all(|r| r.owner == "a"));
+    let _ = b;
+}
+
+#[test]
+fn faults_fail_the_step_and_touch_nothing() {
+    let p = MockPlatform::new();
+    let a = p.spawn(&spec("a")).expect("spawn");
+    let h = handle_of(&a, "a");
+    p.set_faults(
+        "a",
+        Faults {
+            kill_supervisor_fails: true,
+            kill_cgroup_fails: true,
+            destroy_cgroup_fails: true,
+            remove_state_fails: true,
+            release_fails: true,
+            signal_fails: true,
+            stats_fails: true,
+            ..Faults::default()
+        },
+    );
+    let before = p.all_resources();
+    assert!(p.kill_supervisor(&h).is_err());
+    assert!(p.kill_cgroup(&h).is_err());
+    assert!(p.destroy_cgroup(&h).is_err());
+    assert!(p.remove_state(&h).is_err());
+    assert!(p.release(&a.supervisor).is_err());
+    assert!(p.signal(&a.supervisor, Signal::SIGKILL).is_err());
+    assert!(p.stats(&a.supervisor).is_err());
+    assert_eq!(p.all_resources(), before);
+    p.set_faults(
+        "a",
+        Faults {
+            reattach: ReattachFault::Unreachable,
+            ..Faults::default()
+        },
+    );
+    assert!(matches!(p.reattach(&h), Ok(Reattach::Gone { .. })));
+    p.set_faults(
+        "a",
+        Faults {
+            reattach: ReattachFault::Refused,
+            ..Faults::default()
+        },
+    );
+    assert!(matches!(p.reattach(&h), Err(PlatformError::Refused(_))));
+    p.set_faults("a", Faults::default());
+    assert!(matches!(p.reattach(&h), Ok(Reattach::Live(_))));
+    assert_eq!(p.stats(&a.supervisor).map(|s| s.pids), Ok(1));
+}
+
+#[test]
+fn force_kill_scripts() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::default().with_force_kill(ForceKill::Fails));
+    p.script(
+        "b",
+        TaskScript::default().with_force_kill(ForceKill::Ineffective),
+    );
+    let a = p.spawn(&spec("a")).expect("spawn");
+    let b = p.spawn(&spec("b")).expect("spawn");
+    assert!(p.force_kill(&a.supervisor).is_err());
+    p.force_kill(&b.supervisor).expect("reports success");
+    assert_eq!(p.exit_of("a"), None);
+    assert_eq!(p.exit_of("b"), None);
+}
+
+#[test]
+fn a_driver_over_the_mock_kills_within_the_timeout() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::default().ignoring_kill_signal());
+    let d = Driver::new(p.clone());
+    let task = d.start(&spec("a")).expect("start");
+    task.kill().expect("kill");
+    let r = task.wait().expect("result");
+    assert_eq!(r.signal, Some(Signal::SIGKILL));
+    assert_eq!(
+        p.now(),
+        Timestamp(execdriver_core::spec::DEFAULT_KILL_TIMEOUT)
+    );
+    assert!(p.all_resources().is_empty(), "{:?}", p.all_resources());
+    let ops: Vec<Op> = p.calls().iter().map(|c| c.op).collect();
+    assert_eq!(
+        ops,
+        vec![
+            Op::Spawn,
+            Op::Signal,
+            Op::Wait,
+            Op::ForceKill,
+            Op::Wait,
+            Op::Release
+        ]
+    );
+}
