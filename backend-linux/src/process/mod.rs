@@ -1,53 +1,56 @@
 //! Process identities (pid + start time) and pidfds: a reused pid can never be signalled.
-//! (OWNED BY THE ISOLATION WORK.)
+//!
+//! A pid alone names whatever process holds that number now. A [`ProcessIdentity`] adds the
+//! start time from `/proc/<pid>/stat`, and a [`Pidfd`] pins one process for good: once open,
+//! it keeps referring to that process even after it exits and its pid is handed out again.
 
-use std::time::Duration;
+mod identity;
+mod pidfd;
 
-use execdriver_core::{ProcessIdentity, Signal};
+use std::io;
+
+pub use identity::{identity, parse_start_time};
+pub use pidfd::Pidfd;
 
 /// A failed process operation, naming the pid.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    /// Placeholder until the module is written.
-    #[error("process operation not implemented: {0}")]
-    NotImplemented(&'static str),
-}
-
-/// The identity of a live process, from /proc/<pid>/stat.
-pub fn identity(pid: i32) -> Result<ProcessIdentity, ProcessError> {
-    let _ = pid;
-    Err(ProcessError::NotImplemented("identity"))
-}
-
-/// A pidfd: a handle on one process that stays valid if its pid is reused.
-#[derive(Debug)]
-pub struct Pidfd {
-    _private: (),
-}
-
-impl Pidfd {
-    /// Opens a pidfd on `pid` (pidfd_open).
-    pub fn open(pid: i32) -> Result<Self, ProcessError> {
-        let _ = pid;
-        Err(ProcessError::NotImplemented("Pidfd::open"))
-    }
-
-    /// Opens a pidfd on the process only if its start time still matches `identity`:
-    /// `Ok(None)` when the process is gone or the pid now belongs to another process.
-    pub fn open_verified(identity: &ProcessIdentity) -> Result<Option<Self>, ProcessError> {
-        let _ = identity;
-        Err(ProcessError::NotImplemented("Pidfd::open_verified"))
-    }
-
-    /// Sends `signal` (pidfd_send_signal); a process that already exited is not an error.
-    pub fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
-        let _ = signal;
-        Err(ProcessError::NotImplemented("Pidfd::signal"))
-    }
-
-    /// Waits until the process exits or `timeout` passes; true if it exited.
-    pub fn wait_exit(&self, timeout: Option<Duration>) -> Result<bool, ProcessError> {
-        let _ = timeout;
-        Err(ProcessError::NotImplemented("Pidfd::wait_exit"))
-    }
+    /// A pid that no process can have (zero or negative).
+    #[error("pid {pid} is not a valid process id")]
+    InvalidPid {
+        /// The pid given.
+        pid: i32,
+    },
+    /// No process has this pid (any more).
+    #[error("no process with pid {pid}")]
+    NotFound {
+        /// The pid looked for.
+        pid: i32,
+    },
+    /// `/proc/<pid>/stat` could not be read.
+    #[error("cannot read /proc/{pid}/stat: {source}")]
+    ReadStat {
+        /// The process.
+        pid: i32,
+        /// Why.
+        source: io::Error,
+    },
+    /// `/proc/<pid>/stat` did not have the expected shape.
+    #[error("cannot parse /proc/{pid}/stat: {what}")]
+    ParseStat {
+        /// The process.
+        pid: i32,
+        /// What was wrong with it.
+        what: &'static str,
+    },
+    /// A pidfd system call failed.
+    #[error("{call} on pid {pid} failed: {source}")]
+    Syscall {
+        /// The call (`pidfd_open`, `pidfd_send_signal`, `poll`).
+        call: &'static str,
+        /// The process.
+        pid: i32,
+        /// The OS error.
+        source: io::Error,
+    },
 }
