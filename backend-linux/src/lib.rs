@@ -10,6 +10,7 @@
 //! - [`process`]: pidfds and process identities (pid + start time).
 //! - [`logs`]: size-rotated log files for the task's stdout and stderr.
 //! - [`fingerprint`]: whether this node can run tasks.
+//! - [`state`]: the layout of the data dir (`tasks/<task id>/` state dirs).
 
 pub mod cgroups;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod logs;
 pub mod platform;
 pub mod process;
 pub mod reattach;
+pub mod state;
 pub mod supervisor;
 
 pub use error::LinuxError;

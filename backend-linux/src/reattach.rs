@@ -1,2 +1,310 @@
 //! The reattach path: confine a handle id, connect, verify the supervisor's hello, fall back
-//! to the exit record. (OWNED BY THE SUPERVISOR/PLATFORM WORK.)
+//! to the exit record.
+//!
+//! A handle id comes from outside (an agent's state store) and may be forged or corrupt. Before
+//! anything is touched, every path in it must be exactly what this platform would have
+//! written for its task id, and its cgroup exactly that task's cgroup name. A supervisor that
+//! answers must then confirm the whole identity (task id, its own pid and start time, the
+//! task's pid and start time). Anything else is [`PlatformError::Refused`]: nothing signalled,
+//! nothing removed.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use execdriver_core::{HandleId, PlatformError, Reattach};
+
+use crate::cgroups::cgroup_name;
+use crate::platform::{LinuxPlatform, SupervisorConn};
+use crate::state::StatePaths;
+use crate::supervisor::exit_record;
+use crate::supervisor::protocol::{Client, Request, Response};
+
+/// How long a supervisor has to answer `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What confinement established about a handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Confined {
+    /// The task's state dir, as this platform lays it out.
+    pub paths: StatePaths,
+    /// The task's cgroup name.
+    pub cgroup: String,
+}
+
+fn refused(why: String) -> PlatformError {
+    PlatformError::Refused(why)
+}
+
+/// Checks the handle's state dir, socket and cgroup against what this platform derives from
+/// its task id; used before any cleanup step touches anything.
+pub(crate) fn confine_state(
+    platform: &LinuxPlatform,
+    handle: &HandleId,
+) -> Result<Confined, PlatformError> {
+    handle
+        .validate()
+        .map_err(|e| refused(format!("invalid handle id: {e}")))?;
+    let data = platform.data_dir().map_err(|e| {
+        refused(format!(
+            "the handle's task cannot be ours: the {e} is not accessible"
+        ))
+    })?;
+    let paths = StatePaths::new(&data, &handle.task_id);
+    if handle.state_dir != paths.dir {
+        return Err(refused(format!(
+            "state dir {} is not {}, the state dir of task {} in this driver's data dir",
+            handle.state_dir.display(),
+            paths.dir.display(),
+            handle.task_id
+        )));
+    }
+    match fs::symlink_metadata(&paths.dir) {
+        Ok(meta) => {
+            // The lexical check above is not enough if a component is a symlink.
+            let real = fs::canonicalize(&paths.dir).map_err(|e| {
+                refused(format!(
+                    "state dir {} cannot be resolved: {e}",
+                    paths.dir.display()
+                ))
+            })?;
+            if !meta.is_dir() || real != paths.dir {
+                return Err(refused(format!(
+                    "state dir {} is not a plain directory in the data dir (resolves to {})",
+                    paths.dir.display(),
+                    real.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(refused(format!(
+                "state dir {} cannot be inspected: {e}",
+                paths.dir.display()
+            )));
+        }
+    }
+    if handle.supervisor.socket != paths.socket() {
+        return Err(refused(format!(
+            "supervisor socket {} is not {}",
+            handle.supervisor.socket.display(),
+            paths.socket().display()
+        )));
+    }
+    let cgroup = cgroup_name(&handle.task_id);
+    if handle.cgroup != cgroup {
+        return Err(refused(format!(
+            "cgroup {:?} is not {cgroup:?}, the cgroup of task {} under this driver's parent",
+            handle.cgroup, handle.task_id
+        )));
+    }
+    Ok(Confined { paths, cgroup })
+}
+
+/// [`confine_state`], plus the task dir and alloc dir must be existing absolute dirs.
+pub(crate) fn confine(
+    platform: &LinuxPlatform,
+    handle: &HandleId,
+) -> Result<Confined, PlatformError> {
+    let confined = confine_state(platform, handle)?;
+    for (what, dir) in [
+        ("task dir", &handle.task_dir),
+        ("alloc dir", &handle.alloc_dir),
+    ] {
+        if !existing_dir(dir) {
+            return Err(refused(format!(
+                "{what} {} is not an existing directory",
+                dir.display()
+            )));
+        }
+    }
+    Ok(confined)
+}
+
+fn existing_dir(path: &Path) -> bool {
+    path.is_absolute() && fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false)
+}
+
+/// The reattach itself: see the module doc.
+pub(crate) fn reattach(
+    platform: &LinuxPlatform,
+    handle: &HandleId,
+) -> Result<Reattach<SupervisorConn>, PlatformError> {
+    let confined = confine(platform, handle)?;
+    let socket = confined.paths.socket();
+    let unreachable = match Client::connect(&socket) {
+        Ok(mut client) => match client.call(&Request::Hello, Some(HELLO_TIMEOUT)) {
+            Ok(Response::Hello(hello)) => {
+                let mut mismatches = Vec::new();
+                if hello.task_id != handle.task_id {
+                    mismatches.push(format!(
+                        "task id {} (handle: {})",
+                        hello.task_id, handle.task_id
+                    ));
+                }
+                if hello.supervisor != handle.supervisor.process {
+                    mismatches.push(format!(
+                        "supervisor {:?} (handle: {:?})",
+                        hello.supervisor, handle.supervisor.process
+                    ));
+                }
+                if hello.task != handle.task {
+                    mismatches.push(format!("task {:?} (handle: {:?})", hello.task, handle.task));
+                }
+                if !mismatches.is_empty() {
+                    return Err(refused(format!(
+                        "the supervisor at {} is not the one in the handle: {}",
+                        socket.display(),
+                        mismatches.join(", ")
+                    )));
+                }
+                return Ok(Reattach::Live(SupervisorConn::new(
+                    handle.task_id.clone(),
+                    confined.paths,
+                    hello.supervisor,
+                    confined.cgroup,
+                )));
+            }
+            Ok(other) => {
+                return Err(refused(format!(
+                    "the process at {} answered hello with {other:?}",
+                    socket.display()
+                )));
+            }
+            Err(e) if e.is_gone() => e.to_string(),
+            Err(e) => {
+                return Err(PlatformError::Failed(format!(
+                    "supervisor of task {} at {}: {e}",
+                    handle.task_id,
+                    socket.display()
+                )));
+            }
+        },
+        Err(e) => e.to_string(),
+    };
+    match exit_record::read(&confined.paths.exit_record()) {
+        Ok(Some(status)) => Ok(Reattach::Exited(status)),
+        Ok(None) => Ok(Reattach::Gone {
+            reason: format!(
+                "supervisor {} of task {} is gone ({unreachable}) and left no exit record",
+                handle.supervisor.process.pid, handle.task_id
+            ),
+        }),
+        Err(e) => Ok(Reattach::Gone {
+            reason: format!(
+                "supervisor {} of task {} is gone ({unreachable}); {e}",
+                handle.supervisor.process.pid, handle.task_id
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::LinuxConfig;
+    use execdriver_core::{ProcessIdentity, Signal, SupervisorIdentity};
+
+    struct Fixture {
+        _data: tempfile::TempDir,
+        platform: LinuxPlatform,
+        handle: HandleId,
+    }
+
+    fn fixture() -> Fixture {
+        let data = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(data.path()).expect("canonical");
+        let alloc = root.join("allocs/t1");
+        fs::create_dir_all(alloc.join("web")).expect("mkdir");
+        let paths = StatePaths::new(&root, "t1");
+        fs::create_dir_all(&paths.dir).expect("mkdir");
+        let handle = HandleId {
+            format: execdriver_core::handle::HANDLE_FORMAT_VERSION,
+            driver_version: "0.1.0".into(),
+            task_id: "t1".into(),
+            supervisor: SupervisorIdentity {
+                process: ProcessIdentity {
+                    pid: 999_999,
+                    start_time: 1,
+                },
+                socket: paths.socket(),
+            },
+            task: ProcessIdentity {
+                pid: 999_998,
+                start_time: 2,
+            },
+            cgroup: cgroup_name("t1"),
+            state_dir: paths.dir.clone(),
+            task_dir: alloc.join("web"),
+            alloc_dir: alloc,
+            kill_timeout_ms: 100,
+            max_kill_timeout_ms: 1000,
+            kill_signal: Signal::SIGINT,
+        };
+        Fixture {
+            platform: LinuxPlatform::new(LinuxConfig::new(data.path())),
+            _data: data,
+            handle,
+        }
+    }
+
+    fn assert_refused(f: &Fixture, h: &HandleId, needle: &str) {
+        match reattach(&f.platform, h) {
+            Err(PlatformError::Refused(why)) => assert!(why.contains(needle), "{why}"),
+            other => panic!("expected a refusal mentioning {needle}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn own_handle_passes_confinement() {
+        let f = fixture();
+        assert!(confine(&f.platform, &f.handle).is_ok());
+        // No supervisor and no record: gone, which the driver turns into a cleanup.
+        assert!(matches!(
+            reattach(&f.platform, &f.handle),
+            Ok(Reattach::Gone { .. })
+        ));
+    }
+
+    #[test]
+    fn exit_record_is_found() {
+        let f = fixture();
+        let status = execdriver_core::ExitStatus::code(7);
+        exit_record::write(&StatePaths::at(&f.handle.state_dir).exit_record(), &status)
+            .expect("write");
+        assert!(matches!(
+            reattach(&f.platform, &f.handle),
+            Ok(Reattach::Exited(s)) if s == status
+        ));
+    }
+
+    #[test]
+    fn forged_paths_are_refused() {
+        let f = fixture();
+        let mut h = f.handle.clone();
+        h.state_dir = "/etc".into();
+        assert_refused(&f, &h, "state dir");
+        let mut h = f.handle.clone();
+        h.supervisor.socket = "/run/other.sock".into();
+        assert_refused(&f, &h, "socket");
+        let mut h = f.handle.clone();
+        h.cgroup = "system.slice".into();
+        assert_refused(&f, &h, "cgroup");
+        let mut h = f.handle.clone();
+        h.task_dir = "/nonexistent-task-dir".into();
+        assert_refused(&f, &h, "task dir");
+        let mut h = f.handle.clone();
+        h.task_id = "t2".into();
+        assert_refused(&f, &h, "state dir");
+    }
+
+    #[test]
+    fn symlinked_state_dir_is_refused() {
+        let f = fixture();
+        let target = tempfile::tempdir().expect("tempdir");
+        fs::remove_dir(&f.handle.state_dir).expect("rmdir");
+        std::os::unix::fs::symlink(target.path(), &f.handle.state_dir).expect("symlink");
+        assert_refused(&f, &f.handle, "not a plain directory");
+    }
+}

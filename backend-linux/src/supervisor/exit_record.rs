@@ -1,0 +1,92 @@
+//! `exit.json`: the task's exit status, written atomically so that it survives the
+//! supervisor's own death and is never seen half-written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use execdriver_core::ExitStatus;
+
+/// Largest exit record read back; a real one is under 100 bytes.
+const MAX_RECORD: u64 = 4096;
+
+/// Writes `status` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
+pub fn write(path: &Path, status: &ExitStatus) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other(format!("exit record {} has no parent", path.display())))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("exit record {} has no name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let text = serde_json::to_vec(status).map_err(io::Error::other)?;
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+/// Reads the exit record at `path`: `Ok(None)` when there is none.
+pub fn read(path: &Path) -> io::Result<Option<ExitStatus>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", path.display()),
+            ));
+        }
+    };
+    let mut text = Vec::new();
+    file.take(MAX_RECORD).read_to_end(&mut text)?;
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("exit record {} is corrupt: {e}", path.display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use execdriver_core::Signal;
+
+    #[test]
+    fn round_trips_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("exit.json");
+        assert_eq!(read(&path).ok(), Some(None));
+        let mut status = ExitStatus::signaled(Signal::SIGKILL);
+        status.oom_killed = true;
+        write(&path, &status).expect("write");
+        assert_eq!(read(&path).ok(), Some(Some(status)));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("exit.json");
+        fs::write(&path, b"{\"exit_code\":").expect("write");
+        assert!(read(&path).is_err());
+    }
+}
