@@ -1,0 +1,241 @@
+//! Killing everything in a task cgroup: `cgroup.kill` on v2 where the kernel has it, otherwise
+//! freeze, SIGKILL each member by pidfd, thaw, and repeat until the cgroup is empty.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use cgroups_rs::freezer::FreezerController;
+
+use super::hierarchy::proc_cgroup_path;
+use super::limits::lib_error;
+use super::{CgroupError, CgroupVersion, TaskCgroup, fs};
+
+/// Freeze/kill/thaw rounds before giving up on a cgroup that does not empty.
+const KILL_ROUNDS: u32 = 20;
+/// How long one round waits for the freezer to report FROZEN.
+const FREEZE_WAIT: Duration = Duration::from_millis(500);
+/// How long one round waits for killed members to leave the cgroup.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
+/// How long `cgroup.kill` gets to empty the cgroup.
+const CGROUP_KILL_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(5);
+
+impl TaskCgroup {
+    /// The kill-all algorithm behind [`TaskCgroup::kill_all`].
+    pub(super) fn kill_everything(&self) -> Result<(), CgroupError> {
+        if self.pids()?.is_empty() {
+            return Ok(());
+        }
+        if self.version == CgroupVersion::V2 {
+            let dir = self.primary_dir();
+            let kill_file = dir.join("cgroup.kill");
+            if kill_file.exists() {
+                fs::write(&kill_file, "1")?;
+                if self.wait_empty(CGROUP_KILL_WAIT)? {
+                    return Ok(());
+                }
+                // Fall through to the per-pid rounds, which name the survivors.
+            }
+        }
+        let freezer = self.dir_for("freezer").ok().filter(|d| d.exists());
+        for _ in 0..KILL_ROUNDS {
+            if let Some(dir) = freezer {
+                self.freeze(dir)?;
+            }
+            let killed = self.pids().and_then(|pids| {
+                for pid in pids {
+                    self.kill_member(pid)?;
+                }
+                Ok(())
+            });
+            // Thaw even after a failed kill: a frozen task would otherwise stay stuck forever.
+            let thawed = match freezer {
+                Some(dir) => self.thaw(dir),
+                None => Ok(()),
+            };
+            killed?;
+            thawed?;
+            if self.wait_empty(EXIT_WAIT)? {
+                return Ok(());
+            }
+        }
+        Err(CgroupError::NotEmpty {
+            path: self.primary_dir().to_owned(),
+            rounds: KILL_ROUNDS,
+            pids: self.pids()?,
+        })
+    }
+
+    /// Polls until no pid is left; true if that happened within `timeout`.
+    fn wait_empty(&self, timeout: Duration) -> Result<bool, CgroupError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.pids()?.is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// Freezes and waits (bounded) until the kernel reports the cgroup frozen. A cgroup that
+    /// stays FREEZING is still killed: SIGKILL reaches its members once they are thawed.
+    fn freeze(&self, dir: &Path) -> Result<(), CgroupError> {
+        let v2 = self.version == CgroupVersion::V2;
+        let (file, value) = if v2 {
+            ("cgroup.freeze", "1")
+        } else {
+            ("freezer.state", "FROZEN")
+        };
+        FreezerController::new(dir.to_owned(), v2)
+            .freeze()
+            .map_err(|e| lib_error(&dir.join(file), value, e))?;
+        let deadline = Instant::now() + FREEZE_WAIT;
+        while Instant::now() < deadline {
+            if is_frozen(dir, v2)? {
+                break;
+            }
+            sleep(POLL);
+        }
+        Ok(())
+    }
+
+    fn thaw(&self, dir: &Path) -> Result<(), CgroupError> {
+        let v2 = self.version == CgroupVersion::V2;
+        let (file, value) = if v2 {
+            ("cgroup.freeze", "0")
+        } else {
+            ("freezer.state", "THAWED")
+        };
+        FreezerController::new(dir.to_owned(), v2)
+            .thaw()
+            .map_err(|e| lib_error(&dir.join(file), value, e))
+    }
+
+    /// SIGKILLs `pid` by pidfd if it is still a member of this cgroup (or a descendant).
+    fn kill_member(&self, pid: i32) -> Result<(), CgroupError> {
+        let dir = self
+            .dir_for("freezer")
+            .ok()
+            .and_then(|d| self.dirs.iter().find(|c| c.dir == d))
+            .unwrap_or(&self.dirs[0]);
+        let key = dir.hierarchy.proc_key(self.version);
+        let rel = dir.rel.as_str();
+        signal_member(pid, libc::SIGKILL, |text| {
+            proc_cgroup_path(text, key).is_some_and(|p| {
+                p == rel || p.strip_prefix(rel).is_some_and(|r| r.starts_with('/'))
+            })
+        })
+    }
+}
+
+/// Whether the freezer reports the cgroup fully frozen.
+fn is_frozen(dir: &Path, v2: bool) -> Result<bool, CgroupError> {
+    if v2 {
+        let path = dir.join("cgroup.events");
+        let text = fs::read(&path)?;
+        Ok(fs::keyed(&text, "frozen") == Some(1))
+    } else {
+        Ok(fs::read(&dir.join("freezer.state"))?.trim() == "FROZEN")
+    }
+}
+
+/// Sends `signal` to `pid` through a pidfd, but only if `is_member` accepts its
+/// /proc/<pid>/cgroup: a pid reused by a process outside the cgroup is left alone, and once
+/// the pidfd is open the signal can only reach the process it was opened on.
+pub(super) fn signal_member(
+    pid: i32,
+    signal: i32,
+    is_member: impl Fn(&str) -> bool,
+) -> Result<(), CgroupError> {
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        // Kernels before 5.3: fall back to kill(2) after the membership check below.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
+        Err(source) => return Err(CgroupError::Signal { pid, source }),
+    };
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(source) => return Err(CgroupError::Signal { pid, source }),
+    };
+    if !is_member(&text) {
+        return Ok(());
+    }
+    let result = match &pidfd {
+        Some(fd) => {
+            // If the pidfd's process had already exited, /proc/<pid> may have shown another
+            // process; the signal then fails with ESRCH instead of reaching that one.
+            // SAFETY: a plain syscall on an fd we own; a null siginfo is allowed.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        None => {
+            // SAFETY: kill(2) takes plain integers.
+            let rc = unsafe { libc::kill(pid, signal) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(source) => Err(CgroupError::Signal { pid, source }),
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_member_skips_non_members_and_dead_pids() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        signal_member(pid, libc::SIGKILL, |_| false).unwrap();
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a non-member was signalled"
+        );
+        signal_member(pid, libc::SIGKILL, |_| true).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        // Reaped: the pid is gone (or reused by a stranger, which the predicate refuses).
+        signal_member(pid, libc::SIGKILL, |_| false).unwrap();
+    }
+}
