@@ -118,11 +118,15 @@ impl TaskCgroup {
 
     /// SIGKILLs `pid` by pidfd if it is still a member of this cgroup (or a descendant).
     fn kill_member(&self, pid: i32) -> Result<(), CgroupError> {
-        let dir = self
-            .dir_for("freezer")
-            .ok()
-            .and_then(|d| self.dirs.iter().find(|c| c.dir == d))
-            .unwrap_or(&self.dirs[0]);
+        let freezer = self.dir_for("freezer").ok();
+        let Some(dir) = self
+            .dirs
+            .iter()
+            .find(|c| Some(c.dir.as_path()) == freezer)
+            .or_else(|| self.dirs.first())
+        else {
+            return Ok(());
+        };
         let key = dir.hierarchy.proc_key(self.version);
         let rel = dir.rel.as_str();
         signal_member(pid, libc::SIGKILL, |text| {
@@ -218,7 +222,107 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hierarchy::{Hierarchy, parse_mountinfo};
+    use super::super::{ControllerDir, remove_dir_verified};
     use super::*;
+
+    /// Root is needed; skips with a reason, or fails when CI is set.
+    fn can_run(test: &str, reason: Option<String>) -> bool {
+        let reason = if nix::unistd::geteuid().is_root() {
+            reason
+        } else {
+            Some("needs root".to_owned())
+        };
+        match reason {
+            None => true,
+            Some(r) if std::env::var_os("CI").is_some() => panic!("{test}: {r} (CI is set)"),
+            Some(r) => {
+                eprintln!("skipping {test}: {r}");
+                false
+            }
+        }
+    }
+
+    /// The v2 paths (cgroup.kill, cgroup.freeze, cgroup.events) on whatever cgroup2 mount the
+    /// node has: the unified hierarchy of a hybrid node like this one, or the only one on v2.
+    /// The test cgroup has no controllers, which v2 allows even below a cgroup with processes.
+    #[test]
+    fn v2_cgroup_kill_freeze_and_remove() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = parse_mountinfo(&mountinfo)
+            .into_iter()
+            .find(|m| m.fstype == "cgroup2");
+        let reason = mount.is_none().then(|| "no cgroup2 mount".to_owned());
+        if !can_run("v2_cgroup_kill_freeze_and_remove", reason) {
+            return;
+        }
+        let Some(mount) = mount else { return };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own_rel = proc_cgroup_path(&own, "").unwrap().to_owned();
+        let hierarchy = Hierarchy {
+            controllers: vec!["freezer"],
+            mountpoint: mount.mountpoint,
+            mount_root: mount.root,
+        };
+        let base = ControllerDir {
+            dir: hierarchy.dir_of(&own_rel).unwrap(),
+            rel: own_rel,
+            hierarchy,
+        };
+        let name = format!("execdriver-test-v2-{}", std::process::id());
+        let cg = TaskCgroup {
+            name: name.clone(),
+            version: CgroupVersion::V2,
+            dirs: vec![base.child(&name).unwrap()],
+        };
+        let dir = cg.dirs[0].dir.clone();
+        std::fs::create_dir(&dir).unwrap();
+        struct Cleanup(std::path::PathBuf, Vec<std::process::Child>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for c in &mut self.1 {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                let _ = remove_dir_verified(&self.0.join("sub"));
+                let _ = remove_dir_verified(&self.0);
+            }
+        }
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap()
+        };
+        let mut guard = Cleanup(dir.clone(), vec![spawn(), spawn()]);
+        let pids: Vec<i32> = guard
+            .1
+            .iter()
+            .map(|c| i32::try_from(c.id()).unwrap())
+            .collect();
+        cg.add_process(pids[0]).unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/cgroup.procs"), pids[1].to_string()).unwrap();
+        let mut sorted = pids.clone();
+        sorted.sort_unstable();
+        assert_eq!(cg.pids().unwrap(), sorted);
+
+        if dir.join("cgroup.freeze").exists() {
+            cg.freeze(&dir).unwrap();
+            assert!(is_frozen(&dir, true).unwrap());
+            cg.thaw(&dir).unwrap();
+            assert!(!is_frozen(&dir, true).unwrap());
+        }
+
+        cg.kill_all().unwrap();
+        assert!(cg.pids().unwrap().is_empty());
+        for c in &mut guard.1 {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
+        }
+        cg.destroy().unwrap();
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn signal_member_skips_non_members_and_dead_pids() {

@@ -179,6 +179,23 @@ mod tests {
     }
 
     #[test]
+    fn read_back_mismatch_names_file_and_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("cpu.shares");
+        std::fs::write(&file, "2\n").unwrap();
+        expect_u64(&file, 2).unwrap();
+        let err = expect_u64(&file, 1).unwrap_err();
+        assert!(matches!(err, CgroupError::LimitMismatch { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cpu.shares") && msg.contains("wrote 1") && msg.contains("\"2\""),
+            "{msg}"
+        );
+        std::fs::write(&file, "max\n").unwrap();
+        assert!(expect_u64(&file, 5).is_err());
+    }
+
+    #[test]
     fn page_floor_rounds_down() {
         assert_eq!(page_floor(16 * 1024 * 1024, 4096), 16 * 1024 * 1024);
         assert_eq!(page_floor(100_000_000, 4096), 99_999_744);

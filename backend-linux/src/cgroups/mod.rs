@@ -624,7 +624,9 @@ impl TaskCgroup {
     fn primary_dir(&self) -> &Path {
         self.dir_for("freezer")
             .or_else(|_| self.dir_for("memory"))
-            .unwrap_or_else(|_| self.dirs[0].dir.as_path())
+            .ok()
+            .or_else(|| self.dirs.first().map(|d| d.dir.as_path()))
+            .unwrap_or(Path::new("/sys/fs/cgroup"))
     }
 
     /// Moves `pid` (a process we just started) into the cgroup in every controller.
