@@ -1,0 +1,267 @@
+//! The command line surface. Scripts depend on it: add, never rename.
+//!
+//! Values that need checking (sizes, durations, numbers, signals) are taken as strings and
+//! parsed afterwards, so that a bad one is reported as one line naming it, with status 125.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use execdriver_linux::platform::DEFAULT_DATA_DIR;
+
+/// Run commands isolated on this node: cgroup limits, a private root made of read-only host
+/// dirs, private namespaces and an unprivileged user; supervised so that they survive the
+/// caller and can be waited for, killed and inspected later by handle id or task id.
+#[derive(Debug, Parser)]
+#[command(name = "execdriver", version, propagate_version = true)]
+#[command(
+    after_help = "Exit status of run and wait: the task's own status, 128+N when \
+it was killed by signal N, 125 when execdriver itself failed, 126 when the command is not \
+executable, 127 when it is not found."
+)]
+pub struct Cli {
+    /// Where task state (tasks/<id>/) and the alloc dirs of run and start (allocs/<id>/) live.
+    #[arg(
+        long,
+        global = true,
+        env = "EXECDRIVER_DATA_DIR",
+        default_value = DEFAULT_DATA_DIR,
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// cgroup parent of task cgroups, relative to each hierarchy root [default: the caller's own cgroup].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a task and wait for it in the foreground: its stdout and stderr appear on ours,
+    /// Ctrl-C or SIGTERM kills it gracefully, and its exit status becomes ours.
+    Run(TaskOptions),
+
+    /// Start a task in the background: print its handle id as one line and return.
+    Start(TaskOptions),
+
+    /// Wait for a task to exit and collect it; exit with its status as `run` does (124 when
+    /// --timeout passes first; the task keeps running).
+    Wait {
+        /// Give up after this long (e.g. 500ms, 5s, 1m).
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<String>,
+        /// Print the result as one JSON object: exit_code, signal, oom_killed, error.
+        #[arg(long)]
+        json: bool,
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+    },
+
+    /// Stop a task: its kill signal, then a force kill of everything in its cgroup after the
+    /// kill timeout; then collect it.
+    Kill {
+        /// The kill timeout to use instead of the task's own (capped at its recorded maximum).
+        #[arg(long, value_name = "DUR")]
+        timeout: Option<String>,
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+    },
+
+    /// Show whether a task runs, has exited, or was lost; changes nothing.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+    },
+
+    /// Send a signal to a running task.
+    Signal {
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+        /// The signal: a name (TERM, SIGTERM) or a number.
+        #[arg(value_name = "SIG")]
+        signal: String,
+    },
+
+    /// Show a running task's memory, cpu and process counts.
+    Stats {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+    },
+
+    /// Print a task's stdout (or stderr) log.
+    Logs {
+        /// The stderr log instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing as the task writes, until it exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+        #[arg(value_name = "HANDLE")]
+        handle: String,
+    },
+
+    /// List the tasks in the data dir.
+    List {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Check whether this node can run tasks (root, cgroups and controllers, kernel); exit 1
+    /// when it cannot.
+    Fingerprint {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Supervise one task (started by execdriver itself, not by hand).
+    #[command(hide = true)]
+    Supervise {
+        /// The task's state dir, holding spec.json.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// How long to stay after the exit when nobody collects it, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 300_000)]
+        linger_ms: u64,
+    },
+}
+
+/// How to start a task.
+#[derive(Debug, Args)]
+pub struct TaskOptions {
+    /// Memory limit (64M, 1G, or bytes; K/M/G/T with optional i or B); above it the task is
+    /// OOM-killed [default: 300M].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// Hard memory maximum above --memory (cgroup v2 memory.max, with memory.high at --memory).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+
+    /// Relative cpu weight, 2 to 262144 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub cpu_shares: Option<String>,
+
+    /// Most processes and threads the task may have at once [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub pids_max: Option<String>,
+
+    /// The user the task runs as [default: nobody].
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// An environment variable of the task (repeatable); it gets no other.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Time the kill signal gets before everything is force-killed (500ms, 5s, 1m) [default: 5s].
+    #[arg(long, value_name = "DUR")]
+    pub kill_timeout: Option<String>,
+
+    /// The signal that asks the task to stop [default: SIGINT].
+    #[arg(long, value_name = "SIG")]
+    pub kill_signal: Option<String>,
+
+    /// A host dir made visible read-only in the task's root (repeatable; replaces the
+    /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr).
+    #[arg(long, value_name = "DIR")]
+    pub chroot_env: Vec<PathBuf>,
+
+    /// The task's name; names its log files [default: the command's file name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The task's id, unique on this node [default: generated from the time and our pid].
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+
+    /// The command and its arguments (after `--` when an argument starts with `-`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_options() {
+        let cli = Cli::try_parse_from([
+            "execdriver",
+            "run",
+            "--memory",
+            "64M",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi",
+        ])
+        .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert_eq!(opts.memory.as_deref(), Some("64M"));
+        assert_eq!(opts.env, vec!["A=1", "B=2"]);
+        assert_eq!(opts.command, vec!["/bin/sh", "-c", "echo hi"]);
+        let cli = Cli::try_parse_from(["execdriver", "start", "/bin/echo", "-n", "--x"])
+            .expect("parse");
+        let Command::Start(opts) = cli.command else {
+            panic!("not start: {:?}", cli.command);
+        };
+        assert_eq!(opts.command, vec!["/bin/echo", "-n", "--x"]);
+        let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
+            .expect_err("unknown option");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn every_subcommand_and_option_has_help() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            if sub.is_hide_set() {
+                continue;
+            }
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+            for arg in sub.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_id() == "help" || arg.get_id() == "version",
+                    "{} {} has no help",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+}
