@@ -433,10 +433,15 @@ impl<P: Platform> TaskHandle<P> {
             // leave the task running.
             Err(_) => None,
         };
-        if let Some(deadline) = graceful_deadline
-            && self.wait_until(Some(deadline))?.is_some()
-        {
-            return Ok(());
+        if let Some(deadline) = graceful_deadline {
+            match self.wait_until(Some(deadline)) {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {}
+                // Not knowing whether the task exited is no reason to leave it running: the
+                // force kill settles it either way.
+                Err(DriverError::Platform { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         let effects = match self.apply(Event::KillTimerFired) {
             Ok(effects) => effects,
@@ -454,14 +459,19 @@ impl<P: Platform> TaskHandle<P> {
             }
         }
         let deadline = self.platform.now() + self.force_kill_grace;
-        if self.wait_until(Some(deadline))?.is_none() {
-            let reason = format!(
+        let reason = match self.wait_until(Some(deadline)) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => format!(
                 "task did not exit within {:?} of a force kill",
                 self.force_kill_grace
-            );
-            self.lose(reason)?;
-        }
-        Ok(())
+            ),
+            // The supervisor cannot tell us: clean up by cgroup, which ends the task for sure.
+            Err(DriverError::Platform { source, .. }) => {
+                format!("waiting for the exit after a force kill failed: {source}")
+            }
+            Err(e) => return Err(e),
+        };
+        self.lose(reason).map(drop)
     }
 
     /// The task's current resource use.
@@ -535,13 +545,17 @@ impl<P: Platform> TaskHandle<P> {
                     };
                     if let Err(e) = released {
                         // The supervisor is gone or stuck: fall back to cleaning by cgroup.
-                        executed
-                            .cleanup_failures
-                            .push(format!("release supervisor: {e}"));
+                        // When the fallback does the whole job, nothing is wrong with the
+                        // task's result, so the release failure is only reported alongside
+                        // the fallback's own failures, to explain them.
                         let handle = self.handle_id();
-                        executed
-                            .cleanup_failures
-                            .extend(orphan_cleanup(&*self.platform, &handle));
+                        let fallback = orphan_cleanup(&*self.platform, &handle);
+                        if !fallback.is_empty() {
+                            executed
+                                .cleanup_failures
+                                .push(format!("release supervisor: {e}"));
+                            executed.cleanup_failures.extend(fallback);
+                        }
                     }
                 }
                 Effect::Cleanup(CleanupScope::Orphaned) => {
