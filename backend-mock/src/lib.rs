@@ -537,6 +537,9 @@ impl Platform for MockPlatform {
     ) -> Result<Option<ExitStatus>, PlatformError> {
         let mut w = self.lock();
         let result = loop {
+            if w.faults(&sup.task_id).wait_fails && w.live(sup).is_ok() {
+                break Err(injected("wait", &sup.task_id));
+            }
             if let Some(r) = w.observe(sup) {
                 break r;
             }

@@ -144,6 +144,8 @@ pub struct Faults {
     pub reattach: ReattachFault,
     /// `signal` fails without reaching the task.
     pub signal_fails: bool,
+    /// `wait` fails at once, without waiting (a broken connection to a live supervisor).
+    pub wait_fails: bool,
     /// `stats` fails.
     pub stats_fails: bool,
     /// `release` fails and releases nothing.

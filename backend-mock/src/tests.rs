@@ -334,3 +334,22 @@ fn a_driver_over_the_mock_kills_within_the_timeout() {
         ]
     );
 }
+
+#[test]
+fn a_failing_wait_does_not_move_the_clock() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::exits_after(ms(10), Exit::Code(0)));
+    let s = p.spawn(&spec("a")).expect("spawn");
+    p.set_faults(
+        "a",
+        Faults {
+            wait_fails: true,
+            ..Faults::default()
+        },
+    );
+    assert!(matches!(
+        p.wait(&s.supervisor, None),
+        Err(PlatformError::Failed(_))
+    ));
+    assert_eq!(p.now(), at(0));
+}
