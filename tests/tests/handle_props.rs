@@ -1,6 +1,9 @@
 //! Properties of `HandleId`: exact round trips of every valid handle, and a parser that never
 //! panics and never accepts what it cannot round-trip, whatever it is given.
 
+#[allow(dead_code)]
+mod support;
+
 use std::path::PathBuf;
 
 use execdriver_core::handle::{HANDLE_FORMAT_VERSION, MAX_HANDLE_LEN};
@@ -123,7 +126,7 @@ const FIELDS: [&str; 12] = [
 
 proptest! {
     // 512 cases: the central property; each field's range is covered many times over.
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(proptest_config!(512, "handle_props.txt"))]
 
     #[test]
     fn every_valid_handle_round_trips_exactly(h in valid_handle()) {
@@ -139,7 +142,7 @@ proptest! {
 
 proptest! {
     // 256 cases each: variations on valid handles, whose generation dominates the run time.
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_config!(256, "handle_props.txt"))]
 
     #[test]
     fn pretty_printed_and_reordered_handles_parse_the_same(h in valid_handle()) {
@@ -198,7 +201,7 @@ proptest! {
 proptest! {
     // 1000 cases for arbitrary strings (each case is one parse of a short string), 512 for
     // arbitrary JSON and mangled handles, whose generation costs more.
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(proptest_config!(1000, "handle_props.txt"))]
 
     #[test]
     fn arbitrary_strings_never_panic(s in any::<String>()) {
@@ -216,7 +219,7 @@ proptest! {
 
 proptest! {
     // See above: 512 cases each.
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(proptest_config!(512, "handle_props.txt"))]
 
     #[test]
     fn arbitrary_json_never_panics(v in json()) {

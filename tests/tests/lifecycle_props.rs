@@ -1,6 +1,9 @@
 //! Arbitrary event sequences on the pure state machine, checked against a transition table
 //! written independently of `step`, and against the effects each transition must carry.
 
+#[allow(dead_code)]
+mod support;
+
 use std::time::Duration;
 
 use execdriver_core::lifecycle::{self, CleanupScope, Effect, Event, EventKind, State};
@@ -140,7 +143,7 @@ fn check_effects(
 proptest! {
     // 1000 cases of up to 40 events each: `step` is a pure function, so this is cheap, and
     // it reaches every state from both entry points many times.
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(proptest_config!(1000, "lifecycle_props.txt"))]
 
     #[test]
     fn only_legal_transitions_change_state(
@@ -193,7 +196,7 @@ proptest! {
 
 proptest! {
     // 256 cases: a single state, so fewer cases cover it.
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_config!(256, "lifecycle_props.txt"))]
 
     #[test]
     fn exited_refuses_everything(events in prop::collection::vec(event(), 1..20)) {
