@@ -324,6 +324,11 @@ pub struct CgroupParent {
 
 impl CgroupParent {
     /// The calling process's own cgroup in each controller (from /proc/self/cgroup).
+    ///
+    /// On v2 a cgroup that holds processes cannot hand controllers to children, so task
+    /// cgroups can be created under the caller's own cgroup only when that is the root (or
+    /// already delegates cpu, memory and pids); otherwise `create` fails with
+    /// [`CgroupError::Delegate`] and a parent from [`CgroupParent::at`] is needed.
     pub fn own() -> Result<Self, CgroupError> {
         let layout = Layout::detect_complete()?;
         let path = Path::new("/proc/self/cgroup");
@@ -660,7 +665,9 @@ impl TaskCgroup {
         Ok(pids)
     }
 
-    /// Kills every process in the cgroup and returns once it is empty.
+    /// Kills every process in the cgroup and returns once it is empty: v2 `cgroup.kill` where
+    /// present, else rounds of freeze, SIGKILL by pidfd, thaw; [`CgroupError::NotEmpty`] after
+    /// 20 rounds (about 20 s at worst) that leave processes behind.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
         self.kill_everything()
     }
