@@ -1,21 +1,167 @@
 //! How a task is started: new mount, PID, IPC and UTS namespaces; a root made of the task dir
 //! and read-only binds of the chroot env; a pid-1 init that forwards signals and reaps;
-//! the user drop; exec. (OWNED BY THE ISOLATION WORK.)
+//! the user drop; exec.
 //!
-//! Must be called while the caller is single-threaded: the child runs Rust code after fork.
+//! The sequence, from [`launch`]:
+//! 1. In the supervisor: look up the user, create the (empty) mount points in the task dir,
+//!    plan every mount as a list of steps with ready-made C strings, build argv and envp.
+//! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS). The child is the
+//!    namespace's init ([`init`]): it closes the supervisor's fds and waits.
+//! 3. The supervisor calls `place_in_cgroup(init_pid)`, then sends "go".
+//! 4. The init makes the mount tree private, binds the task dir onto itself, binds the
+//!    chroot env read-only, mounts proc (it is in the new PID namespace already), /dev,
+//!    alloc, secrets and /tmp, sets the hostname, pivot_roots, and forks the task.
+//! 5. The task ([`exec`]) does setsid, no_new_privs, setgroups/setgid/setuid, closes
+//!    stray fds and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
+//! 6. The init reports "started", forwards signals, reaps, and when the task exits writes
+//!    the task's status on the report pipe and exits: the kernel kills what is left.
+//!
+//! Every mount lives only in the task's mount namespace and disappears with it: there is
+//! nothing to unmount on the host, ever.
 
-use std::os::fd::OwnedFd;
+mod exec;
+mod init;
+mod rootfs;
+mod sys;
+mod user;
+mod wire;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use execdriver_core::{ExitStatus, Signal, TaskSpec};
+use nix::fcntl::OFlag;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
-use crate::process::Pidfd;
+use crate::process::{Pidfd, ProcessError};
 
-/// A failure to start the task, naming what failed.
+pub use exec::{DEFAULT_PATH, task_environment};
+use wire::{RECORD_LEN, Record};
+
+/// The namespaces a task gets.
+const NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+
+/// A failure to start or follow the task, naming what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IsolationError {
-    /// Placeholder until the module is written.
-    #[error("isolation not implemented: {0}")]
-    NotImplemented(&'static str),
+    /// The spec's user is not in the host's user database.
+    #[error("user {user:?} does not exist on this node")]
+    UnknownUser {
+        /// The user name.
+        user: String,
+    },
+    /// The user database could not be read.
+    #[error("cannot look up user {user:?}: {source}")]
+    UserLookup {
+        /// The user name.
+        user: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The task dir or alloc dir is missing or not a directory.
+    #[error("{what} {path:?} cannot be used: {source}")]
+    Dir {
+        /// `task dir` or `alloc dir`.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The task user could not even enter its own root.
+    #[error(
+        "task dir {path:?} is not searchable by the task user {user:?} (uid {uid}); give it o+x or make the user its owner"
+    )]
+    NotSearchable {
+        /// The task dir.
+        path: PathBuf,
+        /// The user.
+        user: String,
+        /// Its uid.
+        uid: u32,
+    },
+    /// A chroot env dir that would replace a dir the driver mounts itself.
+    #[error(
+        "chroot env dir {path:?} would hide the task's own {name:?}; remove it from the chroot env"
+    )]
+    ReservedChrootDir {
+        /// The chroot env entry.
+        path: PathBuf,
+        /// The reserved top-level name.
+        name: &'static str,
+    },
+    /// A mount point in the task dir could not be created or used.
+    #[error("cannot prepare mount point {path:?} in the task dir: {why}")]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A string with a NUL byte where exec or mount needs a C string.
+    #[error("{what} contains a nul byte")]
+    Nul {
+        /// Which value.
+        what: String,
+    },
+    /// A system call in the supervisor failed.
+    #[error("{call} failed: {source}")]
+    Syscall {
+        /// What was called.
+        call: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The cgroup callback refused the init; the init was killed.
+    #[error("cannot place the task's init (pid {pid}) in its cgroup: {reason}")]
+    Cgroup {
+        /// Host pid of the init.
+        pid: i32,
+        /// The callback's error.
+        reason: String,
+    },
+    /// A step of the root setup or user drop failed in the child; nothing was run.
+    #[error("task setup failed {step}: {source}")]
+    Setup {
+        /// The step, in words.
+        step: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The init died before it reported anything (killed from outside, most likely).
+    #[error("the task's init (pid {pid}) died before the task started: {status}")]
+    InitDied {
+        /// Host pid of the init.
+        pid: i32,
+        /// How it ended.
+        status: String,
+    },
+    /// Reaping the init failed.
+    #[error("waiting for the task's init (pid {pid}) failed: {source}")]
+    Wait {
+        /// Host pid of the init.
+        pid: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Sending a signal failed.
+    #[error("cannot send signal {signal} to the task (init pid {pid}): {source}")]
+    Signal {
+        /// Host pid of the init.
+        pid: i32,
+        /// The signal number.
+        signal: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A pidfd operation.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
 }
 
 /// Everything needed to start a task in its isolated root.
@@ -40,31 +186,392 @@ impl std::fmt::Debug for LaunchRequest<'_> {
 }
 
 /// A started task: its pid-1 init, as seen from the host.
+///
+/// Dropping it before [`LaunchedTask::wait`] returned kills the task (SIGKILL to the init,
+/// which takes the whole PID namespace down) and reaps the init: a task is never left
+/// running without its handle.
 #[derive(Debug)]
 pub struct LaunchedTask {
     /// Host pid of the task's init (pid 1 of its namespace).
     pub init_pid: i32,
     /// A pidfd on the init.
     pub pidfd: Pidfd,
+    pid_namespace: u64,
+    report: OwnedFd,
+    control: OwnedFd,
+    status: Mutex<Option<ExitStatus>>,
+}
+
+/// How the init itself ended.
+enum InitExit {
+    Code(i32),
+    Signaled(i32),
+}
+
+impl std::fmt::Display for InitExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitExit::Code(c) => write!(f, "exit code {c}"),
+            InitExit::Signaled(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// Reaps the init through its pidfd (blocking).
+fn reap_init(pidfd: &Pidfd) -> io::Result<InitExit> {
+    loop {
+        // SAFETY: waitid writes one siginfo_t.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: waitid filled in a CLD_* record, for which si_status is valid.
+        let value = unsafe { info.si_status() };
+        return Ok(if info.si_code == libc::CLD_EXITED {
+            InitExit::Code(value)
+        } else {
+            InitExit::Signaled(value)
+        });
+    }
+}
+
+fn signal_status(signal: i32) -> ExitStatus {
+    match Signal::new(signal) {
+        Ok(s) => ExitStatus::signaled(s),
+        Err(_) => ExitStatus::code(128 + signal),
+    }
 }
 
 impl LaunchedTask {
     /// Forwards `signal` to the task (through its init).
+    ///
+    /// SIGKILL goes to the init itself, which takes the whole namespace down with it.
+    /// SIGSTOP cannot be caught, so it goes over the control socket for the init to send.
+    /// Signalling a task that already exited is not an error.
     pub fn signal(&self, signal: Signal) -> Result<(), IsolationError> {
-        let _ = signal;
-        Err(IsolationError::NotImplemented("LaunchedTask::signal"))
+        if signal.number() != libc::SIGSTOP {
+            return Ok(self.pidfd.signal(signal)?);
+        }
+        let msg = Record::Forward {
+            signal: signal.number(),
+        }
+        .encode();
+        // SAFETY: sending a local buffer; MSG_NOSIGNAL turns a dead init into EPIPE.
+        let n = unsafe {
+            libc::send(
+                self.control.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED)
+            ) {
+                return Ok(());
+            }
+            return Err(IsolationError::Signal {
+                pid: self.init_pid,
+                signal: signal.number(),
+                source: err,
+            });
+        }
+        Ok(())
     }
 
     /// Blocks until the task has exited and reaps its init; the status is the task's own
-    /// (its exit code or signal), not the init's.
+    /// (its exit code or signal), not the init's. `oom_killed` is always false here: the
+    /// caller knows the cgroup. Calling it again returns the same status.
+    ///
+    /// When the init died without a report (SIGKILL from a force kill), the status is the
+    /// init's signal. The caller must not reap the init by other means (waitpid(-1)).
     pub fn wait(&self) -> Result<ExitStatus, IsolationError> {
-        Err(IsolationError::NotImplemented("LaunchedTask::wait"))
+        let mut cached = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(status) = *cached {
+            return Ok(status);
+        }
+        let init = reap_init(&self.pidfd);
+        let status = match (self.read_exit_record(), init) {
+            (Some(Record::Exited { code }), _) => ExitStatus::code(code),
+            (Some(Record::Killed { signal }), _) => signal_status(signal),
+            (_, Ok(InitExit::Signaled(signal))) => signal_status(signal),
+            (_, Ok(InitExit::Code(code))) => ExitStatus::code(code),
+            (_, Err(source)) => {
+                return Err(IsolationError::Wait {
+                    pid: self.init_pid,
+                    source,
+                });
+            }
+        };
+        *cached = Some(status);
+        Ok(status)
+    }
+
+    /// Like [`LaunchedTask::wait`], but gives up after `timeout` with `Ok(None)`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<ExitStatus>, IsolationError> {
+        if let Some(status) = *self.status.lock().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(Some(status));
+        }
+        if !self.pidfd.wait_exit(Some(timeout))? {
+            return Ok(None);
+        }
+        self.wait().map(Some)
+    }
+
+    /// The inode of the task's PID namespace (`/proc/<pid>/ns/pid`), recorded at launch: a
+    /// process whose namespace has this inode belongs to the task.
+    pub fn pid_namespace(&self) -> u64 {
+        self.pid_namespace
+    }
+
+    /// The last exit record on the report pipe; read once the init is dead, so it never
+    /// blocks (non-blocking anyway, in case another copy of the write end survives).
+    fn read_exit_record(&self) -> Option<Record> {
+        let fd = self.report.as_raw_fd();
+        // SAFETY: fcntl on our own fd.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        let mut last = None;
+        loop {
+            let mut buf = [0u8; RECORD_LEN];
+            match sys::read_full(fd, &mut buf) {
+                Ok(RECORD_LEN) => {
+                    if let Some(r @ (Record::Exited { .. } | Record::Killed { .. })) =
+                        Record::decode(&buf)
+                    {
+                        last = Some(r);
+                    }
+                }
+                _ => return last,
+            }
+        }
+    }
+}
+
+impl Drop for LaunchedTask {
+    fn drop(&mut self) {
+        let status = self
+            .status
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if status.is_none() {
+            let _ = self.pidfd.signal(Signal::SIGKILL);
+            let _ = reap_init(&self.pidfd);
+        }
+    }
+}
+
+/// Kills and reaps the cloned init unless disarmed: every early return of `launch` after
+/// the clone goes through it.
+struct InitGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: our own unreaped child, so the pid cannot have been reused.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                while libc::waitpid(self.pid, &mut status, 0) < 0 && sys::errno() == libc::EINTR {}
+            }
+        }
+    }
+}
+
+impl InitGuard {
+    /// Reaps the (already dying) init and says how it ended.
+    fn reap(mut self) -> String {
+        self.armed = false;
+        let mut status = 0;
+        // SAFETY: our own child.
+        let ret = loop {
+            let ret = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if ret < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            break ret;
+        };
+        if ret < 0 {
+            return format!("cannot reap it: {}", io::Error::last_os_error());
+        }
+        if libc::WIFSIGNALED(status) {
+            InitExit::Signaled(libc::WTERMSIG(status)).to_string()
+        } else {
+            InitExit::Code(libc::WEXITSTATUS(status)).to_string()
+        }
+    }
+}
+
+fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> String {
+    use exec::step::*;
+    use init::step::*;
+    if let Some(s) = root.steps.get(step as usize) {
+        return format!("while {}", s.describe());
+    }
+    match step {
+        INIT_SIGNALS => "while setting up the init's signal handling".to_owned(),
+        INIT_PIPE => "while creating the exec status pipe".to_owned(),
+        INIT_FORK => "while forking the task from its init".to_owned(),
+        TASK_SETSID => "while starting a new session (setsid)".to_owned(),
+        TASK_NO_NEW_PRIVS => "while setting no_new_privs".to_owned(),
+        TASK_SETGROUPS => format!(
+            "while setting the groups of user {:?} ({:?})",
+            user.name, user.groups
+        ),
+        TASK_SETGID => format!(
+            "while switching to group {} of user {:?} (setgid)",
+            user.gid, user.name
+        ),
+        TASK_SETUID => format!(
+            "while switching to user {:?} (setuid {})",
+            user.name, user.uid
+        ),
+        TASK_CHDIR => "while changing to the working directory /".to_owned(),
+        _ => format!("at unknown step {step}"),
+    }
+}
+
+fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationError {
+    move |e| IsolationError::Syscall {
+        call,
+        source: io::Error::from(e),
     }
 }
 
 /// Starts the task: clone into new namespaces, place in cgroup, build the root, drop to the
-/// user, exec. Returns once the exec happened or failed (a failed exec is an exit 126/127).
+/// user, exec. Returns once the exec happened or failed (a failed exec is an exit 126/127,
+/// reported by [`LaunchedTask::wait`], with a one-line reason on the task's stderr).
+///
+/// Call it from the thread that will live as long as the task is supervised (the main
+/// thread): the init is bound to it with PR_SET_PDEATHSIG, so it is SIGKILLed (and the task
+/// with it) when that thread ends. The caller should be single-threaded; the child only
+/// makes system calls (no allocation, no locks), so other threads do not deadlock it, but
+/// they may briefly leak fds into it until it closes them.
 pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError> {
-    let _ = request;
-    Err(IsolationError::NotImplemented("launch"))
+    let LaunchRequest {
+        spec,
+        stdout,
+        stderr,
+        place_in_cgroup,
+    } = request;
+    let user = user::lookup(&spec.user)?;
+    let root = rootfs::plan(spec, &user)?;
+    let exec = exec::ExecPlan::new(spec, &user)?;
+
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(syscall_error("opening /dev/null"))?;
+    // SAFETY: open just returned this fd.
+    let null = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(null) };
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(syscall_error("pipe2"))?;
+    let (control, control_child) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(syscall_error("socketpair"))?;
+
+    let cx = init::ChildContext {
+        null: null.as_raw_fd(),
+        stdout: stdout.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
+        ctl: control_child.as_raw_fd(),
+        report: report_w.as_raw_fd(),
+        root: &root,
+        exec: &exec,
+    };
+    // SAFETY: the child runs only init_main, which makes system calls on data prepared
+    // above and leaves with _exit.
+    let pid = match unsafe { sys::clone_fork(NAMESPACES) } {
+        Ok(0) => unsafe { init::init_main(&cx) },
+        Ok(pid) => pid,
+        Err(errno) => {
+            return Err(IsolationError::Syscall {
+                call: "clone into new namespaces",
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
+    };
+    let guard = InitGuard { pid, armed: true };
+    // Only the child keeps these: the log pump must see end-of-file when the task is gone.
+    drop((null, stdout, stderr, report_w, control_child));
+
+    let pidfd = Pidfd::open(pid)?;
+    let pid_namespace = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map(|m| m.ino())
+        .map_err(|source| IsolationError::Syscall {
+            call: "reading the init's pid namespace",
+            source,
+        })?;
+    place_in_cgroup(pid).map_err(|reason| IsolationError::Cgroup { pid, reason })?;
+
+    let go = Record::Go.encode();
+    // SAFETY: sending a local buffer; a dead init shows up as end-of-file below.
+    unsafe {
+        libc::send(
+            control.as_raw_fd(),
+            go.as_ptr().cast(),
+            go.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+
+    let mut buf = [0u8; RECORD_LEN];
+    let got = sys::read_full(report_r.as_raw_fd(), &mut buf).map_err(|errno| {
+        IsolationError::Syscall {
+            call: "reading the init's report",
+            source: io::Error::from_raw_os_error(errno),
+        }
+    })?;
+    match (got, Record::decode(&buf)) {
+        (RECORD_LEN, Some(Record::Started)) => {}
+        (RECORD_LEN, Some(Record::SetupFailed { step, errno })) => {
+            let _ = guard.reap();
+            return Err(IsolationError::Setup {
+                step: describe_step(step, &root, &user),
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
+        _ => {
+            let status = guard.reap();
+            return Err(IsolationError::InitDied { pid, status });
+        }
+    }
+    let mut guard = guard;
+    guard.armed = false;
+    Ok(LaunchedTask {
+        init_pid: pid,
+        pidfd,
+        pid_namespace,
+        report: report_r,
+        control,
+        status: Mutex::new(None),
+    })
 }

@@ -1,0 +1,418 @@
+//! The task process (pid 2 of the namespace): from the init's fork to execve.
+//!
+//! Everything it needs (argv, environment, ids) is prepared by the supervisor before the
+//! clone, so this side only makes system calls. A failure before or at exec is written as
+//! one record to a CLOEXEC pipe the init reads: nothing arrives there when the exec works.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+
+use execdriver_core::TaskSpec;
+
+use super::IsolationError;
+use super::sys::{self, check, check_int};
+use super::user::TaskUser;
+use super::wire::{FLAG_MISSING_INTERPRETER, FLAG_SEARCHED_PATH, Record};
+
+/// The PATH a task gets unless its environment sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Step codes for failures of the task process (past the end of any setup plan).
+pub(crate) mod step {
+    /// setsid.
+    pub const TASK_SETSID: u32 = 0xFFFF_0101;
+    /// prctl(PR_SET_NO_NEW_PRIVS).
+    pub const TASK_NO_NEW_PRIVS: u32 = 0xFFFF_0102;
+    /// setgroups.
+    pub const TASK_SETGROUPS: u32 = 0xFFFF_0103;
+    /// setresgid.
+    pub const TASK_SETGID: u32 = 0xFFFF_0104;
+    /// setresuid.
+    pub const TASK_SETUID: u32 = 0xFFFF_0105;
+    /// chdir to the working dir.
+    pub const TASK_CHDIR: u32 = 0xFFFF_0106;
+    /// execve (reported as exit 126/127, never as a setup failure).
+    pub const TASK_EXEC: u32 = 0xFFFF_0107;
+}
+
+/// The working directory of the task: the root of the task dir, as in Nomad, so a relative
+/// path such as `local/run.sh` in a command works.
+pub const TASK_CWD: &CStr = c"/";
+
+/// The environment a task gets: `spec.env`, then the driver's own variables (which win,
+/// since they describe where things really are), and PATH unless `spec.env` sets it.
+pub fn task_environment(spec: &TaskSpec) -> BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    for (key, value) in [
+        ("EXECDRIVER_TASK_DIR", "/local"),
+        ("EXECDRIVER_ALLOC_DIR", "/alloc"),
+        ("EXECDRIVER_SECRETS_DIR", "/secrets"),
+        ("EXECDRIVER_TASK_NAME", spec.task_name.as_str()),
+        ("EXECDRIVER_TASK_ID", spec.task_id.as_str()),
+    ] {
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    env.entry("PATH".to_owned())
+        .or_insert_with(|| DEFAULT_PATH.to_owned());
+    env
+}
+
+/// argv, envp and ids, ready for execve in the child.
+#[derive(Debug)]
+pub(crate) struct ExecPlan {
+    /// The command as given (argv[0]).
+    pub command: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// The PATH used to look up a bare command name.
+    pub path: Vec<u8>,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
+    CString::new(s).map_err(|_| IsolationError::Nul { what: what() })
+}
+
+impl ExecPlan {
+    /// Builds the exec arguments for `spec` run as `user`.
+    pub(crate) fn new(spec: &TaskSpec, user: &TaskUser) -> Result<Self, IsolationError> {
+        let command = nul_free(|| "command".into(), &spec.config.command)?;
+        let mut argv = vec![command.clone()];
+        for (i, arg) in spec.config.args.iter().enumerate() {
+            argv.push(nul_free(|| format!("args[{i}]"), arg)?);
+        }
+        let env_map = task_environment(spec);
+        let path = env_map
+            .get("PATH")
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut env = Vec::with_capacity(env_map.len());
+        for (key, value) in &env_map {
+            env.push(nul_free(
+                || format!("environment variable {key:?}"),
+                &format!("{key}={value}"),
+            )?);
+        }
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let env_ptrs = env
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Ok(Self {
+            command,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            env_ptrs,
+            path,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+        })
+    }
+}
+
+/// The exit status of a task whose exec failed with `errno`: 127 when there was nothing to
+/// run, 126 when something was found but could not be run (as shells do).
+pub(crate) fn exec_failure_code(errno: i32) -> i32 {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => 127,
+        _ => 126,
+    }
+}
+
+fn fail(exec_w: RawFd, step: u32, errno: i32, flags: u32, code: i32) -> ! {
+    sys::write_all(exec_w, &Record::TaskFailed { step, errno, flags }.encode());
+    // SAFETY: leaving the child without running any Rust cleanup.
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs in the forked task process: session, signals, privileges, fds, exec. Never returns.
+///
+/// # Safety
+/// Call only in a freshly forked child of the init; only system calls are made.
+pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
+    // SAFETY: plain system calls on values prepared before the clone.
+    unsafe {
+        if libc::setsid() < 0 {
+            fail(exec_w, step::TASK_SETSID, sys::errno(), 0, 126);
+        }
+        // The init blocked everything and installed catch-all handlers: give the program
+        // default dispositions first, then unblock, so no signal is lost in between.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        if let Err(e) = check_int(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
+            fail(exec_w, step::TASK_NO_NEW_PRIVS, e, 0, 126);
+        }
+        // Raw system calls: glibc's wrappers would try to sync ids across threads this
+        // copy of the process does not have.
+        if let Err(e) = check(libc::syscall(
+            libc::SYS_setgroups,
+            plan.groups.len(),
+            plan.groups.as_ptr(),
+        )) {
+            fail(exec_w, step::TASK_SETGROUPS, e, 0, 126);
+        }
+        if let Err(e) = check(libc::syscall(
+            libc::SYS_setresgid,
+            plan.gid,
+            plan.gid,
+            plan.gid,
+        )) {
+            fail(exec_w, step::TASK_SETGID, e, 0, 126);
+        }
+        if let Err(e) = check(libc::syscall(
+            libc::SYS_setresuid,
+            plan.uid,
+            plan.uid,
+            plan.uid,
+        )) {
+            fail(exec_w, step::TASK_SETUID, e, 0, 126);
+        }
+        libc::umask(0o022);
+        if let Err(e) = check_int(libc::chdir(TASK_CWD.as_ptr())) {
+            fail(exec_w, step::TASK_CHDIR, e, 0, 126);
+        }
+        sys::close_all_but(exec_w);
+        let (errno, flags) = exec_search(plan);
+        fail(
+            exec_w,
+            step::TASK_EXEC,
+            errno,
+            flags,
+            exec_failure_code(errno),
+        )
+    }
+}
+
+fn exists(path: *const libc::c_char) -> bool {
+    // SAFETY: path is a valid C string.
+    unsafe { libc::faccessat(libc::AT_FDCWD, path, libc::F_OK, 0) == 0 }
+}
+
+/// execve the command, searching PATH for a bare name like execvp does (but never falling
+/// back to /bin/sh). Returns only on failure: the errno and `FLAG_*` bits.
+fn exec_search(plan: &ExecPlan) -> (i32, u32) {
+    let argv = plan.argv_ptrs.as_ptr();
+    let envp = plan.env_ptrs.as_ptr();
+    let name = plan.command.to_bytes();
+    if name.contains(&b'/') {
+        // SAFETY: null-terminated arrays of valid C strings.
+        unsafe { libc::execve(plan.command.as_ptr(), argv, envp) };
+        let e = sys::errno();
+        let flags = if e == libc::ENOENT && exists(plan.command.as_ptr()) {
+            FLAG_MISSING_INTERPRETER
+        } else {
+            0
+        };
+        return (e, flags);
+    }
+    let mut buf = [0u8; 4096];
+    let mut denied = false;
+    for dir in plan.path.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + name.len();
+        if len + 1 > buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..len].copy_from_slice(name);
+        buf[len] = 0;
+        let candidate = buf.as_ptr().cast::<libc::c_char>();
+        // SAFETY: buf holds a nul-terminated path; argv/envp as above.
+        unsafe { libc::execve(candidate, argv, envp) };
+        match sys::errno() {
+            libc::EACCES => denied = true,
+            libc::ENOENT if exists(candidate) => {
+                return (libc::ENOENT, FLAG_SEARCHED_PATH | FLAG_MISSING_INTERPRETER);
+            }
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENAMETOOLONG | libc::ELOOP => {}
+            e => return (e, FLAG_SEARCHED_PATH),
+        }
+    }
+    let errno = if denied { libc::EACCES } else { libc::ENOENT };
+    (errno, FLAG_SEARCHED_PATH)
+}
+
+/// A message in a fixed buffer, so the init can write it without allocating.
+pub(crate) struct StackMessage {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl StackMessage {
+    fn new() -> Self {
+        Self {
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.buf.len() - self.len;
+        let n = bytes.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn push_number(&mut self, mut n: u32) {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    /// The message bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn errno_text(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::ENOENT => "no such file or directory",
+        libc::EACCES => "permission denied",
+        libc::EPERM => "operation not permitted",
+        libc::ENOEXEC => "exec format error (not a program this machine can run)",
+        libc::ENOTDIR => "a component of the path is not a directory",
+        libc::EISDIR => "is a directory",
+        libc::ELOOP => "too many levels of symbolic links",
+        libc::ENAMETOOLONG => "file name too long",
+        libc::E2BIG => "argument list too long",
+        libc::ENOMEM => "out of memory",
+        libc::ETXTBSY => "text file busy",
+        libc::EIO => "input/output error",
+        libc::EAGAIN => "resource temporarily unavailable",
+        libc::EINVAL => "invalid executable",
+        _ => return None,
+    })
+}
+
+/// The one-line message the init writes to the task's stderr when the exec failed.
+pub(crate) fn exec_failure_message(command: &[u8], errno: i32, flags: u32) -> StackMessage {
+    let mut m = StackMessage::new();
+    m.push(b"execdriver: cannot run \"");
+    m.push(&command[..command.len().min(512)]);
+    m.push(b"\": ");
+    if flags & FLAG_MISSING_INTERPRETER != 0 {
+        m.push(
+            b"no such file or directory (the file exists, but its interpreter or \
+              dynamic loader is missing from the task root)",
+        );
+    } else if flags & FLAG_SEARCHED_PATH != 0 && errno == libc::ENOENT {
+        m.push(b"command not found in PATH");
+    } else if let Some(text) = errno_text(errno) {
+        m.push(text.as_bytes());
+    } else {
+        m.push(b"error ");
+        m.push_number(errno.unsigned_abs());
+    }
+    m.push(b"\n");
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use execdriver_core::TaskConfig;
+
+    fn spec() -> TaskSpec {
+        TaskSpec::new(
+            "t-1",
+            "web",
+            "/a",
+            "/a/web",
+            TaskConfig::new("/bin/echo", ["hi"]),
+        )
+    }
+
+    #[test]
+    fn environment_has_the_task_dirs_and_a_default_path() {
+        let mut s = spec();
+        s.env.insert("FOO".into(), "bar".into());
+        s.env
+            .insert("EXECDRIVER_TASK_DIR".into(), "/elsewhere".into());
+        let env = task_environment(&s);
+        assert_eq!(env["FOO"], "bar");
+        assert_eq!(env["EXECDRIVER_TASK_DIR"], "/local");
+        assert_eq!(env["EXECDRIVER_ALLOC_DIR"], "/alloc");
+        assert_eq!(env["EXECDRIVER_SECRETS_DIR"], "/secrets");
+        assert_eq!(env["EXECDRIVER_TASK_NAME"], "web");
+        assert_eq!(env["EXECDRIVER_TASK_ID"], "t-1");
+        assert_eq!(env["PATH"], DEFAULT_PATH);
+        assert_eq!(env.len(), 7);
+        s.env.insert("PATH".into(), "/opt/bin".into());
+        assert_eq!(task_environment(&s)["PATH"], "/opt/bin");
+    }
+
+    #[test]
+    fn exec_plan_is_null_terminated() {
+        let user = TaskUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        };
+        let plan = ExecPlan::new(&spec(), &user).expect("plan");
+        assert_eq!(plan.argv_ptrs.len(), 3);
+        assert!(plan.argv_ptrs[2].is_null());
+        assert_eq!(plan.env_ptrs.len(), 7);
+        assert!(plan.env_ptrs.last().is_some_and(|p| p.is_null()));
+        assert_eq!(plan.path, DEFAULT_PATH.as_bytes());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exec_failure_code(libc::ENOENT), 127);
+        assert_eq!(exec_failure_code(libc::EACCES), 126);
+        assert_eq!(exec_failure_code(libc::ENOEXEC), 126);
+    }
+
+    #[test]
+    fn messages_name_the_command_and_the_reason() {
+        let m = exec_failure_message(b"/bin/nope", libc::ENOENT, 0);
+        assert_eq!(
+            m.as_bytes(),
+            b"execdriver: cannot run \"/bin/nope\": no such file or directory\n"
+        );
+        let m = exec_failure_message(b"nope", libc::ENOENT, FLAG_SEARCHED_PATH);
+        assert!(m.as_bytes().ends_with(b"command not found in PATH\n"));
+        let m = exec_failure_message(b"/x", libc::ENOENT, FLAG_MISSING_INTERPRETER);
+        assert!(String::from_utf8_lossy(m.as_bytes()).contains("interpreter"));
+        let m = exec_failure_message(b"/x", libc::EACCES, 0);
+        assert!(m.as_bytes().ends_with(b"permission denied\n"));
+        let m = exec_failure_message(b"/x", 4242, 0);
+        assert!(m.as_bytes().ends_with(b"error 4242\n"));
+        let long = vec![b'a'; 5000];
+        let m = exec_failure_message(&long, libc::ENOENT, 0);
+        assert!(m.as_bytes().len() < 1024);
+        assert!(m.as_bytes().ends_with(b"\n"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The task's init: pid 1 of the new PID namespace, a tiny supervisor written in Rust that
+//! never execs.
+//!
+//! A namespace's init gets only the signals it has a handler for, and must reap every
+//! orphan in the namespace; when it exits, the kernel kills everything else in it. So the
+//! init builds the root, forks the real task (pid 2), forwards the supervisor's signals to
+//! it, reaps everything, and when the task is gone reports the task's own status and exits,
+//! taking any daemons the task left behind with it.
+//!
+//! This runs in a copy of the supervisor made by a raw clone: only system calls, no heap.
+
+use std::os::fd::RawFd;
+
+use super::exec::{self, ExecPlan, step::TASK_EXEC};
+use super::rootfs::RootPlan;
+use super::sys::{self, check_int};
+use super::wire::{RECORD_LEN, Record};
+
+/// The init's control socket (from the supervisor) after the fds are arranged.
+const CTL_FD: RawFd = 3;
+/// The init's report pipe (to the supervisor) after the fds are arranged.
+const REPORT_FD: RawFd = 4;
+
+/// The init's exit code when it gives up during setup (after reporting why).
+pub(crate) const INIT_SETUP_FAILED: i32 = 125;
+
+/// Step codes for failures of the init itself (past the end of any setup plan).
+pub(crate) mod step {
+    /// Blocking signals, installing handlers, signalfd.
+    pub const INIT_SIGNALS: u32 = 0xFFFF_0001;
+    /// Creating the exec status pipe.
+    pub const INIT_PIPE: u32 = 0xFFFF_0002;
+    /// Forking the task.
+    pub const INIT_FORK: u32 = 0xFFFF_0003;
+}
+
+/// What the cloned child needs, prepared by the supervisor before the clone.
+#[derive(Debug)]
+pub(crate) struct ChildContext<'a> {
+    /// /dev/null (read), for the task's stdin.
+    pub null: RawFd,
+    /// The task's stdout.
+    pub stdout: RawFd,
+    /// The task's stderr.
+    pub stderr: RawFd,
+    /// The init's end of the control socket.
+    pub ctl: RawFd,
+    /// The write end of the report pipe.
+    pub report: RawFd,
+    /// The root setup.
+    pub root: &'a RootPlan,
+    /// The exec of the task.
+    pub exec: &'a ExecPlan,
+}
+
+fn report(record: Record) {
+    sys::write_all(REPORT_FD, &record.encode());
+}
+
+fn give_up(step: u32, errno: i32) -> ! {
+    report(Record::SetupFailed { step, errno });
+    // SAFETY: leaving without Rust cleanup; the kernel kills what is left in the namespace.
+    unsafe { libc::_exit(INIT_SETUP_FAILED) }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Moves the fds the init keeps to 0..=4 (stdin, stdout, stderr, control, report) and
+/// closes everything else the supervisor had open.
+fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
+    let wanted = [cx.null, cx.stdout, cx.stderr, cx.ctl, cx.report];
+    let mut high = [0; 5];
+    // Copy all of them above 4 first, so placing one cannot close another still needed.
+    for (slot, fd) in high.iter_mut().zip(wanted) {
+        // SAFETY: duplicating an fd we inherited.
+        *slot = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 5) })?;
+    }
+    for (target, fd) in high.into_iter().enumerate() {
+        let target = target as RawFd;
+        let flags = if target >= CTL_FD { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 onto a low fd number; fd >= 5 so they never coincide.
+        check_int(unsafe { libc::dup3(fd, target, flags) })?;
+    }
+    sys::close_from(5);
+    Ok(())
+}
+
+/// Blocks every signal, installs a do-nothing handler for each (a namespace init drops
+/// signals left at SIG_DFL, even from outside), and returns a signalfd for all of them.
+fn setup_signals() -> Result<RawFd, i32> {
+    // SAFETY: sigset and sigaction calls on local structs.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        check_int(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &all,
+            std::ptr::null_mut(),
+        ))?;
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_mask = all;
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            act.sa_flags = libc::SA_RESTART;
+            if sig == libc::SIGCHLD {
+                act.sa_flags |= libc::SA_NOCLDSTOP;
+            }
+            // glibc refuses its two internal real-time signals; those are not forwarded.
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+        check_int(libc::signalfd(
+            -1,
+            &all,
+            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+        ))
+    }
+}
+
+/// The init's main: never returns.
+///
+/// # Safety
+/// Call only in the child of the namespace clone, right after it.
+pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
+    // SAFETY: system calls only, on fds and values prepared before the clone.
+    unsafe {
+        // Never outlive the supervisor unsupervised. If it is already gone, the control
+        // socket reads end-of-file below and we leave.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if arrange_fds(cx).is_err() {
+            libc::_exit(INIT_SETUP_FAILED);
+        }
+
+        // Wait until the supervisor has put us in the task's cgroup.
+        let mut msg = [0u8; RECORD_LEN];
+        let n = loop {
+            let n = libc::recv(CTL_FD, msg.as_mut_ptr().cast(), RECORD_LEN, 0);
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            break n;
+        };
+        if n != RECORD_LEN as isize || Record::decode(&msg) != Some(Record::Go) {
+            libc::_exit(0);
+        }
+
+        for (i, step) in cx.root.steps.iter().enumerate() {
+            if let Err(errno) = step.run(cx.root.have_setattr) {
+                give_up(i as u32, errno);
+            }
+        }
+
+        let sfd = setup_signals().unwrap_or_else(|e| give_up(step::INIT_SIGNALS, e));
+        let mut pipe = [0 as RawFd; 2];
+        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            give_up(step::INIT_PIPE, sys::errno());
+        }
+        let [exec_r, exec_w] = pipe;
+        let task = match sys::clone_fork(0) {
+            Ok(0) => {
+                libc::close(exec_r);
+                exec::task_main(cx.exec, exec_w)
+            }
+            Ok(pid) => pid,
+            Err(e) => give_up(step::INIT_FORK, e),
+        };
+        libc::close(exec_w);
+        let mut rec = [0u8; RECORD_LEN];
+        let got = sys::read_full(exec_r, &mut rec).unwrap_or(0);
+        libc::close(exec_r);
+        if got == RECORD_LEN
+            && let Some(Record::TaskFailed { step, errno, flags }) = Record::decode(&rec)
+        {
+            if step == TASK_EXEC {
+                // The task exits 126/127 on its own; say why where the user will look.
+                let message = exec::exec_failure_message(cx.exec.command.to_bytes(), errno, flags);
+                sys::write_all(2, message.as_bytes());
+            } else {
+                libc::kill(task, libc::SIGKILL);
+                give_up(step, errno);
+            }
+        }
+        report(Record::Started);
+        supervise(task, sfd)
+    }
+}
+
+/// Forwards signals to the task and reaps until the task is gone; then reports its status
+/// and exits (and the kernel kills whatever else is left in the namespace).
+fn supervise(task: libc::pid_t, sfd: RawFd) -> ! {
+    let mut status: Option<Record> = None;
+    let mut ctl_open = true;
+    loop {
+        reap(task, &mut status);
+        if let Some(record) = status {
+            report(record);
+            // SAFETY: leaving; the kernel kills the rest of the namespace.
+            unsafe { libc::_exit(0) };
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if ctl_open { CTL_FD } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            drain_signals(task, sfd);
+        }
+        if fds[1].revents != 0 {
+            let mut msg = [0u8; RECORD_LEN];
+            // SAFETY: reading one message into a local buffer.
+            let n = unsafe {
+                libc::recv(
+                    CTL_FD,
+                    msg.as_mut_ptr().cast(),
+                    RECORD_LEN,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n == RECORD_LEN as isize {
+                if let Some(Record::Forward { signal }) = Record::decode(&msg) {
+                    // SAFETY: signalling our own child, which is not reaped yet.
+                    unsafe { libc::kill(task, signal) };
+                }
+            } else if n == 0 || (n < 0 && !matches!(sys::errno(), libc::EAGAIN | libc::EINTR)) {
+                // The supervisor closed its end; PR_SET_PDEATHSIG covers its death.
+                ctl_open = false;
+            }
+        }
+    }
+}
+
+/// Reads every pending signal and forwards those sent from outside the namespace.
+fn drain_signals(task: libc::pid_t, sfd: RawFd) {
+    loop {
+        // SAFETY: reading whole signalfd_siginfo records into a local.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        let n = unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        if n != size as isize {
+            return;
+        }
+        let signo = info.ssi_signo as libc::c_int;
+        // A sender pid of 0 means outside this namespace (the supervisor); signals from the
+        // task's own processes to pid 1, or from the kernel to the init itself, stay here.
+        let from_outside = info.ssi_pid == 0;
+        let user_sent = info.ssi_code <= 0;
+        let forward = if signo == libc::SIGCHLD {
+            from_outside && user_sent
+        } else {
+            from_outside
+        };
+        if forward {
+            // SAFETY: our own child; it is reaped only in `reap`, after which we exit.
+            unsafe { libc::kill(task, signo) };
+        }
+    }
+}
+
+/// Reaps every exited child; records the task's status when it is among them.
+fn reap(task: libc::pid_t, status: &mut Option<Record>) {
+    loop {
+        let mut wstatus = 0;
+        // SAFETY: waitpid writes one int.
+        let pid = unsafe { libc::waitpid(-1, &mut wstatus, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        if pid == task {
+            *status = Some(if libc::WIFSIGNALED(wstatus) {
+                Record::Killed {
+                    signal: libc::WTERMSIG(wstatus),
+                }
+            } else {
+                Record::Exited {
+                    code: libc::WEXITSTATUS(wstatus),
+                }
+            });
+        }
+    }
+}

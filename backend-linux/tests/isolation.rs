@@ -1,0 +1,750 @@
+//! Real isolated tasks (needs root): namespaces, the task root, the user drop, exec errors,
+//! signals through the init, and that nothing (process, mount) outlives a task.
+//!
+//! Run: `cargo test -p execdriver-linux --test isolation` as root. Without root every test
+//! is skipped with a printed reason, unless CI is set, in which case they fail.
+//! The launch benchmark: `cargo test -p execdriver-linux --release --test isolation -- --ignored --nocapture launch_benchmark`.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use execdriver_core::{ExitStatus, Signal, TaskConfig, TaskSpec};
+use execdriver_linux::isolation::{self, IsolationError, LaunchRequest, LaunchedTask};
+
+/// True when the test can run; otherwise prints why it is skipped (or panics under CI).
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let reason = format!("{test} needs root (namespaces, mounts, user switch)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{reason}; CI is set, so this fails"
+    );
+    eprintln!("skipping: {reason}");
+    false
+}
+
+/// A task dir and an alloc dir in a fresh temp dir.
+struct Fixture {
+    dir: tempfile::TempDir,
+    task_dir: PathBuf,
+    alloc_dir: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("execdriver-isolation-")
+            .tempdir()
+            .expect("tempdir");
+        let task_dir = dir.path().join("web");
+        let alloc_dir = dir.path().join("alloc");
+        std::fs::create_dir(&task_dir).expect("task dir");
+        std::fs::create_dir(&alloc_dir).expect("alloc dir");
+        std::fs::set_permissions(&task_dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod task dir");
+        std::fs::set_permissions(&alloc_dir, std::fs::Permissions::from_mode(0o777))
+            .expect("chmod alloc dir");
+        Self {
+            dir,
+            task_dir,
+            alloc_dir,
+        }
+    }
+
+    fn spec(&self, command: &str, args: &[&str]) -> TaskSpec {
+        TaskSpec::new(
+            "isolation-test",
+            "web",
+            &self.alloc_dir,
+            &self.task_dir,
+            TaskConfig::new(command, args.iter().copied()),
+        )
+    }
+
+    fn sh(&self, script: &str) -> TaskSpec {
+        self.spec("/bin/sh", &["-c", script])
+    }
+
+    /// Fails if the host mount table mentions this fixture: nothing may propagate out.
+    fn assert_no_host_mounts(&self) {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let needle = self.dir.path().to_string_lossy().into_owned();
+        let leaked: Vec<&str> = table.lines().filter(|l| l.contains(&needle)).collect();
+        assert!(leaked.is_empty(), "host mount table gained {leaked:#?}");
+    }
+}
+
+/// Reads a pipe to its end on a thread, so a full pipe never blocks the task.
+struct Collector {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Collector {
+    fn new(read_end: OwnedFd) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::from(read_end);
+            let mut out = Vec::new();
+            let _ = file.read_to_end(&mut out);
+            let _ = tx.send(out);
+        });
+        Self { rx }
+    }
+
+    /// Everything written, once every writer is gone (fails if one survives the task).
+    fn finish(self) -> String {
+        let out = self
+            .rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the output pipe stayed open: something of the task survived it");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A launched task with its output collectors.
+struct Running {
+    task: LaunchedTask,
+    stdout: Collector,
+    stderr: Collector,
+}
+
+fn start_with(
+    spec: &TaskSpec,
+    place: &dyn Fn(i32) -> Result<(), String>,
+) -> Result<Running, IsolationError> {
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let task = isolation::launch(LaunchRequest {
+        spec,
+        stdout: out_w,
+        stderr: err_w,
+        place_in_cgroup: place,
+    })?;
+    Ok(Running {
+        task,
+        stdout: Collector::new(out_r),
+        stderr: Collector::new(err_r),
+    })
+}
+
+fn start(spec: &TaskSpec) -> Running {
+    start_with(spec, &|_| Ok(())).expect("launch")
+}
+
+/// What a finished task left.
+#[derive(Debug)]
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Running {
+    fn finish(self) -> Outcome {
+        let status = self
+            .task
+            .wait_timeout(Duration::from_secs(60))
+            .expect("wait")
+            .expect("the task did not exit within 60 s");
+        Outcome {
+            status,
+            stdout: self.stdout.finish(),
+            stderr: self.stderr.finish(),
+        }
+    }
+}
+
+fn run(fx: &Fixture, spec: &TaskSpec) -> Outcome {
+    fx.assert_no_host_mounts();
+    let outcome = start(spec).finish();
+    fx.assert_no_host_mounts();
+    outcome
+}
+
+/// Host pids of every process in the pid namespace with this inode.
+fn processes_in_namespace(ns: u64) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+            && meta.ino() == ns
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn exited(code: i32) -> ExitStatus {
+    ExitStatus::code(code)
+}
+
+#[test]
+fn echo_prints_and_exits_zero() {
+    if !root_or_skip("echo_prints_and_exits_zero") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.spec("/bin/echo", &["hello"]));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(out.stdout, "hello\n");
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn exit_code_and_both_streams_come_through() {
+    if !root_or_skip("exit_code_and_both_streams_come_through") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.sh("echo out; echo err >&2; exit 3"));
+    assert_eq!(out.status, exited(3), "{out:?}");
+    assert_eq!(out.stdout, "out\n");
+    assert_eq!(out.stderr, "err\n");
+}
+
+#[test]
+fn runs_as_nobody_without_capabilities_and_with_no_new_privs() {
+    if !root_or_skip("runs_as_nobody_without_capabilities_and_with_no_new_privs") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.sh("id -u; id -g; cat /proc/self/status"));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("65534"), "{out:?}");
+    assert_eq!(lines.next(), Some("65534"), "{out:?}");
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {}", out.stdout))
+            .to_owned()
+    };
+    assert_eq!(field("CapEff"), "0000000000000000");
+    assert_eq!(field("CapPrm"), "0000000000000000");
+    assert_eq!(field("CapAmb"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert!(field("Uid").split_whitespace().all(|id| id == "65534"));
+    assert!(field("Gid").split_whitespace().all(|id| id == "65534"));
+}
+
+#[test]
+fn setuid_binaries_do_not_give_root_back() {
+    if !root_or_skip("setuid_binaries_do_not_give_root_back") {
+        return;
+    }
+    // A setuid-root copy of `id` in the task dir: with no_new_privs (and nosuid on the
+    // task root) it must still report the task's uid.
+    let fx = Fixture::new();
+    let local = fx.task_dir.join("local");
+    std::fs::create_dir(&local).expect("local");
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::copy("/usr/bin/id", local.join("suid-id")).expect("copy id");
+    std::fs::set_permissions(
+        local.join("suid-id"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .expect("setuid bit");
+    let out = run(&fx, &fx.spec("/local/suid-id", &["-u"]));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(out.stdout, "65534\n");
+}
+
+#[test]
+fn host_paths_outside_the_chroot_env_are_invisible() {
+    if !root_or_skip("host_paths_outside_the_chroot_env_are_invisible") {
+        return;
+    }
+    let fx = Fixture::new();
+    let sibling = fx.dir.path().join("sibling");
+    std::fs::create_dir(&sibling).expect("sibling");
+    let script = format!(
+        "for p in /root /var /home /work /boot /sys {} {} {}; do test -e $p && echo VISIBLE $p; done; ls /",
+        fx.dir.path().display(),
+        sibling.display(),
+        fx.task_dir.display(),
+    );
+    let out = run(&fx, &fx.sh(&script));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert!(!out.stdout.contains("VISIBLE"), "{}", out.stdout);
+    let mut top: Vec<&str> = out.stdout.lines().collect();
+    top.sort_unstable();
+    for expected in [
+        "alloc", "dev", "etc", "local", "proc", "secrets", "tmp", "usr",
+    ] {
+        assert!(top.contains(&expected), "no /{expected} in {top:?}");
+    }
+}
+
+#[test]
+fn the_chroot_env_is_read_only_even_for_root() {
+    if !root_or_skip("the_chroot_env_is_read_only_even_for_root") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.sh(
+        "touch /usr/execdriver-ro-probe; echo usr=$?; touch /etc/execdriver-ro-probe; echo etc=$?; \
+         touch /bin/execdriver-ro-probe; echo bin=$?; touch /tmp/ok; echo tmp=$?",
+    );
+    spec.user = "root".into();
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert!(out.stdout.contains("usr=1"), "{out:?}");
+    assert!(out.stdout.contains("etc=1"), "{out:?}");
+    assert!(out.stdout.contains("bin=1"), "{out:?}");
+    assert!(out.stdout.contains("tmp=0"), "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    for p in ["/usr", "/etc", "/usr/bin"] {
+        assert!(!Path::new(p).join("execdriver-ro-probe").exists());
+    }
+}
+
+#[test]
+fn the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment() {
+    if !root_or_skip("the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.sh(
+        "echo pwd=$(pwd); echo host=$(cat /proc/sys/kernel/hostname); \
+         echo procs=$(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '); \
+         echo dev=$(ls -A /dev | tr '\\n' ' '); \
+         echo secrets=$(stat -c '%a %u' /secrets); echo tmp=$(stat -c '%a' /tmp); \
+         echo s > /secrets/s && echo t > /tmp/t && echo a > /alloc/a && echo l > /local/l && echo writes=ok; \
+         echo x > /dev/null && head -c 4 /dev/urandom | wc -c | sed 's/^/urandom=/'; \
+         env | sort | sed 's/^/env: /'",
+    );
+    spec.env.insert("GREETING".into(), "hi there".into());
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    let value = |key: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {}", out.stdout))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(value("pwd"), "/");
+    assert_eq!(value("host"), "web");
+    let procs: Vec<u32> = value("procs")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert!(procs.contains(&1), "{procs:?}");
+    assert!(
+        procs.iter().all(|&p| p < 64),
+        "host pids visible: {procs:?}"
+    );
+    let dev = value("dev");
+    for node in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd",
+    ] {
+        assert!(
+            dev.split_whitespace().any(|d| d == node),
+            "no /dev/{node}: {dev}"
+        );
+    }
+    assert!(!dev.contains("vda") && !dev.contains("kmsg"), "{dev}");
+    assert_eq!(value("secrets"), "700 65534");
+    assert_eq!(value("tmp"), "1777");
+    assert_eq!(value("writes"), "ok");
+    assert_eq!(value("urandom"), "4");
+    let env: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("env: "))
+        .collect();
+    let expected_env = [
+        "EXECDRIVER_ALLOC_DIR=/alloc",
+        "EXECDRIVER_SECRETS_DIR=/secrets",
+        "EXECDRIVER_TASK_DIR=/local",
+        "EXECDRIVER_TASK_ID=isolation-test",
+        "EXECDRIVER_TASK_NAME=web",
+        "GREETING=hi there",
+    ];
+    for e in expected_env {
+        assert!(env.contains(&e), "{e} missing from {env:?}");
+    }
+    assert!(env.contains(&format!("PATH={}", isolation::DEFAULT_PATH).as_str()));
+    // Nothing leaks from the test's own environment (sh adds PWD and SHLVL itself).
+    assert!(
+        env.iter().all(|e| expected_env.contains(e)
+            || e.starts_with("PATH=")
+            || e.starts_with("PWD=")
+            || e.starts_with("SHLVL=")
+            || e.starts_with("_=")),
+        "{env:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.alloc_dir.join("a")).expect("alloc"),
+        "a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.task_dir.join("local/l")).expect("local"),
+        "l\n"
+    );
+    // secrets and tmp were private tmpfs: nothing of them on the host.
+    assert_eq!(
+        std::fs::read_dir(fx.task_dir.join("secrets"))
+            .expect("secrets")
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(fx.task_dir.join("tmp"))
+            .expect("tmp")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn nothing_is_copied_into_the_task_dir() {
+    if !root_or_skip("nothing_is_copied_into_the_task_dir") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.spec("/bin/true", &[]));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    // Only empty mount points and symlinks: no file content from the host.
+    let mut stack = vec![fx.task_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).expect("stat");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                assert!(
+                    meta.file_type().is_symlink() || meta.len() == 0,
+                    "{:?} has content",
+                    entry.path()
+                );
+            }
+        }
+    }
+    for link in ["bin", "lib", "lib64", "sbin"] {
+        let host = Path::new("/").join(link);
+        if let Ok(target) = std::fs::read_link(&host) {
+            assert_eq!(
+                std::fs::read_link(fx.task_dir.join(link)).expect("link kept"),
+                target
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_command_exits_127_with_a_message() {
+    if !root_or_skip("a_missing_command_exits_127_with_a_message") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.spec("/bin/nope", &[]));
+    assert_eq!(out.status, exited(127), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "execdriver: cannot run \"/bin/nope\": no such file or directory\n"
+    );
+    let out = run(&fx, &fx.spec("no-such-command-anywhere", &[]));
+    assert_eq!(out.status, exited(127), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("\"no-such-command-anywhere\": command not found in PATH"),
+        "{out:?}"
+    );
+    // A bare name is looked up in the task root's PATH.
+    let out = run(&fx, &fx.spec("echo", &["found"]));
+    assert_eq!((out.status, out.stdout.as_str()), (exited(0), "found\n"));
+}
+
+#[test]
+fn a_file_that_cannot_be_executed_exits_126() {
+    if !root_or_skip("a_file_that_cannot_be_executed_exits_126") {
+        return;
+    }
+    let fx = Fixture::new();
+    let local = fx.task_dir.join("local");
+    std::fs::create_dir(&local).expect("local");
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(local.join("script.sh"), "#!/bin/sh\necho ran\n").expect("script");
+    std::fs::set_permissions(
+        local.join("script.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let out = run(&fx, &fx.spec("/local/script.sh", &[]));
+    assert_eq!(out.status, exited(126), "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "execdriver: cannot run \"/local/script.sh\": permission denied\n"
+    );
+    // Made executable, it runs, also by a path relative to the working dir (/).
+    std::fs::set_permissions(
+        local.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = run(&fx, &fx.spec("local/script.sh", &[]));
+    assert_eq!((out.status, out.stdout.as_str()), (exited(0), "ran\n"));
+    // An interpreter missing from the root is named as such.
+    std::fs::write(local.join("orphan.sh"), "#!/no/such/interpreter\n").expect("script");
+    std::fs::set_permissions(
+        local.join("orphan.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = run(&fx, &fx.spec("/local/orphan.sh", &[]));
+    assert_eq!(out.status, exited(127), "{out:?}");
+    assert!(out.stderr.contains("interpreter"), "{out:?}");
+}
+
+#[test]
+fn a_double_forked_daemon_dies_with_the_task() {
+    if !root_or_skip("a_double_forked_daemon_dies_with_the_task") {
+        return;
+    }
+    let fx = Fixture::new();
+    let running = start(&fx.sh(
+        "(setsid sleep 1000 &) ; nohup sleep 1000 >/dev/null 2>&1 & sleep 0.3; echo started; exit 0",
+    ));
+    let ns = running.task.pid_namespace();
+    let out = running.finish();
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(out.stdout, "started\n");
+    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    fx.assert_no_host_mounts();
+}
+
+#[test]
+fn sigterm_reaches_the_task_promptly() {
+    if !root_or_skip("sigterm_reaches_the_task_promptly") {
+        return;
+    }
+    let fx = Fixture::new();
+    let running = start(&fx.spec("/bin/sleep", &["1000"]));
+    let sent = Instant::now();
+    running.task.signal(Signal::SIGTERM).expect("signal");
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGTERM), "{out:?}");
+    assert_eq!(out.status.exit_code, 143);
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn sigkill_takes_the_whole_namespace_down() {
+    if !root_or_skip("sigkill_takes_the_whole_namespace_down") {
+        return;
+    }
+    let fx = Fixture::new();
+    let running = start(&fx.sh("sleep 1000 & trap '' TERM INT; sleep 1000; wait"));
+    let ns = running.task.pid_namespace();
+    running.task.signal(Signal::SIGKILL).expect("signal");
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGKILL), "{out:?}");
+    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+}
+
+/// The host pid of the init's first child (the task), from /proc.
+fn task_host_pid(init_pid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children"))
+                .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the init has no child");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_for_state(pid: i32, want: char) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never reached state {want}: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigstop_and_sigcont_are_forwarded() {
+    if !root_or_skip("sigstop_and_sigcont_are_forwarded") {
+        return;
+    }
+    let fx = Fixture::new();
+    let running = start(&fx.spec("/bin/sleep", &["1000"]));
+    let task = task_host_pid(running.task.init_pid);
+    wait_for_state(task, 'S');
+    running
+        .task
+        .signal(Signal::new(libc::SIGSTOP).expect("signal"))
+        .expect("stop");
+    wait_for_state(task, 'T');
+    // The init itself keeps running.
+    wait_for_state(running.task.init_pid, 'S');
+    running
+        .task
+        .signal(Signal::new(libc::SIGCONT).expect("signal"))
+        .expect("cont");
+    wait_for_state(task, 'S');
+    running.task.signal(Signal::SIGUSR1).expect("usr1");
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGUSR1), "{out:?}");
+}
+
+#[test]
+fn the_cgroup_callback_gets_the_init_before_it_runs() {
+    if !root_or_skip("the_cgroup_callback_gets_the_init_before_it_runs") {
+        return;
+    }
+    let fx = Fixture::new();
+    let seen = Mutex::new(Vec::new());
+    let record = |pid: i32| {
+        // The init must not have built the root yet: it is still blocked, in the host's
+        // mount view (its root is still /).
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).map_err(|e| e.to_string())?;
+        seen.lock().expect("lock").push((pid, root));
+        Ok(())
+    };
+    let running = start_with(&fx.spec("/bin/true", &[]), &record).expect("launch");
+    let init_pid = running.task.init_pid;
+    let out = running.finish();
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec![(init_pid, PathBuf::from("/"))]
+    );
+
+    // A refusal kills the init: nothing runs, nothing is left.
+    let pid_seen = Mutex::new(0);
+    let refuse = |pid: i32| {
+        *pid_seen.lock().expect("lock") = pid;
+        Err("no room in the cgroup".to_owned())
+    };
+    let err = start_with(&fx.spec("/bin/true", &[]), &refuse)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, IsolationError::Cgroup { reason, .. } if reason == "no room in the cgroup"),
+        "{err}"
+    );
+    let pid = *pid_seen.lock().expect("lock");
+    assert!(pid > 0);
+    assert!(
+        matches!(
+            execdriver_linux::process::identity(pid),
+            Err(execdriver_linux::process::ProcessError::NotFound { .. })
+        ),
+        "the refused init (pid {pid}) is still there"
+    );
+    fx.assert_no_host_mounts();
+}
+
+#[test]
+fn bad_specs_are_refused_before_anything_starts() {
+    if !root_or_skip("bad_specs_are_refused_before_anything_starts") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec("/bin/true", &[]);
+    spec.user = "no-such-user-execdriver".into();
+    let err = start_with(&spec, &|_| panic!("must not clone"))
+        .err()
+        .expect("unknown user");
+    assert!(err.to_string().contains("no-such-user-execdriver"), "{err}");
+
+    let mut spec = fx.spec("/bin/true", &[]);
+    spec.task_dir = fx.dir.path().join("missing");
+    let err = start_with(&spec, &|_| panic!("must not clone"))
+        .err()
+        .expect("missing task dir");
+    assert!(err.to_string().contains("task dir"), "{err}");
+
+    let mut spec = fx.spec("/bin/true", &[]);
+    spec.chroot_env.push("/proc".into());
+    let err = start_with(&spec, &|_| panic!("must not clone"))
+        .err()
+        .expect("reserved dir");
+    assert!(err.to_string().contains("/proc"), "{err}");
+
+    std::fs::set_permissions(&fx.task_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let err = start_with(&fx.spec("/bin/true", &[]), &|_| panic!("must not clone"))
+        .err()
+        .expect("unsearchable");
+    assert!(err.to_string().contains("not searchable"), "{err}");
+}
+
+#[test]
+fn dropping_a_running_task_kills_it() {
+    if !root_or_skip("dropping_a_running_task_kills_it") {
+        return;
+    }
+    let fx = Fixture::new();
+    let running = start(&fx.sh("sleep 1000 & sleep 1000"));
+    let ns = running.task.pid_namespace();
+    assert!(!processes_in_namespace(ns).is_empty());
+    let Running {
+        task,
+        stdout,
+        stderr,
+    } = running;
+    drop(task);
+    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    stdout.finish();
+    stderr.finish();
+}
+
+#[test]
+#[ignore = "benchmark: run by hand with --ignored --nocapture"]
+fn launch_benchmark() {
+    if !root_or_skip("launch_benchmark") {
+        return;
+    }
+    let fx = Fixture::new();
+    let spec = fx.spec("/bin/true", &[]);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let out = start(&spec).finish();
+        times.push(t.elapsed());
+        assert_eq!(out.status, exited(0));
+    }
+    times.sort();
+    println!(
+        "launch-to-exit of /bin/true over {} runs: min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
