@@ -52,6 +52,11 @@ pub(crate) fn kill_supervisor_process(
             )));
         }
     };
+    // Dead but not reaped (its parent, usually init, has not got to it yet): nothing to kill,
+    // and a zombie's empty command line would not pass the check below.
+    if pidfd.wait_exit(Some(Duration::ZERO)).unwrap_or(false) {
+        return Ok(());
+    }
     // The pidfd pins the process: whatever the command line says, the signal can only reach it.
     if !is_supervisor_of(identity.pid, &paths.dir) {
         return Err(PlatformError::Refused(format!(

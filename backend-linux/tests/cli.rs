@@ -1,0 +1,388 @@
+//! End to end through the `execdriver` binary: output and exit codes, isolation as seen by
+//! the task, start in one process and wait in another, kill, signals, bad input.
+//! Needs root (fails loudly under CI without it).
+
+#[path = "../../tests/tests/linux_support/mod.rs"]
+mod linux_support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use execdriver_core::{HandleId, Signal};
+use linux_support::{TestEnv, eventually, unique_id};
+
+const CLEAN: Duration = Duration::from_secs(5);
+
+fn env(test: &str) -> Option<TestEnv> {
+    linux_support::require_root(test)
+        .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
+}
+
+fn command(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&env.binary);
+    cmd.arg("--data-dir")
+        .arg(&env.data)
+        .args(args)
+        // Errors must be printed by execdriver, never as a panic with a backtrace.
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn cli(env: &TestEnv, args: &[&str]) -> Output {
+    command(env, args).output().expect("run execdriver")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `run --id <new id> <args...>`, tracked for the leak check.
+fn run_task(env: &TestEnv, args: &[&str]) -> (String, Output) {
+    let id = unique_id("r");
+    env.track_id(&id);
+    let mut all = vec!["run", "--id", &id];
+    all.extend_from_slice(args);
+    let out = cli(env, &all);
+    assert!(
+        !env.data.join("allocs").join(&id).exists(),
+        "run left its alloc dir"
+    );
+    (id, out)
+}
+
+/// `start --id <new id> <args...>`: the task id and the handle id printed.
+fn start_task(env: &TestEnv, args: &[&str]) -> (String, String) {
+    let id = unique_id("s");
+    env.track_id(&id);
+    let mut all = vec!["start", "--id", &id];
+    all.extend_from_slice(args);
+    let out = cli(env, &all);
+    assert_eq!(out.status.code(), Some(0), "start: {}", text(&out.stderr));
+    let handle = text(&out.stdout).trim().to_owned();
+    let parsed = HandleId::parse(&handle).expect("start prints a handle id");
+    assert_eq!(parsed.task_id, id);
+    env.track(parsed);
+    (id, handle)
+}
+
+fn no_backtrace(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}
+
+#[test]
+fn run_passes_output_and_exit_code() {
+    let Some(env) = env("run_passes_output_and_exit_code") else {
+        return;
+    };
+    let (_, out) = run_task(
+        &env,
+        &["--", "/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+    let (_, out) = run_task(&env, &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Output larger than a pipe buffer and than one read arrives whole and in order.
+    let (_, out) = run_task(&env, &["--", "/usr/bin/seq", "1", "100000"]);
+    let expected: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    assert!(text(&out.stdout) == expected, "seq output differs");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn missing_and_non_executable_commands() {
+    let Some(env) = env("missing_and_non_executable_commands") else {
+        return;
+    };
+    let (_, out) = run_task(&env, &["/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).trim().is_empty());
+    let (_, out) = run_task(&env, &["/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).trim().is_empty());
+    no_backtrace(&out);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn task_runs_as_nobody_in_its_own_root() {
+    let Some(env) = env("task_runs_as_nobody_in_its_own_root") else {
+        return;
+    };
+    let (_, out) = run_task(&env, &["--", "/usr/bin/id", "-u"]);
+    assert_eq!(text(&out.stdout), "65534\n", "{}", text(&out.stderr));
+    // The data dir (under the host's temp dir) is not in the chroot env: invisible.
+    let secret = env.data.join("secret");
+    std::fs::write(&secret, "x").expect("write");
+    let probe = format!(
+        "test -e {} && echo visible || echo hidden",
+        secret.display()
+    );
+    let (_, out) = run_task(&env, &["--", "/bin/sh", "-c", &probe]);
+    assert_eq!(text(&out.stdout), "hidden\n", "{}", text(&out.stderr));
+    // The chroot env is read-only, even for root inside the task.
+    let marker = format!("/etc/execdriver-ro-{}", unique_id("m"));
+    let probe = format!("touch {marker} 2>/dev/null && echo writable || echo read-only");
+    let (_, out) = run_task(&env, &["--user", "root", "--", "/bin/sh", "-c", &probe]);
+    assert_eq!(text(&out.stdout), "read-only\n", "{}", text(&out.stderr));
+    assert!(!PathBuf::from(&marker).exists());
+    // A replaced chroot env list hides the rest (here /usr).
+    let (_, out) = run_task(
+        &env,
+        &[
+            "--chroot-env",
+            "/bin",
+            "--chroot-env",
+            "/lib",
+            "--chroot-env",
+            "/lib64",
+            "--chroot-env",
+            "/etc",
+            "--",
+            "/bin/sh",
+            "-c",
+            "test -e /usr/bin && echo visible || echo hidden",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "hidden\n", "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn start_then_wait_from_another_process() {
+    let Some(env) = env("start_then_wait_from_another_process") else {
+        return;
+    };
+    let (id, _) = start_task(&env, &["--", "/bin/sh", "-c", "sleep 0.5; exit 7"]);
+    let (_, handle2) = start_task(&env, &["--", "/bin/sh", "-c", "exit 2"]);
+    let status = cli(&env, &["status", "--json", &id]);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(report["state"], "running", "{report}");
+    // By task id.
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(!env.data.join("allocs").join(&id).exists());
+    // By handle id on stdin, with the result as JSON.
+    let mut child = command(&env, &["wait", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(handle2.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(result["exit_code"], 2);
+    assert_eq!(result["oom_killed"], false);
+    assert!(result["error"].is_null());
+    // Collected: the task id no longer resolves.
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("no task"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn kill_signal_stats_logs_and_list() {
+    let Some(env) = env("kill_signal_stats_logs_and_list") else {
+        return;
+    };
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--kill-timeout",
+            "500ms",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hello; trap 'echo usr1' USR1; trap '' INT; while :; do sleep 0.05; done",
+        ],
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        text(&cli(&env, &["logs", &id]).stdout).contains("hello")
+    }));
+    let out = cli(&env, &["signal", &id, "USR1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(eventually(Duration::from_secs(5), || {
+        text(&cli(&env, &["logs", &id]).stdout).contains("usr1")
+    }));
+    let out = cli(&env, &["stats", "--json", &id]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    assert!(stats["pids"].as_u64().unwrap_or(0) >= 1, "{stats}");
+    let out = cli(&env, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list json");
+    assert!(
+        list.as_array().is_some_and(|l| l
+            .iter()
+            .any(|t| t["task_id"] == id.as_str() && t["state"] == "running")),
+        "{list}"
+    );
+    // The task ignores SIGINT: kill ends it by force after the 500 ms timeout.
+    let started = Instant::now();
+    let out = cli(&env, &["kill", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!env.data.join("allocs").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn sigterm_to_run_kills_the_task_gracefully() {
+    let Some(env) = env("sigterm_to_run_kills_the_task_gracefully") else {
+        return;
+    };
+    let id = unique_id("r");
+    env.track_id(&id);
+    let child = command(
+        &env,
+        &[
+            "run",
+            "--id",
+            &id,
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo bye; exit 9' INT; echo up; while :; do sleep 0.05; done",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let pid = i32::try_from(child.id()).expect("pid");
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_dir(env.data.join("allocs").join(&id).join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("up")))
+    }));
+    // Our own child, unreaped: its pid cannot have been reused.
+    execdriver_linux::process::Pidfd::open(pid)
+        .expect("pidfd")
+        .signal(Signal::SIGTERM)
+        .expect("sigterm");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "up\nbye\n");
+    assert!(!env.data.join("allocs").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn bad_input_is_one_line_and_status_125() {
+    let Some(env) = env("bad_input_is_one_line_and_status_125") else {
+        return;
+    };
+    for (args, needle) in [
+        (vec!["run", "--memory", "12X", "--", "/bin/true"], "12X"),
+        (vec!["run", "--memory", "1K", "--", "/bin/true"], "1024"),
+        (vec!["run", "--kill-timeout", "5x", "--", "/bin/true"], "5x"),
+        (
+            vec!["run", "--kill-signal", "SIGNOPE", "--", "/bin/true"],
+            "SIGNOPE",
+        ),
+        (vec!["run", "--pids-max", "many", "--", "/bin/true"], "many"),
+        (vec!["run", "--id", "../x", "--", "/bin/true"], "../x"),
+        (
+            vec!["run", "--env", "NOEQUALS", "--", "/bin/true"],
+            "NOEQUALS",
+        ),
+        (vec!["run", "--", "/bin/echo hi"], "whitespace"),
+        (vec!["wait", "no-such-task"], "no-such-task"),
+        (vec!["wait", "{\"format\":1}"], "handle id"),
+        (vec!["wait", "--timeout", "soon", "x"], "soon"),
+        (vec!["signal", "x", "NOPE"], "NOPE"),
+    ] {
+        let out = cli(&env, &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        no_backtrace(&out);
+    }
+    let out = cli(&env, &["run", "--no-such-option", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(2));
+    for sub in [
+        "run",
+        "start",
+        "wait",
+        "kill",
+        "status",
+        "signal",
+        "stats",
+        "logs",
+        "list",
+        "fingerprint",
+    ] {
+        let out = cli(&env, &[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{sub} --help");
+        assert!(text(&out.stdout).contains("Usage:"), "{sub} --help");
+    }
+    // Nothing was started by any of it.
+    assert!(
+        std::fs::read_dir(env.data.join("tasks"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    );
+}
+
+#[test]
+fn forged_handle_is_refused_by_wait() {
+    let Some(env) = env("forged_handle_is_refused_by_wait") else {
+        return;
+    };
+    let (id, handle) = start_task(&env, &["/bin/sleep", "1000"]);
+    let mut forged: serde_json::Value = serde_json::from_str(&handle).expect("json");
+    forged["state_dir"] = "/etc".into();
+    let out = cli(&env, &["wait", &forged.to_string()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut forged: serde_json::Value = serde_json::from_str(&handle).expect("json");
+    forged["task"]["pid"] = 1.into();
+    let out = cli(&env, &["kill", &forged.to_string()]);
+    assert_eq!(out.status.code(), Some(125));
+    // The real task is untouched.
+    let status = cli(&env, &["status", "--json", &id]);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(report["state"], "running", "{report}");
+    let out = cli(&env, &["kill", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn fingerprint_is_healthy_here() {
+    let Some(env) = env("fingerprint_is_healthy_here") else {
+        return;
+    };
+    let out = cli(&env, &["fingerprint", "--json"]);
+    let fp: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(fp["healthy"], true, "{fp}");
+    assert_eq!(fp["attributes"]["driver.exec"], "1");
+    assert_eq!(out.status.code(), Some(0));
+}

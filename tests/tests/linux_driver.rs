@@ -1,0 +1,458 @@
+//! End to end through the library: `Driver<LinuxPlatform>` with real supervisors, cgroups
+//! and namespaces. Needs root (fails loudly under CI without it) and the `execdriver` binary
+//! next to this test's target dir (built by `cargo test --workspace`).
+//!
+//! Every test has its own data dir and a guard that kills and removes what it left, then
+//! checks that no cgroup, state dir, mount or process of its tasks remains.
+
+mod linux_support;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use execdriver_core::{DriverError, HandleId, Platform, ProcessIdentity, Signal, State};
+use execdriver_linux::process::Pidfd;
+use linux_support::{TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline};
+
+const CLEAN: Duration = Duration::from_secs(5);
+
+fn env(test: &str) -> Option<TestEnv> {
+    linux_support::require_root(test).then(|| TestEnv::new(binary_from_target_dir()))
+}
+
+#[test]
+fn exit_code_and_clean_teardown() {
+    let Some(env) = env("exit_code_and_clean_teardown") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sh", &["-c", "exit 3"]))
+        .expect("start");
+    env.track(task.handle_id());
+    let result = task.wait().expect("wait");
+    assert_eq!(result.exit_code, 3, "{result:?}");
+    assert_eq!(result.signal, None);
+    assert!(!result.oom_killed);
+    assert_eq!(result.error, None);
+    assert_eq!(task.state(), State::Exited);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn memory_limit_gives_an_oom_kill() {
+    let Some(env) = env("memory_limit_gives_an_oom_kill") else {
+        return;
+    };
+    let driver = env.driver();
+    // tail keeps the whole "line" of /dev/zero in memory: it grows until the limit.
+    let mut spec = env.spec("/usr/bin/tail", &["/dev/zero"]);
+    spec.resources.memory_limit_bytes = 32 << 20;
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    let result = task
+        .wait_timeout(Duration::from_secs(60))
+        .expect("wait")
+        .expect("the task should be OOM-killed well within a minute");
+    assert!(result.oom_killed, "{result:?}");
+    assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
+    assert_eq!(result.exit_code, 137);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn pids_limit_holds_a_fork_bomb() {
+    let Some(env) = env("pids_limit_holds_a_fork_bomb") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec("/bin/sh", &["-c", "b() { b | b & }; b; sleep 1000"]);
+    spec.resources.pids_max = 40;
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    thread::sleep(Duration::from_secs(1));
+    for _ in 0..10 {
+        let stats = task.stats().expect("stats");
+        assert!(stats.pids <= 40, "pids {} above the limit", stats.pids);
+        thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    task.kill().expect("kill");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let result = task.wait().expect("wait");
+    assert!(
+        result.signal.is_some() || result.exit_code != 0,
+        "{result:?}"
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn double_forked_daemon_dies_with_the_task() {
+    let Some(env) = env("double_forked_daemon_dies_with_the_task") else {
+        return;
+    };
+    let driver = env.driver();
+    // The daemon leaves the task's session and process group; only the cgroup holds it.
+    let marker = "7771";
+    let script = format!("/usr/bin/setsid /bin/sleep {marker} & sleep 0.3; exit 0");
+    let task = driver
+        .start(&env.spec("/bin/sh", &["-c", &script]))
+        .expect("start");
+    env.track(task.handle_id());
+    let result = task.wait().expect("wait");
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || pids_with_cmdline(&[
+            "/bin/sleep",
+            marker
+        ])
+        .is_empty()),
+        "the daemon survived its task"
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn kill_of_a_task_ignoring_sigint_ends_within_the_timeout() {
+    let Some(env) = env("kill_of_a_task_ignoring_sigint_ends_within_the_timeout") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec(
+        "/bin/sh",
+        &["-c", "trap '' INT; while :; do sleep 0.1; done"],
+    );
+    spec.kill_timeout = Duration::from_secs(1);
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    task.kill().expect("kill");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "kill took {took:?}, more than the 1 s kill timeout + 0.5 s"
+    );
+    let result = task.wait().expect("wait");
+    assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn graceful_kill_lets_the_task_handle_its_signal() {
+    let Some(env) = env("graceful_kill_lets_the_task_handle_its_signal") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec(
+        "/bin/sh",
+        &["-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"],
+    );
+    spec.kill_signal = Signal::SIGTERM;
+    spec.kill_timeout = Duration::from_secs(5);
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    task.kill().expect("kill");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(task.wait().expect("wait").exit_code, 9);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn wait_in_one_thread_kill_in_another() {
+    let Some(env) = env("wait_in_one_thread_kill_in_another") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = Arc::new(
+        driver
+            .start(&env.spec("/bin/sleep", &["1000"]))
+            .expect("start"),
+    );
+    env.track(task.handle_id());
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let task = Arc::clone(&task);
+            thread::spawn(move || task.wait())
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        task.wait_timeout(Duration::from_millis(100)).expect("wait"),
+        None
+    );
+    task.kill().expect("kill");
+    let results: Vec<_> = waiters
+        .into_iter()
+        .map(|w| w.join().expect("join").expect("wait"))
+        .collect();
+    assert!(results.iter().all(|r| *r == results[0]), "{results:?}");
+    assert_eq!(results[0].signal, Some(Signal::SIGINT), "{:?}", results[0]);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn reattach_from_a_new_driver() {
+    let Some(env) = env("reattach_from_a_new_driver") else {
+        return;
+    };
+    let id = {
+        let driver = env.driver();
+        let task = driver
+            .start(&env.spec("/bin/sh", &["-c", "sleep 1; exit 5"]))
+            .expect("start");
+        env.track(task.handle_id());
+        task.id()
+        // The first driver and its handle are dropped: the agent "restarts".
+    };
+    let driver = env.driver();
+    let task = driver.open(&id).expect("reattach");
+    assert_eq!(task.state(), State::Running);
+    assert!(task.stats().is_ok());
+    assert_eq!(task.wait().expect("wait").exit_code, 5);
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn exit_record_outlives_the_supervisor() {
+    let Some(env) = env("exit_record_outlives_the_supervisor") else {
+        return;
+    };
+    let mut config = env.config();
+    config.supervisor_linger = Duration::from_millis(200);
+    let platform = execdriver_linux::LinuxPlatform::new(config);
+    let driver = execdriver_core::Driver::new(platform);
+    let task = driver
+        .start(&env.spec("/bin/sh", &["-c", "exit 4"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let id = task.id();
+    drop(task);
+    // Nobody collects the exit: the supervisor lingers, then leaves only the record.
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(
+            &handle.supervisor.process
+        )),
+        "supervisor did not exit after its linger"
+    );
+    assert!(handle.state_dir.join("exit.json").exists());
+    let task = env.driver().open(&id).expect("reattach to the exit record");
+    let result = task.wait().expect("wait");
+    assert_eq!(result.exit_code, 4, "{result:?}");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
+    let Some(env) = env("killed_supervisor_is_reported_and_the_task_cleaned_up") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
+        .expect("pidfd")
+        .expect("supervisor alive");
+    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
+    let result = task
+        .wait_timeout(Duration::from_secs(20))
+        .expect("wait")
+        .expect("a lost supervisor ends the wait");
+    let error = result.error.clone().unwrap_or_default();
+    assert!(error.contains("supervisor"), "{result:?}");
+    assert_eq!(result.exit_code, -1);
+    env.assert_clean(CLEAN);
+}
+
+/// A process of our own to stand in for someone else's: forged handles point at it.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn start() -> Self {
+        Self(
+            std::process::Command::new("/bin/sleep")
+                .arg("1000")
+                .spawn()
+                .expect("sleep"),
+        )
+    }
+
+    fn identity(&self) -> ProcessIdentity {
+        execdriver_linux::process::identity(i32::try_from(self.0.id()).expect("pid"))
+            .expect("identity")
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn forged_handles_are_refused_and_nothing_is_signalled() {
+    let Some(env) = env("forged_handles_are_refused_and_nothing_is_signalled") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let real = task.handle_id();
+    env.track(real.clone());
+    let mut bystander = Bystander::start();
+    let outside = std::env::temp_dir().join(linux_support::unique_id("execdriver-outside"));
+    std::fs::create_dir_all(&outside).expect("mkdir");
+
+    let forge = |mutate: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&real.to_string()).expect("json");
+        mutate(&mut v);
+        v.to_string()
+    };
+    let bystander_id = bystander.identity();
+    let cases: Vec<(&str, String)> = vec![
+        ("pid 1", forge(&|v| v["task"]["pid"] = 1.into())),
+        (
+            "supervisor pid 1",
+            forge(&|v| v["supervisor"]["process"]["pid"] = 1.into()),
+        ),
+        (
+            "state dir outside the data dir",
+            forge(&|v| {
+                v["state_dir"] = outside.display().to_string().into();
+                v["supervisor"]["socket"] =
+                    outside.join("supervisor.sock").display().to_string().into();
+            }),
+        ),
+        (
+            "cgroup outside the parent",
+            forge(&|v| v["cgroup"] = "system.slice".into()),
+        ),
+        (
+            "cgroup with a path",
+            forge(&|v| v["cgroup"] = "../x".into()),
+        ),
+        (
+            "someone else's process as the supervisor",
+            forge(&|v| {
+                v["supervisor"]["process"] = serde_json::to_value(bystander_id).expect("json");
+            }),
+        ),
+    ];
+    for (what, text) in &cases {
+        match driver.open(text) {
+            Err(DriverError::Handle(_) | DriverError::ReattachRefused { .. }) => {}
+            Err(other) => panic!("{what}: expected a refusal, got {other}"),
+            Ok(task) => panic!("{what}: accepted, state {:?}", task.state()),
+        }
+    }
+    // A handle for a task that does not exist, naming the bystander as its supervisor: the
+    // driver finds no supervisor and cleans up, but must not signal the bystander.
+    let ghost = forge(&|v| {
+        let ghost_dir = env.data.join("tasks").join("ghost");
+        v["task_id"] = "ghost".into();
+        v["cgroup"] = "execdriver-ghost".into();
+        v["state_dir"] = ghost_dir.display().to_string().into();
+        v["supervisor"]["socket"] = ghost_dir
+            .join("supervisor.sock")
+            .display()
+            .to_string()
+            .into();
+        v["supervisor"]["process"] = serde_json::to_value(bystander_id).expect("json");
+    });
+    match driver.open(&ghost) {
+        Err(DriverError::ReattachFailed { failures, .. }) => {
+            assert!(
+                failures.iter().any(|f| f.contains("not the supervisor")),
+                "{failures:?}"
+            );
+        }
+        other => panic!("ghost handle: {other:?}"),
+    }
+    assert!(
+        bystander.alive(),
+        "a forged handle got the bystander signalled"
+    );
+    assert!(
+        alive(&real.task),
+        "a forged handle got the real task signalled"
+    );
+    assert_eq!(
+        task.wait_timeout(Duration::from_millis(10)).expect("wait"),
+        None
+    );
+    let _ = std::fs::remove_dir_all(&outside);
+    task.kill().expect("kill");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn duplicate_task_id_is_refused_and_leaves_the_first_alone() {
+    let Some(env) = env("duplicate_task_id_is_refused_and_leaves_the_first_alone") else {
+        return;
+    };
+    let driver = env.driver();
+    let spec = env.spec("/bin/sleep", &["1000"]);
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    let err = driver
+        .start(&spec)
+        .expect_err("second start with the same id");
+    assert!(err.to_string().contains("already in use"), "{err}");
+    assert_eq!(
+        task.wait_timeout(Duration::from_millis(10)).expect("wait"),
+        None
+    );
+    task.kill().expect("kill");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn failed_start_leaves_nothing_behind() {
+    let Some(env) = env("failed_start_leaves_nothing_behind") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec("/bin/true", &[]);
+    spec.user = "no-such-user-here".into();
+    let id = spec.task_id.clone();
+    let err = driver.start(&spec).expect_err("unknown user");
+    assert!(err.to_string().contains("no-such-user-here"), "{err}");
+    assert!(!env.data.join("tasks").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn handle_ids_round_trip_through_the_platform() {
+    let Some(env) = env("handle_ids_round_trip_through_the_platform") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    assert_eq!(HandleId::parse(&task.id()), Ok(handle.clone()));
+    assert!(handle.state_dir.starts_with(&env.data));
+    assert!(alive(&handle.supervisor.process));
+    assert!(alive(&handle.task));
+    let fp = driver.fingerprint();
+    assert!(fp.healthy, "{fp:?}");
+    assert!(driver.platform().now() <= driver.platform().now());
+    task.kill().expect("kill");
+    env.assert_clean(CLEAN);
+}
