@@ -14,6 +14,26 @@
 //! [`MockPlatform`] is a cheap handle to shared state: clone it to give a second [`Driver`]
 //! (a restarted agent) the same node.
 //!
+//! ```
+//! use std::time::Duration;
+//! use execdriver_core::{Driver, TaskConfig, TaskSpec};
+//! use execdriver_mock::{MockPlatform, TaskScript};
+//!
+//! let mock = MockPlatform::new();
+//! mock.script("web", TaskScript::default().ignoring_kill_signal());
+//! let driver = Driver::new(mock.clone());
+//! let config = TaskConfig::new("/bin/sleep", ["60"]);
+//! let task = driver.start(&TaskSpec::new("web", "web", "/alloc", "/alloc/web", config))?;
+//! let id = task.id();
+//! drop((task, driver)); // the agent dies...
+//! let driver = Driver::new(mock.clone()); // ...and comes back
+//! let task = driver.open(&id)?;
+//! task.kill()?; // SIGINT is ignored: the force kill comes after the 5 s kill timeout
+//! assert_eq!(mock.time().0, Duration::from_secs(5));
+//! assert!(mock.all_resources().is_empty());
+//! # Ok::<(), execdriver_core::DriverError>(())
+//! ```
+//!
 //! [`Driver`]: execdriver_core::Driver
 
 mod script;
