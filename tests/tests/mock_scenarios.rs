@@ -720,6 +720,26 @@ fn scenarios_with_faults_anywhere() {
 }
 
 proptest! {
+    // 256 cases: each scenario runs twice; a sample is enough to catch hidden state.
+    #![proptest_config(proptest_config!(256, "mock_scenarios.txt"))]
+
+    /// The mock is deterministic: the same scenario gives the same calls at the same virtual
+    /// times, the same removals and the same hook calls.
+    #[test]
+    fn the_same_scenario_runs_the_same_way_twice(s in scenario(1..=3)) {
+        let run = |s: &Scenario| {
+            let mut h = Harness::new(s);
+            let outcome = drive(&mut h, s).map_err(|e| e.to_string());
+            let hooks: Vec<_> = IDS.iter().map(|id| h.hooks.of(id)).collect();
+            (outcome, h.mock.calls(), h.mock.removals(), hooks, h.mock.time())
+        };
+        let first = run(&s);
+        prop_assert!(first.0.is_ok(), "{:?}", first.0);
+        prop_assert_eq!(first, run(&s));
+    }
+}
+
+proptest! {
     // 256 cases: targeted at ReattachFailed, with several tasks sharing the node.
     #![proptest_config(proptest_config!(256, "mock_scenarios.txt"))]
 
