@@ -132,7 +132,7 @@ fn task_runs_as_nobody_in_its_own_root() {
     let (_, out) = run_task(&env, &["--user", "root", "--", "/bin/sh", "-c", &probe]);
     assert_eq!(text(&out.stdout), "read-only\n", "{}", text(&out.stderr));
     assert!(!PathBuf::from(&marker).exists());
-    // A replaced chroot env list hides the rest (here /usr).
+    // A replaced chroot env list hides the rest (here /etc).
     let (_, out) = run_task(
         &env,
         &[
@@ -143,11 +143,11 @@ fn task_runs_as_nobody_in_its_own_root() {
             "--chroot-env",
             "/lib64",
             "--chroot-env",
-            "/etc",
+            "/usr",
             "--",
             "/bin/sh",
             "-c",
-            "test -e /usr/bin && echo visible || echo hidden",
+            "test -e /etc/passwd && echo visible || echo hidden",
         ],
     );
     assert_eq!(text(&out.stdout), "hidden\n", "{}", text(&out.stderr));
