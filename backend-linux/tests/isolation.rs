@@ -725,6 +725,23 @@ fn dropping_a_running_task_kills_it() {
 }
 
 #[test]
+fn the_task_dies_with_the_thread_that_launched_it() {
+    if !root_or_skip("the_task_dies_with_the_thread_that_launched_it") {
+        return;
+    }
+    // PR_SET_PDEATHSIG: when the launching thread (the supervisor's main thread in real
+    // use) ends, the init is SIGKILLed and the namespace with it.
+    let fx = Fixture::new();
+    let spec = fx.spec("/bin/sleep", &["1000"]);
+    let running =
+        std::thread::scope(|s| s.spawn(|| start(&spec)).join().expect("launching thread"));
+    let ns = running.task.pid_namespace();
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGKILL), "{out:?}");
+    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+}
+
+#[test]
 #[ignore = "benchmark: run by hand with --ignored --nocapture"]
 fn launch_benchmark() {
     if !root_or_skip("launch_benchmark") {

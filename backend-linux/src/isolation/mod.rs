@@ -324,7 +324,11 @@ impl LaunchedTask {
 
     /// Like [`LaunchedTask::wait`], but gives up after `timeout` with `Ok(None)`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<ExitStatus>, IsolationError> {
-        if let Some(status) = *self.status.lock().unwrap_or_else(PoisonError::into_inner) {
+        // try_lock: another thread blocked in wait() holds the lock, and waiting for it here
+        // would ignore the timeout.
+        if let Ok(cached) = self.status.try_lock()
+            && let Some(status) = *cached
+        {
             return Ok(Some(status));
         }
         if !self.pidfd.wait_exit(Some(timeout))? {
@@ -574,4 +578,15 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         control,
         status: Mutex::new(None),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launched_task_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<LaunchedTask>();
+    }
 }
