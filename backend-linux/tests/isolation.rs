@@ -234,6 +234,9 @@ fn runs_as_nobody_without_capabilities_and_with_no_new_privs() {
     assert_eq!(field("CapPrm"), "0000000000000000");
     assert_eq!(field("CapAmb"), "0000000000000000");
     assert_eq!(field("NoNewPrivs"), "1");
+    // Default dispositions and an empty mask, whatever the supervisor had.
+    assert_eq!(field("SigBlk"), "0000000000000000");
+    assert_eq!(field("SigIgn"), "0000000000000000");
     assert!(field("Uid").split_whitespace().all(|id| id == "65534"));
     assert!(field("Gid").split_whitespace().all(|id| id == "65534"));
 }
@@ -407,6 +410,88 @@ fn the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment() {
             .count(),
         0
     );
+}
+
+/// The task's mount table as (mount point, per-mount options).
+fn task_mounts(fx: &Fixture) -> Vec<(String, String)> {
+    let out = run(fx, &fx.spec("/bin/cat", &["/proc/self/mountinfo"]));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    out.stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_owned(), f[5].to_owned())
+        })
+        .collect()
+}
+
+fn check_mount_table(mounts: &[(String, String)]) {
+    let opts = |point: &str| -> Vec<&str> {
+        mounts
+            .iter()
+            .find(|(p, _)| p == point)
+            .map(|(_, o)| o.split(',').collect())
+            .unwrap_or_else(|| panic!("no mount at {point}: {mounts:#?}"))
+    };
+    for point in ["/etc", "/usr"] {
+        let o = opts(point);
+        for flag in ["ro", "nosuid", "nodev"] {
+            assert!(o.contains(&flag), "{point} lacks {flag}: {o:?}");
+        }
+    }
+    for point in ["/", "/alloc"] {
+        let o = opts(point);
+        for flag in ["rw", "nosuid", "nodev"] {
+            assert!(o.contains(&flag), "{point} lacks {flag}: {o:?}");
+        }
+    }
+    let null = opts("/dev/null");
+    assert!(
+        null.contains(&"nosuid") && !null.contains(&"nodev"),
+        "{null:?}"
+    );
+    for point in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/secrets", "/tmp"] {
+        assert!(opts(point).contains(&"nosuid"), "{point}");
+    }
+    // Only what the plan mounts: nothing of the host's other mounts (/sys, /mnt, ...).
+    let allowed = |p: &str| {
+        ["/", "/etc", "/usr", "/proc", "/alloc", "/secrets", "/tmp"].contains(&p)
+            || p.starts_with("/dev")
+            || p.starts_with("/etc/")
+            || p.starts_with("/usr/")
+    };
+    let stray: Vec<&(String, String)> = mounts.iter().filter(|(p, _)| !allowed(p)).collect();
+    assert!(
+        stray.is_empty(),
+        "unexpected mounts in the task: {stray:#?}"
+    );
+}
+
+#[test]
+fn the_task_mount_table_has_the_right_flags() {
+    if !root_or_skip("the_task_mount_table_has_the_right_flags") {
+        return;
+    }
+    let fx = Fixture::new();
+    check_mount_table(&task_mounts(&fx));
+}
+
+#[test]
+fn the_remount_fallback_gives_the_same_flags() {
+    if !root_or_skip("the_remount_fallback_gives_the_same_flags") {
+        return;
+    }
+    // Other tests may run while the switch is on: both paths must give the same results.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            isolation::force_bind_remount_fallback(false);
+        }
+    }
+    let _reset = Reset;
+    isolation::force_bind_remount_fallback(true);
+    let fx = Fixture::new();
+    check_mount_table(&task_mounts(&fx));
 }
 
 #[test]

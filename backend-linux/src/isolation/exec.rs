@@ -149,11 +149,9 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
         }
         // The init blocked everything and installed catch-all handlers: give the program
         // default dispositions first, then unblock, so no signal is lost in between.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                sys::reset_signal_default(sig);
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -108,8 +108,11 @@ fn setup_signals() -> Result<RawFd, i32> {
             if sig == libc::SIGCHLD {
                 act.sa_flags |= libc::SA_NOCLDSTOP;
             }
-            // glibc refuses its two internal real-time signals; those are not forwarded.
-            libc::sigaction(sig, &act, std::ptr::null_mut());
+            // glibc refuses its two internal real-time signals (32, 33): those are not
+            // forwarded, but at least do not stay ignored if the supervisor inherited that.
+            if libc::sigaction(sig, &act, std::ptr::null_mut()) < 0 {
+                sys::reset_signal_default(sig);
+            }
         }
         check_int(libc::signalfd(
             -1,

@@ -464,6 +464,13 @@ fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationErro
     }
 }
 
+/// For tests: plan bind flags with MS_REMOUNT (the path for kernels older than 5.12, which
+/// lack mount_setattr, where binds are not recursive) instead of mount_setattr.
+#[doc(hidden)]
+pub fn force_bind_remount_fallback(on: bool) {
+    rootfs::FORCE_REMOUNT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Starts the task: clone into new namespaces, place in cgroup, build the root, drop to the
 /// user, exec. Returns once the exec happened or failed (a failed exec is an exit 126/127,
 /// reported by [`LaunchedTask::wait`], with a one-line reason on the task's stderr).

@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use execdriver_core::TaskSpec;
 
@@ -25,6 +26,9 @@ pub(crate) const RESERVED: [&str; 6] = ["alloc", "dev", "local", "proc", "secret
 
 /// Host device nodes bind-mounted into the task's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Set by tests to exercise the remount path that kernels without mount_setattr (< 5.12) use.
+pub(crate) static FORCE_REMOUNT: AtomicBool = AtomicBool::new(false);
 
 /// Size of the secrets tmpfs, as in Nomad.
 const SECRETS_SIZE: &str = "1m";
@@ -336,7 +340,7 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             uid: user.uid,
         });
     }
-    let have_setattr = sys::have_mount_setattr();
+    let have_setattr = !FORCE_REMOUNT.load(Ordering::Relaxed) && sys::have_mount_setattr();
     let entries = resolve_chroot_env(&spec.chroot_env)?;
 
     let croot = cstring(&root)?;

@@ -46,6 +46,25 @@ pub(crate) unsafe fn clone_fork(namespaces: libc::c_int) -> Result<libc::pid_t, 
     check(ret).map(|pid| pid as libc::pid_t)
 }
 
+/// Sets `sig` back to SIG_DFL with the raw system call: glibc refuses to touch its two
+/// internal real-time signals (32 and 33), but an ignored disposition inherited from the
+/// supervisor's own parent would otherwise survive into the task's exec.
+pub(crate) fn reset_signal_default(sig: libc::c_int) {
+    // The kernel's struct sigaction: handler, flags, restorer, mask. All zero is SIG_DFL
+    // with no flags and an empty mask whatever the exact layout of the architecture.
+    let act = [0u64; 4];
+    // SAFETY: rt_sigaction reads one kernel sigaction (all zero) and writes nothing back.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            act.as_ptr(),
+            std::ptr::null_mut::<libc::c_void>(),
+            8usize,
+        )
+    };
+}
+
 /// Closes every fd from `first` up (close_range, or one by one where it is missing).
 pub(crate) fn close_from(first: RawFd) {
     if first < 0 {
