@@ -790,6 +790,29 @@ fn bad_specs_are_refused_before_anything_starts() {
 }
 
 #[test]
+fn ps_shows_the_init_as_such() {
+    if !root_or_skip("ps_shows_the_init_as_such") {
+        return;
+    }
+    // The init is a fork that never execs: without a title it would look like a second
+    // copy of the supervisor in `ps`.
+    let fx = Fixture::new();
+    let running = start(&fx.spec("/bin/sleep", &["1000"]));
+    let pid = running.task.init_pid;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim_end(), "execdriver-init");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let shown = shown.trim_end();
+    let own = std::fs::read(format!("/proc/{}/cmdline", std::process::id())).expect("own");
+    // The title is cut to the length of our own argv area.
+    let expected = "execdriver-init isolation-test";
+    assert_eq!(shown, &expected[..expected.len().min(own.len() - 1)]);
+    running.task.signal(Signal::SIGKILL).expect("kill");
+    running.finish();
+}
+
+#[test]
 fn dropping_a_running_task_kills_it() {
     if !root_or_skip("dropping_a_running_task_kills_it") {
         return;

@@ -51,6 +51,10 @@ pub(crate) struct ChildContext<'a> {
     pub root: &'a RootPlan,
     /// The exec of the task.
     pub exec: &'a ExecPlan,
+    /// What `ps` should show for the init instead of the supervisor's command line.
+    pub title: &'a [u8],
+    /// The supervisor's argv area `[start, end)`, the same addresses in the child's copy.
+    pub arg_area: Option<(usize, usize)>,
 }
 
 fn report(record: Record) {
@@ -61,6 +65,27 @@ fn give_up(step: u32, errno: i32) -> ! {
     report(Record::SetupFailed { step, errno });
     // SAFETY: leaving without Rust cleanup; the kernel kills what is left in the namespace.
     unsafe { libc::_exit(INIT_SETUP_FAILED) }
+}
+
+/// Overwrites the child's copy of the argv area so `ps` shows the init as such rather than
+/// as a second copy of the supervisor (it is a fork that never execs).
+fn set_title(cx: &ChildContext<'_>) {
+    // SAFETY: prctl with a nul-terminated name of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"execdriver-init".as_ptr(), 0, 0, 0) };
+    let Some((start, end)) = cx.arg_area else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let len = end - start;
+    // SAFETY: [start, end) is the argv area of the process we are a copy of (read from
+    // /proc/self/stat just before the clone); it is writable stack memory, and writing it
+    // here only touches our own copy-on-write pages.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let n = cx.title.len().min(len - 1);
+    area[..n].copy_from_slice(&cx.title[..n]);
+    area[n..].fill(0);
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
@@ -135,6 +160,7 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
         if arrange_fds(cx).is_err() {
             libc::_exit(INIT_SETUP_FAILED);
         }
+        set_title(cx);
 
         // Wait until the supervisor has put us in the task's cgroup.
         let mut msg = [0u8; RECORD_LEN];

@@ -457,6 +457,17 @@ fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> S
     }
 }
 
+/// This process's argv area (fields 48 and 49 of /proc/self/stat).
+fn own_arg_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read("/proc/self/stat").ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let text = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = text.split_ascii_whitespace().skip(45);
+    let start = fields.next()?.parse().ok()?;
+    let end = fields.next()?.parse().ok()?;
+    Some((start, end))
+}
+
 fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationError {
     move |e| IsolationError::Syscall {
         call,
@@ -509,6 +520,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     )
     .map_err(syscall_error("socketpair"))?;
 
+    let title = format!("execdriver-init {}", spec.task_id);
     let cx = init::ChildContext {
         null: null.as_raw_fd(),
         stdout: stdout.as_raw_fd(),
@@ -517,6 +529,8 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         report: report_w.as_raw_fd(),
         root: &root,
         exec: &exec,
+        title: title.as_bytes(),
+        arg_area: own_arg_area(),
     };
     // SAFETY: the child runs only init_main, which makes system calls on data prepared
     // above and leaves with _exit.
