@@ -755,6 +755,90 @@ fn the_cgroup_callback_gets_the_init_before_it_runs() {
     fx.assert_no_host_mounts();
 }
 
+/// A v1 pids cgroup created under this process's own pids cgroup, removed on drop.
+struct PidsCgroup(PathBuf);
+
+impl PidsCgroup {
+    fn create(max: u32) -> Option<Self> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "pids")
+                .then(|| path.trim_start_matches('/').to_owned())
+        })?;
+        let base = Path::new("/sys/fs/cgroup/pids").join(rel);
+        if !base.join("cgroup.procs").exists() {
+            return None;
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("execdriver-isolation-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let cg = Self(dir);
+        std::fs::write(cg.0.join("pids.max"), max.to_string()).ok()?;
+        Some(cg)
+    }
+
+    fn add(&self, pid: i32) -> Result<(), String> {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // Everything in it is dead and reaped by now; rmdir can still race the kernel's
+        // accounting for a moment.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("could not remove test cgroup {:?}", self.0);
+    }
+}
+
+#[test]
+fn the_init_runs_in_the_cgroup_from_the_start() {
+    if !root_or_skip("the_init_runs_in_the_cgroup_from_the_start") {
+        return;
+    }
+    // pids.max = 1 holds the init alone: if it is in the cgroup before it does anything,
+    // forking the task fails, and that is reported as a setup error naming the step.
+    let Some(cg) = PidsCgroup::create(1) else {
+        eprintln!("skipping: no cgroup v1 pids controller to test with");
+        return;
+    };
+    let fx = Fixture::new();
+    let err = start_with(&fx.spec("/bin/true", &[]), &|pid| cg.add(pid))
+        .err()
+        .expect("the task cannot be forked");
+    assert!(
+        matches!(&err, IsolationError::Setup { step, source }
+            if step.contains("forking the task") && source.raw_os_error() == Some(libc::EAGAIN)),
+        "{err}"
+    );
+    // With room for init + task + one child of the task, a fork bomb stays held.
+    let cg = {
+        drop(cg);
+        PidsCgroup::create(3).expect("second cgroup")
+    };
+    let out = start_with(
+        &fx.sh("sleep 0.2 & sleep 0.2 & echo forked=$?; wait"),
+        &|pid| cg.add(pid),
+    )
+    .expect("launch")
+    .finish();
+    assert!(
+        out.stderr.contains("fork") || out.stderr.contains("Resource"),
+        "{out:?}"
+    );
+    fx.assert_no_host_mounts();
+}
+
 #[test]
 fn bad_specs_are_refused_before_anything_starts() {
     if !root_or_skip("bad_specs_are_refused_before_anything_starts") {
