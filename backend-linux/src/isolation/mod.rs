@@ -606,6 +606,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn setup_failures_are_described_in_words() {
+        let root = rootfs::RootPlan {
+            steps: vec![rootfs::Step::Bind {
+                src: c"/usr".to_owned(),
+                dst: c"/tasks/web/usr".to_owned(),
+                recursive: true,
+                attrs: sys::MOUNT_ATTR_RDONLY,
+            }],
+            have_setattr: true,
+        };
+        let user = user::TaskUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        };
+        assert_eq!(
+            describe_step(0, &root, &user),
+            "while bind-mounting \"/usr\" read-only at \"/tasks/web/usr\""
+        );
+        assert!(describe_step(exec::step::TASK_SETUID, &root, &user).contains("setuid 65534"));
+        assert!(describe_step(init::step::INIT_FORK, &root, &user).contains("forking the task"));
+        assert!(describe_step(7, &root, &user).contains("unknown step 7"));
+    }
+
+    #[test]
     fn a_launched_task_can_be_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<LaunchedTask>();
