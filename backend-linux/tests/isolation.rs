@@ -934,6 +934,32 @@ fn the_task_dies_with_the_thread_that_launched_it() {
 }
 
 #[test]
+fn launches_from_many_threads_at_once_do_not_interfere() {
+    if !root_or_skip("launches_from_many_threads_at_once_do_not_interfere") {
+        return;
+    }
+    // The child only makes system calls, so a clone taken while other threads hold the
+    // allocator's or stdio's locks must not hang; each task sees only its own output.
+    let fx = Fixture::new();
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let fx = &fx;
+            s.spawn(move || {
+                for i in 0..10 {
+                    let word = format!("t{t}-{i}");
+                    let noise: Vec<u8> = vec![0; 64 * 1024];
+                    let out = start(&fx.spec("/bin/echo", &[&word])).finish();
+                    drop(noise);
+                    assert_eq!(out.status, exited(0), "{out:?}");
+                    assert_eq!(out.stdout, format!("{word}\n"));
+                }
+            });
+        }
+    });
+    fx.assert_no_host_mounts();
+}
+
+#[test]
 #[ignore = "benchmark: run by hand with --ignored --nocapture"]
 fn launch_benchmark() {
     if !root_or_skip("launch_benchmark") {

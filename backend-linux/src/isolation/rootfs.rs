@@ -248,6 +248,11 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, IsolationError> {
                             Err(e)
                         }
                     })
+                    // Explicit mode: the supervisor's umask must not make a parent of a
+                    // mount point (such as `run/` for /run/resolvconf) unsearchable.
+                    .and_then(|()| {
+                        std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
+                    })
                     .map_err(|e| mount_point_error(&cur, format!("cannot create it: {e}")))?;
             }
             Err(e) => return Err(mount_point_error(&cur, format!("cannot stat it: {e}"))),
@@ -267,12 +272,16 @@ fn ensure_file(root: &Path, rel: &Path) -> Result<PathBuf, IsolationError> {
             "it exists and is not a regular file",
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .map_err(|e| mount_point_error(&path, format!("cannot create it: {e}")))?;
-            Ok(path)
+            {
+                Ok(_) => Ok(path),
+                // Created meanwhile by a concurrent start in the same task dir.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => ensure_file(root, rel),
+                Err(e) => Err(mount_point_error(&path, format!("cannot create it: {e}"))),
+            }
         }
         Err(e) => Err(mount_point_error(&path, format!("cannot stat it: {e}"))),
     }
@@ -289,8 +298,25 @@ fn ensure_symlink(root: &Path, rel: &Path, target: &Path) -> Result<(), Isolatio
             &path,
             format!("it is a symlink to {existing:?}, not to {target:?} as on the host"),
         )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::os::unix::fs::symlink(target, &path)
-            .map_err(|e| mount_point_error(&path, format!("cannot create the symlink: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match std::os::unix::fs::symlink(target, &path) {
+                Ok(()) => Ok(()),
+                // Created meanwhile by a concurrent start: accept it if it is the same link.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match std::fs::read_link(&path) {
+                        Ok(existing) if existing == target => Ok(()),
+                        _ => Err(mount_point_error(
+                            &path,
+                            format!("it exists and is not a symlink to {target:?}"),
+                        )),
+                    }
+                }
+                Err(e) => Err(mount_point_error(
+                    &path,
+                    format!("cannot create the symlink: {e}"),
+                )),
+            }
+        }
         Err(_) => Err(mount_point_error(
             &path,
             format!("it exists and is not a symlink to {target:?}"),
