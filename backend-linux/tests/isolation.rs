@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use execdriver_core::{ExitStatus, Signal, TaskConfig, TaskSpec};
+use execdriver_core::{ExitStatus, ProcessIdentity, Signal, TaskConfig, TaskSpec};
 use execdriver_linux::isolation::{self, IsolationError, LaunchRequest, LaunchedTask};
+use execdriver_linux::process;
 
 /// True when the test can run; otherwise prints why it is skipped (or panics under CI).
 fn root_or_skip(test: &str) -> bool {
@@ -167,20 +168,64 @@ fn run(fx: &Fixture, spec: &TaskSpec) -> Outcome {
     outcome
 }
 
-/// Host pids of every process in the pid namespace with this inode.
-fn processes_in_namespace(ns: u64) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-            && meta.ino() == ns
-        {
-            found.push(pid);
+/// The processes (identities) in the pid namespace with this inode, once there are at
+/// least `min` of them. Taken while the task runs: after a namespace dies its inode number
+/// is free for the next namespace, so matching by inode later could find another task.
+fn namespace_members(ns: u64, min: usize) -> Vec<ProcessIdentity> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+                && meta.ino() == ns
+                && let Ok(id) = process::identity(pid)
+            {
+                found.push(id);
+            }
         }
+        if found.len() >= min {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} processes in the task's namespace, expected {min}",
+            found.len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    found
+}
+
+/// Fails if any of these processes is still alive (a live pid with another start time is
+/// someone else).
+fn assert_all_gone(members: &[ProcessIdentity]) {
+    let alive: Vec<&ProcessIdentity> = members
+        .iter()
+        .filter(|m| process::identity(m.pid).is_ok_and(|now| now.start_time == m.start_time))
+        .collect();
+    assert!(alive.is_empty(), "still running after the task: {alive:?}");
+}
+
+/// Writes a file to be exec'd later from a short-lived child process. Written from this
+/// (multi-threaded) test process, the open fd could be inherited for a moment by another
+/// test's freshly cloned init, and exec'ing the file would then fail with ETXTBSY.
+fn write_program(path: &Path, content: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "cat > \"$1\"", "sh"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(content)
+        .expect("write");
+    assert!(child.wait().expect("wait").success(), "writing {path:?}");
 }
 
 fn exited(code: i32) -> ExitStatus {
@@ -252,7 +297,10 @@ fn setuid_binaries_do_not_give_root_back() {
     let local = fx.task_dir.join("local");
     std::fs::create_dir(&local).expect("local");
     std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::copy("/usr/bin/id", local.join("suid-id")).expect("copy id");
+    write_program(
+        &local.join("suid-id"),
+        &std::fs::read("/usr/bin/id").expect("read id"),
+    );
     std::fs::set_permissions(
         local.join("suid-id"),
         std::fs::Permissions::from_mode(0o4755),
@@ -562,7 +610,7 @@ fn a_file_that_cannot_be_executed_exits_126() {
     let local = fx.task_dir.join("local");
     std::fs::create_dir(&local).expect("local");
     std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::write(local.join("script.sh"), "#!/bin/sh\necho ran\n").expect("script");
+    write_program(&local.join("script.sh"), b"#!/bin/sh\necho ran\n");
     std::fs::set_permissions(
         local.join("script.sh"),
         std::fs::Permissions::from_mode(0o644),
@@ -583,7 +631,7 @@ fn a_file_that_cannot_be_executed_exits_126() {
     let out = run(&fx, &fx.spec("local/script.sh", &[]));
     assert_eq!((out.status, out.stdout.as_str()), (exited(0), "ran\n"));
     // An interpreter missing from the root is named as such.
-    std::fs::write(local.join("orphan.sh"), "#!/no/such/interpreter\n").expect("script");
+    write_program(&local.join("orphan.sh"), b"#!/no/such/interpreter\n");
     std::fs::set_permissions(
         local.join("orphan.sh"),
         std::fs::Permissions::from_mode(0o755),
@@ -600,14 +648,18 @@ fn a_double_forked_daemon_dies_with_the_task() {
         return;
     }
     let fx = Fixture::new();
+    // The task starts two daemons, then waits for the test to have seen them.
     let running = start(&fx.sh(
-        "(setsid sleep 1000 &) ; nohup sleep 1000 >/dev/null 2>&1 & sleep 0.3; echo started; exit 0",
+        "(setsid sleep 1000 &) ; nohup sleep 1000 >/dev/null 2>&1 & \
+         while [ ! -e /alloc/go ]; do sleep 0.05; done; echo started; exit 0",
     ));
-    let ns = running.task.pid_namespace();
+    // init, sh, and the two sleeps (the polling `sleep 0.05` comes and goes).
+    let members = namespace_members(running.task.pid_namespace(), 4);
+    std::fs::write(fx.alloc_dir.join("go"), "").expect("go");
     let out = running.finish();
     assert_eq!(out.status, exited(0), "{out:?}");
     assert_eq!(out.stdout, "started\n");
-    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    assert_all_gone(&members);
     fx.assert_no_host_mounts();
 }
 
@@ -637,11 +689,11 @@ fn sigkill_takes_the_whole_namespace_down() {
     }
     let fx = Fixture::new();
     let running = start(&fx.sh("sleep 1000 & trap '' TERM INT; sleep 1000; wait"));
-    let ns = running.task.pid_namespace();
+    let members = namespace_members(running.task.pid_namespace(), 4);
     running.task.signal(Signal::SIGKILL).expect("signal");
     let out = running.finish();
     assert_eq!(out.status, ExitStatus::signaled(Signal::SIGKILL), "{out:?}");
-    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    assert_all_gone(&members);
 }
 
 /// The host pid of the init's first child (the task), from /proc.
@@ -747,8 +799,8 @@ fn the_cgroup_callback_gets_the_init_before_it_runs() {
     assert!(pid > 0);
     assert!(
         matches!(
-            execdriver_linux::process::identity(pid),
-            Err(execdriver_linux::process::ProcessError::NotFound { .. })
+            process::identity(pid),
+            Err(process::ProcessError::NotFound { .. })
         ),
         "the refused init (pid {pid}) is still there"
     );
@@ -903,15 +955,14 @@ fn dropping_a_running_task_kills_it() {
     }
     let fx = Fixture::new();
     let running = start(&fx.sh("sleep 1000 & sleep 1000"));
-    let ns = running.task.pid_namespace();
-    assert!(!processes_in_namespace(ns).is_empty());
+    let members = namespace_members(running.task.pid_namespace(), 4);
     let Running {
         task,
         stdout,
         stderr,
     } = running;
     drop(task);
-    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    assert_all_gone(&members);
     stdout.finish();
     stderr.finish();
 }
@@ -925,12 +976,24 @@ fn the_task_dies_with_the_thread_that_launched_it() {
     // use) ends, the init is SIGKILLed and the namespace with it.
     let fx = Fixture::new();
     let spec = fx.spec("/bin/sleep", &["1000"]);
-    let running =
-        std::thread::scope(|s| s.spawn(|| start(&spec)).join().expect("launching thread"));
-    let ns = running.task.pid_namespace();
+    let (launched_tx, launched_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let running = std::thread::scope(|s| {
+        let spec = &spec;
+        s.spawn(move || {
+            launched_tx.send(start(spec)).expect("send");
+            // Stay alive until the test has seen the task running.
+            let _ = end_rx.recv();
+        });
+        let running = launched_rx.recv().expect("launched");
+        let members = namespace_members(running.task.pid_namespace(), 2);
+        drop(end_tx);
+        (running, members)
+    });
+    let (running, members) = running;
     let out = running.finish();
     assert_eq!(out.status, ExitStatus::signaled(Signal::SIGKILL), "{out:?}");
-    assert_eq!(processes_in_namespace(ns), Vec::<i32>::new());
+    assert_all_gone(&members);
 }
 
 #[test]
