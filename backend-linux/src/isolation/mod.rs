@@ -6,18 +6,42 @@
 //! 1. In the supervisor: look up the user, create the (empty) mount points in the task dir,
 //!    plan every mount as a list of steps with ready-made C strings, build argv and envp.
 //! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS). The child is the
-//!    namespace's init ([`init`]): it closes the supervisor's fds and waits.
+//!    namespace's init (module `init`): it closes the supervisor's fds and waits.
 //! 3. The supervisor calls `place_in_cgroup(init_pid)`, then sends "go".
 //! 4. The init makes the mount tree private, binds the task dir onto itself, binds the
 //!    chroot env read-only, mounts proc (it is in the new PID namespace already), /dev,
 //!    alloc, secrets and /tmp, sets the hostname, pivot_roots, and forks the task.
-//! 5. The task ([`exec`]) does setsid, no_new_privs, setgroups/setgid/setuid, closes
+//! 5. The task (module `exec`) does setsid, no_new_privs, setgroups/setgid/setuid, closes
 //!    stray fds and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
 //! 6. The init reports "started", forwards signals, reaps, and when the task exits writes
 //!    the task's status on the report pipe and exits: the kernel kills what is left.
 //!
 //! Every mount lives only in the task's mount namespace and disappears with it: there is
 //! nothing to unmount on the host, ever.
+//!
+//! What the task sees:
+//! - `/`: the task dir (bound onto itself, nosuid,nodev). The working directory is `/`, as
+//!   in Nomad, so a command such as `local/run.sh` works.
+//! - the chroot env dirs that exist on the host, bound read-only,nosuid,nodev (recursively,
+//!   submounts read-only too, where mount_setattr exists); host symlinks such as the merged
+//!   /usr `/bin -> usr/bin` are recreated as symlinks. Nothing is copied.
+//! - `/proc` (its own PID namespace only), `/dev` (tmpfs with null, zero, full, random,
+//!   urandom, tty bound from the host, nosuid,noexec but not nodev; a new devpts at
+//!   `/dev/pts` with `/dev/ptmx`; tmpfs `/dev/shm`; fd, stdin, stdout, stderr links),
+//!   `/alloc` (the alloc dir, read-write), `/secrets` (1 MiB tmpfs, 0700, owned by the
+//!   task user), `/tmp` (tmpfs, 1777), `/local` (created for the task user if missing).
+//! - hostname: the task name, cut to 64 bytes.
+//! - environment: only `spec.env`, then `EXECDRIVER_TASK_DIR=/local`,
+//!   `EXECDRIVER_ALLOC_DIR=/alloc`, `EXECDRIVER_SECRETS_DIR=/secrets`,
+//!   `EXECDRIVER_TASK_NAME`, `EXECDRIVER_TASK_ID` (these win over `spec.env`), and
+//!   [`DEFAULT_PATH`] unless `spec.env` sets PATH. A bare command is looked up in that PATH
+//!   inside the task root.
+//! - stdin `/dev/null`, stdout/stderr the request's fds, no other fd; umask 022; every
+//!   signal at its default and unblocked; no capabilities (unless the user is root);
+//!   no_new_privs.
+//! - exec failure: exit 127 when nothing was found (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG),
+//!   126 when it was found but could not run (EACCES, ENOEXEC, ...), with
+//!   `execdriver: cannot run "<command>": <reason>` on the task's stderr.
 
 mod exec;
 mod init;
@@ -338,7 +362,8 @@ impl LaunchedTask {
     }
 
     /// The inode of the task's PID namespace (`/proc/<pid>/ns/pid`), recorded at launch: a
-    /// process whose namespace has this inode belongs to the task.
+    /// process whose namespace has this inode belongs to the task, while the task lives
+    /// (once the namespace is gone the kernel reuses the number for new namespaces).
     pub fn pid_namespace(&self) -> u64 {
         self.pid_namespace
     }

@@ -6,7 +6,7 @@ use execdriver_core::ProcessIdentity;
 
 use super::ProcessError;
 
-/// The identity of a live (or not yet reaped) process, from /proc/<pid>/stat.
+/// The identity of a live (or not yet reaped) process, from `/proc/<pid>/stat`.
 pub fn identity(pid: i32) -> Result<ProcessIdentity, ProcessError> {
     if pid <= 0 {
         return Err(ProcessError::InvalidPid { pid });

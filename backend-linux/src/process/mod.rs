@@ -1,6 +1,6 @@
 //! Process identities (pid + start time) and pidfds: a reused pid can never be signalled.
 //!
-//! A pid alone names whatever process holds that number now. A [`ProcessIdentity`] adds the
+//! A pid alone names whatever process holds that number now. A [`execdriver_core::ProcessIdentity`] adds the
 //! start time from `/proc/<pid>/stat`, and a [`Pidfd`] pins one process for good: once open,
 //! it keeps referring to that process even after it exits and its pid is handed out again.
 
