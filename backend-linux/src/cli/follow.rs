@@ -92,7 +92,8 @@ impl Follower {
         }
     }
 
-    /// Copies until `stop` is set, then drains once more and returns.
+    /// Copies until `stop` is set, then drains once more and returns. Whoever sets `stop`
+    /// should unpark this thread so that it does not sleep out its poll interval.
     pub fn run(&mut self, out: &mut dyn Write, stop: &AtomicBool) -> io::Result<u64> {
         let mut copied = 0;
         loop {
@@ -101,7 +102,7 @@ impl Follower {
             if last {
                 return Ok(copied);
             }
-            std::thread::sleep(POLL);
+            std::thread::park_timeout(POLL);
         }
     }
 }

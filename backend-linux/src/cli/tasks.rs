@@ -366,6 +366,9 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     }
     let result = handle.wait();
     stop.store(true, Ordering::Release);
+    for follower in &followers {
+        follower.thread().unpark();
+    }
     let mut stderr_bytes = 0;
     for (i, follower) in followers.into_iter().enumerate() {
         let copied = follower.join().unwrap_or(0);
