@@ -557,10 +557,19 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         title: title.as_bytes(),
         arg_area: own_arg_area(),
     };
+    // The child starts with every signal blocked: a handler of the supervisor's must never
+    // run in the init's copy (it would write to fds that mean something else there). The
+    // init keeps them blocked and reads them from a signalfd; the task unblocks them.
+    let blocked = sys::block_all_signals();
     // SAFETY: the child runs only init_main, which makes system calls on data prepared
     // above and leaves with _exit.
-    let pid = match unsafe { sys::clone_fork(NAMESPACES) } {
-        Ok(0) => unsafe { init::init_main(&cx) },
+    let cloned = unsafe { sys::clone_fork(NAMESPACES) };
+    if let Ok(0) = cloned {
+        // SAFETY: as above; never returns.
+        unsafe { init::init_main(&cx) }
+    }
+    sys::restore_signals(&blocked);
+    let pid = match cloned {
         Ok(pid) => pid,
         Err(errno) => {
             return Err(IsolationError::Syscall {

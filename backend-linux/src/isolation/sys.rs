@@ -65,6 +65,24 @@ pub(crate) fn reset_signal_default(sig: libc::c_int) {
     };
 }
 
+/// Blocks every signal in the calling thread; returns the previous mask.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on locals; pthread_sigmask only affects this thread.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+/// Puts back a mask saved by [`block_all_signals`].
+pub(crate) fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
 /// Closes every fd from `first` up (close_range, or one by one where it is missing).
 pub(crate) fn close_from(first: RawFd) {
     if first < 0 {
