@@ -290,6 +290,35 @@ fn sigterm_to_run_kills_the_task_gracefully() {
 }
 
 #[test]
+fn task_outlives_a_killed_run_and_is_collected_by_id() {
+    let Some(env) = env("task_outlives_a_killed_run_and_is_collected_by_id") else {
+        return;
+    };
+    let id = unique_id("r");
+    env.track_id(&id);
+    let mut child = command(
+        &env,
+        &["run", "--id", &id, "--", "/bin/sh", "-c", "sleep 1; exit 6"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let stored = env.data.join("tasks").join(&id).join("handle.json");
+    assert!(eventually(Duration::from_secs(10), || stored.exists()));
+    // The agent dies without a chance to clean up; the supervisor carries on.
+    child.kill().expect("kill run");
+    let _ = child.wait();
+    let out = cli(&env, &["status", "--json", &id]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["state"], "running", "{report}");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(!env.data.join("allocs").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
 fn bad_input_is_one_line_and_status_125() {
     let Some(env) = env("bad_input_is_one_line_and_status_125") else {
         return;

@@ -289,7 +289,10 @@ fn start_task(ctx: &Ctx, opts: &TaskOptions) -> Result<(TaskHandle<LinuxPlatform
     let prepared = build_spec(ctx, opts)?;
     create_alloc(&prepared)?;
     match ctx.driver().start(&prepared.spec) {
-        Ok(handle) => Ok((handle, prepared.alloc_dir)),
+        Ok(handle) => {
+            store_handle(&handle);
+            Ok((handle, prepared.alloc_dir))
+        }
         Err(e) => {
             let _ = remove_alloc_dir(&prepared.alloc_dir);
             Err(e.into())
@@ -401,6 +404,13 @@ fn handle_task_name(opts: &TaskOptions) -> String {
 
 fn start(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     let (handle, _alloc_dir) = start_task(ctx, opts)?;
+    out(&handle.id())?;
+    Ok(0)
+}
+
+/// Stores the handle id in the task's state dir, so that the task id alone finds it (also
+/// for a task whose `run` was killed: `wait <task id>` then collects it).
+fn store_handle(handle: &TaskHandle<LinuxPlatform>) {
     let id = handle.id();
     let paths = StatePaths::at(handle.handle_id().state_dir);
     let written = fs::OpenOptions::new()
@@ -410,14 +420,12 @@ fn start(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
         .open(paths.handle())
         .and_then(|mut f| f.write_all(id.as_bytes()));
     if let Err(e) = written {
-        // Without it the task id does not resolve, but the printed handle id still works.
+        // Without it the task id does not resolve, but the handle id still works.
         eprintln!(
             "execdriver: writing {}: {e}; use the handle id instead of the task id",
             paths.handle().display()
         );
     }
-    out(&id)?;
-    Ok(0)
 }
 
 /// The exit status for a result, with a line on stderr for what the status alone hides.
