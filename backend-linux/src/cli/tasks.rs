@@ -60,6 +60,7 @@ impl Ctx {
     }
 }
 
+/// Runs the parsed command; `Ok` carries the exit status.
 pub fn dispatch(cli: Cli) -> Result<u8> {
     let ctx = Ctx {
         data_dir: cli.data_dir,

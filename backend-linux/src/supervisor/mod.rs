@@ -10,7 +10,9 @@
 //! The supervisor is not in the task's cgroup, so its memory is never charged to the task.
 //! Its diagnostics go to its stderr, which the agent points at `<state dir>/supervisor.log`.
 
+/// The atomic `exit.json` record.
 pub mod exit_record;
+/// The socket protocol and its client.
 pub mod protocol;
 mod server;
 
