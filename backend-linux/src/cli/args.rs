@@ -194,11 +194,7 @@ pub struct TaskOptions {
     pub id: Option<String>,
 
     /// The command and its arguments (after `--` when an argument starts with `-`).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -235,8 +231,8 @@ mod tests {
         assert_eq!(opts.memory.as_deref(), Some("64M"));
         assert_eq!(opts.env, vec!["A=1", "B=2"]);
         assert_eq!(opts.command, vec!["/bin/sh", "-c", "echo hi"]);
-        let cli = Cli::try_parse_from(["execdriver", "start", "/bin/echo", "-n", "--x"])
-            .expect("parse");
+        let cli =
+            Cli::try_parse_from(["execdriver", "start", "/bin/echo", "-n", "--x"]).expect("parse");
         let Command::Start(opts) = cli.command else {
             panic!("not start: {:?}", cli.command);
         };
