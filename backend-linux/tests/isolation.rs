@@ -3,7 +3,6 @@
 //!
 //! Run: `cargo test -p execdriver-linux --test isolation` as root. Without root every test
 //! is skipped with a printed reason, unless CI is set, in which case they fail.
-//! The launch benchmark: `cargo test -p execdriver-linux --release --test isolation -- --ignored --nocapture launch_benchmark`.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -1020,29 +1019,4 @@ fn launches_from_many_threads_at_once_do_not_interfere() {
         }
     });
     fx.assert_no_host_mounts();
-}
-
-#[test]
-#[ignore = "benchmark: run by hand with --ignored --nocapture"]
-fn launch_benchmark() {
-    if !root_or_skip("launch_benchmark") {
-        return;
-    }
-    let fx = Fixture::new();
-    let spec = fx.spec("/bin/true", &[]);
-    let mut times = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        let out = start(&spec).finish();
-        times.push(t.elapsed());
-        assert_eq!(out.status, exited(0));
-    }
-    times.sort();
-    println!(
-        "launch-to-exit of /bin/true over {} runs: min {:?}, median {:?}, max {:?}",
-        times.len(),
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1]
-    );
 }

@@ -1,0 +1,164 @@
+//! Start-up cost and supervisor memory, measured side by side in one run so that the ratios
+//! hold on a noisy machine:
+//!
+//! - `fork+exec`: `/bin/true` started by std::process, the floor;
+//! - `launch`: `isolation::launch` of `/bin/true` (namespaces, task root, user drop, exec);
+//! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record).
+//!
+//! Then the supervisor's VmRSS and Pss while a `sleep` task runs.
+//!
+//! Run as root: `cargo bench -p execdriver-linux --bench startup [-- ROUNDS]` (default 20).
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use execdriver_core::{TaskConfig, TaskSpec};
+use execdriver_linux::isolation::{self, LaunchRequest};
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("startup bench skipped: it needs root (namespaces, cgroups)");
+        return;
+    }
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::Builder::new()
+        .prefix("execdriver-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let task_dir = dir.path().join("task");
+    let alloc_dir = dir.path().join("alloc");
+    for d in [&data_dir, &task_dir, &alloc_dir] {
+        std::fs::create_dir(d).expect("bench dir");
+    }
+    let spec = TaskSpec::new(
+        "bench",
+        "bench",
+        &alloc_dir,
+        &task_dir,
+        TaskConfig::new("/bin/true", Vec::<String>::new()),
+    );
+    let binary = Path::new(env!("CARGO_BIN_EXE_execdriver"));
+
+    let (mut exec, mut launch, mut run) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved rounds: a burst of load hits all three alike.
+    for _ in 0..rounds {
+        exec.push(time(|| {
+            let status = Command::new("/bin/true").status().expect("spawn /bin/true");
+            assert!(status.success());
+        }));
+        launch.push(time(|| launch_true(&spec)));
+        run.push(time(|| {
+            let status = Command::new(binary)
+                .arg("run")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--", "/bin/true"])
+                .status()
+                .expect("spawn execdriver run");
+            assert!(status.success(), "execdriver run -- /bin/true: {status}");
+        }));
+    }
+    let base = median(&mut exec);
+    println!("start-up of /bin/true, median of {rounds} interleaved rounds:");
+    for (name, samples) in [
+        ("fork+exec", &mut exec),
+        ("isolation::launch", &mut launch),
+        ("execdriver run", &mut run),
+    ] {
+        let m = median(samples);
+        println!(
+            "  {name:<18} median {:>8.2} ms  min {:>8.2} ms  max {:>8.2} ms  ({:.1}x fork+exec)",
+            ms(m),
+            ms(samples[0]),
+            ms(samples[samples.len() - 1]),
+            m.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    supervisor_memory(binary, &data_dir);
+}
+
+fn time(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn launch_true(spec: &TaskSpec) {
+    let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+    let (err_r, err_w) = nix::unistd::pipe().expect("pipe");
+    let task = isolation::launch(LaunchRequest {
+        spec,
+        stdout: out_w,
+        stderr: err_w,
+        place_in_cgroup: &|_| Ok(()),
+    })
+    .expect("launch /bin/true");
+    let status = task.wait().expect("wait for /bin/true");
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    drop::<(OwnedFd, OwnedFd)>((out_r, err_r));
+}
+
+/// Starts a `sleep`, reads its supervisor's memory, then kills it.
+fn supervisor_memory(binary: &Path, data_dir: &Path) {
+    let out = Command::new(binary)
+        .arg("start")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--kill-timeout", "1s", "--", "/bin/sleep", "60"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("spawn execdriver start");
+    assert!(out.status.success(), "execdriver start failed");
+    let handle = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let parsed: serde_json::Value = serde_json::from_str(&handle).expect("handle id is json");
+    let pid = parsed["supervisor"]["process"]["pid"]
+        .as_i64()
+        .expect("supervisor pid");
+    let field = |file: &str, key: &str| -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| l[key.len()..].trim().to_owned())
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    println!(
+        "supervisor (pid {pid}) while a sleep runs: VmRSS {}, Pss {}, Pss_Anon {}, threads {}",
+        field("status", "VmRSS:"),
+        field("smaps_rollup", "Pss:"),
+        field("smaps_rollup", "Pss_Anon:"),
+        field("status", "Threads:"),
+    );
+    let killed = Command::new(binary)
+        .arg("kill")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(handle.as_bytes())?;
+            }
+            child.wait()
+        })
+        .expect("spawn execdriver kill");
+    // The kill's status is the task's (killed by a signal), so only a driver failure counts.
+    assert_ne!(killed.code(), Some(125), "execdriver kill failed");
+}
