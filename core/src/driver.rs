@@ -20,6 +20,7 @@ use crate::spec::{SpecError, TaskSpec};
 
 /// Callbacks at the two moments an agent cares about, each called once per handle: where the
 /// reference registered and deregistered Consul services, an agent plugs its registry in here.
+/// A hook that panics is contained: the task's lifecycle goes on as if it had returned.
 pub trait LifecycleHooks: Send + Sync {
     /// The task is running (after a start, or after a reattach to a live supervisor).
     fn on_running(&self, task_id: &str) {
@@ -96,6 +97,15 @@ pub enum DriverError {
         task_id: String,
         /// What was found.
         reason: String,
+        /// Every cleanup step that failed.
+        failures: Vec<String>,
+    },
+    /// The task was killed by cgroup after its supervisor was lost, but some cleanup steps
+    /// failed: processes, the cgroup or the state dir may be left.
+    #[error("kill of task {task_id} is incomplete: {}", failures.join("; "))]
+    KillIncomplete {
+        /// The task.
+        task_id: String,
         /// Every cleanup step that failed.
         failures: Vec<String>,
     },
@@ -234,7 +244,13 @@ impl<P: Platform> Driver<P> {
     /// `wait` returns at once; neither means the task is cleaned up by its cgroup and this
     /// returns [`DriverError::ReattachFailed`] listing every cleanup step that failed.
     pub fn open(&self, handle_id: &str) -> Result<TaskHandle<P>, DriverError> {
-        let handle = HandleId::parse(handle_id)?;
+        let mut handle = HandleId::parse(handle_id)?;
+        // The handle records the maximum of the driver that wrote it; this driver's maximum
+        // wins, so a handle from a laxer config (or a forged one) cannot stretch a kill.
+        handle.max_kill_timeout_ms = handle
+            .max_kill_timeout_ms
+            .min(millis(self.config.max_kill_timeout));
+        handle.kill_timeout_ms = handle.kill_timeout_ms.min(handle.max_kill_timeout_ms);
         let task_id = handle.task_id.clone();
         let (state, effects) = lifecycle::recover();
         debug_assert_eq!(effects, vec![Effect::ConnectSupervisor]);
@@ -428,7 +444,7 @@ impl<P: Platform> TaskHandle<P> {
             Err(DriverError::Platform {
                 source: PlatformError::SupervisorLost(reason),
                 ..
-            }) => return self.lose(reason).map(drop),
+            }) => return self.lose_during_kill(reason),
             // The signal could not be delivered: go straight to the force kill rather than
             // leave the task running.
             Err(_) => None,
@@ -452,10 +468,10 @@ impl<P: Platform> TaskHandle<P> {
             Err(DriverError::Platform {
                 source: PlatformError::SupervisorLost(reason),
                 ..
-            }) => return self.lose(reason).map(drop),
+            }) => return self.lose_during_kill(reason),
             Err(e) => {
                 let reason = format!("force kill failed: {e}");
-                return self.lose(reason).map(drop);
+                return self.lose_during_kill(reason);
             }
         }
         let deadline = self.platform.now() + self.force_kill_grace;
@@ -471,7 +487,21 @@ impl<P: Platform> TaskHandle<P> {
             }
             Err(e) => return Err(e),
         };
-        self.lose(reason).map(drop)
+        self.lose_during_kill(reason)
+    }
+
+    /// Ends a kill whose supervisor is gone: the orphan cleanup; its failures are the kill's
+    /// error, because the caller must not believe the task is gone when it may not be.
+    fn lose_during_kill(&self, reason: String) -> Result<(), DriverError> {
+        let (_, failures) = self.lose(reason)?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::KillIncomplete {
+                task_id: self.task_id.clone(),
+                failures,
+            })
+        }
     }
 
     /// The task's current resource use.
@@ -517,12 +547,13 @@ impl<P: Platform> TaskHandle<P> {
 
     /// Runs effects in order, outside the lock.
     fn execute(&self, effects: Vec<Effect>) -> Result<Executed, DriverError> {
+        let _guard = DeliverOnUnwind(self);
         let mut executed = Executed::default();
         for effect in effects {
             match effect {
                 // Start and reattach run these themselves before a handle exists.
                 Effect::SpawnSupervisor | Effect::ConnectSupervisor => {}
-                Effect::NotifyRunning => self.hooks.on_running(&self.task_id),
+                Effect::NotifyRunning => contain(|| self.hooks.on_running(&self.task_id)),
                 Effect::SendSignal(signal) => {
                     let supervisor = self.live_supervisor("signal")?;
                     self.platform
@@ -587,7 +618,25 @@ impl<P: Platform> TaskHandle<P> {
             inner.result = Some(result.clone());
         }
         self.finished.notify_all();
-        self.hooks.on_exited(&self.task_id, &result);
+        contain(|| self.hooks.on_exited(&self.task_id, &result));
+    }
+
+    /// Called while unwinding out of `execute`: if the task was on its way to `Exited`, its
+    /// waiters would otherwise block forever on a result nobody will deliver.
+    fn deliver_after_panic(&self) {
+        {
+            let mut inner = self.lock();
+            if inner.result.is_some()
+                || !matches!(inner.state, State::Exited | State::ReattachFailed)
+            {
+                return;
+            }
+            inner.state = State::Exited;
+            inner.result = Some(WaitResult::failed(
+                "the driver panicked while finishing the task; its cleanup may be incomplete",
+            ));
+        }
+        self.finished.notify_all();
     }
 
     /// Blocks until another thread that is finishing the task has delivered its result.
@@ -630,11 +679,11 @@ impl<P: Platform> TaskHandle<P> {
             },
             Ok(None) => Ok(None),
             Err(PlatformError::SupervisorLost(reason)) => self.lose(reason).map(|(r, _)| Some(r)),
-            Err(source) => match self.result() {
-                // The supervisor was released by another thread that saw the exit.
-                Some(result) => Ok(Some(result)),
-                None => Err(self.platform_error("wait", source)),
-            },
+            // Another thread saw the exit and is releasing the supervisor under us.
+            Err(_) if matches!(self.state(), State::Exited | State::ReattachFailed) => {
+                self.await_result().map(Some)
+            }
+            Err(source) => Err(self.platform_error("wait", source)),
         }
     }
 
@@ -654,6 +703,23 @@ impl<P: Platform> TaskHandle<P> {
         })?;
         self.execute(effects)?;
         Ok((self.await_result()?, failures))
+    }
+}
+
+/// Runs a lifecycle hook so that its panic cannot unwind through the driver: a hook that
+/// panicked half-way through a start would otherwise leak a running task nobody can name.
+fn contain(hook: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
+}
+
+/// Delivers a failed result if `execute` unwinds while the task is finishing.
+struct DeliverOnUnwind<'a, P: Platform>(&'a TaskHandle<P>);
+
+impl<P: Platform> Drop for DeliverOnUnwind<'_, P> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.deliver_after_panic();
+        }
     }
 }
 

@@ -546,3 +546,112 @@ fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
     assert_eq!(task.handle_id().kill_timeout_ms, 4000);
     task.kill().expect("kill");
 }
+
+/// A handle written under a laxer maximum (or forged) cannot stretch a kill past this
+/// driver's maximum: open caps both timeouts.
+#[test]
+fn open_caps_the_handle_timeouts_at_the_drivers_maximum() {
+    let mut p = MockPlatform::new();
+    p.expect_now().return_const(T0);
+    p.expect_reattach()
+        .times(1)
+        .returning(|_| Ok(Reattach::Live(SUP)));
+    let mut lax = handle_id(Signal::SIGTERM, 3_600_000);
+    lax.max_kill_timeout_ms = u64::MAX;
+    let d = Driver::with_config(p, config());
+    let task = d.open(&lax.to_string()).expect("open");
+    let max = config().max_kill_timeout;
+    assert_eq!(task.handle_id().kill_timeout(), max);
+    assert_eq!(task.handle_id().max_kill_timeout(), max);
+    assert_eq!(task.update(Duration::from_secs(86_400)), max);
+}
+
+/// A panic in the platform while the task is finishing must not leave later waiters blocked
+/// on a result nobody will deliver.
+#[test]
+fn a_panic_while_finishing_still_delivers_a_result() {
+    let (mut p, mut seq) = started();
+    p.expect_wait()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Some(ExitStatus::code(0))));
+    p.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| panic!("release blew up"));
+    let d = Driver::with_config(p, config());
+    let task = d.start(&spec()).expect("start");
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.wait()));
+    assert!(
+        first.is_err(),
+        "the platform's panic reaches the first caller"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(task.wait_timeout(Duration::from_millis(1))));
+        let later = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a later wait must not block forever");
+        let result = later.expect("wait").expect("a result");
+        assert!(result.error.is_some_and(|e| e.contains("panicked")));
+    });
+    task.kill().expect("killing the finished task does nothing");
+}
+
+/// A panicking hook is the agent's bug, but it must not leak the task it was told about.
+#[test]
+fn a_panicking_hook_does_not_leak_the_task() {
+    struct Panicky;
+    impl execdriver_core::LifecycleHooks for Panicky {
+        fn on_running(&self, _: &str) {
+            panic!("registry down");
+        }
+        fn on_exited(&self, _: &str, _: &WaitResult) {
+            panic!("registry down");
+        }
+    }
+    let (mut p, mut seq) = started();
+    p.expect_wait()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Some(ExitStatus::code(3))));
+    p.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let d = Driver::with_config(p, config()).with_hooks(std::sync::Arc::new(Panicky));
+    let task = d
+        .start(&spec())
+        .expect("start returns the handle despite the hook");
+    assert_eq!(task.wait().map(|r| r.exit_code), Ok(3));
+}
+
+/// When the supervisor is lost during a kill and the cleanup by cgroup fails, kill says so:
+/// the caller must not believe the task is gone.
+#[test]
+fn a_kill_whose_cleanup_fails_is_an_error() {
+    let (mut p, mut seq) = started();
+    p.expect_signal()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(PlatformError::SupervisorLost("eof".into())));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        [
+            Ok(()),
+            Err(PlatformError::Failed("cgroup busy".into())),
+            Ok(()),
+            Ok(()),
+        ],
+    );
+    let d = Driver::with_config(p, config());
+    let task = d.start(&spec()).expect("start");
+    match task.kill() {
+        Err(DriverError::KillIncomplete { failures, .. }) => {
+            assert_eq!(failures, vec!["kill cgroup: cgroup busy".to_owned()]);
+        }
+        other => panic!("expected KillIncomplete, got {other:?}"),
+    }
+    assert!(task.result().is_some_and(|r| r.error.is_some()));
+}

@@ -450,8 +450,28 @@ impl Harness {
         let t0 = self.mock.time();
         let timeout = h.handle_id().kill_timeout();
         prop_assert!(timeout <= self.max());
-        let killed = h.kill();
-        prop_assert!(killed.is_ok(), "kill of {}: {:?}", self.slots[i].id, killed);
+        let mut incomplete = false;
+        match h.kill() {
+            Ok(()) => {}
+            // A kill may only admit leftovers when a cleanup step was made to fail, and then it
+            // must name them rather than claim the task is gone.
+            Err(DriverError::KillIncomplete { failures, .. }) => {
+                prop_assert!(
+                    self.slots[i].cleanup_faulted,
+                    "kill of {}: {:?}",
+                    self.slots[i].id,
+                    failures
+                );
+                prop_assert!(!failures.is_empty());
+                incomplete = true;
+            }
+            Err(e) => {
+                return Err(TestCaseError::fail(format!(
+                    "kill of {}: {e}",
+                    self.slots[i].id
+                )));
+            }
+        }
         let elapsed = self.mock.time().saturating_since(t0);
         let bound = timeout + self.config.force_kill_grace;
         prop_assert!(
@@ -472,6 +492,9 @@ impl Harness {
         }
         if elapsed == bound && !bound.is_zero() {
             self.hit("kill: took the whole bound");
+        }
+        if incomplete {
+            self.hit("kill: incomplete, reported");
         }
         self.observe(i)
     }
