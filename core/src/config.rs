@@ -39,7 +39,13 @@ pub enum ConfigError {
     /// No command, or one made only of whitespace.
     #[error("missing command: set `command` to the program to run")]
     MissingCommand,
-    /// Whitespace around or inside the command.
+    /// Whitespace before or after the command: almost always a templating slip.
+    #[error("command {command:?} has whitespace before or after it; remove it")]
+    PaddedCommand {
+        /// The command as given.
+        command: String,
+    },
+    /// Whitespace inside the command: a command line written where a program belongs.
     #[error(
         "command {command:?} contains whitespace; put the program alone in `command` and its arguments in `{args_key}`"
     )]
@@ -96,7 +102,8 @@ impl TaskConfig {
         };
         let mut config = TaskConfig::default();
         for (key, value) in map {
-            match key.as_str() {
+            // Keys match whatever their case, as the reference's decoder matched field names.
+            match key.to_ascii_lowercase().as_str() {
                 "command" => config.command = weak_string("command", value)?.unwrap_or_default(),
                 "args" => config.args = weak_string_list("args", value)?,
                 _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
@@ -124,6 +131,11 @@ impl TaskConfig {
 pub fn validate_command(command: &str, args_key: &str) -> Result<(), ConfigError> {
     if command.trim().is_empty() {
         return Err(ConfigError::MissingCommand);
+    }
+    if command.trim() != command {
+        return Err(ConfigError::PaddedCommand {
+            command: command.to_owned(),
+        });
     }
     if command.chars().any(char::is_whitespace) {
         return Err(ConfigError::WhitespaceInCommand {
@@ -254,7 +266,14 @@ mod tests {
         );
         let e = validate_command("/bin/echo hi", "args").unwrap_err();
         assert!(e.to_string().contains("`args`"), "{e}");
-        assert!(validate_command(" /bin/echo", "args").is_err());
+        assert!(matches!(
+            validate_command(" /bin/echo", "args"),
+            Err(ConfigError::PaddedCommand { .. })
+        ));
+        assert_eq!(
+            TaskConfig::from_value(&json!({"Command": "x", "ARGS": "a"})),
+            Ok(TaskConfig::new("x", ["a"]))
+        );
         assert!(validate_command("a\0b", "args").is_err());
         assert!(validate_command("/bin/echo", "args").is_ok());
         assert_eq!(

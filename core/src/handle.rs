@@ -139,8 +139,14 @@ impl HandleId {
                 found: self.format.to_string(),
             });
         }
-        if self.driver_version.is_empty() || self.driver_version.len() > 64 {
-            return invalid("driver_version", "must be 1 to 64 characters".to_owned());
+        if self.driver_version.is_empty()
+            || self.driver_version.len() > 64
+            || self.driver_version.chars().any(char::is_control)
+        {
+            return invalid(
+                "driver_version",
+                "must be 1 to 64 characters without control characters".to_owned(),
+            );
         }
         if let Err(e) = validate_task_id(&self.task_id) {
             return invalid("task_id", e.to_string());

@@ -46,6 +46,9 @@ pub enum SpecError {
         /// The path as given.
         path: PathBuf,
     },
+    /// The host's root given where a dir below it is needed.
+    #[error("{0} cannot be `/`: that would expose the whole host to the task")]
+    RootDir(&'static str),
     /// An environment variable that cannot be passed to exec.
     #[error("environment variable {key:?} is not usable: {why}")]
     Env {
@@ -246,6 +249,15 @@ impl TaskSpec {
         for dir in &self.chroot_env {
             validate_abs_path("chroot env dir", dir)?;
         }
+        // The task dir becomes the task's root and each chroot-env dir is mounted over the
+        // same path inside it: `/` for either would put the whole host in the task.
+        if let Some(field) = [("task dir", &self.task_dir)]
+            .into_iter()
+            .chain(self.chroot_env.iter().map(|d| ("chroot env dir", d)))
+            .find_map(|(field, dir)| (dir.parent().is_none()).then_some(field))
+        {
+            return Err(SpecError::RootDir(field));
+        }
         self.config.validate()?;
         for (key, value) in &self.env {
             validate_env(key, value)?;
@@ -376,6 +388,8 @@ mod tests {
             (|s| s.alloc_dir = "rel".into(), "alloc dir"),
             (|s| s.task_dir = "/a/../b".into(), "task dir"),
             (|s| s.chroot_env = vec!["usr".into()], "chroot env"),
+            (|s| s.chroot_env = vec!["/".into()], "whole host"),
+            (|s| s.task_dir = "/".into(), "whole host"),
             (|s| s.config.command = String::new(), "missing command"),
             (
                 |s| {
