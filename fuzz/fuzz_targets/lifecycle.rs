@@ -1,7 +1,7 @@
 //! Fuzzes the lifecycle state machine with arbitrary event sequences through `step`.
 //!
 //! Invariants checked after every event:
-//! - a legal event moves to exactly the state the transition table below says, and only
+//! - a legal event moves to exactly the state `lifecycle::TRANSITIONS` says, and only
 //!   legal events succeed;
 //! - an illegal event returns a `TransitionError` naming the current state and the event,
 //!   and the state is kept;
@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
-use execdriver_core::lifecycle::{recover, start};
+use execdriver_core::lifecycle::{legal_next as expected, recover, start};
 use execdriver_core::{
-    Effect, Event, EventKind, ExitStatus, Signal, State, TransitionError, WaitResult, step,
+    Effect, Event, ExitStatus, Signal, State, TransitionError, WaitResult, step,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -92,24 +92,6 @@ impl Bytes<'_> {
             8 => Event::KillTimerFired,
             _ => Event::TaskExited(self.exit_status()),
         })
-    }
-}
-
-/// The legal transitions, written out independently of `step`'s own match.
-fn expected(state: State, kind: EventKind) -> Option<State> {
-    use EventKind as K;
-    use State as S;
-    match (state, kind) {
-        (S::Created, K::Spawned) | (S::Recovering, K::Reattached) => Some(S::Running),
-        (S::Created, K::SpawnFailed)
-        | (S::Recovering, K::FoundExitRecord)
-        | (S::ReattachFailed, K::CleanupFinished)
-        | (S::Running | S::Killing, K::TaskExited) => Some(S::Exited),
-        (S::Recovering | S::Running | S::Killing, K::SupervisorLost) => Some(S::ReattachFailed),
-        (S::Running | S::Killing, K::KillRequested) => Some(S::Killing),
-        (S::Running, K::SignalRequested) => Some(S::Running),
-        (S::Killing, K::SignalRequested | K::KillTimerFired) => Some(S::Killing),
-        _ => None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Arbitrary event sequences on the pure state machine, checked against a transition table
-//! written independently of `step`, and against the effects each transition must carry.
+//! Arbitrary event sequences on the pure state machine, checked against the transition table
+//! `lifecycle::TRANSITIONS` (data written independently of `step`'s match), and against the
+//! effects each transition must carry.
 
 #[allow(dead_code)]
 mod support;
@@ -12,24 +13,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
-/// The legal transitions, from the design document rather than from `step`.
-fn table(state: State, kind: EventKind) -> Option<State> {
-    use EventKind as K;
-    use State as S;
-    match (state, kind) {
-        (S::Created, K::Spawned) => Some(S::Running),
-        (S::Created, K::SpawnFailed) => Some(S::Exited),
-        (S::Recovering, K::Reattached) => Some(S::Running),
-        (S::Recovering, K::FoundExitRecord) => Some(S::Exited),
-        (S::Recovering | S::Running | S::Killing, K::SupervisorLost) => Some(S::ReattachFailed),
-        (S::ReattachFailed, K::CleanupFinished) => Some(S::Exited),
-        (S::Running | S::Killing, K::KillRequested) => Some(S::Killing),
-        (S::Running, K::SignalRequested) => Some(S::Running),
-        (S::Killing, K::SignalRequested | K::KillTimerFired) => Some(S::Killing),
-        (S::Running | S::Killing, K::TaskExited) => Some(S::Exited),
-        _ => None,
-    }
-}
+use execdriver_core::lifecycle::legal_next as table;
 
 fn signal() -> impl Strategy<Value = Signal> {
     (1..=64i32).prop_map(|n| Signal::new(n).expect("in range"))
