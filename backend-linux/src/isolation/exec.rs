@@ -34,6 +34,121 @@ pub(crate) mod step {
     pub const TASK_CHDIR: u32 = 0xFFFF_0106;
     /// execve (reported as exit 126/127, never as a setup failure).
     pub const TASK_EXEC: u32 = 0xFFFF_0107;
+    /// Dropping capabilities outside [`super::TASK_CAPABILITIES`].
+    pub const TASK_CAPABILITIES: u32 = 0xFFFF_0108;
+}
+
+/// The capabilities a task may keep, as in Docker's default set less NET_RAW and MKNOD:
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+/// AUDIT_WRITE, SETFCAP. Only a task run as root ever holds them (a setuid to any other
+/// user clears them); everything else (SYS_ADMIN, MKNOD, SYS_CHROOT, DAC_READ_SEARCH,
+/// SYS_PTRACE, SYS_MODULE, SYS_RAWIO, NET_ADMIN, ...) leaves even the bounding set, so no
+/// exec can get it back.
+pub const TASK_CAPABILITIES: u64 = cap_mask(&[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+]);
+
+const fn cap_mask(caps: &[u32]) -> u64 {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < caps.len() {
+        mask |= 1 << caps[i];
+        i += 1;
+    }
+    mask
+}
+
+/// The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap), or 63
+/// when it cannot be read (dropping an unknown capability then fails with EINVAL, which
+/// ends the loop).
+fn cap_last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(63, |n| n.min(63))
+}
+
+/// The kernel's capability header and data (version 3: two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability outside `keep` from the bounding set, leaves only `keep` (of
+/// what the process has) in the effective and permitted sets, clears the inheritable and
+/// ambient sets. System calls only: runs in the forked task.
+fn restrict_capabilities(keep: u64, last_cap: u32) -> Result<(), i32> {
+    // SAFETY: prctl and capget/capset with local, correctly sized structs.
+    unsafe {
+        for cap in 0..=last_cap {
+            if keep & (1 << cap) != 0 {
+                continue;
+            }
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
+                match sys::errno() {
+                    // Past the kernel's last capability.
+                    libc::EINVAL => break,
+                    e => return Err(e),
+                }
+            }
+        }
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        check(libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        ))?;
+        for (i, word) in data.iter_mut().enumerate() {
+            let keep_word = (keep >> (32 * i)) as u32;
+            word.permitted &= keep_word;
+            word.effective &= word.permitted;
+            word.inheritable = 0;
+        }
+        header.version = LINUX_CAPABILITY_VERSION_3;
+        header.pid = 0;
+        check(libc::syscall(
+            libc::SYS_capset,
+            &header as *const CapHeader,
+            data.as_ptr(),
+        ))?;
+        check_int(libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ))?;
+    }
+    Ok(())
 }
 
 /// The working directory of the task: the root of the task dir, as in Nomad, so a relative
@@ -72,6 +187,7 @@ pub(crate) struct ExecPlan {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
+    last_cap: u32,
 }
 
 fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
@@ -118,6 +234,7 @@ impl ExecPlan {
             uid: user.uid,
             gid: user.gid,
             groups: user.groups.clone(),
+            last_cap: cap_last_cap(),
         })
     }
 }
@@ -160,6 +277,11 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
 
         if let Err(e) = check_int(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
             fail(exec_w, step::TASK_NO_NEW_PRIVS, e, 0, 126);
+        }
+        // Before the uid switch, which needs SETUID/SETGID (kept). A task run as root keeps
+        // only the allowlist; anyone else loses even that at setresuid.
+        if let Err(e) = restrict_capabilities(TASK_CAPABILITIES, plan.last_cap) {
+            fail(exec_w, step::TASK_CAPABILITIES, e, 0, 126);
         }
         // Raw system calls: glibc's wrappers would try to sync ids across threads this
         // copy of the process does not have.

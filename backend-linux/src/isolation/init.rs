@@ -32,6 +32,63 @@ pub(crate) mod step {
     pub const INIT_PIPE: u32 = 0xFFFF_0002;
     /// Forking the task.
     pub const INIT_FORK: u32 = 0xFFFF_0003;
+    /// Resetting a negative oom_score_adj inherited from the supervisor.
+    pub const INIT_OOM_SCORE: u32 = 0xFFFF_0004;
+}
+
+/// The oom_score_adj the init should set given the one it inherited, if any: a supervisor
+/// protected from the OOM killer (down to -1000, "never kill") must not pass that on to the
+/// task, which would then be the one thing the kernel cannot kill when its memory runs out.
+/// A positive value (more killable) is left alone.
+pub(crate) fn oom_score_reset(inherited: i32) -> Option<&'static [u8]> {
+    (inherited < 0).then_some(b"0")
+}
+
+/// Parses an oom_score_adj value as /proc prints it ("-1000\n"). No allocation.
+fn parse_oom_score(text: &[u8]) -> Option<i32> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 5 {
+        return None;
+    }
+    let mut value: i32 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i32::from(d - b'0');
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// Raises a negative oom_score_adj to 0 (see [`oom_score_reset`]); the task inherits it.
+fn reset_oom_score() -> Result<(), i32> {
+    let path = c"/proc/self/oom_score_adj";
+    // SAFETY: open/read/write/close on a local buffer and an fd we own.
+    unsafe {
+        let fd = check_int(libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC))?;
+        let mut buf = [0u8; 16];
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        let result = if n < 0 {
+            Err(sys::errno())
+        } else {
+            match parse_oom_score(&buf[..n as usize]).and_then(oom_score_reset) {
+                Some(value) => {
+                    if libc::pwrite(fd, value.as_ptr().cast(), value.len(), 0) < 0 {
+                        Err(sys::errno())
+                    } else {
+                        Ok(())
+                    }
+                }
+                None => Ok(()),
+            }
+        };
+        libc::close(fd);
+        result
+    }
 }
 
 /// What the cloned child needs, prepared by the supervisor before the clone.
@@ -173,6 +230,10 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
         };
         if n != RECORD_LEN as isize || Record::decode(&msg) != Some(Record::Go) {
             libc::_exit(0);
+        }
+        // On the host's /proc, before the root is built; the task inherits the value.
+        if let Err(errno) = reset_oom_score() {
+            give_up(step::INIT_OOM_SCORE, errno);
         }
 
         for (i, step) in cx.root.steps.iter().enumerate() {
@@ -318,5 +379,29 @@ fn reap(task: libc::pid_t, status: &mut Option<Record>) {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_score_values_parse_as_proc_prints_them() {
+        assert_eq!(parse_oom_score(b"0\n"), Some(0));
+        assert_eq!(parse_oom_score(b"-1000\n"), Some(-1000));
+        assert_eq!(parse_oom_score(b"1000"), Some(1000));
+        assert_eq!(parse_oom_score(b""), None);
+        assert_eq!(parse_oom_score(b"-"), None);
+        assert_eq!(parse_oom_score(b"12x"), None);
+        assert_eq!(parse_oom_score(b"9999999999"), None);
+    }
+
+    #[test]
+    fn only_a_protected_score_is_reset() {
+        assert_eq!(oom_score_reset(-1000), Some(&b"0"[..]));
+        assert_eq!(oom_score_reset(-1), Some(&b"0"[..]));
+        assert_eq!(oom_score_reset(0), None);
+        assert_eq!(oom_score_reset(500), None);
     }
 }

@@ -11,7 +11,8 @@
 //! 4. The init makes the mount tree private, binds the task dir onto itself, binds the
 //!    chroot env read-only, mounts proc (it is in the new PID namespace already), /dev,
 //!    alloc, secrets and /tmp, sets the hostname, pivot_roots, and forks the task.
-//! 5. The task (module `exec`) does setsid, no_new_privs, setgroups/setgid/setuid, closes
+//! 5. The task (module `exec`) does setsid, no_new_privs, drops capabilities outside
+//!    [`TASK_CAPABILITIES`] (bounding set included), setgroups/setgid/setuid, closes
 //!    stray fds and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
 //! 6. The init reports "started", forwards signals, reaps, and when the task exits writes
 //!    the task's status on the report pipe and exits: the kernel kills what is left.
@@ -37,8 +38,9 @@
 //!   [`DEFAULT_PATH`] unless `spec.env` sets PATH. A bare command is looked up in that PATH
 //!   inside the task root.
 //! - stdin `/dev/null`, stdout/stderr the request's fds, no other fd; umask 022; every
-//!   signal at its default and unblocked; no capabilities (unless the user is root);
-//!   no_new_privs.
+//!   signal at its default and unblocked; no_new_privs; no capabilities, and a task run as
+//!   root keeps only [`TASK_CAPABILITIES`] (Docker's default set less NET_RAW and MKNOD), in
+//!   its bounding set too: it cannot mount, mknod, load modules, trace or chroot.
 //! - exec failure: exit 127 when nothing was found (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG),
 //!   126 when it was found but could not run (EACCES, ENOEXEC, ...), with
 //!   `execdriver: cannot run "<command>": <reason>` on the task's stderr.
@@ -63,7 +65,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
 use crate::process::{Pidfd, ProcessError};
 
-pub use exec::{DEFAULT_PATH, task_environment};
+pub use exec::{DEFAULT_PATH, TASK_CAPABILITIES, task_environment};
 use wire::{RECORD_LEN, Record};
 
 /// The namespaces a task gets.
@@ -463,6 +465,10 @@ fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> S
         INIT_SIGNALS => "while setting up the init's signal handling".to_owned(),
         INIT_PIPE => "while creating the exec status pipe".to_owned(),
         INIT_FORK => "while forking the task from its init".to_owned(),
+        INIT_OOM_SCORE => {
+            "while resetting the negative oom_score_adj inherited from the supervisor to 0"
+                .to_owned()
+        }
         TASK_SETSID => "while starting a new session (setsid)".to_owned(),
         TASK_NO_NEW_PRIVS => "while setting no_new_privs".to_owned(),
         TASK_SETGROUPS => format!(
@@ -478,6 +484,10 @@ fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> S
             user.name, user.uid
         ),
         TASK_CHDIR => "while changing to the working directory /".to_owned(),
+        TASK_CAPABILITIES => {
+            "while dropping the capabilities a task may not have (capset, PR_CAPBSET_DROP)"
+                .to_owned()
+        }
         _ => format!("at unknown step {step}"),
     }
 }

@@ -90,6 +90,9 @@ pub(crate) enum Step {
     EnterRoot {
         /// The task root (a mount point by then).
         root: CString,
+        /// Whether chroot may stand in for a refused pivot_root: not for a task run as
+        /// root, which could leave a chroot (the old root stays reachable under it).
+        allow_chroot: bool,
     },
 }
 
@@ -530,7 +533,10 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
     steps.push(Step::Hostname {
         name: hostname(&spec.task_name),
     });
-    steps.push(Step::EnterRoot { root: croot });
+    steps.push(Step::EnterRoot {
+        root: croot,
+        allow_chroot: user.uid != 0,
+    });
     Ok(RootPlan {
         steps,
         have_setattr,
@@ -570,7 +576,18 @@ impl Step {
                     String::from_utf8_lossy(name)
                 )
             }
-            Step::EnterRoot { root } => format!("switching the root to {}", show(root)),
+            Step::EnterRoot {
+                root,
+                allow_chroot: true,
+            } => format!("switching the root to {}", show(root)),
+            Step::EnterRoot {
+                root,
+                allow_chroot: false,
+            } => format!(
+                "switching the root to {} with pivot_root (a task run as root gets no chroot \
+                 fallback when pivot_root is refused, since root can escape a chroot)",
+                show(root)
+            ),
         }
     }
 
@@ -639,7 +656,7 @@ impl Step {
                 check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
                     .map(|_| ())
             }
-            Step::EnterRoot { root } => enter_root(root),
+            Step::EnterRoot { root, allow_chroot } => enter_root(root, *allow_chroot),
         }
     }
 }
@@ -669,8 +686,9 @@ fn mount(
 }
 
 /// pivot_root into `root` with the old root stacked on it and then detached (no directory
-/// for it needed), or chroot when pivot_root is refused (a root on initramfs).
-fn enter_root(root: &CStr) -> Result<(), i32> {
+/// for it needed), or chroot when pivot_root is refused (a root on initramfs) and
+/// `allow_chroot` says a chroot is enough; else the EINVAL of pivot_root is the error.
+fn enter_root(root: &CStr, allow_chroot: bool) -> Result<(), i32> {
     // SAFETY: open/fchdir/pivot_root/umount2/chroot/chdir with valid C strings and fds we
     // own; both fds are closed on every path.
     unsafe {
@@ -695,7 +713,7 @@ fn enter_root(root: &CStr) -> Result<(), i32> {
                 // The old root now sits on top of the new one: step onto it and detach it.
                 check_int(libc::fchdir(old))?;
                 check_int(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-            } else if sys::errno() == libc::EINVAL {
+            } else if sys::errno() == libc::EINVAL && allow_chroot {
                 check_int(libc::chroot(c".".as_ptr()))?;
             } else {
                 return Err(sys::errno());
@@ -711,6 +729,20 @@ fn enter_root(root: &CStr) -> Result<(), i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_chroot_fallback_says_why() {
+        let step = Step::EnterRoot {
+            root: c"/tasks/web".to_owned(),
+            allow_chroot: false,
+        };
+        assert!(step.describe().contains("no chroot fallback"));
+        let step = Step::EnterRoot {
+            root: c"/tasks/web".to_owned(),
+            allow_chroot: true,
+        };
+        assert_eq!(step.describe(), "switching the root to \"/tasks/web\"");
+    }
 
     #[test]
     fn hostname_is_cut_at_64_bytes_on_a_char_boundary() {
