@@ -38,6 +38,16 @@ impl<E: std::error::Error> From<E> for CliError {
     }
 }
 
+/// Writes one line to stderr, ignoring failure: stderr may be a closed pipe or a full disk,
+/// and `eprintln!` would panic there, turning a warning into an internal error.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use errln;
+
 /// Builds a [`CliError`] from a format string.
 macro_rules! fail {
     ($($arg:tt)*) => { $crate::cli::CliError(format!($($arg)*)) };
@@ -61,7 +71,7 @@ pub fn main() -> ExitCode {
         // A bug in one connection thread must not take the task down with the supervisor:
         // note it in the supervisor log, without a backtrace, and let the thread end.
         std::panic::set_hook(Box::new(|info| {
-            eprintln!("supervisor: internal error: {}", one_line(info));
+            errln!("supervisor: internal error: {}", one_line(info));
         }));
         let options = execdriver_linux::supervisor::SuperviseOptions {
             state_dir: state_dir.clone(),
@@ -72,13 +82,13 @@ pub fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("execdriver: internal error: {}", one_line(info));
+        errln!("execdriver: internal error: {}", one_line(info));
         std::process::exit(i32::from(EXIT_DRIVER_FAILED));
     }));
     match tasks::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("execdriver: {e}");
+            errln!("execdriver: {e}");
             ExitCode::from(EXIT_DRIVER_FAILED)
         }
     }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::args::{Cli, Command, TaskOptions};
 use super::follow::{BrokenPipeTolerant, Follower};
 use super::parse;
-use super::{CliError, EXIT_DRIVER_FAILED, EXIT_STILL_RUNNING, fail};
+use super::{CliError, EXIT_DRIVER_FAILED, EXIT_STILL_RUNNING, errln, fail};
 
 /// The longest kill timeout a task started from the command line may have.
 const MAX_KILL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -343,7 +343,7 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
                 ),
             };
             result.unwrap_or_else(|e| {
-                eprintln!("execdriver: following the task's {stream:?}: {e}");
+                errln!("execdriver: following the task's {stream:?}: {e}");
                 0
             })
         }));
@@ -354,16 +354,16 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
             let mut killing = false;
             while let Ok(sig) = signals.wait() {
                 if killing {
-                    eprintln!("execdriver: {sig} received again; the kill is under way");
+                    errln!("execdriver: {sig} received again; the kill is under way");
                     continue;
                 }
                 killing = true;
-                eprintln!(
+                errln!(
                     "execdriver: {sig} received: killing task {}",
                     handle.task_id()
                 );
                 if let Err(e) = handle.kill() {
-                    eprintln!("execdriver: killing task {}: {e}", handle.task_id());
+                    errln!("execdriver: killing task {}: {e}", handle.task_id());
                 }
             }
         });
@@ -383,7 +383,7 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     let removed = remove_alloc_dir(&alloc_dir);
     let result = result?;
     if let Err(e) = removed {
-        eprintln!("execdriver: {e}");
+        errln!("execdriver: {e}");
     }
     Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
 }
@@ -422,7 +422,7 @@ fn store_handle(handle: &TaskHandle<LinuxPlatform>) {
         .and_then(|mut f| f.write_all(id.as_bytes()));
     if let Err(e) = written {
         // Without it the task id does not resolve, but the handle id still works.
-        eprintln!(
+        errln!(
             "execdriver: writing {}: {e}; use the handle id instead of the task id",
             paths.handle().display()
         );
@@ -432,18 +432,18 @@ fn store_handle(handle: &TaskHandle<LinuxPlatform>) {
 /// The exit status for a result, with a line on stderr for what the status alone hides.
 fn exit_code_of(task_id: &str, result: &WaitResult, explain_exec: bool) -> u8 {
     if result.oom_killed {
-        eprintln!("execdriver: task {task_id} ran out of memory: the kernel killed it (oom)");
+        errln!("execdriver: task {task_id} ran out of memory: the kernel killed it (oom)");
     }
     if let Some(error) = &result.error {
-        eprintln!("execdriver: task {task_id}: {error}");
+        errln!("execdriver: task {task_id}: {error}");
     }
     if explain_exec && result.signal.is_none() {
         match result.exit_code {
-            126 => eprintln!(
+            126 => errln!(
                 "execdriver: task {task_id} exited with 126: the command could not be executed"
             ),
             127 => {
-                eprintln!("execdriver: task {task_id} exited with 127: the command was not found")
+                errln!("execdriver: task {task_id} exited with 127: the command was not found")
             }
             _ => {}
         }
@@ -502,7 +502,7 @@ fn wait(ctx: &Ctx, timeout: Option<&str>, as_json: bool, arg: &str) -> Result<u8
         Some(timeout) => match task.wait_timeout(timeout)? {
             Some(result) => result,
             None => {
-                eprintln!(
+                errln!(
                     "execdriver: task {} still runs after {}",
                     handle.task_id,
                     parse::human_duration(timeout)
@@ -512,7 +512,7 @@ fn wait(ctx: &Ctx, timeout: Option<&str>, as_json: bool, arg: &str) -> Result<u8
         },
     };
     if let Err(e) = remove_cli_alloc(ctx, &handle) {
-        eprintln!("execdriver: {e}");
+        errln!("execdriver: {e}");
     }
     if as_json {
         out(&json(&result)?)?;
@@ -527,7 +527,7 @@ fn open(ctx: &Ctx, text: &str, handle: &HandleId) -> Result<TaskHandle<LinuxPlat
         Ok(task) => Ok(task),
         Err(e @ DriverError::ReattachFailed { .. }) => {
             if let Err(rm) = remove_cli_alloc(ctx, handle) {
-                eprintln!("execdriver: {rm}");
+                errln!("execdriver: {rm}");
             }
             Err(e.into())
         }
@@ -544,7 +544,7 @@ fn kill(ctx: &Ctx, timeout: Option<&str>, arg: &str) -> Result<u8> {
     if let Some(timeout) = timeout {
         let effective = task.update(timeout);
         if effective < timeout {
-            eprintln!(
+            errln!(
                 "execdriver: kill timeout capped at the task's maximum of {}",
                 parse::human_duration(effective)
             );
@@ -553,7 +553,7 @@ fn kill(ctx: &Ctx, timeout: Option<&str>, arg: &str) -> Result<u8> {
     task.kill()?;
     let result = task.wait()?;
     if let Err(e) = remove_cli_alloc(ctx, &handle) {
-        eprintln!("execdriver: {e}");
+        errln!("execdriver: {e}");
     }
     match &result.error {
         Some(error) => Err(fail!("task {}: {error}", handle.task_id)),

@@ -18,7 +18,7 @@ mod server;
 
 use std::fmt::Display;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -55,12 +55,15 @@ pub struct SuperviseOptions {
     pub linger: Duration,
 }
 
-/// Writes one line to the supervisor log (its stderr).
+/// Writes one line to the supervisor log (its stderr). A full disk or a closed stderr loses
+/// the line and nothing else: `eprintln!` would panic, and a panicking waiter thread would
+/// never publish the exit, leaving every `wait` blocked forever.
 pub(crate) fn log(message: impl Display) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!(
+    let _ = writeln!(
+        io::stderr(),
         "{}.{:03} supervisor[{}]: {message}",
         now.as_secs(),
         now.subsec_millis(),

@@ -1,7 +1,14 @@
 //! The supervisor once the task runs: the waiter that records the exit, and the socket server.
 //!
-//! Shared state is one mutex plus a condvar: `exit` is set only after `exit.json` is on disk,
-//! so no `wait` can be answered with a result that a crash would lose.
+//! Shared state is one mutex plus a condvar: `exit` is set only after the attempt to write
+//! `exit.json`, so a `wait` answered with a result normally finds it on disk too.
+//!
+//! When writing `exit.json` fails (full disk, I/O error), waits are still answered with the
+//! status: the task has exited, and withholding its result would only block the agent. The
+//! failure goes to the supervisor log, and the supervisor then never lingers out (it stays
+//! until a `destroy`), because with no record on disk it is the only holder of the result.
+//! If it dies before being collected, a reattach finds neither it nor a record and reports
+//! the task lost; the cleanup by cgroup still runs, only the exit code is gone.
 
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,8 +36,11 @@ pub(super) const THREAD_STACK: usize = 256 * 1024;
 
 #[derive(Debug, Default)]
 struct Status {
-    /// Set once `exit.json` is written.
+    /// Set once the task has exited and `exit.json` was written (or failed to be).
     exit: Option<ExitStatus>,
+    /// `exit.json` could not be written: this process is the only holder of the result, so
+    /// it does not linger out; it stays until a `destroy` collects it.
+    unrecorded: bool,
     /// A `destroy` is under way: the linger timer no longer applies.
     destroying: bool,
     /// The linger expired and the supervisor is exiting: `destroy` is refused.
@@ -108,15 +118,23 @@ impl Supervisor {
                 break;
             }
         }
-        if let Err(e) = exit_record::write(&self.paths.exit_record(), &status) {
-            log(format_args!("{e}"));
+        let recorded = exit_record::write(&self.paths.exit_record(), &status);
+        // Published before anything else can go wrong: every waiter is blocked on this.
+        {
+            let mut shared = lock(&self.status);
+            shared.exit = Some(status);
+            shared.unrecorded = recorded.is_err();
+        }
+        self.changed.notify_all();
+        if let Err(e) = recorded {
+            log(format_args!(
+                "{e}; waits are answered from memory and the supervisor stays until destroyed"
+            ));
         }
         log(format_args!(
             "task exited: code {}, signal {:?}, oom killed {}",
             status.exit_code, status.signal, status.oom_killed
         ));
-        lock(&self.status).exit = Some(status);
-        self.changed.notify_all();
         if let Err(e) = self.destroy_cgroup() {
             log(format_args!("{e}"));
         }
@@ -357,7 +375,7 @@ impl Supervisor {
             if status.done {
                 return;
             }
-            if status.exit.is_some() && !status.destroying {
+            if status.exit.is_some() && !status.destroying && !status.unrecorded {
                 let (next, timeout) = self
                     .changed
                     .wait_timeout_while(status, linger, |s| !s.done && !s.destroying)
