@@ -345,7 +345,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// Reads the supervisor's one ready line, giving up after `timeout`.
 fn read_ready(mut stdout: ChildStdout, timeout: Duration) -> Result<String, String> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let deadline = Instant::now() + timeout;
+    // A timeout too large for the clock (Duration::MAX) means no deadline, not a panic.
+    let deadline = Instant::now().checked_add(timeout);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -357,7 +358,9 @@ fn read_ready(mut stdout: ChildStdout, timeout: Duration) -> Result<String, Stri
         if buf.len() as u64 > protocol::MAX_LINE {
             return Err("supervisor ready report is too long".to_owned());
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         if left.is_zero() {
             return Err(format!(
                 "supervisor did not report readiness within {timeout:?}"
@@ -517,8 +520,11 @@ impl Platform for LinuxPlatform {
             let request = Request::Wait {
                 timeout_ms: left.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
             };
-            let answer =
-                protocol::call_once(&conn.paths.socket(), &request, left.map(|l| l + WAIT_SLACK));
+            let answer = protocol::call_once(
+                &conn.paths.socket(),
+                &request,
+                left.map(|l| l.saturating_add(WAIT_SLACK)),
+            );
             match answer {
                 Ok(Response::Exited(status)) => return Ok(Some(status)),
                 Ok(Response::Running(_)) => {
@@ -653,6 +659,25 @@ mod tests {
             read_ready(out, Duration::from_secs(5)).ok().as_deref(),
             Some("{\"error\":\"x\"}")
         );
+        let _ = child.wait();
+        let mut child = Command::new("/bin/sleep")
+            .arg("2")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sleep");
+        let out = child.stdout.take().expect("stdout");
+        let err = read_ready(out, Duration::from_millis(100)).expect_err("timeout");
+        assert!(err.contains("within"), "{err}");
+        let _ = child.kill();
+        let _ = child.wait();
+        // A timeout beyond the clock's range is no deadline, not an overflow panic.
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "printf 'x\\n'"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let out = child.stdout.take().expect("stdout");
+        assert_eq!(read_ready(out, Duration::MAX).ok().as_deref(), Some("x"));
         let _ = child.wait();
         let mut child = Command::new("/bin/sleep")
             .arg("2")

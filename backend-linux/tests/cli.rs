@@ -68,6 +68,14 @@ fn start_task(env: &TestEnv, args: &[&str]) -> (String, String) {
     (id, handle)
 }
 
+/// A task script that waits for [`let_go`], then exits with 7.
+const UNTIL_GO_THEN_EXIT_7: &str = "while [ ! -e /alloc/go ]; do sleep 0.05; done; exit 7";
+
+/// Lets a task running [`UNTIL_GO_THEN_EXIT_7`] finish.
+fn let_go(env: &TestEnv, id: &str) {
+    std::fs::write(env.data.join("allocs").join(id).join("go"), b"").expect("write go");
+}
+
 fn no_backtrace(out: &Output) {
     let err = text(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
@@ -159,13 +167,18 @@ fn start_then_wait_from_another_process() {
     let Some(env) = env("start_then_wait_from_another_process") else {
         return;
     };
-    let (id, _) = start_task(&env, &["--", "/bin/sh", "-c", "sleep 0.5; exit 7"]);
+    // Runs until the test lets it go, however slow the CLI calls before that are.
+    let (id, _) = start_task(&env, &["--", "/bin/sh", "-c", UNTIL_GO_THEN_EXIT_7]);
     let (_, handle2) = start_task(&env, &["--", "/bin/sh", "-c", "exit 2"]);
     let status = cli(&env, &["status", "--json", &id]);
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(report["state"], "running", "{report}");
-    // By task id.
-    let out = cli(&env, &["wait", &id]);
+    let out = cli(&env, &["wait", "--timeout", "100ms", &id]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    let_go(&env, &id);
+    // By task id, with a timeout too large to add to any clock: no overflow, no panic.
+    let out = cli(&env, &["wait", "--timeout", "18446744073709551615", &id]);
+    no_backtrace(&out);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(!env.data.join("allocs").join(&id).exists());
     // By handle id on stdin, with the result as JSON.
@@ -298,7 +311,15 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     env.track_id(&id);
     let mut child = command(
         &env,
-        &["run", "--id", &id, "--", "/bin/sh", "-c", "sleep 1; exit 6"],
+        &[
+            "run",
+            "--id",
+            &id,
+            "--",
+            "/bin/sh",
+            "-c",
+            UNTIL_GO_THEN_EXIT_7,
+        ],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
@@ -312,8 +333,9 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     let out = cli(&env, &["status", "--json", &id]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["state"], "running", "{report}");
+    let_go(&env, &id);
     let out = cli(&env, &["wait", &id]);
-    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(!env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }

@@ -326,57 +326,80 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     let mut followers = Vec::new();
     for stream in [Stream::Stdout, Stream::Stderr] {
         let (stop, log_dir, task_name) = (Arc::clone(&stop), log_dir.clone(), task_name.clone());
-        followers.push(thread::spawn(move || {
-            let mut follower = Follower::new(&log_dir, &task_name, stream);
-            let result = match stream {
-                Stream::Stdout => follower.run(
-                    &mut BrokenPipeTolerant {
-                        inner: io::stdout(),
-                    },
-                    &stop,
-                ),
-                Stream::Stderr => follower.run(
-                    &mut BrokenPipeTolerant {
-                        inner: io::stderr(),
-                    },
-                    &stop,
-                ),
-            };
-            result.unwrap_or_else(|e| {
-                errln!("execdriver: following the task's {stream:?}: {e}");
-                0
-            })
-        }));
+        let spawned = thread::Builder::new()
+            .name(format!("follow-{stream:?}"))
+            .spawn(move || {
+                let mut follower = Follower::new(&log_dir, &task_name, stream);
+                let result = match stream {
+                    Stream::Stdout => follower.run(
+                        &mut BrokenPipeTolerant {
+                            inner: io::stdout(),
+                        },
+                        &stop,
+                    ),
+                    Stream::Stderr => follower.run(
+                        &mut BrokenPipeTolerant {
+                            inner: io::stderr(),
+                        },
+                        &stop,
+                    ),
+                };
+                result.unwrap_or_else(|e| {
+                    errln!("execdriver: following the task's {stream:?}: {e}");
+                    0
+                })
+            });
+        match spawned {
+            Ok(thread) => followers.push((stream, thread)),
+            // The task runs on; its output is still in the log files.
+            Err(e) => errln!(
+                "execdriver: cannot follow the task's {stream:?} (see `execdriver logs`): {e}"
+            ),
+        }
     }
     {
-        let handle = Arc::clone(&handle);
-        thread::spawn(move || {
-            let mut killing = false;
-            while let Ok(sig) = signals.wait() {
-                if killing {
-                    errln!("execdriver: {sig} received again; the kill is under way");
-                    continue;
+        let watched = Arc::clone(&handle);
+        let spawned = thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let handle = watched;
+                let mut killing = false;
+                while let Ok(sig) = signals.wait() {
+                    if killing {
+                        errln!("execdriver: {sig} received again; the kill is under way");
+                        continue;
+                    }
+                    killing = true;
+                    errln!(
+                        "execdriver: {sig} received: killing task {}",
+                        handle.task_id()
+                    );
+                    if let Err(e) = handle.kill() {
+                        errln!("execdriver: killing task {}: {e}", handle.task_id());
+                    }
                 }
-                killing = true;
-                errln!(
-                    "execdriver: {sig} received: killing task {}",
-                    handle.task_id()
-                );
-                if let Err(e) = handle.kill() {
-                    errln!("execdriver: killing task {}: {e}", handle.task_id());
-                }
+            });
+        if let Err(e) = spawned {
+            // With the signals blocked and nobody waiting for them, Ctrl-C would do nothing:
+            // a foreground task nobody can stop is worse than no task.
+            errln!(
+                "execdriver: cannot watch for Ctrl-C ({e}): killing task {}",
+                handle.task_id()
+            );
+            if let Err(e) = handle.kill() {
+                errln!("execdriver: killing task {}: {e}", handle.task_id());
             }
-        });
+        }
     }
     let result = handle.wait();
     stop.store(true, Ordering::Release);
-    for follower in &followers {
+    for (_, follower) in &followers {
         follower.thread().unpark();
     }
     let mut stderr_bytes = 0;
-    for (i, follower) in followers.into_iter().enumerate() {
+    for (stream, follower) in followers {
         let copied = follower.join().unwrap_or(0);
-        if i == 1 {
+        if stream == Stream::Stderr {
             stderr_bytes = copied;
         }
     }

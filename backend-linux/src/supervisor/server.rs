@@ -110,9 +110,9 @@ impl Supervisor {
         }
         // Every writer of the pipes is dead now: the pumps reach EOF. Waiting for them
         // means a reader who sees the exit also sees the last line of output.
-        let deadline = Instant::now() + PUMP_DRAIN;
+        let deadline = Instant::now().checked_add(PUMP_DRAIN);
         for _ in 0..pump_count {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(PUMP_DRAIN, |d| d.saturating_duration_since(Instant::now()));
             if pumps.recv_timeout(left).is_err() {
                 log("log pumps did not finish in time; the log may miss its tail");
                 break;
