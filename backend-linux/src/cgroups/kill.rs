@@ -1,30 +1,33 @@
 //! Killing everything in a task cgroup: `cgroup.kill` on v2 where the kernel has it, otherwise
 //! freeze, SIGKILL each member by pidfd, thaw, and repeat until the cgroup is empty.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use cgroups_rs::freezer::FreezerController;
+use execdriver_core::Signal;
+
+use crate::process::{Pidfd, ProcessError};
 
 use super::hierarchy::proc_cgroup_path;
 use super::limits::lib_error;
 use super::{CgroupError, CgroupVersion, TaskCgroup, fs};
 
-/// Freeze/kill/thaw rounds before giving up on a cgroup that does not empty.
-const KILL_ROUNDS: u32 = 20;
-/// How long one round waits for the freezer to report FROZEN.
+/// How long one round waits for the freezer to report FROZEN (at most).
 const FREEZE_WAIT: Duration = Duration::from_millis(500);
-/// How long one round waits for killed members to leave the cgroup.
+/// How long one round waits for killed members to leave the cgroup (at most).
 const EXIT_WAIT: Duration = Duration::from_millis(500);
-/// How long `cgroup.kill` gets to empty the cgroup.
-const CGROUP_KILL_WAIT: Duration = Duration::from_secs(10);
+/// The part of [`KILL_ALL_BUDGET`] that `cgroup.kill` gets before the per-pid rounds, which
+/// name the survivors, take over.
+const CGROUP_KILL_WAIT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(5);
 
 impl TaskCgroup {
-    /// The kill-all algorithm behind [`TaskCgroup::kill_all`].
-    pub(super) fn kill_everything(&self) -> Result<(), CgroupError> {
+    /// The kill-all algorithm behind [`TaskCgroup::kill_all`], within `budget`.
+    pub(super) fn kill_everything(&self, budget: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        let deadline = start + budget;
         if self.pids()?.is_empty() {
             return Ok(());
         }
@@ -33,16 +36,19 @@ impl TaskCgroup {
             let kill_file = dir.join("cgroup.kill");
             if kill_file.exists() {
                 fs::write(&kill_file, "1")?;
-                if self.wait_empty(CGROUP_KILL_WAIT)? {
+                if self.wait_empty((start + CGROUP_KILL_WAIT).min(deadline))? {
                     return Ok(());
                 }
                 // Fall through to the per-pid rounds, which name the survivors.
             }
         }
         let freezer = self.dir_for("freezer").ok().filter(|d| d.exists());
-        for _ in 0..KILL_ROUNDS {
+        let mut rounds = 0;
+        // At least one round, however little of the budget cgroup.kill left.
+        while rounds == 0 || Instant::now() < deadline {
+            rounds += 1;
             if let Some(dir) = freezer {
-                self.freeze(dir)?;
+                self.freeze(dir, (Instant::now() + FREEZE_WAIT).min(deadline))?;
             }
             let killed = self.pids().and_then(|pids| {
                 for pid in pids {
@@ -57,20 +63,20 @@ impl TaskCgroup {
             };
             killed?;
             thawed?;
-            if self.wait_empty(EXIT_WAIT)? {
+            if self.wait_empty((Instant::now() + EXIT_WAIT).min(deadline))? {
                 return Ok(());
             }
         }
         Err(CgroupError::NotEmpty {
             path: self.primary_dir().to_owned(),
-            rounds: KILL_ROUNDS,
+            rounds,
             pids: self.pids()?,
         })
     }
 
-    /// Polls until no pid is left; true if that happened within `timeout`.
-    fn wait_empty(&self, timeout: Duration) -> Result<bool, CgroupError> {
-        let deadline = Instant::now() + timeout;
+    /// Polls until no pid is left; true if that happened by `deadline` (checked at least
+    /// once, even past it).
+    fn wait_empty(&self, deadline: Instant) -> Result<bool, CgroupError> {
         loop {
             if self.pids()?.is_empty() {
                 return Ok(true);
@@ -84,7 +90,7 @@ impl TaskCgroup {
 
     /// Freezes and waits (bounded) until the kernel reports the cgroup frozen. A cgroup that
     /// stays FREEZING is still killed: SIGKILL reaches its members once they are thawed.
-    fn freeze(&self, dir: &Path) -> Result<(), CgroupError> {
+    fn freeze(&self, dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
         let v2 = self.version == CgroupVersion::V2;
         let (file, value) = if v2 {
             ("cgroup.freeze", "1")
@@ -94,7 +100,6 @@ impl TaskCgroup {
         FreezerController::new(dir.to_owned(), v2)
             .freeze()
             .map_err(|e| lib_error(&dir.join(file), value, e))?;
-        let deadline = Instant::now() + FREEZE_WAIT;
         while Instant::now() < deadline {
             if is_frozen(dir, v2)? {
                 break;
@@ -156,12 +161,21 @@ pub(super) fn signal_member(
     signal: i32,
     is_member: impl Fn(&str) -> bool,
 ) -> Result<(), CgroupError> {
-    let pidfd = match pidfd_open(pid) {
+    let pidfd = match Pidfd::open(pid) {
         Ok(fd) => Some(fd),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+        Err(ProcessError::NotFound { .. } | ProcessError::InvalidPid { .. }) => return Ok(()),
         // Kernels before 5.3: fall back to kill(2) after the membership check below.
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
-        Err(source) => return Err(CgroupError::Signal { pid, source }),
+        Err(ProcessError::Syscall { source, .. })
+            if source.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            None
+        }
+        Err(e) => {
+            return Err(CgroupError::Signal {
+                pid,
+                source: process_io_error(e),
+            });
+        }
     };
     let text = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
         Ok(text) => text,
@@ -172,58 +186,43 @@ pub(super) fn signal_member(
     if !is_member(&text) {
         return Ok(());
     }
-    let result = match &pidfd {
-        Some(fd) => {
-            // If the pidfd's process had already exited, /proc/<pid> may have shown another
-            // process; the signal then fails with ESRCH instead of reaching that one.
-            // SAFETY: a plain syscall on an fd we own; a null siginfo is allowed.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        }
+    let sig = Signal::new(signal).map_err(|e| CgroupError::Signal {
+        pid,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    match &pidfd {
+        // If the pidfd's process had already exited, /proc/<pid> may have shown another
+        // process; the signal then fails with ESRCH (not an error for Pidfd::signal)
+        // instead of reaching that one.
+        Some(fd) => fd.signal(sig).map_err(|e| CgroupError::Signal {
+            pid,
+            source: process_io_error(e),
+        }),
         None => {
             // SAFETY: kill(2) takes plain integers.
             let rc = unsafe { libc::kill(pid, signal) };
-            if rc == 0 {
+            let err = std::io::Error::last_os_error();
+            if rc == 0 || err.raw_os_error() == Some(libc::ESRCH) {
                 Ok(())
             } else {
-                Err(std::io::Error::last_os_error())
+                Err(CgroupError::Signal { pid, source: err })
             }
         }
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-        Err(source) => Err(CgroupError::Signal { pid, source }),
     }
 }
 
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// The OS error inside a [`ProcessError`], or the error as text.
+fn process_io_error(e: ProcessError) -> std::io::Error {
+    match e {
+        ProcessError::Syscall { source, .. } | ProcessError::ReadStat { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
     }
-    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::hierarchy::{Hierarchy, parse_mountinfo};
-    use super::super::{ControllerDir, remove_dir_verified};
+    use super::super::{ControllerDir, KILL_ALL_BUDGET, remove_dir_verified};
     use super::*;
 
     /// Root is needed; skips with a reason, or fails when CI is set.
@@ -308,13 +307,15 @@ mod tests {
         assert_eq!(cg.pids().unwrap(), sorted);
 
         if dir.join("cgroup.freeze").exists() {
-            cg.freeze(&dir).unwrap();
+            cg.freeze(&dir, Instant::now() + FREEZE_WAIT).unwrap();
             assert!(is_frozen(&dir, true).unwrap());
             cg.thaw(&dir).unwrap();
             assert!(!is_frozen(&dir, true).unwrap());
         }
 
+        let started = Instant::now();
         cg.kill_all().unwrap();
+        assert!(started.elapsed() < KILL_ALL_BUDGET + Duration::from_secs(1));
         assert!(cg.pids().unwrap().is_empty());
         for c in &mut guard.1 {
             use std::os::unix::process::ExitStatusExt;

@@ -35,8 +35,19 @@ use execdriver_core::{Resources, SpecError, TaskStats};
 
 use hierarchy::{Hierarchy, Layout, check_hierarchy_path, proc_cgroup_path};
 
-/// How long removal retries an rmdir that fails with EBUSY.
+/// How long removal retries an rmdir that fails with EBUSY (for one removal call: all the
+/// directories of a [`TaskCgroup::destroy`] share it).
 pub const REMOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest [`TaskCgroup::kill_all`] spends killing before it reports
+/// [`CgroupError::NotEmpty`] (plus the system calls of the round under way when it runs
+/// out, milliseconds). Callers that wait for a kill (socket timeouts) derive theirs from it.
+pub const KILL_ALL_BUDGET: Duration = Duration::from_secs(5);
+
+/// The longest [`TaskCgroup::destroy`] takes: [`KILL_ALL_BUDGET`] for the kill, then
+/// [`REMOVE_WAIT`] of rmdir retries shared by every directory it removes (plus the system
+/// calls under way when a budget runs out).
+pub const DESTROY_BUDGET: Duration = KILL_ALL_BUDGET.saturating_add(REMOVE_WAIT);
 
 /// Longest cgroup name accepted (a directory name).
 pub const MAX_NAME_LEN: usize = 255;
@@ -179,7 +190,7 @@ pub enum CgroupError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Processes survived every kill round.
+    /// Processes survived every kill round of the [`KILL_ALL_BUDGET`].
     #[error("cgroup {} still has processes {pids:?} after {rounds} kill rounds", .path.display())]
     NotEmpty {
         /// The cgroup.
@@ -666,22 +677,27 @@ impl TaskCgroup {
     }
 
     /// Kills every process in the cgroup and returns once it is empty: v2 `cgroup.kill` where
-    /// present, else rounds of freeze, SIGKILL by pidfd, thaw; [`CgroupError::NotEmpty`] after
-    /// 20 rounds (about 20 s at worst) that leave processes behind.
+    /// present (for up to 3 s), then rounds of freeze, SIGKILL by pidfd, thaw (each waiting at
+    /// most 0.5 s for the freezer and 0.5 s for the exits) until the cgroup is empty or
+    /// [`KILL_ALL_BUDGET`] (5 s) is spent, which is [`CgroupError::NotEmpty`] naming the
+    /// survivors. Returns at once for an empty cgroup.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
-        self.kill_everything()
+        self.kill_everything(KILL_ALL_BUDGET)
     }
 
-    /// Kills what is left, removes the cgroup (descendants first) in every controller, and
-    /// checks it is gone.
+    /// Kills what is left ([`TaskCgroup::kill_all`]), removes the cgroup (descendants first)
+    /// in every controller, and checks it is gone; within [`DESTROY_BUDGET`] in all: the
+    /// rmdir retries of a busy cgroup share [`REMOVE_WAIT`], after which
+    /// [`CgroupError::StillExists`].
     pub fn destroy(self) -> Result<(), CgroupError> {
         self.kill_all()?;
+        let deadline = Instant::now() + REMOVE_WAIT;
         for d in &self.dirs {
             let mut dirs = descendants(&d.dir)?;
             // Deepest first: a cgroup with children cannot be removed.
             dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
             for dir in dirs {
-                remove_dir_verified(&dir)?;
+                remove_dir_until(&dir, deadline)?;
             }
         }
         Ok(())
@@ -727,16 +743,24 @@ fn descendants(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
     Ok(out)
 }
 
-/// rmdir, retried while the kernel still reports the cgroup busy, then checked gone.
+/// rmdir, retried for up to [`REMOVE_WAIT`] while the kernel still reports the cgroup busy,
+/// then checked gone.
 fn remove_dir_verified(dir: &Path) -> Result<(), CgroupError> {
+    remove_dir_until(dir, Instant::now() + REMOVE_WAIT)
+}
+
+/// rmdir, retried until `deadline` while the kernel still reports the cgroup busy (tried at
+/// least once), then checked gone.
+fn remove_dir_until(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
         match std::fs::remove_dir(dir) {
             Ok(()) => break,
             Err(e) if e.kind() == ErrorKind::NotFound => break,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < REMOVE_WAIT => {
-                sleep(delay);
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                sleep(delay.min(left));
                 delay = (delay * 2).min(Duration::from_millis(100));
             }
             Err(source) => {
