@@ -495,12 +495,13 @@ fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> S
 /// This process's argv area (fields 48 and 49 of /proc/self/stat).
 fn own_arg_area() -> Option<(usize, usize)> {
     let stat = std::fs::read("/proc/self/stat").ok()?;
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let text = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = text.split_ascii_whitespace().skip(45);
-    let start = fields.next()?.parse().ok()?;
-    let end = fields.next()?.parse().ok()?;
-    Some((start, end))
+    let field = |n| {
+        crate::process::stat_field(&stat, n)
+            .ok()
+            .flatten()
+            .and_then(|v| usize::try_from(v).ok())
+    };
+    Some((field(48)?, field(49)?))
 }
 
 fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationError {

@@ -25,25 +25,33 @@ pub fn identity(pid: i32) -> Result<ProcessIdentity, ProcessError> {
 }
 
 /// Field 22 of a `/proc/<pid>/stat` line: the start time in clock ticks since boot.
+pub fn parse_start_time(stat: &[u8]) -> Result<u64, &'static str> {
+    stat_field(stat, 22)?.ok_or("start time (field 22) is not a number")
+}
+
+/// Numeric field `field` (1-based, as in proc(5); 3 or higher) of a `/proc/<pid>/stat`
+/// line: `Ok(None)` when it is there but not a number.
 ///
 /// The command name (field 2) is in parentheses and may itself hold spaces and parentheses,
 /// so the fields are counted from the LAST `)`, which the kernel always writes.
-pub fn parse_start_time(stat: &[u8]) -> Result<u64, &'static str> {
+pub fn stat_field(stat: &[u8], field: usize) -> Result<Option<u64>, &'static str> {
     let close = stat
         .iter()
         .rposition(|&b| b == b')')
         .ok_or("no `)` closing the command name")?;
+    let nth = field
+        .checked_sub(3)
+        .ok_or("fields 1 and 2 are not numbers after the `)`")?;
     let rest = &stat[close + 1..];
-    // After the `)` come fields 3 (state) onward: field 22 is the 20th of them.
-    let field = rest
+    // After the `)` come fields 3 (state) onward.
+    let value = rest
         .split(|b| b.is_ascii_whitespace())
         .filter(|f| !f.is_empty())
-        .nth(19)
-        .ok_or("fewer than 22 fields")?;
-    std::str::from_utf8(field)
+        .nth(nth)
+        .ok_or("fewer fields than asked for")?;
+    Ok(std::str::from_utf8(value)
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or("start time (field 22) is not a number")
+        .and_then(|s| s.parse::<u64>().ok()))
 }
 
 #[cfg(test)]
@@ -70,6 +78,17 @@ mod tests {
         for comm in ["a b", "x) (y", ") 1 2 3 4 5", "((", "))", ""] {
             assert_eq!(parse_start_time(&line(comm, 77)), Ok(77), "comm {comm:?}");
         }
+    }
+
+    #[test]
+    fn any_numeric_field_counts_from_the_last_parenthesis() {
+        let l = line("a) 9 (b", 5);
+        assert_eq!(stat_field(&l, 4), Ok(Some(4)));
+        assert_eq!(stat_field(&l, 22), Ok(Some(5)));
+        assert_eq!(stat_field(&l, 25), Ok(Some(300)));
+        assert_eq!(stat_field(&l, 3), Ok(None));
+        assert!(stat_field(&l, 26).is_err());
+        assert!(stat_field(&l, 2).is_err());
     }
 
     #[test]
