@@ -1019,6 +1019,58 @@ fn the_init_runs_in_the_cgroup_from_the_start() {
 }
 
 #[test]
+fn links_in_the_task_dir_never_make_root_chown_or_chmod_host_files() {
+    if !root_or_skip("links_in_the_task_dir_never_make_root_chown_or_chmod_host_files") {
+        return;
+    }
+    let fx = Fixture::new();
+    // Host files outside the task dir, with an owner and mode the preparation would change.
+    let victim_file = fx.dir.path().join("victim-file");
+    let victim_dir = fx.dir.path().join("victim-dir");
+    std::fs::write(&victim_file, b"secret").expect("victim file");
+    std::fs::create_dir(&victim_dir).expect("victim dir");
+    for v in [&victim_file, &victim_dir] {
+        std::fs::set_permissions(v, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let state = |p: &Path| {
+        let m = std::fs::metadata(p).expect("stat victim");
+        (m.uid(), m.gid(), m.mode())
+    };
+    let before = (state(&victim_file), state(&victim_dir));
+    for (name, target) in [
+        ("local", &victim_file),
+        ("local", &victim_dir),
+        ("tmp", &victim_dir),
+    ] {
+        let link = fx.task_dir.join(name);
+        // An earlier refused start may have made it as a real (empty) directory.
+        let _ = std::fs::remove_dir(&link);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).expect("plant link");
+        let err = start_with(&fx.spec("/bin/true", &[]), &|_| Ok(()))
+            .err()
+            .unwrap_or_else(|| panic!("a task dir with {name} -> {target:?} was accepted"));
+        assert!(err.to_string().contains("symlink"), "{err}");
+        std::fs::remove_file(&link).expect("remove link");
+    }
+    // The task dir itself a link to a host dir.
+    let linked = fx.dir.path().join("linked-task-dir");
+    std::os::unix::fs::symlink(&victim_dir, &linked).expect("link task dir");
+    let mut spec = fx.spec("/bin/true", &[]);
+    spec.task_dir = linked.clone();
+    let err = start_with(&spec, &|_| Ok(()))
+        .err()
+        .expect("a linked task dir was accepted");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert_eq!((state(&victim_file), state(&victim_dir)), before);
+    assert_eq!(
+        std::fs::read_dir(&victim_dir).expect("victim dir").count(),
+        0
+    );
+    fx.assert_no_host_mounts();
+}
+
+#[test]
 fn bad_specs_are_refused_before_anything_starts() {
     if !root_or_skip("bad_specs_are_refused_before_anything_starts") {
         return;

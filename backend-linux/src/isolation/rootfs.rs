@@ -141,6 +141,16 @@ pub(crate) fn existing_dir(what: &'static str, path: &Path) -> Result<PathBuf, I
         path: path.to_owned(),
         source,
     };
+    // The task dir is prepared (chmod, chown, mkdir) as root: a link there would aim that
+    // at whatever it points to.
+    if what == "task dir"
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(dir_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symlink; give the real directory",
+        )));
+    }
     let canonical = std::fs::canonicalize(path).map_err(dir_error)?;
     let meta = std::fs::metadata(&canonical).map_err(dir_error)?;
     if !meta.is_dir() {
@@ -244,8 +254,11 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, IsolationError> {
                     .mode(0o755)
                     .create(&cur)
                     .or_else(|e| {
-                        // Lost a race with another creator of the same dir: fine.
-                        if e.kind() == io::ErrorKind::AlreadyExists && cur.is_dir() {
+                        // Lost a race with another creator of the same dir: fine, if it is
+                        // a directory and not a link to one.
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && std::fs::symlink_metadata(&cur).is_ok_and(|m| m.is_dir())
+                        {
                             Ok(())
                         } else {
                             Err(e)
@@ -253,15 +266,28 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, IsolationError> {
                     })
                     // Explicit mode: the supervisor's umask must not make a parent of a
                     // mount point (such as `run/` for /run/resolvconf) unsearchable.
-                    .and_then(|()| {
-                        std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
-                    })
+                    .and_then(|()| set_dir_nofollow(&cur, 0o755, None))
                     .map_err(|e| mount_point_error(&cur, format!("cannot create it: {e}")))?;
             }
             Err(e) => return Err(mount_point_error(&cur, format!("cannot stat it: {e}"))),
         }
     }
     Ok(cur)
+}
+
+/// Sets the mode (and owner) of the directory `path` through an fd opened without
+/// following a symlink: whatever was swapped in at `path` meanwhile, no file elsewhere on
+/// the host changes.
+fn set_dir_nofollow(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))?;
+    }
+    dir.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Creates an empty file at `rel` under `root` for a file bind mount.
@@ -333,11 +359,9 @@ fn ensure_local(root: &Path, user: &TaskUser) -> Result<PathBuf, IsolationError>
     let existed = std::fs::symlink_metadata(&path).is_ok();
     let path = ensure_dir(root, Path::new("local"))?;
     if !existed {
-        std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
-            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
-            .map_err(|e| {
-                mount_point_error(&path, format!("cannot give it to the task user: {e}"))
-            })?;
+        set_dir_nofollow(&path, 0o755, Some((user.uid, user.gid))).map_err(|e| {
+            mount_point_error(&path, format!("cannot give it to the task user: {e}"))
+        })?;
     }
     Ok(path)
 }
