@@ -18,20 +18,39 @@ use execdriver_core::{
     Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp, validate_task_id,
 };
 
-use crate::cgroups::{CgroupParent, cgroup_name};
+use crate::cgroups::{CgroupParent, REMOVE_WAIT, cgroup_name};
 use crate::kill;
-use crate::state::{self, StatePaths};
+use crate::process::Pidfd;
+use crate::state::{self, CgroupRecord, StatePaths};
 use crate::supervisor::protocol::{self, CallError, Ready, Request, Response};
-use crate::supervisor::{DEFAULT_LINGER, exit_record};
+use crate::supervisor::{DEFAULT_LINGER, DESTROY_WAIT, exit_record};
 
 /// The default data dir of the `execdriver` binary.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/execdriver";
 /// How long a spawn waits for the supervisor's ready report.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a short request (signal, stats, hello) may take before the supervisor counts as hung.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a kill or destroy may take: the cgroup is emptied and removed before the answer.
-const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a signal or stats request may take: the supervisor answers them at once.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a supervisor has to answer the `hello` that precedes a force kill: a supervisor
+/// that cannot answer it is hung, and the kill goes to the cleanup by cgroup instead.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Worst case of one `kill_all` in the supervisor (rounds of freeze, SIGKILL, thaw).
+// TODO: use cgroups::KILL_ALL_BUDGET once the cgroups module exports it.
+const KILL_ALL_WORST: Duration = Duration::from_secs(20);
+/// How long a force kill may take: one `kill_all`, plus time to answer.
+pub const FORCE_KILL_TIMEOUT: Duration = KILL_ALL_WORST.saturating_add(Duration::from_secs(5));
+/// How long a `destroy` may take: a `kill_all`, the wait for the exit, and the removal
+/// (another `kill_all` and rmdir retries in each hierarchy), plus time to answer.
+const RELEASE_TIMEOUT: Duration = KILL_ALL_WORST
+    .saturating_mul(2)
+    .saturating_add(DESTROY_WAIT)
+    .saturating_add(REMOVE_WAIT.saturating_mul(10))
+    .saturating_add(Duration::from_secs(5));
+/// The longest a single `wait` request asks the supervisor to block; longer waits are sent
+/// in chunks, so a supervisor that hangs is noticed within a chunk, not never.
+pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
+/// How long a supervisor whose socket failed as if it were gone has to turn out dead.
+const DYING_GRACE: Duration = Duration::from_secs(1);
 /// Extra time given to a `wait` answer beyond the wait's own timeout.
 const WAIT_SLACK: Duration = Duration::from_secs(5);
 
@@ -76,7 +95,7 @@ pub struct SupervisorConn {
     task_id: String,
     paths: StatePaths,
     process: ProcessIdentity,
-    cgroup: String,
+    task: ProcessIdentity,
 }
 
 impl SupervisorConn {
@@ -90,7 +109,7 @@ impl SupervisorConn {
         self.process
     }
 
-    /// The task's state dir.
+    /// The state dir.
     pub fn state_dir(&self) -> &Path {
         &self.paths.dir
     }
@@ -99,14 +118,85 @@ impl SupervisorConn {
         task_id: String,
         paths: StatePaths,
         process: ProcessIdentity,
-        cgroup: String,
+        task: ProcessIdentity,
     ) -> Self {
         Self {
             task_id,
             paths,
             process,
-            cgroup,
+            task,
         }
+    }
+}
+
+/// What a supervisor that did not answer turned out to be.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// Its exit record is there: the task has exited.
+    Exited(ExitStatus),
+    /// It is still alive (or may be): the call failed for another reason, try again.
+    Alive(String),
+    /// It is dead and left no exit record: the task is lost.
+    Dead(String),
+    /// The exit record there belongs to another supervisor and task (a reused task id).
+    NotOurs(String),
+}
+
+impl Settled {
+    /// As a platform error, for callers with no use for an exit.
+    fn into_error(self, task_id: &str) -> PlatformError {
+        match self {
+            Settled::Exited(status) => PlatformError::Failed(format!(
+                "task {task_id} has exited (code {})",
+                status.exit_code
+            )),
+            Settled::Alive(why) => PlatformError::Failed(why),
+            Settled::Dead(why) => PlatformError::SupervisorLost(why),
+            Settled::NotOurs(why) => PlatformError::Refused(why),
+        }
+    }
+}
+
+/// Decides what an unanswered call means: the exit record if there is one (and it is this
+/// task's), else whether the supervisor process still exists. Only a supervisor that is dead
+/// (gone, or a zombie) with no record is lost; a live one whose socket failed is not, because
+/// the driver's answer to a lost supervisor is to kill the task.
+pub(crate) fn settle_unreachable(
+    task_id: &str,
+    supervisor: &ProcessIdentity,
+    task: &ProcessIdentity,
+    paths: &StatePaths,
+    error: &CallError,
+) -> Settled {
+    let record = match exit_record::read(&paths.exit_record()) {
+        Ok(Some(record)) => {
+            return match record.check(supervisor, task) {
+                Ok(status) => Settled::Exited(status),
+                Err(why) => {
+                    Settled::NotOurs(format!("task {task_id}: {why}; nothing of it was touched"))
+                }
+            };
+        }
+        Ok(None) => "no exit record".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let what = format!("supervisor {} of task {task_id}", supervisor.pid);
+    match Pidfd::open_verified(supervisor) {
+        Ok(None) => Settled::Dead(format!("{what} is gone ({error}) and left {record}")),
+        // A supervisor that was just killed drops its connections a moment before it is a
+        // zombie: give it that moment before calling it alive.
+        Ok(Some(pidfd)) => match pidfd.wait_exit(Some(DYING_GRACE)) {
+            Ok(true) => Settled::Dead(format!("{what} died ({error}) and left {record}")),
+            Ok(false) => Settled::Alive(format!(
+                "{what} is alive but did not answer: {error}; try again"
+            )),
+            Err(e) => Settled::Alive(format!(
+                "{what} did not answer ({error}) and its state is unknown: {e}"
+            )),
+        },
+        Err(e) => Settled::Alive(format!(
+            "{what} did not answer ({error}) and its state is unknown: {e}"
+        )),
     }
 }
 
@@ -131,7 +221,7 @@ impl LinuxPlatform {
         &self.config
     }
 
-    /// The cgroup parent tasks are created under.
+    /// The cgroup parent tasks are created under (the configured one is created if missing).
     pub(crate) fn cgroup_parent(&self) -> Result<CgroupParent, PlatformError> {
         match &self.config.cgroup_parent {
             Some(relative) => CgroupParent::at(relative),
@@ -159,40 +249,31 @@ impl LinuxPlatform {
         }
     }
 
+    /// One request; an unanswered one is settled (see [`settle_unreachable`]).
     fn call(
         &self,
         conn: &SupervisorConn,
         request: &Request,
         timeout: Duration,
-    ) -> Result<Response, PlatformError> {
+    ) -> Result<Response, Unanswered> {
         protocol::call_once(&conn.paths.socket(), request, Some(timeout))
-            .map_err(|e| call_error(conn, e))
+            .map_err(|e| self.unanswered(conn, e))
     }
 
-    /// The orphan cleanup for a supervisor that exited on its own before `release`.
-    fn cleanup_after_supervisor(&self, conn: &SupervisorConn) -> Result<(), PlatformError> {
-        let mut failures = Vec::new();
-        if let Err(e) = kill::kill_supervisor_process(&conn.process, &conn.paths) {
-            failures.push(format!("kill supervisor: {e}"));
-        }
-        match self.cgroup_parent() {
-            Ok(parent) => {
-                if let Err(e) = kill::kill_cgroup_named(&parent, &conn.cgroup) {
-                    failures.push(format!("kill cgroup: {e}"));
-                }
-                if let Err(e) = kill::destroy_cgroup_named(&parent, &conn.cgroup) {
-                    failures.push(format!("destroy cgroup: {e}"));
-                }
-            }
-            Err(e) => failures.push(e.to_string()),
-        }
-        if let Err(e) = kill::remove_dir(&conn.paths.dir) {
-            failures.push(format!("remove state: {e}"));
-        }
-        if failures.is_empty() {
-            Ok(())
+    fn unanswered(&self, conn: &SupervisorConn, e: CallError) -> Unanswered {
+        if e.may_be_gone() {
+            Unanswered(settle_unreachable(
+                &conn.task_id,
+                &conn.process,
+                &conn.task,
+                &conn.paths,
+                &e,
+            ))
         } else {
-            Err(PlatformError::Failed(failures.join("; ")))
+            Unanswered(Settled::Alive(format!(
+                "supervisor {} of task {}: {e}",
+                conn.process.pid, conn.task_id
+            )))
         }
     }
 
@@ -208,6 +289,21 @@ impl LinuxPlatform {
             })?,
         )
         .map_err(SpawnFailure::clean)?;
+        // Recorded before the supervisor exists, so that whatever it creates can be found
+        // again by any later cleanup, from any process.
+        let parent = self
+            .cgroup_parent()
+            .map_err(|e| SpawnFailure::clean(e.to_string()))?;
+        let name = cgroup_name(&spec.task_id);
+        let mut cgroup_paths: Vec<PathBuf> = parent.paths().iter().map(|p| p.join(&name)).collect();
+        cgroup_paths.sort();
+        CgroupRecord {
+            name,
+            parent: self.config.cgroup_parent.clone(),
+            paths: cgroup_paths,
+        }
+        .write_new(&paths.cgroup_record())
+        .map_err(|e| SpawnFailure::clean(e.to_string()))?;
         let log = OpenOptions::new()
             .append(true)
             .create(true)
@@ -243,30 +339,42 @@ impl LinuxPlatform {
                 binary.display()
             ))
         })?;
-        let line = match child.stdout.take() {
-            Some(stdout) => read_ready(stdout, self.config.ready_timeout),
-            None => Err("supervisor stdout was not captured".to_owned()),
+        let Some(stdout) = child.stdout.take() else {
+            reap_intermediate(&mut child);
+            return Err(SpawnFailure::lost(
+                "supervisor stdout was not captured".to_owned(),
+                None,
+            ));
         };
+        let mut reader = ReadyReader::new(stdout, self.config.ready_timeout);
+        // First line: who the daemonized supervisor is, so that it can be killed if it
+        // never gets as far as the ready report. Second line: the ready report.
+        let started = reader
+            .line()
+            .and_then(|line| match serde_json::from_str(&line) {
+                Ok(Ready::Started { supervisor }) => Ok(supervisor),
+                Ok(Ready::Error { message, .. }) => Err(message),
+                _ => Err(format!("supervisor sent {line:?} instead of its identity")),
+            });
         reap_intermediate(&mut child);
-        let line = line.map_err(|why| SpawnFailure::lost(format!("{why}{}", log_tail(paths))))?;
+        let supervisor =
+            started.map_err(|why| SpawnFailure::lost(format!("{why}{}", log_tail(paths)), None))?;
+        let lost =
+            |why: String| SpawnFailure::lost(format!("{why}{}", log_tail(paths)), Some(supervisor));
+        let line = reader.line().map_err(lost)?;
         let ready: Ready = serde_json::from_str(&line).map_err(|e| {
-            SpawnFailure::lost(format!(
-                "supervisor sent an invalid ready report {line:?}: {e}{}",
-                log_tail(paths)
+            lost(format!(
+                "supervisor sent an invalid ready report {line:?}: {e}"
             ))
         })?;
         match ready {
             Ready::Ready {
-                supervisor,
+                supervisor: reported,
                 task,
                 cgroup,
-            } => {
-                let conn = SupervisorConn::new(
-                    spec.task_id.clone(),
-                    paths.clone(),
-                    supervisor,
-                    cgroup.clone(),
-                );
+            } if reported == supervisor => {
+                let conn =
+                    SupervisorConn::new(spec.task_id.clone(), paths.clone(), supervisor, task);
                 Ok(Spawned {
                     supervisor: conn,
                     identity: SupervisorIdentity {
@@ -278,16 +386,32 @@ impl LinuxPlatform {
                     state_dir: paths.dir.clone(),
                 })
             }
-            // The supervisor removed what it created before reporting.
-            Ready::Error(message) => Err(SpawnFailure::clean(message)),
+            Ready::Ready {
+                supervisor: reported,
+                ..
+            } => Err(lost(format!(
+                "supervisor reported itself as {supervisor:?}, then as {reported:?}"
+            ))),
+            Ready::Error {
+                message,
+                cleanup_needed,
+            } => Err(SpawnFailure {
+                message,
+                cgroup_may_remain: cleanup_needed,
+                supervisor: Some(supervisor),
+            }),
+            Ready::Started { .. } => Err(lost("supervisor reported its identity twice".into())),
         }
     }
 }
 
-/// Why a spawn failed, and whether the supervisor may have left a cgroup behind.
+/// Why a spawn failed, and what may be left to clean.
 struct SpawnFailure {
     message: String,
     cgroup_may_remain: bool,
+    /// The daemonized supervisor, when it told us who it is: killed (by verified pidfd) if
+    /// it still runs, since nobody will ever hold a handle to it.
+    supervisor: Option<ProcessIdentity>,
 }
 
 impl SpawnFailure {
@@ -295,30 +419,21 @@ impl SpawnFailure {
         Self {
             message: message.into(),
             cgroup_may_remain: false,
+            supervisor: None,
         }
     }
 
-    fn lost(message: String) -> Self {
+    fn lost(message: String, supervisor: Option<ProcessIdentity>) -> Self {
         Self {
             message,
             cgroup_may_remain: true,
+            supervisor,
         }
     }
 }
 
-fn call_error(conn: &SupervisorConn, e: CallError) -> PlatformError {
-    if e.is_gone() {
-        PlatformError::SupervisorLost(format!(
-            "supervisor {} of task {}: {e}",
-            conn.process.pid, conn.task_id
-        ))
-    } else {
-        PlatformError::Failed(format!(
-            "supervisor {} of task {}: {e}",
-            conn.process.pid, conn.task_id
-        ))
-    }
-}
+/// A call that got no answer, settled by [`settle_unreachable`].
+struct Unanswered(Settled);
 
 fn unexpected(conn: &SupervisorConn, what: &str, response: Response) -> PlatformError {
     match response {
@@ -342,47 +457,71 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("writing {} failed: {e}", path.display()))
 }
 
-/// Reads the supervisor's one ready line, giving up after `timeout`.
-fn read_ready(mut stdout: ChildStdout, timeout: Duration) -> Result<String, String> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    // A timeout too large for the clock (Duration::MAX) means no deadline, not a panic.
-    let deadline = Instant::now().checked_add(timeout);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            buf.truncate(end);
-            return String::from_utf8(buf)
-                .map_err(|_| "supervisor ready report is not utf-8".to_owned());
-        }
-        if buf.len() as u64 > protocol::MAX_LINE {
-            return Err("supervisor ready report is too long".to_owned());
-        }
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            return Err(format!(
-                "supervisor did not report readiness within {timeout:?}"
-            ));
-        }
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("waiting for the supervisor's report failed: {e}")),
-        }
-        match stdout.read(&mut chunk) {
-            Ok(0) => {
-                return Err("supervisor exited before reporting readiness".to_owned());
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading the supervisor's report failed: {e}")),
+/// Reads the supervisor's report lines, all within one `timeout` from its creation.
+struct ReadyReader {
+    stdout: ChildStdout,
+    timeout: Duration,
+    deadline: Option<Instant>,
+    buf: Vec<u8>,
+}
+
+impl ReadyReader {
+    fn new(stdout: ChildStdout, timeout: Duration) -> Self {
+        Self {
+            stdout,
+            timeout,
+            // A timeout too large for the clock (Duration::MAX) means no deadline, not a panic.
+            deadline: Instant::now().checked_add(timeout),
+            buf: Vec::new(),
         }
     }
+
+    /// The next line, without its newline.
+    fn line(&mut self) -> Result<String, String> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let rest = self.buf.split_off(end + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.truncate(end);
+                return String::from_utf8(line)
+                    .map_err(|_| "supervisor report is not utf-8".to_owned());
+            }
+            if self.buf.len() as u64 > protocol::MAX_LINE {
+                return Err("supervisor report is too long".to_owned());
+            }
+            let left = self.deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Err(format!(
+                    "supervisor did not report readiness within {:?}",
+                    self.timeout
+                ));
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.stdout.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("waiting for the supervisor's report failed: {e}")),
+            }
+            match self.stdout.read(&mut chunk) {
+                Ok(0) => return Err("supervisor exited before reporting readiness".to_owned()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("reading the supervisor's report failed: {e}")),
+            }
+        }
+    }
+}
+
+/// Reads the first report line, giving up after `timeout`.
+#[cfg(test)]
+fn read_ready(stdout: ChildStdout, timeout: Duration) -> Result<String, String> {
+    ReadyReader::new(stdout, timeout).line()
 }
 
 /// Reaps the process the agent started; it exits right after forking the real supervisor.
@@ -479,17 +618,17 @@ impl Platform for LinuxPlatform {
             Ok(spawned) => Ok(spawned),
             Err(failure) => {
                 let mut message = failure.message;
-                if failure.cgroup_may_remain {
-                    // The supervisor died or hung without reporting: whatever it created
-                    // is removed by name. Its task dies with it (parent-death signal).
-                    let name = cgroup_name(&spec.task_id);
-                    let cleaned = self.cgroup_parent().and_then(|parent| {
-                        kill::kill_cgroup_named(&parent, &name)?;
-                        kill::destroy_cgroup_named(&parent, &name)
-                    });
-                    if let Err(e) = cleaned {
-                        message.push_str(&format!("; cleanup of cgroup {name} failed: {e}"));
-                    }
+                // The supervisor first (it could still create things), then what it made,
+                // found through the cgroup record. Its task dies with the cgroup.
+                if let Some(supervisor) = failure.supervisor
+                    && let Err(e) = kill::kill_supervisor_process(&supervisor, &paths)
+                {
+                    message.push_str(&format!("; killing the supervisor failed: {e}"));
+                }
+                if failure.cgroup_may_remain
+                    && let Err(e) = kill::destroy_recorded_cgroup(&paths, &spec.task_id)
+                {
+                    message.push_str(&format!("; cleanup of the task cgroup failed: {e}"));
                 }
                 if let Err(e) = kill::remove_dir(&paths.dir) {
                     message.push_str(&format!("; {e}"));
@@ -504,9 +643,12 @@ impl Platform for LinuxPlatform {
     }
 
     fn signal(&self, conn: &SupervisorConn, signal: Signal) -> Result<(), PlatformError> {
-        match self.call(conn, &Request::Signal { signal }, CALL_TIMEOUT)? {
-            Response::Ok(_) => Ok(()),
-            other => Err(unexpected(conn, "signal", other)),
+        match self.call(conn, &Request::Signal { signal }, CALL_TIMEOUT) {
+            Ok(Response::Ok(_)) => Ok(()),
+            Ok(other) => Err(unexpected(conn, "signal", other)),
+            // Nothing left to signal: the exit is collected by the next wait.
+            Err(Unanswered(Settled::Exited(_))) => Ok(()),
+            Err(Unanswered(settled)) => Err(settled.into_error(&conn.task_id)),
         }
     }
 
@@ -517,15 +659,11 @@ impl Platform for LinuxPlatform {
     ) -> Result<Option<ExitStatus>, PlatformError> {
         loop {
             let left = deadline.map(|d| d.saturating_since(self.now()));
+            let chunk = left.map_or(WAIT_CHUNK, |l| l.min(WAIT_CHUNK));
             let request = Request::Wait {
-                timeout_ms: left.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+                timeout_ms: Some(u64::try_from(chunk.as_millis()).unwrap_or(u64::MAX)),
             };
-            let answer = protocol::call_once(
-                &conn.paths.socket(),
-                &request,
-                left.map(|l| l.saturating_add(WAIT_SLACK)),
-            );
-            match answer {
+            match self.call(conn, &request, chunk.saturating_add(WAIT_SLACK)) {
                 Ok(Response::Exited(status)) => return Ok(Some(status)),
                 Ok(Response::Running(_)) => {
                     if deadline.is_some_and(|d| self.now() >= d) {
@@ -533,53 +671,52 @@ impl Platform for LinuxPlatform {
                     }
                 }
                 Ok(other) => return Err(unexpected(conn, "wait", other)),
-                Err(e) if e.is_gone() => {
-                    // Exited and lingered out, or died: the exit record tells which.
-                    return match exit_record::read(&conn.paths.exit_record()) {
-                        Ok(Some(status)) => Ok(Some(status)),
-                        Ok(None) => Err(PlatformError::SupervisorLost(format!(
-                            "supervisor {} of task {} is gone ({e}) and left no exit record",
-                            conn.process.pid, conn.task_id
-                        ))),
-                        Err(read) => Err(PlatformError::SupervisorLost(format!(
-                            "supervisor {} of task {} is gone ({e}): {read}",
-                            conn.process.pid, conn.task_id
-                        ))),
-                    };
-                }
-                Err(e) => return Err(call_error(conn, e)),
+                Err(Unanswered(Settled::Exited(status))) => return Ok(Some(status)),
+                Err(Unanswered(settled)) => return Err(settled.into_error(&conn.task_id)),
             }
         }
     }
 
     fn force_kill(&self, conn: &SupervisorConn) -> Result<(), PlatformError> {
-        match self.call(conn, &Request::Kill, TEARDOWN_TIMEOUT)? {
-            Response::Ok(_) => Ok(()),
-            other => Err(unexpected(conn, "kill", other)),
+        // A hung supervisor (stopped, deadlocked) would hold the kill for the whole budget:
+        // one quick hello tells it apart from one that is busy killing a large cgroup.
+        match self.call(conn, &Request::Hello, PING_TIMEOUT) {
+            Ok(Response::Hello(_)) => {}
+            Ok(other) => return Err(unexpected(conn, "hello", other)),
+            Err(Unanswered(Settled::Exited(_))) => return Ok(()),
+            Err(Unanswered(settled)) => return Err(settled.into_error(&conn.task_id)),
+        }
+        match self.call(conn, &Request::Kill, FORCE_KILL_TIMEOUT) {
+            Ok(Response::Ok(_)) => Ok(()),
+            Ok(other) => Err(unexpected(conn, "kill", other)),
+            Err(Unanswered(Settled::Exited(_))) => Ok(()),
+            Err(Unanswered(settled)) => Err(settled.into_error(&conn.task_id)),
         }
     }
 
     fn stats(&self, conn: &SupervisorConn) -> Result<TaskStats, PlatformError> {
-        match self.call(conn, &Request::Stats, CALL_TIMEOUT)? {
-            Response::Stats(mut stats) => {
+        match self.call(conn, &Request::Stats, CALL_TIMEOUT) {
+            Ok(Response::Stats(mut stats)) => {
                 stats.timestamp = self.now();
                 Ok(stats)
             }
-            other => Err(unexpected(conn, "stats", other)),
+            Ok(other) => Err(unexpected(conn, "stats", other)),
+            Err(Unanswered(settled)) => Err(settled.into_error(&conn.task_id)),
         }
     }
 
     fn release(&self, conn: &SupervisorConn) -> Result<(), PlatformError> {
-        match protocol::call_once(
-            &conn.paths.socket(),
-            &Request::Destroy,
-            Some(TEARDOWN_TIMEOUT),
-        ) {
+        // Any failure here makes the driver run its orphan cleanup (kill supervisor, kill and
+        // destroy the recorded cgroup, remove state), which also covers a supervisor that
+        // lingered out after the exit.
+        match self.call(conn, &Request::Destroy, RELEASE_TIMEOUT) {
             Ok(Response::Ok(_)) => Ok(()),
             Ok(other) => Err(unexpected(conn, "destroy", other)),
-            // It lingered out (or died) after the exit: do its cleanup here.
-            Err(e) if e.is_gone() => self.cleanup_after_supervisor(conn),
-            Err(e) => Err(call_error(conn, e)),
+            Err(Unanswered(Settled::Exited(_))) => Err(PlatformError::SupervisorLost(format!(
+                "supervisor {} of task {} exited after recording the exit",
+                conn.process.pid, conn.task_id
+            ))),
+            Err(Unanswered(settled)) => Err(settled.into_error(&conn.task_id)),
         }
     }
 

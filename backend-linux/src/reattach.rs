@@ -16,9 +16,8 @@ use std::time::Duration;
 use execdriver_core::{HandleId, PlatformError, Reattach};
 
 use crate::cgroups::cgroup_name;
-use crate::platform::{LinuxPlatform, SupervisorConn};
+use crate::platform::{LinuxPlatform, Settled, SupervisorConn, settle_unreachable};
 use crate::state::StatePaths;
-use crate::supervisor::exit_record;
 use crate::supervisor::protocol::{Client, Request, Response};
 
 /// How long a supervisor has to answer `hello`.
@@ -77,6 +76,8 @@ pub(crate) fn confine_state(
                 )));
             }
         }
+        // Absent is fine for the cleanup steps: each one touches only what the state dir
+        // proves is ours, and with no state dir that is nothing.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(refused(format!(
@@ -102,28 +103,27 @@ pub(crate) fn confine_state(
     Ok(Confined { paths, cgroup })
 }
 
-/// [`confine_state`], plus the task dir and alloc dir must be existing absolute dirs.
+/// [`confine_state`], plus the state dir must exist: it is the proof that this data dir
+/// started the task, and without it there is nothing to reattach to or clean up.
+///
+/// A missing state dir is a refusal rather than a lost task: "lost" would send the driver
+/// to kill a cgroup by a name that may now belong to a task of another data dir sharing the
+/// parent, and would tell the user the task was lost when it was most likely collected.
 pub(crate) fn confine(
     platform: &LinuxPlatform,
     handle: &HandleId,
 ) -> Result<Confined, PlatformError> {
     let confined = confine_state(platform, handle)?;
-    for (what, dir) in [
-        ("task dir", &handle.task_dir),
-        ("alloc dir", &handle.alloc_dir),
-    ] {
-        if !existing_dir(dir) {
-            return Err(refused(format!(
-                "{what} {} is not an existing directory",
-                dir.display()
-            )));
-        }
+    if !confined.paths.dir.is_dir() {
+        let data = confined.paths.dir.parent().and_then(Path::parent);
+        return Err(refused(format!(
+            "task {} has no state in {}: it was already collected, or never started here; \
+             nothing was touched",
+            handle.task_id,
+            data.unwrap_or(&confined.paths.dir).display()
+        )));
     }
     Ok(confined)
-}
-
-fn existing_dir(path: &Path) -> bool {
-    path.is_absolute() && fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false)
 }
 
 /// The reattach itself: see the module doc.
@@ -133,7 +133,7 @@ pub(crate) fn reattach(
 ) -> Result<Reattach<SupervisorConn>, PlatformError> {
     let confined = confine(platform, handle)?;
     let socket = confined.paths.socket();
-    let unreachable = match Client::connect(&socket) {
+    let error = match Client::connect(&socket) {
         Ok(mut client) => match client.call(&Request::Hello, Some(HELLO_TIMEOUT)) {
             Ok(Response::Hello(hello)) => {
                 let mut mismatches = Vec::new();
@@ -163,7 +163,7 @@ pub(crate) fn reattach(
                     handle.task_id.clone(),
                     confined.paths,
                     hello.supervisor,
-                    confined.cgroup,
+                    hello.task,
                 )));
             }
             Ok(other) => {
@@ -172,31 +172,28 @@ pub(crate) fn reattach(
                     socket.display()
                 )));
             }
-            Err(e) if e.is_gone() => e.to_string(),
-            Err(e) => {
-                return Err(PlatformError::Failed(format!(
-                    "supervisor of task {} at {}: {e}",
-                    handle.task_id,
-                    socket.display()
-                )));
-            }
+            Err(e) => e,
         },
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
-    match exit_record::read(&confined.paths.exit_record()) {
-        Ok(Some(status)) => Ok(Reattach::Exited(status)),
-        Ok(None) => Ok(Reattach::Gone {
-            reason: format!(
-                "supervisor {} of task {} is gone ({unreachable}) and left no exit record",
-                handle.supervisor.process.pid, handle.task_id
-            ),
-        }),
-        Err(e) => Ok(Reattach::Gone {
-            reason: format!(
-                "supervisor {} of task {} is gone ({unreachable}); {e}",
-                handle.supervisor.process.pid, handle.task_id
-            ),
-        }),
+    if !error.may_be_gone() {
+        return Err(PlatformError::Failed(format!(
+            "supervisor of task {} at {}: {error}",
+            handle.task_id,
+            socket.display()
+        )));
+    }
+    match settle_unreachable(
+        &handle.task_id,
+        &handle.supervisor.process,
+        &handle.task,
+        &confined.paths,
+        &error,
+    ) {
+        Settled::Exited(status) => Ok(Reattach::Exited(status)),
+        Settled::Dead(reason) => Ok(Reattach::Gone { reason }),
+        Settled::Alive(why) => Err(PlatformError::Failed(why)),
+        Settled::NotOurs(why) => Err(refused(why)),
     }
 }
 
@@ -204,6 +201,7 @@ pub(crate) fn reattach(
 mod tests {
     use super::*;
     use crate::platform::LinuxConfig;
+    use crate::supervisor::exit_record;
     use execdriver_core::{ProcessIdentity, Signal, SupervisorIdentity};
 
     struct Fixture {
@@ -271,11 +269,42 @@ mod tests {
     fn exit_record_is_found() {
         let f = fixture();
         let status = execdriver_core::ExitStatus::code(7);
-        exit_record::write(&StatePaths::at(&f.handle.state_dir).exit_record(), &status)
-            .expect("write");
+        let record = exit_record::ExitRecord {
+            status,
+            supervisor: f.handle.supervisor.process,
+            task: f.handle.task,
+        };
+        let path = StatePaths::at(&f.handle.state_dir).exit_record();
+        exit_record::write(&path, &record).expect("write");
         assert!(matches!(
             reattach(&f.platform, &f.handle),
             Ok(Reattach::Exited(s)) if s == status
+        ));
+        // The record of a later task that reused the id is not this handle's to take.
+        let mut reused = record;
+        reused.task.start_time += 1;
+        exit_record::write(&path, &reused).expect("write");
+        assert_refused(&f, &f.handle, "reused");
+        assert!(path.exists(), "a refused record is left alone");
+    }
+
+    #[test]
+    fn missing_state_dir_is_refused_and_touches_nothing() {
+        let f = fixture();
+        fs::remove_dir(&f.handle.state_dir).expect("rmdir");
+        assert_refused(&f, &f.handle, "already collected");
+        // The cleanup steps accept it (nothing to do) and create nothing.
+        assert_eq!(crate::kill::destroy_cgroup(&f.platform, &f.handle), Ok(()));
+        assert!(!f.handle.state_dir.exists());
+    }
+
+    #[test]
+    fn missing_alloc_dir_does_not_block_a_reattach() {
+        let f = fixture();
+        fs::remove_dir_all(&f.handle.alloc_dir).expect("rm alloc");
+        assert!(matches!(
+            reattach(&f.platform, &f.handle),
+            Ok(Reattach::Gone { .. })
         ));
     }
 
@@ -291,9 +320,6 @@ mod tests {
         let mut h = f.handle.clone();
         h.cgroup = "system.slice".into();
         assert_refused(&f, &h, "cgroup");
-        let mut h = f.handle.clone();
-        h.task_dir = "/nonexistent-task-dir".into();
-        assert_refused(&f, &h, "task dir");
         let mut h = f.handle.clone();
         h.task_id = "t2".into();
         assert_refused(&f, &h, "state dir");

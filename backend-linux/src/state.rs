@@ -3,9 +3,11 @@
 //! Every path the platform, the supervisor and the CLI use is derived here from the data dir
 //! and a task id, so that confinement checks compare against the one place that builds them.
 
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// The supervisor's unix socket, inside the state dir.
 pub const SOCKET_FILE: &str = "supervisor.sock";
@@ -17,6 +19,64 @@ pub const SPEC_FILE: &str = "spec.json";
 pub const LOG_FILE: &str = "supervisor.log";
 /// The handle id, written by the CLI so that a task id can be resolved to its handle.
 pub const HANDLE_FILE: &str = "handle.json";
+/// Where the task's cgroup is, written by the agent before the supervisor starts.
+pub const CGROUP_FILE: &str = "cgroup.json";
+/// Largest cgroup record read.
+const MAX_CGROUP_RECORD: u64 = 64 * 1024;
+
+/// Where a task's cgroup lives, recorded once by the agent that spawned it.
+///
+/// Every later cleanup uses this record rather than resolving the parent again: the caller's
+/// own cgroup (the default parent) depends on which process asks, so a `wait` from another
+/// cgroup, or a restarted agent, would otherwise look in the wrong place and report a
+/// cleanup that never happened. The supervisor checks that it resolves the same paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupRecord {
+    /// The task cgroup's name under its parent.
+    pub name: String,
+    /// The configured parent, relative to each hierarchy root; `None`: the spawning
+    /// process's own cgroup.
+    pub parent: Option<String>,
+    /// The task cgroup's absolute directory in each hierarchy, sorted.
+    pub paths: Vec<PathBuf>,
+}
+
+impl CgroupRecord {
+    /// Writes the record to `path` (which must not exist), mode 0600.
+    pub fn write_new(&self, path: &Path) -> io::Result<()> {
+        let text = serde_json::to_vec(self).map_err(io::Error::other)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(&text))
+            .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    }
+
+    /// Reads the record at `path`; `Ok(None)` when there is none.
+    pub fn read(path: &Path) -> io::Result<Option<Self>> {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading {}: {e}", path.display()),
+                ));
+            }
+        };
+        let mut text = Vec::new();
+        file.take(MAX_CGROUP_RECORD).read_to_end(&mut text)?;
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cgroup record {} is corrupt: {e}", path.display()),
+            )
+        })
+    }
+}
 
 /// The dir under the data dir that holds every task's state dir.
 pub fn tasks_dir(data_dir: &Path) -> PathBuf {
@@ -72,6 +132,11 @@ impl StatePaths {
     pub fn handle(&self) -> PathBuf {
         self.dir.join(HANDLE_FILE)
     }
+
+    /// The record of where the task's cgroup is.
+    pub fn cgroup_record(&self) -> PathBuf {
+        self.dir.join(CGROUP_FILE)
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (only the new dirs get that mode).
@@ -103,5 +168,22 @@ mod tests {
             p.exit_record(),
             Path::new("/var/lib/execdriver/tasks/t1/exit.json")
         );
+    }
+
+    #[test]
+    fn cgroup_record_round_trips_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(CGROUP_FILE);
+        assert_eq!(CgroupRecord::read(&path).ok(), Some(None));
+        let record = CgroupRecord {
+            name: "execdriver-t1".into(),
+            parent: None,
+            paths: vec!["/sys/fs/cgroup/execdriver-t1".into()],
+        };
+        record.write_new(&path).expect("write");
+        assert_eq!(CgroupRecord::read(&path).ok(), Some(Some(record.clone())));
+        assert!(record.write_new(&path).is_err());
+        std::fs::write(&path, b"{").expect("write");
+        assert!(CgroupRecord::read(&path).is_err());
     }
 }

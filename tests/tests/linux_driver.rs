@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use execdriver_core::{DriverError, HandleId, Platform, ProcessIdentity, Signal, State};
+use execdriver_core::{
+    DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Signal, State,
+};
 use execdriver_linux::process::Pidfd;
 use linux_support::{TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline};
 
@@ -283,6 +285,64 @@ fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
     env.assert_clean(CLEAN);
 }
 
+/// Keeps a stopped supervisor of our own from outliving its test: continued and killed on
+/// drop (a no-op once the kill cleaned it up; the pidfd can reach no other process).
+struct StoppedSupervisor(Pidfd);
+
+impl Drop for StoppedSupervisor {
+    fn drop(&mut self) {
+        let _ = self.0.signal(Signal::SIGKILL);
+        let _ = self.0.signal(Signal::new(libc_sigcont()).expect("SIGCONT"));
+    }
+}
+
+fn libc_sigcont() -> i32 {
+    18
+}
+
+#[test]
+fn kill_with_a_stopped_supervisor_ends_within_a_bound() {
+    let Some(env) = env("kill_with_a_stopped_supervisor_ends_within_a_bound") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec("/bin/sleep", &["1000"]);
+    spec.kill_timeout = Duration::from_secs(1);
+    let task = driver.start(&spec).expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let supervisor = StoppedSupervisor(
+        Pidfd::open_verified(&handle.supervisor.process)
+            .expect("pidfd")
+            .expect("supervisor alive"),
+    );
+    // SIGSTOP (19): the kernel still queues connections for it, nobody answers them.
+    supervisor
+        .0
+        .signal(Signal::new(19).expect("SIGSTOP"))
+        .expect("stop supervisor");
+    // The documented bound: the signal call times out, the force kill's ping times out, then
+    // the cleanup by cgroup (kill the supervisor, kill and remove the cgroup) gets 10 s.
+    let bound = spec.kill_timeout
+        + execdriver_linux::platform::CALL_TIMEOUT
+        + execdriver_linux::platform::PING_TIMEOUT
+        + Duration::from_secs(10);
+    let started = Instant::now();
+    let killed = task.kill();
+    let took = started.elapsed();
+    assert!(killed.is_ok(), "{killed:?}");
+    assert!(took < bound, "kill took {took:?}, more than {bound:?}");
+    let result = task.wait().expect("wait");
+    assert!(result.error.is_some(), "{result:?}");
+    assert!(!alive(&handle.task), "the task survived the kill");
+    assert!(
+        !alive(&handle.supervisor.process),
+        "the hung supervisor survived"
+    );
+    drop(supervisor);
+    env.assert_clean(CLEAN);
+}
+
 /// A process of our own to stand in for someone else's: forged handles point at it.
 struct Bystander(std::process::Child);
 
@@ -325,8 +385,8 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
     let real = task.handle_id();
     env.track(real.clone());
     let mut bystander = Bystander::start();
-    let outside = std::env::temp_dir().join(linux_support::unique_id("execdriver-outside"));
-    std::fs::create_dir_all(&outside).expect("mkdir");
+    let outside_guard = linux_support::DirGuard::new("execdriver-outside");
+    let outside = outside_guard.0.clone();
 
     let forge = |mutate: &dyn Fn(&mut serde_json::Value)| {
         let mut v: serde_json::Value = serde_json::from_str(&real.to_string()).expect("json");
@@ -370,8 +430,7 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
             Ok(task) => panic!("{what}: accepted, state {:?}", task.state()),
         }
     }
-    // A handle for a task that does not exist, naming the bystander as its supervisor: the
-    // driver finds no supervisor and cleans up, but must not signal the bystander.
+    // A handle for a task that does not exist, naming the bystander as its supervisor.
     let ghost = forge(&|v| {
         let ghost_dir = env.data.join("tasks").join("ghost");
         v["task_id"] = "ghost".into();
@@ -384,15 +443,30 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
             .into();
         v["supervisor"]["process"] = serde_json::to_value(bystander_id).expect("json");
     });
+    // No state dir: refused as already collected, with nothing touched (no cgroup by name).
     match driver.open(&ghost) {
-        Err(DriverError::ReattachFailed { failures, .. }) => {
-            assert!(
-                failures.iter().any(|f| f.contains("not the supervisor")),
-                "{failures:?}"
-            );
-        }
+        Err(DriverError::ReattachRefused {
+            source: PlatformError::Refused(why),
+            ..
+        }) => assert!(why.contains("already collected"), "{why}"),
         other => panic!("ghost handle: {other:?}"),
     }
+    // With a state dir but no socket: the named supervisor (the bystander) is alive, so the
+    // task is not declared lost and nothing is cleaned up; the caller may retry.
+    let ghost_dir = linux_support::DirGuard(env.data.join("tasks").join("ghost"));
+    std::fs::create_dir_all(&ghost_dir.0).expect("mkdir ghost");
+    match driver.open(&ghost) {
+        Err(DriverError::ReattachRefused {
+            source: PlatformError::Failed(why),
+            ..
+        }) => assert!(why.contains("alive"), "{why}"),
+        other => panic!("ghost handle with a state dir: {other:?}"),
+    }
+    assert!(
+        ghost_dir.0.exists(),
+        "a live supervisor's state was removed"
+    );
+    drop(ghost_dir);
     assert!(
         bystander.alive(),
         "a forged handle got the bystander signalled"
@@ -405,7 +479,7 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
         task.wait_timeout(Duration::from_millis(10)).expect("wait"),
         None
     );
-    let _ = std::fs::remove_dir_all(&outside);
+    drop(outside_guard);
     task.kill().expect("kill");
     env.assert_clean(CLEAN);
 }

@@ -814,7 +814,7 @@ fn probe(paths: &StatePaths, task_id: String) -> ListEntry {
     }
     if let Ok(Some(exit)) = exit_record::read(&paths.exit_record()) {
         entry.state = "exited";
-        entry.exit = Some(exit);
+        entry.exit = Some(exit.status);
     }
     entry
 }

@@ -1,18 +1,55 @@
 //! `exit.json`: the task's exit status, written atomically so that it survives the
 //! supervisor's own death and is never seen half-written.
+//!
+//! The record names the supervisor and the task it belongs to: a task id can be reused once
+//! the old task was collected, and a handle of the old task must never take (and then
+//! remove) the exit of the new one. [`ExitRecord::check`] compares them with a handle's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use execdriver_core::ExitStatus;
+use execdriver_core::{ExitStatus, ProcessIdentity};
+use serde::{Deserialize, Serialize};
+
+/// What `exit.json` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitRecord {
+    /// How the task ended.
+    pub status: ExitStatus,
+    /// The supervisor that wrote the record.
+    pub supervisor: ProcessIdentity,
+    /// The task's main process.
+    pub task: ProcessIdentity,
+}
+
+impl ExitRecord {
+    /// The status, if the record belongs to `supervisor` and `task`; otherwise a message
+    /// that says whose it is.
+    pub fn check(
+        &self,
+        supervisor: &ProcessIdentity,
+        task: &ProcessIdentity,
+    ) -> Result<ExitStatus, String> {
+        if self.supervisor == *supervisor && self.task == *task {
+            Ok(self.status)
+        } else {
+            Err(format!(
+                "the exit record belongs to supervisor {:?} and task {:?}, not to supervisor \
+                 {supervisor:?} and task {task:?}: the task id was reused",
+                self.supervisor, self.task
+            ))
+        }
+    }
+}
 
 /// Largest exit record read back; a real one is under 100 bytes.
 const MAX_RECORD: u64 = 4096;
 
-/// Writes `status` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
-pub fn write(path: &Path, status: &ExitStatus) -> io::Result<()> {
+/// Writes `record` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
+pub fn write(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("exit record {} has no parent", path.display())))?;
@@ -20,7 +57,7 @@ pub fn write(path: &Path, status: &ExitStatus) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::other(format!("exit record {} has no name", path.display())))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let text = serde_json::to_vec(status).map_err(io::Error::other)?;
+    let text = serde_json::to_vec(record).map_err(io::Error::other)?;
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -40,7 +77,7 @@ pub fn write(path: &Path, status: &ExitStatus) -> io::Result<()> {
 }
 
 /// Reads the exit record at `path`: `Ok(None)` when there is none.
-pub fn read(path: &Path) -> io::Result<Option<ExitStatus>> {
+pub fn read(path: &Path) -> io::Result<Option<ExitRecord>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -73,8 +110,28 @@ mod tests {
         assert_eq!(read(&path).ok(), Some(None));
         let mut status = ExitStatus::signaled(Signal::SIGKILL);
         status.oom_killed = true;
-        write(&path, &status).expect("write");
-        assert_eq!(read(&path).ok(), Some(Some(status)));
+        let record = ExitRecord {
+            status,
+            supervisor: ProcessIdentity {
+                pid: 10,
+                start_time: 1,
+            },
+            task: ProcessIdentity {
+                pid: 11,
+                start_time: 2,
+            },
+        };
+        write(&path, &record).expect("write");
+        assert_eq!(read(&path).ok(), Some(Some(record)));
+        assert_eq!(record.check(&record.supervisor, &record.task), Ok(status));
+        let other = ProcessIdentity {
+            pid: 11,
+            start_time: 3,
+        };
+        let err = record
+            .check(&record.supervisor, &other)
+            .expect_err("reused id");
+        assert!(err.contains("reused"), "{err}");
         let names: Vec<_> = fs::read_dir(dir.path())
             .expect("read dir")
             .filter_map(|e| e.ok().map(|e| e.file_name()))

@@ -28,17 +28,19 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use execdriver_core::{DRIVER_VERSION, TaskSpec};
+use execdriver_core::{DRIVER_VERSION, ProcessIdentity, TaskSpec};
 
 use crate::cgroups::{CgroupParent, TaskCgroup, cgroup_name};
 use crate::isolation::{self, LaunchRequest};
 use crate::logs::{self, Stream};
 use crate::process;
-use crate::state::StatePaths;
+use crate::state::{CgroupRecord, StatePaths};
 
 use protocol::{Hello, Ready};
 use server::{Supervisor, THREAD_STACK};
 
+/// How long `destroy` waits for the task to die after killing its cgroup.
+pub const DESTROY_WAIT: Duration = Duration::from_secs(10);
 /// How long a supervisor stays after the exit when nobody collects it.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(300);
 /// Largest spec file read.
@@ -73,21 +75,43 @@ pub(crate) fn log(message: impl Display) {
 
 /// Runs the supervisor; returns the process exit code.
 pub fn run(options: &SuperviseOptions) -> i32 {
+    // Whatever the agent left open without CLOEXEC (a pipe a shell's `| cat` reads, say)
+    // would stay open for the supervisor's whole life and the task's: keep only stdin,
+    // stdout (the report pipe) and stderr (the log).
+    close_inherited_fds();
     if let Err(e) = daemonize() {
-        report(&Ready::Error(format!(
-            "cannot daemonize the supervisor: {e}"
-        )));
+        report(&Ready::Error {
+            message: format!("cannot daemonize the supervisor: {e}"),
+            cleanup_needed: false,
+        });
         return 1;
     }
     // From here on we are the daemonized grandchild.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = std::env::set_current_dir("/");
-    let paths = StatePaths::at(&options.state_dir);
-    let started = match start(options, &paths) {
-        Ok(started) => started,
+    let me = match process::identity(std::process::id().cast_signed()) {
+        Ok(me) => me,
         Err(e) => {
-            log(format_args!("start failed: {e}"));
-            report(&Ready::Error(e));
+            report(&Ready::Error {
+                message: format!("reading the supervisor's own identity failed: {e}"),
+                cleanup_needed: false,
+            });
+            return 1;
+        }
+    };
+    if !report(&Ready::Started { supervisor: me }) {
+        log("the agent did not read the started report; exiting before creating anything");
+        return 1;
+    }
+    let paths = StatePaths::at(&options.state_dir);
+    let started = match start(options, &paths, me) {
+        Ok(started) => started,
+        Err(failure) => {
+            log(format_args!("start failed: {}", failure.message));
+            report(&Ready::Error {
+                message: failure.message,
+                cleanup_needed: failure.cleanup_needed,
+            });
             return 1;
         }
     };
@@ -125,9 +149,28 @@ struct Started {
     ready: Ready,
 }
 
+/// Why a start failed, and whether something it created could not be removed.
+struct StartFailure {
+    message: String,
+    cleanup_needed: bool,
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            cleanup_needed: false,
+        }
+    }
+}
+
 /// Everything up to a running task; on error, what was created is removed (the agent removes
-/// the state dir it created).
-fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, String> {
+/// the state dir it created), or the failure says that the cgroup could not be.
+fn start(
+    options: &SuperviseOptions,
+    paths: &StatePaths,
+    me: ProcessIdentity,
+) -> Result<Started, StartFailure> {
     let spec = read_spec(&paths.spec())?;
     let dir_name = paths.dir.file_name().and_then(|n| n.to_str());
     if dir_name != Some(spec.task_id.as_str()) {
@@ -135,7 +178,8 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
             "state dir {} does not belong to task {}",
             paths.dir.display(),
             spec.task_id
-        ));
+        )
+        .into());
     }
     spec.validate(Duration::MAX)
         .map_err(|e| format!("invalid task spec: {e}"))?;
@@ -144,9 +188,10 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
         None => CgroupParent::own(),
     }
     .map_err(|e| format!("resolving the cgroup parent failed: {e}"))?;
+    let name = cgroup_name(&spec.task_id);
+    check_cgroup_record(paths, options, &parent, &name)?;
+    // Created by the pumps themselves, without following a symlink.
     let log_dir = spec.alloc_dir.join("logs");
-    fs::create_dir_all(&log_dir)
-        .map_err(|e| format!("creating log dir {} failed: {e}", log_dir.display()))?;
     let socket = paths.socket();
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("binding socket {} failed: {e}", socket.display()))?;
@@ -155,24 +200,29 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
     };
     if let Err(e) = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)) {
         cleanup_socket();
-        return Err(format!("chmod of socket {} failed: {e}", socket.display()));
+        return Err(format!("chmod of socket {} failed: {e}", socket.display()).into());
     }
-    let name = cgroup_name(&spec.task_id);
     let cgroup = match TaskCgroup::create(&parent, &name, &spec.resources) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             cleanup_socket();
-            return Err(format!("creating cgroup {name} failed: {e}"));
+            return Err(format!("creating cgroup {name} failed: {e}").into());
         }
     };
     let fail = |cgroup: TaskCgroup, message: String| {
-        if let Err(e) = cgroup.destroy() {
-            log(format_args!(
-                "removing cgroup {name} after a failed start: {e}"
-            ));
-        }
         cleanup_socket();
-        Err(message)
+        match cgroup.destroy() {
+            Ok(()) => Err(StartFailure::from(message)),
+            Err(e) => {
+                log(format_args!(
+                    "removing cgroup {name} after a failed start: {e}"
+                ));
+                Err(StartFailure {
+                    message: format!("{message}; removing cgroup {name} failed too: {e}"),
+                    cleanup_needed: true,
+                })
+            }
+        }
     };
     let pipes = match output_pipes() {
         Ok(pipes) => pipes,
@@ -195,10 +245,8 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
         Ok(task) => task,
         Err(e) => return fail(cgroup, format!("launching the task failed: {e}")),
     };
-    let identities = process::identity(std::process::id().cast_signed())
-        .and_then(|sup| process::identity(task.init_pid).map(|task| (sup, task)));
-    let (sup_id, task_id) = match identities {
-        Ok(ids) => ids,
+    let (sup_id, task_id) = match process::identity(task.init_pid) {
+        Ok(task_id) => (me, task_id),
         Err(e) => {
             let _ = cgroup.kill_all();
             let _ = task.wait();
@@ -245,7 +293,7 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
             .spawn(move || me.run_waiter(done_rx, pump_count));
         if let Err(e) = spawned {
             abort(&supervisor, &format!("cannot start the waiter: {e}"));
-            return Err(format!("cannot start the waiter thread: {e}"));
+            return Err(format!("cannot start the waiter thread: {e}").into());
         }
     }
     Ok(Started {
@@ -257,6 +305,35 @@ fn start(options: &SuperviseOptions, paths: &StatePaths) -> Result<Started, Stri
             cgroup: name,
         },
     })
+}
+
+/// The agent recorded where the task cgroup goes before starting us: we must agree, or a
+/// later cleanup (which uses the record) would look somewhere else.
+fn check_cgroup_record(
+    paths: &StatePaths,
+    options: &SuperviseOptions,
+    parent: &CgroupParent,
+    name: &str,
+) -> Result<(), String> {
+    let path = paths.cgroup_record();
+    let record = CgroupRecord::read(&path)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("cgroup record {} is missing", path.display()))?;
+    let mut ours: Vec<PathBuf> = parent.paths().iter().map(|p| p.join(name)).collect();
+    ours.sort();
+    let mut recorded = record.paths.clone();
+    recorded.sort();
+    if record.name != name || record.parent != options.cgroup_parent || recorded != ours {
+        return Err(format!(
+            "cgroup record {} ({} under {:?} at {recorded:?}) is not what the supervisor \
+             resolves ({name} under {:?} at {ours:?})",
+            path.display(),
+            record.name,
+            record.parent,
+            options.cgroup_parent
+        ));
+    }
+    Ok(())
 }
 
 fn read_spec(path: &Path) -> Result<TaskSpec, String> {
@@ -296,6 +373,27 @@ fn report(ready: &Ready) -> bool {
 fn silence_stdout() {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+    }
+}
+
+/// Closes every fd above stderr. Called first, before any thread or fd of our own exists.
+fn close_inherited_fds() {
+    // SAFETY: close_range takes plain integers and only closes fds; nothing in this
+    // process holds a descriptor above 2 yet.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed == 0 {
+        return;
+    }
+    // Kernels before 5.9: close what /proc lists (the listing's own fd is gone by then).
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
     }
 }
 

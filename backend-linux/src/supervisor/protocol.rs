@@ -12,9 +12,10 @@
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use execdriver_core::{ExitStatus, ProcessIdentity, Signal, TaskStats};
 use serde::{Deserialize, Serialize};
@@ -86,10 +87,16 @@ pub enum Response {
     Error(String),
 }
 
-/// The one line a supervisor writes to the agent once the task runs, or when it cannot start.
+/// The lines a supervisor writes to the agent on its stdout: first `started` (right after it
+/// daemonized, so the agent can kill it if it never reports), then `ready` or `error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Ready {
+    /// The daemonized supervisor exists.
+    Started {
+        /// The supervisor (the daemonized process, not the one the agent started).
+        supervisor: ProcessIdentity,
+    },
     /// The task runs.
     Ready {
         /// The supervisor (the daemonized process, not the one the agent started).
@@ -99,14 +106,20 @@ pub enum Ready {
         /// The task's cgroup name under the parent.
         cgroup: String,
     },
-    /// The task could not be started; the supervisor cleaned up what it had created.
-    Error(String),
+    /// The task could not be started.
+    Error {
+        /// Why.
+        message: String,
+        /// The supervisor could not remove everything it created (the task's cgroup): the
+        /// agent must clean up by the cgroup record.
+        cleanup_needed: bool,
+    },
 }
 
 /// Why a call to the supervisor failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    /// Nobody listens on the socket (absent file, refused connection).
+    /// The connect failed (absent socket, refused, permission, out of fds, ...).
     #[error("supervisor socket {path} is not reachable: {source}")]
     Unreachable {
         /// The socket.
@@ -117,7 +130,7 @@ pub enum CallError {
     /// The supervisor closed the connection without answering.
     #[error("supervisor closed the connection without answering")]
     Closed,
-    /// No answer within the time allowed.
+    /// No connection or no answer within the time allowed.
     #[error("supervisor did not answer within {0:?}")]
     Timeout(Duration),
     /// Reading or writing the socket failed.
@@ -129,10 +142,18 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// True when the supervisor is gone rather than slow or confused.
-    pub fn is_gone(&self) -> bool {
+    /// True when the error is what a supervisor that is gone looks like: no socket file,
+    /// nobody listening, a connection dropped without an answer. Only a hint: a supervisor
+    /// that crashed one thread or is exiting after its linger looks the same, so the caller
+    /// decides by the supervisor's process (see `platform::settle_unreachable`). Every other
+    /// failure (EACCES, EMFILE, ENAMETOOLONG, timeouts) says nothing about the supervisor.
+    pub fn may_be_gone(&self) -> bool {
         match self {
-            CallError::Unreachable { .. } | CallError::Closed => true,
+            CallError::Unreachable { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOENT | libc::ECONNREFUSED)
+            ),
+            CallError::Closed => true,
             CallError::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::BrokenPipe
@@ -178,6 +199,12 @@ pub fn write_line<W: Write, T: Serialize>(writer: &mut W, value: &T) -> io::Resu
     writer.flush()
 }
 
+/// How long a connect may take: a live supervisor's kernel backlog accepts at once, so only
+/// a supervisor that stopped accepting (hung, SIGSTOPped, backlog full) ever waits this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may take to be written.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One connection to a supervisor.
 #[derive(Debug)]
 pub struct Client {
@@ -185,12 +212,46 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the socket at `path`.
+    /// Connects to the socket at `path`, giving up after [`CONNECT_TIMEOUT`].
     pub fn connect(path: &Path) -> Result<Self, CallError> {
-        let stream = UnixStream::connect(path).map_err(|source| CallError::Unreachable {
+        Self::connect_within(path, CONNECT_TIMEOUT)
+    }
+
+    /// Connects to the socket at `path`, giving up after `timeout`.
+    ///
+    /// A blocking connect to a unix socket whose backlog is full blocks until the listener
+    /// accepts, which a hung supervisor never does. A non-blocking one fails with EAGAIN
+    /// instead (unix sockets never report EINPROGRESS), so it is retried until `timeout`.
+    pub fn connect_within(path: &Path, timeout: Duration) -> Result<Self, CallError> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+        let unreachable = |source: io::Error| CallError::Unreachable {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let addr = UnixAddr::new(path).map_err(|e| unreachable(e.into()))?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| unreachable(e.into()))?;
+        let started = Instant::now();
+        loop {
+            match connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    if started.elapsed() >= timeout {
+                        return Err(CallError::Timeout(timeout));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(unreachable(e.into())),
+            }
+        }
+        let stream = UnixStream::from(fd);
+        stream.set_nonblocking(false).map_err(CallError::Io)?;
         Ok(Self {
             reader: BufReader::new(stream),
         })
@@ -207,9 +268,20 @@ impl Client {
         let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         stream.set_read_timeout(timeout).map_err(CallError::Io)?;
         stream
-            .set_write_timeout(Some(Duration::from_secs(10)))
+            .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(CallError::Io)?;
-        write_line(stream, request).map_err(CallError::Io)?;
+        match write_line(stream, request) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(CallError::Timeout(WRITE_TIMEOUT));
+            }
+            Err(e) => return Err(CallError::Io(e)),
+        }
         match read_line(&mut self.reader) {
             Ok(Some(line)) => serde_json::from_str(&line)
                 .map_err(|e| CallError::Protocol(format!("{e} in {line:?}"))),
@@ -305,6 +377,55 @@ mod tests {
                 .as_deref(),
             Some(r#"{"error":"no"}"#)
         );
+    }
+
+    #[test]
+    fn connect_to_a_full_backlog_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        // Never accepts: a hung supervisor as the kernel sees it. A backlog of 1 fills fast.
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(
+            listener.as_raw_fd(),
+            &UnixAddr::new(&path).expect("address"),
+        )
+        .expect("bind");
+        listen(&listener, Backlog::new(1).expect("backlog")).expect("listen");
+        let mut held = Vec::new();
+        let timeout = Duration::from_millis(200);
+        for _ in 0..64 {
+            let started = Instant::now();
+            match Client::connect_within(&path, timeout) {
+                Ok(client) => held.push(client),
+                Err(CallError::Timeout(_)) => {
+                    assert!(started.elapsed() < Duration::from_secs(3));
+                    return;
+                }
+                Err(e) => panic!("unexpected connect error: {e}"),
+            }
+        }
+        panic!("the backlog never filled after {} connections", held.len());
+    }
+
+    #[test]
+    fn only_absent_or_refused_sockets_may_mean_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let absent = Client::connect(&dir.path().join("absent.sock")).expect_err("absent");
+        assert!(absent.may_be_gone(), "{absent}");
+        let long = dir.path().join("x".repeat(200));
+        let too_long = Client::connect(&long).expect_err("too long");
+        assert!(!too_long.may_be_gone(), "{too_long}");
+        assert!(CallError::Closed.may_be_gone());
+        assert!(!CallError::Timeout(Duration::from_secs(1)).may_be_gone());
     }
 
     #[test]

@@ -24,11 +24,9 @@ use crate::isolation::LaunchedTask;
 use crate::state::StatePaths;
 
 use super::exit_record;
-use super::log;
 use super::protocol::{self, Hello, Request, Response};
+use super::{DESTROY_WAIT, log};
 
-/// How long `destroy` waits for the task to die after killing its cgroup.
-const DESTROY_WAIT: Duration = Duration::from_secs(10);
 /// How long the waiter waits for the log pumps to drain after the task died.
 const PUMP_DRAIN: Duration = Duration::from_secs(5);
 /// Stack size of the supervisor's threads: they parse small JSON lines and copy pipes.
@@ -118,7 +116,12 @@ impl Supervisor {
                 break;
             }
         }
-        let recorded = exit_record::write(&self.paths.exit_record(), &status);
+        let record = exit_record::ExitRecord {
+            status,
+            supervisor: self.hello.supervisor,
+            task: self.hello.task,
+        };
+        let recorded = exit_record::write(&self.paths.exit_record(), &record);
         // Published before anything else can go wrong: every waiter is blocked on this.
         {
             let mut shared = lock(&self.status);
