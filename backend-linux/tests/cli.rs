@@ -349,6 +349,7 @@ fn bad_input_is_one_line_and_status_125() {
         (vec!["run", "--memory", "12X", "--", "/bin/true"], "12X"),
         (vec!["run", "--memory", "1K", "--", "/bin/true"], "1024"),
         (vec!["run", "--kill-timeout", "5x", "--", "/bin/true"], "5x"),
+        (vec!["run", "--name", "logs", "--", "/bin/true"], "reserved"),
         (
             vec!["run", "--kill-signal", "SIGNOPE", "--", "/bin/true"],
             "SIGNOPE",

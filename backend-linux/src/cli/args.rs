@@ -160,7 +160,8 @@ pub struct TaskOptions {
     #[arg(long, value_name = "N")]
     pub cpu_shares: Option<String>,
 
-    /// Most processes and threads the task may have at once [default: 4096].
+    /// Most processes and threads the task may have at once, counting its init (the
+    /// task's pid 1 inside its namespace) [default: 4096].
     #[arg(long, value_name = "N")]
     pub pids_max: Option<String>,
 
@@ -185,7 +186,8 @@ pub struct TaskOptions {
     #[arg(long, value_name = "DIR")]
     pub chroot_env: Vec<PathBuf>,
 
-    /// The task's name; names its log files [default: the command's file name].
+    /// The task's name; names its log files and its dir in the alloc dir, so `logs` and
+    /// `alloc` are reserved [default: the command's file name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 

@@ -16,6 +16,7 @@ use execdriver_core::{
 };
 use execdriver_linux::logs::Stream;
 use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
+use execdriver_linux::process::Pidfd;
 use execdriver_linux::state::{self, StatePaths};
 use execdriver_linux::supervisor::exit_record;
 use execdriver_linux::supervisor::protocol::{self, Request, Response};
@@ -119,15 +120,12 @@ fn build_spec(ctx: &Ctx, opts: &TaskOptions) -> Result<Prepared> {
             "no command given: put it after the options, e.g. -- /bin/true"
         ));
     };
-    let name = match &opts.name {
-        Some(name) => name.clone(),
-        None => Path::new(command)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .unwrap_or("task")
-            .to_owned(),
-    };
+    let name = handle_task_name(opts);
+    if RESERVED_NAMES.contains(&name.as_str()) {
+        return Err(fail!(
+            "--name {name:?} is reserved: the task dir would be the alloc dir's {name} dir"
+        ));
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
@@ -403,16 +401,20 @@ fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
             stderr_bytes = copied;
         }
     }
-    let removed = remove_alloc_dir(&alloc_dir);
+    // Only a collected task's alloc dir goes: after a failed wait the task may still run
+    // in it (and `wait <task id>` can collect it later).
     let result = result?;
-    if let Err(e) = removed {
+    if let Err(e) = remove_alloc_dir(&alloc_dir) {
         errln!("execdriver: {e}");
     }
     Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
 }
 
+/// Names a task dir may not have: the task dir is `<alloc dir>/<name>`, next to `logs`.
+const RESERVED_NAMES: [&str; 2] = ["logs", "alloc"];
+
+/// The task's name: `--name`, else the command's file name unless that is reserved.
 fn handle_task_name(opts: &TaskOptions) -> String {
-    // The same rule as build_spec, which already validated it.
     match &opts.name {
         Some(name) => name.clone(),
         None => opts
@@ -421,6 +423,7 @@ fn handle_task_name(opts: &TaskOptions) -> String {
             .and_then(|c| Path::new(c).file_name())
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .filter(|n| !RESERVED_NAMES.contains(n))
             .unwrap_or("task")
             .to_owned(),
     }
@@ -725,15 +728,37 @@ fn logs(ctx: &Ctx, stderr: bool, follow: bool, arg: &str) -> Result<u8> {
     let mut sink = BrokenPipeTolerant {
         inner: io::stdout().lock(),
     };
+    let mut polls = 0u32;
     loop {
-        let finished = !follow || !paths.dir.exists() || paths.exit_record().exists();
+        let mut finished = !follow || !paths.dir.exists() || paths.exit_record().exists();
+        // A supervisor that died without an exit record writes no more: stop following.
+        // Checked about once a second; a pidfd open per poll would be wasteful.
+        let dead = follow && !finished && polls.is_multiple_of(10) && supervisor_dead(&handle);
+        finished |= dead;
+        polls = polls.wrapping_add(1);
         follower
             .poll(&mut sink)
             .map_err(|e| fail!("reading logs in {}: {e}", log_dir.display()))?;
+        if dead {
+            errln!(
+                "execdriver: supervisor {} of task {} is gone and left no exit record; no more output will come",
+                handle.supervisor.process.pid,
+                handle.task_id
+            );
+        }
         if finished {
             return Ok(0);
         }
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the handle's supervisor is certainly dead (gone, or a zombie).
+fn supervisor_dead(handle: &HandleId) -> bool {
+    match Pidfd::open_verified(&handle.supervisor.process) {
+        Ok(None) => true,
+        Ok(Some(pidfd)) => pidfd.wait_exit(Some(Duration::ZERO)).unwrap_or(false),
+        Err(_) => false,
     }
 }
 
