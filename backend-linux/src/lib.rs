@@ -13,7 +13,6 @@
 //! - [`state`]: the layout of the data dir (`tasks/<task id>/` state dirs).
 
 pub mod cgroups;
-pub mod error;
 pub mod fingerprint;
 pub mod isolation;
 pub mod kill;
@@ -24,5 +23,4 @@ pub mod reattach;
 pub mod state;
 pub mod supervisor;
 
-pub use error::LinuxError;
 pub use platform::{LinuxConfig, LinuxPlatform};

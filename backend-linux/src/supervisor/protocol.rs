@@ -4,7 +4,6 @@
 //! {"op":"hello"}                               -> {"hello":{"task_id":..,"supervisor":..,"task":..,"version":..}}
 //! {"op":"wait","timeout_ms":1000}              -> {"exited":{"exit_code":0,..}} | {"running":true}
 //! {"op":"signal","signal":15}                  -> {"ok":true}
-//! {"op":"shutdown","signal":2,"grace_ms":5000} -> {"ok":true}   (signal now, kill all after grace)
 //! {"op":"kill"}                                -> {"ok":true}   (kill everything in the cgroup)
 //! {"op":"destroy"}                             -> {"ok":true}   (kill, remove cgroup and state, exit)
 //! {"op":"stats"}                               -> {"stats":{..}}
@@ -39,13 +38,6 @@ pub enum Request {
     Signal {
         /// The signal.
         signal: Signal,
-    },
-    /// Send `signal`, then kill everything in the cgroup if the task still runs after the grace.
-    Shutdown {
-        /// The graceful signal.
-        signal: Signal,
-        /// How long the task gets, in milliseconds.
-        grace_ms: u64,
     },
     /// Kill everything in the task's cgroup now.
     Kill,
@@ -332,13 +324,6 @@ mod tests {
                     signal: Signal::SIGTERM,
                 },
                 r#"{"op":"signal","signal":15}"#,
-            ),
-            (
-                Request::Shutdown {
-                    signal: Signal::SIGINT,
-                    grace_ms: 10,
-                },
-                r#"{"op":"shutdown","signal":2,"grace_ms":10}"#,
             ),
             (Request::Kill, r#"{"op":"kill"}"#),
             (Request::Destroy, r#"{"op":"destroy"}"#),

@@ -222,9 +222,6 @@ impl Supervisor {
                 }
             }
             Request::Signal { signal } => self.signal(signal),
-            Request::Shutdown { signal, grace_ms } => {
-                self.shutdown(signal, Duration::from_millis(grace_ms))
-            }
             Request::Kill => match self.kill_all() {
                 Ok(()) => Response::Ok(true),
                 Err(e) => Response::Error(e),
@@ -268,35 +265,6 @@ impl Supervisor {
         match self.task.signal(signal) {
             Ok(()) => Response::Ok(true),
             Err(e) => Response::Error(format!("sending {signal} to the task failed: {e}")),
-        }
-    }
-
-    fn shutdown(self: &Arc<Self>, signal: Signal, grace: Duration) -> Response {
-        if let Response::Error(e) = self.signal(signal) {
-            log(format_args!("{e}; killing the task now"));
-            return match self.kill_all() {
-                Ok(()) => Response::Ok(true),
-                Err(e) => Response::Error(e),
-            };
-        }
-        // The grace timer needs its own thread: the caller's connection is answered now.
-        let me = Arc::clone(self);
-        let spawned = thread::Builder::new()
-            .name("grace".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                if me.wait_exit(Some(grace)).is_none() {
-                    log(format_args!(
-                        "task still runs {grace:?} after {signal}: killing everything in its cgroup"
-                    ));
-                    if let Err(e) = me.kill_all() {
-                        log(format_args!("{e}"));
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => Response::Ok(true),
-            Err(e) => Response::Error(format!("cannot start the grace timer: {e}")),
         }
     }
 
