@@ -562,6 +562,17 @@ impl<P: Platform> TaskHandle<P> {
                 }
                 Effect::ArmKillTimer(timeout) => {
                     executed.deadline = Some(self.platform.now() + timeout);
+                    let supervisor = self.live_supervisor("kill")?;
+                    match self.platform.schedule_force_kill(supervisor, timeout) {
+                        Ok(()) => {}
+                        Err(PlatformError::SupervisorLost(reason)) => {
+                            return Err(
+                                self.platform_error("kill", PlatformError::SupervisorLost(reason))
+                            );
+                        }
+                        // Only the backup is missing: the driver's own deadline still holds.
+                        Err(_) => {}
+                    }
                 }
                 Effect::ForceKill => {
                     let supervisor = self.live_supervisor("kill")?;

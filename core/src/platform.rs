@@ -160,6 +160,18 @@ pub trait Platform: Send + Sync {
         deadline: Option<Timestamp>,
     ) -> Result<Option<ExitStatus>, PlatformError>;
 
+    /// Asks the platform to force-kill the task `after` this long unless it has exited, so
+    /// a kill that was started finishes even if the agent dies during the grace period. The
+    /// driver still force-kills at the same deadline itself; this is the platform's backup.
+    fn schedule_force_kill(
+        &self,
+        supervisor: &Self::Supervisor,
+        after: Duration,
+    ) -> Result<(), PlatformError> {
+        let _ = (supervisor, after);
+        Ok(())
+    }
+
     /// Kills every process of the task at once.
     fn force_kill(&self, supervisor: &Self::Supervisor) -> Result<(), PlatformError>;
 

@@ -1,5 +1,5 @@
 //! The Driver against a mockall `Platform`: the exact order of the platform calls of a kill
-//! (graceful signal, wait, force kill) and of the cleanup after a failed reattach (every
+//! (graceful signal, the platform's backup force kill scheduled, wait, force kill) and of the cleanup after a failed reattach (every
 //! step attempted even when an earlier one fails, every failure reported together).
 //!
 //! mockall panics on any call without a matching expectation and, when the mock is dropped,
@@ -140,6 +140,11 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
+    p.expect_schedule_force_kill()
+        .with(eq(SUP), eq(KILL_TIMEOUT))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + KILL_TIMEOUT)))
         .times(1)
@@ -176,6 +181,11 @@ fn kill_stops_at_the_graceful_exit() {
     let (mut p, mut seq) = started();
     p.expect_signal()
         .with(eq(SUP), eq(Signal::SIGTERM))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    p.expect_schedule_force_kill()
+        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
@@ -227,6 +237,11 @@ fn kill_forces_when_the_graceful_wait_fails() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
+    p.expect_schedule_force_kill()
+        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + KILL_TIMEOUT)))
         .times(1)
@@ -258,6 +273,11 @@ fn kill_forces_when_the_graceful_wait_fails() {
 fn a_task_that_survives_the_force_kill_is_cleaned_up_by_cgroup() {
     let (mut p, mut seq) = started();
     p.expect_signal()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    p.expect_schedule_force_kill()
+        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
@@ -293,6 +313,11 @@ fn a_task_that_survives_the_force_kill_is_cleaned_up_by_cgroup() {
 fn a_failing_force_kill_falls_back_to_the_cgroup() {
     let (mut p, mut seq) = started();
     p.expect_signal()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    p.expect_schedule_force_kill()
+        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
@@ -529,6 +554,11 @@ fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
     // The update asked for 10 s; the handle's maximum is 4 s.
+    p.expect_schedule_force_kill()
+        .with(eq(SUP), eq(Duration::from_secs(4)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + Duration::from_secs(4))))
         .times(1)
