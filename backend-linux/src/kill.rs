@@ -7,15 +7,14 @@
 //! opened after its start time matched, and only if its command line shows it is the
 //! supervisor of this very state dir.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::time::Duration;
 
 use execdriver_core::{HandleId, PlatformError, ProcessIdentity, Signal};
 
-use crate::cgroups::{CgroupParent, TaskCgroup, cgroup_name};
+use crate::cgroups::{TaskCgroup, cgroup_name};
 use crate::platform::LinuxPlatform;
 use crate::process::Pidfd;
 use crate::reattach::confine_state;
@@ -150,10 +149,10 @@ pub(crate) fn remove_state(
 /// state dir exists and holds the `cgroup.json` the agent wrote before the supervisor
 /// started. Without them (already collected, never started here, another data dir sharing
 /// the parent) the answer is `None` and nothing is touched. The recorded paths are used as
-/// recorded: they must be exactly what the recorded parent gives in this process, so that a
-/// cleanup from another cgroup fails loudly instead of looking in the wrong place and
-/// reporting success. Nothing is created here: a configured parent is opened only when its
-/// directories exist, and only when the task cgroup still does.
+/// recorded ([`TaskCgroup::open_recorded`] checks each lies in a cgroup hierarchy of this
+/// node and ends in the task's cgroup name), never re-derived from the recorded parent: that
+/// would resolve the caller's own cgroup, which differs when the cleanup runs from another
+/// process than the agent. Nothing is created.
 pub(crate) fn recorded_cgroup(
     paths: &StatePaths,
     task_id: &str,
@@ -175,52 +174,7 @@ pub(crate) fn recorded_cgroup(
             record.name
         )));
     }
-    for path in &record.paths {
-        let plain = path.is_absolute()
-            && path
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if !plain || path.file_name() != Some(OsStr::new(&name)) {
-            return Err(bad(format!(
-                "path {} is not a plain absolute path ending in {name}",
-                path.display()
-            )));
-        }
-    }
-    if record.paths.is_empty() || !record.paths.iter().any(|p| p.exists()) {
-        return Ok(None);
-    }
-    let parent = match &record.parent {
-        Some(relative) => {
-            let missing: Vec<_> = record
-                .paths
-                .iter()
-                .filter_map(|p| p.parent())
-                .filter(|p| !p.is_dir())
-                .collect();
-            if !missing.is_empty() {
-                return Err(bad(format!(
-                    "parent {} is gone in some hierarchies but the cgroup is not",
-                    missing[0].display()
-                )));
-            }
-            CgroupParent::at(relative)
-        }
-        None => CgroupParent::own(),
-    }
-    .map_err(|e| bad(format!("resolving its parent: {e}")))?;
-    let mut expected: Vec<_> = parent.paths().iter().map(|p| p.join(&name)).collect();
-    expected.sort();
-    let mut recorded = record.paths.clone();
-    recorded.sort();
-    if expected != recorded {
-        return Err(bad(format!(
-            "the cgroup is at {recorded:?}, but the parent resolves to {expected:?} in this \
-             process (another cgroup than the agent that started the task): clean up from the \
-             agent's cgroup or with the same --cgroup-parent"
-        )));
-    }
-    TaskCgroup::open(&parent, &name).map_err(|e| failed(format!("opening cgroup {name}: {e}")))
+    TaskCgroup::open_recorded(&name, &record.paths).map_err(|e| bad(e.to_string()))
 }
 
 /// Removes `dir` and everything in it; an absent dir is fine.
@@ -234,7 +188,10 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), PlatformError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::cgroups::CgroupParent;
 
     #[test]
     fn only_a_supervisor_of_the_dir_matches() {
@@ -246,37 +203,40 @@ mod tests {
     #[test]
     fn cgroups_are_touched_only_with_a_state_dir_and_a_sound_record() {
         let data = tempfile::tempdir().expect("tempdir");
-        let paths = StatePaths::new(data.path(), "t1");
+        let task = format!("absent-{}", std::process::id());
+        let name = cgroup_name(&task);
+        let paths = StatePaths::new(data.path(), &task);
         // No state dir, then no record: nothing to clean, nothing resolved or created.
-        assert!(matches!(recorded_cgroup(&paths, "t1"), Ok(None)));
+        assert!(matches!(recorded_cgroup(&paths, &task), Ok(None)));
         fs::create_dir_all(&paths.dir).expect("mkdir");
-        assert!(matches!(recorded_cgroup(&paths, "t1"), Ok(None)));
-        let gone = data.path().join("no-cgroup-fs/execdriver-t1");
-        let record = |name: &str, path: &Path| CgroupRecord {
-            name: name.into(),
-            parent: Some("execdriver-test-parent-never-created".into()),
-            paths: vec![path.to_owned()],
+        assert!(matches!(recorded_cgroup(&paths, &task), Ok(None)));
+        let with_record = |name: &str, path: &Path| {
+            let _ = fs::remove_file(paths.cgroup_record());
+            CgroupRecord {
+                name: name.into(),
+                parent: Some("execdriver-test-parent-never-created".into()),
+                paths: vec![path.to_owned()],
+            }
+            .write_new(&paths.cgroup_record())
+            .expect("write");
+            recorded_cgroup(&paths, &task)
         };
-        // A recorded cgroup that is not there any more: nothing is resolved (a configured
-        // parent would be created by resolving it).
-        record("execdriver-t1", &gone)
-            .write_new(&paths.cgroup_record())
-            .expect("write");
-        assert!(matches!(recorded_cgroup(&paths, "t1"), Ok(None)));
-        // A record that names another task's cgroup, or a path that is not its own.
-        fs::remove_file(paths.cgroup_record()).expect("rm");
-        record("execdriver-t2", &gone)
-            .write_new(&paths.cgroup_record())
-            .expect("write");
-        assert!(recorded_cgroup(&paths, "t1").is_err());
-        fs::remove_file(paths.cgroup_record()).expect("rm");
-        record(
-            "execdriver-t1",
-            Path::new("/sys/fs/cgroup/../etc/execdriver-t1"),
-        )
-        .write_new(&paths.cgroup_record())
-        .expect("write");
-        assert!(recorded_cgroup(&paths, "t1").is_err());
+        // A record that names another task's cgroup, a path outside every cgroup mount, or
+        // one that climbs out with `..`.
+        let outside = data.path().join("no-cgroup-fs").join(&name);
+        assert!(with_record("execdriver-other", &outside).is_err());
+        assert!(with_record(&name, &outside).is_err());
+        let climbing = PathBuf::from(format!("/sys/fs/cgroup/memory/../../etc/{name}"));
+        assert!(with_record(&name, &climbing).is_err());
+        // A recorded cgroup that is not there any more, in a real hierarchy: nothing to do,
+        // and the configured parent it names is not created by looking.
+        if let Ok(own) = CgroupParent::own() {
+            let gone = own.paths()[0].join(&name);
+            assert!(matches!(with_record(&name, &gone), Ok(None)));
+            assert!(!gone.exists());
+            let parent = own.paths()[0].join("execdriver-test-parent-never-created");
+            assert!(!parent.exists());
+        }
     }
 
     #[test]

@@ -521,3 +521,109 @@ fn cleanup_under_own(own: &CgroupParent, outer: &str) {
         let _ = std::fs::remove_dir(o.join(outer));
     }
 }
+
+/// The orphan cleanup's way in: a task cgroup found again from its recorded paths alone,
+/// without resolving a parent, and nothing created for paths that are gone or refused.
+#[test]
+fn open_recorded_finds_kills_and_destroys_and_refuses_foreign_paths() {
+    if !can_run("open_recorded") {
+        return;
+    }
+    let parent = CgroupParent::own().unwrap();
+    let mut guard = CgroupGuard::create(&parent, &resources(32 * MIB, 16));
+    let name = guard.get().name().to_owned();
+    let mut recorded = guard.get().paths();
+    recorded.sort();
+    let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
+    guard.get().add_process(child.pid()).unwrap();
+
+    let refused = |name: &str, paths: &[PathBuf]| {
+        let result = TaskCgroup::open_recorded(name, paths);
+        assert!(
+            matches!(
+                result,
+                Err(CgroupError::InvalidRecordedPath { .. } | CgroupError::InvalidName { .. })
+            ),
+            "{name} at {paths:?} accepted: {result:?}"
+        );
+    };
+    let outside = std::env::temp_dir().join(&name);
+    let first = recorded[0].clone();
+    let dotdot = first
+        .parent()
+        .unwrap()
+        .join("..")
+        .join(first.parent().unwrap().file_name().unwrap_or_default())
+        .join(&name);
+    let mut with_outside = recorded.clone();
+    with_outside.push(outside.clone());
+    refused(&name, std::slice::from_ref(&outside));
+    refused(&name, &with_outside);
+    refused(&name, std::slice::from_ref(&dotdot));
+    refused(&name, &[PathBuf::from(&name)]);
+    refused("execdriver-someone-else", &recorded);
+    refused("../x", &recorded);
+    // The same hierarchy twice is not a record this driver writes.
+    refused(&name, &[first.clone(), first.clone()]);
+    if let Some(cpuset) = Some(Path::new("/sys/fs/cgroup/cpuset")).filter(|p| p.is_dir()) {
+        // A hierarchy the driver does not use.
+        refused(&name, &[cpuset.join(&name)]);
+    }
+    assert!(!outside.exists(), "a refused path was created");
+
+    // Found from the record alone; its members are killed, then it is removed.
+    let opened = TaskCgroup::open_recorded(&name, &recorded)
+        .unwrap()
+        .expect("the recorded cgroup is there");
+    assert_eq!(opened.name(), name);
+    assert_eq!(opened.version(), parent.version());
+    let mut paths = opened.paths();
+    paths.sort();
+    assert_eq!(paths, recorded);
+    assert_eq!(opened.pids().unwrap(), vec![child.pid()]);
+    opened.kill_all().unwrap();
+    assert!(opened.pids().unwrap().is_empty());
+    opened.destroy().unwrap();
+    for p in &recorded {
+        assert!(!p.exists(), "{} left after destroy", p.display());
+    }
+    // Gone: nothing to open, and nothing is made by asking.
+    assert!(
+        TaskCgroup::open_recorded(&name, &recorded)
+            .unwrap()
+            .is_none()
+    );
+    for p in &recorded {
+        assert!(!p.exists(), "{} created by open_recorded", p.display());
+    }
+    // Already destroyed here: the guard has nothing left to do.
+    drop(guard.cgroup.take());
+}
+
+/// A cgroup left in only some hierarchies (a crash mid-create or mid-destroy) is still found
+/// through the paths that remain.
+#[test]
+fn open_recorded_keeps_the_paths_that_remain() {
+    if !can_run("open_recorded_partial") {
+        return;
+    }
+    let parent = CgroupParent::own().unwrap();
+    let guard = CgroupGuard::create(&parent, &resources(32 * MIB, 16));
+    let name = guard.get().name().to_owned();
+    let mut recorded = guard.get().paths();
+    recorded.sort();
+    if recorded.len() < 2 {
+        eprintln!("one hierarchy only: nothing partial to test");
+        return;
+    }
+    std::fs::remove_dir(&recorded[0]).unwrap();
+    let opened = TaskCgroup::open_recorded(&name, &recorded)
+        .unwrap()
+        .expect("the rest is found");
+    assert_eq!(opened.paths(), recorded[1..].to_vec());
+    assert!(!recorded[0].exists(), "a gone path was re-created");
+    opened.destroy().unwrap();
+    for p in &recorded {
+        assert!(!p.exists(), "{} left after destroy", p.display());
+    }
+}

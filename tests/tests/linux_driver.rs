@@ -7,15 +7,22 @@
 
 mod linux_support;
 
+use std::fs;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
-    DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Signal, State,
+    Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Signal, State,
 };
+use execdriver_linux::cgroups::{CgroupParent, cgroup_name};
+use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
 use execdriver_linux::process::Pidfd;
-use linux_support::{TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline};
+use linux_support::{
+    TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline, unique_id,
+};
 
 const CLEAN: Duration = Duration::from_secs(5);
 
@@ -540,4 +547,144 @@ fn handle_ids_round_trip_through_the_platform() {
     assert!(driver.platform().now() <= driver.platform().now());
     task.kill().expect("kill");
     env.assert_clean(CLEAN);
+}
+
+/// Hands the child side of the cross-cgroup cleanup test the handle id to open.
+const CLEANUP_HANDLE_ENV: &str = "EXECDRIVER_TEST_CLEANUP_HANDLE";
+/// Hands the child side of the cross-cgroup cleanup test the data dir.
+const CLEANUP_DATA_ENV: &str = "EXECDRIVER_TEST_CLEANUP_DATA";
+/// What the child side prints once its cleanup succeeded.
+const CLEANUP_DONE: &str = "cross-cgroup cleanup done";
+
+/// The child side of `reattach_failed_cleanup_works_from_another_cgroup`: a new agent, in
+/// another cgroup than the one that started the task, opens the handle of a task whose
+/// supervisor is gone. Does nothing unless that test started it.
+#[test]
+fn cross_cgroup_cleanup_child_side() {
+    let (Some(id), Some(data)) = (
+        std::env::var_os(CLEANUP_HANDLE_ENV),
+        std::env::var_os(CLEANUP_DATA_ENV),
+    ) else {
+        return;
+    };
+    // Gate: the parent moves this process into its other cgroup before letting it go on.
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("read the gate");
+    let id = id.into_string().expect("utf-8 handle id");
+    let driver = Driver::new(LinuxPlatform::new(LinuxConfig::new(data)));
+    match driver.open(&id) {
+        Err(DriverError::ReattachFailed { failures, .. }) => {
+            assert!(failures.is_empty(), "cleanup steps failed: {failures:#?}");
+        }
+        Err(e) => panic!("expected a failed reattach with a full cleanup, got: {e}"),
+        Ok(task) => panic!(
+            "reattached to a task whose supervisor is dead: {:?}",
+            task.state()
+        ),
+    }
+    println!("{CLEANUP_DONE}");
+}
+
+/// The orphan cleanup uses the cgroup paths recorded at spawn, not the caller's own cgroup:
+/// an agent in another cgroup than the one that started the task still kills the task and
+/// removes its cgroup. The other cgroup is one this test creates below its own, holding only
+/// a child process this test spawned (a re-run of this test binary).
+#[test]
+fn reattach_failed_cleanup_works_from_another_cgroup() {
+    let Some(env) = env("reattach_failed_cleanup_works_from_another_cgroup") else {
+        return;
+    };
+    let id = {
+        let driver = env.driver();
+        let task = driver
+            .start(&env.spec("/bin/sleep", &["1000"]))
+            .expect("start");
+        env.track(task.handle_id());
+        task.id()
+    };
+    let handle = HandleId::parse(&id).expect("handle id");
+    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
+        .expect("pidfd")
+        .expect("supervisor alive");
+    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
+    assert!(
+        supervisor
+            .wait_exit(Some(Duration::from_secs(10)))
+            .expect("wait for the supervisor"),
+        "the supervisor survived SIGKILL"
+    );
+    // The task dies with the supervisor (it is its pid namespace's init's child); its
+    // cgroup stays until a cleanup removes it.
+    let cgroup = linux_support::find_cgroup_dirs(&cgroup_name(&handle.task_id));
+    assert!(!cgroup.is_empty(), "no task cgroup to clean up");
+
+    struct Caller {
+        cgroup: CgroupParent,
+        child: Option<Child>,
+    }
+    impl Drop for Caller {
+        fn drop(&mut self) {
+            if let Some(child) = &mut self.child {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if let Err(e) = self.cgroup.remove() {
+                eprintln!("cleanup: removing the caller cgroup failed: {e}");
+            }
+        }
+    }
+    let mut caller = Caller {
+        cgroup: CgroupParent::under_own(&unique_id("execdriver-caller"))
+            .expect("a cgroup below our own"),
+        child: None,
+    };
+    let exe = std::env::current_exe().expect("current exe");
+    let child = caller.child.insert(
+        Command::new(exe)
+            .args([
+                "cross_cgroup_cleanup_child_side",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CLEANUP_HANDLE_ENV, &id)
+            .env(CLEANUP_DATA_ENV, &env.data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the child side"),
+    );
+    let pid = child.id().to_string();
+    for dir in caller.cgroup.paths() {
+        fs::write(dir.join("cgroup.procs"), &pid).expect("move the child");
+    }
+    let ours = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
+    let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("child's cgroup");
+    assert_ne!(ours, theirs, "the child is not in another cgroup");
+    let mut gate = child.stdin.take().expect("child stdin");
+    gate.write_all(b"go\n").expect("open the gate");
+    drop(gate);
+    let output = caller
+        .child
+        .take()
+        .expect("child")
+        .wait_with_output()
+        .expect("wait for the child side");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(CLEANUP_DONE),
+        "child side failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for dir in &cgroup {
+        assert!(!dir.exists(), "{} left by the cleanup", dir.display());
+    }
+    assert!(!alive(&handle.task), "the task survived the cleanup");
+    env.assert_clean(CLEAN);
+    drop(caller);
 }

@@ -26,8 +26,9 @@ mod kill;
 mod limits;
 mod stats;
 
+use std::ffi::OsStr;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -207,6 +208,14 @@ pub enum CgroupError {
         path: PathBuf,
         /// How long removal was retried.
         waited_ms: u128,
+    },
+    /// A recorded task cgroup path that this node's cgroup hierarchies do not vouch for.
+    #[error("recorded cgroup path {} refused: {reason}", .path.display())]
+    InvalidRecordedPath {
+        /// The path as recorded.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
     },
     /// Removing a parent this driver did not create.
     #[error("refusing to remove cgroup parent {}: it is not one this driver created", .path.display())]
@@ -590,6 +599,85 @@ impl TaskCgroup {
         validate_name(name)?;
         let cgroup = Self::at(parent, name)?;
         Ok(cgroup.dirs.iter().any(|d| d.dir.exists()).then_some(cgroup))
+    }
+
+    /// A task cgroup found again from the absolute directories recorded when it was made
+    /// (its [`TaskCgroup::paths`]), without resolving any parent: the result does not depend
+    /// on the caller's own cgroup, so a cleanup works from any process.
+    ///
+    /// Each path must be absolute and plain (no empty, `.` or `..` components), lie strictly
+    /// inside a hierarchy this node mounts for [`REQUIRED_CONTROLLERS`] (the mount gives its
+    /// controllers), and end in `name`; no two may lie in the same hierarchy. Anything else is
+    /// [`CgroupError::InvalidRecordedPath`] and nothing is touched. Paths that no longer exist
+    /// are left out; `None` when none does. Nothing is ever created.
+    pub fn open_recorded(name: &str, paths: &[PathBuf]) -> Result<Option<Self>, CgroupError> {
+        validate_name(name)?;
+        let layout = Layout::detect()?;
+        let hierarchies = layout.as_ref().map_or(&[][..], |l| &l.hierarchies[..]);
+        let mut dirs: Vec<ControllerDir> = Vec::new();
+        for path in paths {
+            let refuse = |reason: String| CgroupError::InvalidRecordedPath {
+                path: path.clone(),
+                reason,
+            };
+            let plain = path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !plain {
+                return Err(refuse(
+                    "not a plain absolute path (., .. or empty components)".into(),
+                ));
+            }
+            if path.file_name() != Some(OsStr::new(name)) {
+                return Err(refuse(format!("it does not end in the cgroup name {name}")));
+            }
+            // The deepest mount holding the path: a hierarchy mounted below another's
+            // mountpoint (a bind mount) owns what lies under it.
+            let hierarchy = hierarchies
+                .iter()
+                .filter(|h| path.starts_with(&h.mountpoint) && path != &h.mountpoint)
+                .max_by_key(|h| h.mountpoint.components().count())
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "not inside a mounted cgroup hierarchy of {REQUIRED_CONTROLLERS:?}"
+                    ))
+                })?;
+            if dirs.iter().any(|d| d.hierarchy == *hierarchy) {
+                return Err(refuse(format!(
+                    "a second path in the hierarchy mounted at {}",
+                    hierarchy.mountpoint.display()
+                )));
+            }
+            let rest = path
+                .strip_prefix(&hierarchy.mountpoint)
+                .ok()
+                .and_then(Path::to_str)
+                .ok_or_else(|| refuse("not valid UTF-8".into()))?;
+            let rel = join_rel(&hierarchy.mount_root, rest);
+            let dir = hierarchy.dir_of(&rel).map_err(|e| refuse(e.to_string()))?;
+            if dir != *path {
+                return Err(refuse(format!(
+                    "maps back to {} in its hierarchy",
+                    dir.display()
+                )));
+            }
+            dirs.push(ControllerDir {
+                hierarchy: hierarchy.clone(),
+                rel,
+                dir,
+            });
+        }
+        // Gone since (destroyed, or never made in that hierarchy): nothing to clean there.
+        dirs.retain(|d| std::fs::symlink_metadata(&d.dir).is_ok_and(|m| m.is_dir()));
+        match layout {
+            Some(layout) if !dirs.is_empty() => Ok(Some(Self {
+                name: name.to_owned(),
+                version: layout.version,
+                dirs,
+            })),
+            _ => Ok(None),
+        }
     }
 
     fn at(parent: &CgroupParent, name: &str) -> Result<Self, CgroupError> {
