@@ -18,7 +18,7 @@ use execdriver_core::{
     Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp, validate_task_id,
 };
 
-use crate::cgroups::{CgroupParent, REMOVE_WAIT, cgroup_name};
+use crate::cgroups::{CgroupParent, DESTROY_BUDGET, KILL_ALL_BUDGET, cgroup_name};
 use crate::kill;
 use crate::process::Pidfd;
 use crate::state::{self, CgroupRecord, StatePaths};
@@ -34,18 +34,23 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a supervisor has to answer the `hello` that precedes a force kill: a supervisor
 /// that cannot answer it is hung, and the kill goes to the cleanup by cgroup instead.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// Worst case of one `kill_all` in the supervisor (rounds of freeze, SIGKILL, thaw).
-// TODO: use cgroups::KILL_ALL_BUDGET once the cgroups module exports it.
-const KILL_ALL_WORST: Duration = Duration::from_secs(20);
-/// How long a force kill may take: one `kill_all`, plus time to answer.
-pub const FORCE_KILL_TIMEOUT: Duration = KILL_ALL_WORST.saturating_add(Duration::from_secs(5));
-/// How long a `destroy` may take: a `kill_all`, the wait for the exit, and the removal
-/// (another `kill_all` and rmdir retries in each hierarchy), plus time to answer.
-const RELEASE_TIMEOUT: Duration = KILL_ALL_WORST
-    .saturating_mul(2)
+/// The longest a supervisor request may wait for the task cgroup while another request
+/// holds it: the holder is at worst a removal ([`DESTROY_BUDGET`], which includes a
+/// [`KILL_ALL_BUDGET`] kill). One holder ahead is counted, not a queue of them.
+const CGROUP_BUSY_WORST: Duration = DESTROY_BUDGET;
+/// Time for a supervisor to answer beyond its cgroup work.
+const ANSWER_SLACK: Duration = Duration::from_secs(5);
+/// How long a force kill may take: a wait for the cgroup, one `kill_all`, and the answer.
+pub const FORCE_KILL_TIMEOUT: Duration = CGROUP_BUSY_WORST
+    .saturating_add(KILL_ALL_BUDGET)
+    .saturating_add(ANSWER_SLACK);
+/// How long a `destroy` may take: a wait for the cgroup, a `kill_all`, the wait for the
+/// exit, the removal (another `kill_all` and the rmdir retries), and the answer.
+const RELEASE_TIMEOUT: Duration = CGROUP_BUSY_WORST
+    .saturating_add(KILL_ALL_BUDGET)
     .saturating_add(DESTROY_WAIT)
-    .saturating_add(REMOVE_WAIT.saturating_mul(10))
-    .saturating_add(Duration::from_secs(5));
+    .saturating_add(DESTROY_BUDGET)
+    .saturating_add(ANSWER_SLACK);
 /// The longest a single `wait` request asks the supervisor to block; longer waits are sent
 /// in chunks, so a supervisor that hangs is noticed within a chunk, not never.
 pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
