@@ -385,20 +385,51 @@ mod tests {
         )
         .expect("bind");
         listen(&listener, Backlog::new(1).expect("backlog")).expect("listen");
+        // Fill the backlog: a connect that can be queued succeeds at once, so the first
+        // timeout (however slow the machine) means the queue is full.
         let mut held = Vec::new();
+        let full =
+            (0..64).any(
+                |_| match Client::connect_within(&path, Duration::from_millis(50)) {
+                    Ok(client) => {
+                        held.push(client);
+                        false
+                    }
+                    Err(CallError::Timeout(_)) => true,
+                    Err(e) => panic!("unexpected connect error: {e}"),
+                },
+            );
+        assert!(
+            full,
+            "the backlog never filled after {} connections",
+            held.len()
+        );
+        // The claim: a connect to the full backlog gives up after its timeout instead of
+        // blocking forever. Run in a thread so that a blocking connect fails this test within
+        // a generous bound instead of hanging it; the bound is no timing claim.
         let timeout = Duration::from_millis(200);
-        for _ in 0..64 {
-            let started = Instant::now();
-            match Client::connect_within(&path, timeout) {
-                Ok(client) => held.push(client),
-                Err(CallError::Timeout(_)) => {
-                    assert!(started.elapsed() < Duration::from_secs(3));
-                    return;
-                }
-                Err(e) => panic!("unexpected connect error: {e}"),
-            }
-        }
-        panic!("the backlog never filled after {} connections", held.len());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let result = Client::connect_within(&path, timeout);
+                let _ = tx.send((result.map(|_| ()), started.elapsed()));
+            })
+        };
+        let (result, elapsed) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("connect to a full backlog still blocked after 60 s");
+        worker.join().expect("connect thread");
+        assert!(
+            matches!(result, Err(CallError::Timeout(t)) if t == timeout),
+            "{result:?}"
+        );
+        assert!(
+            elapsed >= timeout,
+            "gave up after {elapsed:?}, before {timeout:?}"
+        );
+        drop(held);
     }
 
     #[test]
