@@ -11,6 +11,7 @@
 //! - [`logs`]: size-rotated log files for the task's stdout and stderr.
 //! - [`fingerprint`]: whether this node can run tasks.
 //! - [`state`]: the layout of the data dir (`tasks/<task id>/` state dirs).
+//! - [`testing`]: for tests only: skip (or, under CI, fail) a test that needs root.
 
 pub mod cgroups;
 pub mod fingerprint;
@@ -22,5 +23,6 @@ pub mod process;
 pub mod reattach;
 pub mod state;
 pub mod supervisor;
+pub mod testing;
 
 pub use platform::{LinuxConfig, LinuxPlatform};

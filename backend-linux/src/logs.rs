@@ -696,12 +696,10 @@ mod tests {
     #[test]
     fn a_full_disk_does_not_kill_the_task_with_sigpipe() {
         use std::os::unix::process::CommandExt;
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "this test needs root (a private tmpfs); CI is set, so this fails"
-            );
-            eprintln!("skipping: this test needs root (a private tmpfs)");
+        if !crate::testing::require_root(
+            "a_full_disk_does_not_kill_the_task_with_sigpipe",
+            "a private tmpfs",
+        ) {
             return;
         }
         // The pump runs in a copy of this test binary inside its own mount namespace, on a

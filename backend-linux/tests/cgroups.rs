@@ -12,33 +12,20 @@ use execdriver_core::Resources;
 use execdriver_linux::cgroups::{
     CgroupError, CgroupParent, CgroupVersion, REQUIRED_CONTROLLERS, TaskCgroup, probe,
 };
+use execdriver_linux::testing;
 
 const MIB: u64 = 1024 * 1024;
 
-/// True when the test can run; otherwise prints why and returns false, or panics under CI.
+/// True when the test can run: root and every required controller (the skip and CI rule is
+/// `execdriver_linux::testing`'s).
 fn can_run(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("needs root".to_owned())
-    } else {
-        let p = probe();
-        if p.version.is_none() || !p.missing.is_empty() {
-            Some(format!(
-                "needs cgroups with {REQUIRED_CONTROLLERS:?}, probe found {p:?}"
-            ))
-        } else {
-            None
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: {reason}, and CI is set so it may not be skipped")
-        }
-        Some(reason) => {
-            eprintln!("skipping {test}: {reason}");
-            false
-        }
+    if !testing::require_root(test, "creates cgroups") {
+        return false;
     }
+    let p = probe();
+    let unmet = (p.version.is_none() || !p.missing.is_empty())
+        .then(|| format!("needs cgroups with {REQUIRED_CONTROLLERS:?}, probe found {p:?}"));
+    testing::require(test, unmet)
 }
 
 fn unique_name() -> String {

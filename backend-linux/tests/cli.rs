@@ -16,7 +16,7 @@ use linux_support::{TestEnv, eventually, unique_id};
 const CLEAN: Duration = Duration::from_secs(5);
 
 fn env(test: &str) -> Option<TestEnv> {
-    linux_support::require_root(test)
+    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
         .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
 }
 

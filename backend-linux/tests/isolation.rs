@@ -15,20 +15,10 @@ use execdriver_core::{ExitStatus, ProcessIdentity, Resources, Signal, TaskConfig
 use execdriver_linux::cgroups;
 use execdriver_linux::isolation::{self, IsolationError, LaunchRequest, LaunchedTask};
 use execdriver_linux::process;
+use execdriver_linux::testing::{self, require_root};
 
-/// True when the test can run; otherwise prints why it is skipped (or panics under CI).
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = format!("{test} needs root (namespaces, mounts, user switch)");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{reason}; CI is set, so this fails"
-    );
-    eprintln!("skipping: {reason}");
-    false
-}
+/// What the root-only tests here need root for.
+const NEEDS_ROOT: &str = "namespaces, mounts, user switch";
 
 /// A task dir and an alloc dir in a fresh temp dir.
 struct Fixture {
@@ -234,7 +224,7 @@ fn exited(code: i32) -> ExitStatus {
 
 #[test]
 fn echo_prints_and_exits_zero() {
-    if !root_or_skip("echo_prints_and_exits_zero") {
+    if !require_root("echo_prints_and_exits_zero", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -246,7 +236,7 @@ fn echo_prints_and_exits_zero() {
 
 #[test]
 fn exit_code_and_both_streams_come_through() {
-    if !root_or_skip("exit_code_and_both_streams_come_through") {
+    if !require_root("exit_code_and_both_streams_come_through", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -258,7 +248,10 @@ fn exit_code_and_both_streams_come_through() {
 
 #[test]
 fn runs_as_nobody_without_capabilities_and_with_no_new_privs() {
-    if !root_or_skip("runs_as_nobody_without_capabilities_and_with_no_new_privs") {
+    if !require_root(
+        "runs_as_nobody_without_capabilities_and_with_no_new_privs",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -288,7 +281,7 @@ fn runs_as_nobody_without_capabilities_and_with_no_new_privs() {
 
 #[test]
 fn setuid_binaries_do_not_give_root_back() {
-    if !root_or_skip("setuid_binaries_do_not_give_root_back") {
+    if !require_root("setuid_binaries_do_not_give_root_back", NEEDS_ROOT) {
         return;
     }
     // A setuid-root copy of `id` in the task dir: with no_new_privs (and nosuid on the
@@ -313,7 +306,10 @@ fn setuid_binaries_do_not_give_root_back() {
 
 #[test]
 fn host_paths_outside_the_chroot_env_are_invisible() {
-    if !root_or_skip("host_paths_outside_the_chroot_env_are_invisible") {
+    if !require_root(
+        "host_paths_outside_the_chroot_env_are_invisible",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -339,7 +335,7 @@ fn host_paths_outside_the_chroot_env_are_invisible() {
 
 #[test]
 fn the_chroot_env_is_read_only_even_for_root() {
-    if !root_or_skip("the_chroot_env_is_read_only_even_for_root") {
+    if !require_root("the_chroot_env_is_read_only_even_for_root", NEEDS_ROOT) {
         return;
     }
     // Root first tries to make /usr writable again (a plain remount and a bind remount),
@@ -382,7 +378,10 @@ fn cap_field(status: &str, name: &str) -> u64 {
 
 #[test]
 fn a_root_task_keeps_only_the_allowed_capabilities() {
-    if !root_or_skip("a_root_task_keeps_only_the_allowed_capabilities") {
+    if !require_root(
+        "a_root_task_keeps_only_the_allowed_capabilities",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -415,7 +414,10 @@ fn a_root_task_keeps_only_the_allowed_capabilities() {
 
 #[test]
 fn a_root_task_cannot_mount_mknod_or_trigger_sysrq() {
-    if !root_or_skip("a_root_task_cannot_mount_mknod_or_trigger_sysrq") {
+    if !require_root(
+        "a_root_task_cannot_mount_mknod_or_trigger_sysrq",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -455,7 +457,10 @@ impl Drop for OomScoreGuard {
 
 #[test]
 fn a_supervisor_protected_from_the_oom_killer_does_not_protect_its_task() {
-    if !root_or_skip("a_supervisor_protected_from_the_oom_killer_does_not_protect_its_task") {
+    if !require_root(
+        "a_supervisor_protected_from_the_oom_killer_does_not_protect_its_task",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let before = std::fs::read_to_string("/proc/self/oom_score_adj").expect("read own score");
@@ -479,7 +484,10 @@ fn a_supervisor_protected_from_the_oom_killer_does_not_protect_its_task() {
 
 #[test]
 fn the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment() {
-    if !root_or_skip("the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment") {
+    if !require_root(
+        "the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -634,7 +642,7 @@ fn check_mount_table(mounts: &[(String, String)]) {
 
 #[test]
 fn the_task_mount_table_has_the_right_flags() {
-    if !root_or_skip("the_task_mount_table_has_the_right_flags") {
+    if !require_root("the_task_mount_table_has_the_right_flags", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -643,7 +651,7 @@ fn the_task_mount_table_has_the_right_flags() {
 
 #[test]
 fn the_remount_fallback_gives_the_same_flags() {
-    if !root_or_skip("the_remount_fallback_gives_the_same_flags") {
+    if !require_root("the_remount_fallback_gives_the_same_flags", NEEDS_ROOT) {
         return;
     }
     // Other tests may run while the switch is on: both paths must give the same results.
@@ -661,7 +669,7 @@ fn the_remount_fallback_gives_the_same_flags() {
 
 #[test]
 fn nothing_is_copied_into_the_task_dir() {
-    if !root_or_skip("nothing_is_copied_into_the_task_dir") {
+    if !require_root("nothing_is_copied_into_the_task_dir", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -696,7 +704,7 @@ fn nothing_is_copied_into_the_task_dir() {
 
 #[test]
 fn a_missing_command_exits_127_with_a_message() {
-    if !root_or_skip("a_missing_command_exits_127_with_a_message") {
+    if !require_root("a_missing_command_exits_127_with_a_message", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -720,7 +728,7 @@ fn a_missing_command_exits_127_with_a_message() {
 
 #[test]
 fn a_file_that_cannot_be_executed_exits_126() {
-    if !root_or_skip("a_file_that_cannot_be_executed_exits_126") {
+    if !require_root("a_file_that_cannot_be_executed_exits_126", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -761,7 +769,7 @@ fn a_file_that_cannot_be_executed_exits_126() {
 
 #[test]
 fn a_double_forked_daemon_dies_with_the_task() {
-    if !root_or_skip("a_double_forked_daemon_dies_with_the_task") {
+    if !require_root("a_double_forked_daemon_dies_with_the_task", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -782,7 +790,7 @@ fn a_double_forked_daemon_dies_with_the_task() {
 
 #[test]
 fn sigterm_reaches_the_task_promptly() {
-    if !root_or_skip("sigterm_reaches_the_task_promptly") {
+    if !require_root("sigterm_reaches_the_task_promptly", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -801,7 +809,7 @@ fn sigterm_reaches_the_task_promptly() {
 
 #[test]
 fn sigkill_takes_the_whole_namespace_down() {
-    if !root_or_skip("sigkill_takes_the_whole_namespace_down") {
+    if !require_root("sigkill_takes_the_whole_namespace_down", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -852,7 +860,7 @@ fn wait_for_state(pid: i32, want: char) {
 
 #[test]
 fn sigstop_and_sigcont_are_forwarded() {
-    if !root_or_skip("sigstop_and_sigcont_are_forwarded") {
+    if !require_root("sigstop_and_sigcont_are_forwarded", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -878,7 +886,10 @@ fn sigstop_and_sigcont_are_forwarded() {
 
 #[test]
 fn the_cgroup_callback_gets_the_init_before_it_runs() {
-    if !root_or_skip("the_cgroup_callback_gets_the_init_before_it_runs") {
+    if !require_root(
+        "the_cgroup_callback_gets_the_init_before_it_runs",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -973,11 +984,7 @@ fn test_cgroup_or_skip(test: &str, pids_max: u64) -> Option<TestCgroup> {
     match TestCgroup::create(pids_max) {
         Ok(cg) => Some(cg),
         Err(reason) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: {reason}; CI is set, so this fails"
-            );
-            eprintln!("skipping {test}: {reason}");
+            testing::require(test, Some(reason));
             None
         }
     }
@@ -985,7 +992,7 @@ fn test_cgroup_or_skip(test: &str, pids_max: u64) -> Option<TestCgroup> {
 
 #[test]
 fn the_init_runs_in_the_cgroup_from_the_start() {
-    if !root_or_skip("the_init_runs_in_the_cgroup_from_the_start") {
+    if !require_root("the_init_runs_in_the_cgroup_from_the_start", NEEDS_ROOT) {
         return;
     }
     // pids.max = 1 holds the init alone: if it is in the cgroup before it does anything,
@@ -1020,7 +1027,10 @@ fn the_init_runs_in_the_cgroup_from_the_start() {
 
 #[test]
 fn links_in_the_task_dir_never_make_root_chown_or_chmod_host_files() {
-    if !root_or_skip("links_in_the_task_dir_never_make_root_chown_or_chmod_host_files") {
+    if !require_root(
+        "links_in_the_task_dir_never_make_root_chown_or_chmod_host_files",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     let fx = Fixture::new();
@@ -1072,7 +1082,7 @@ fn links_in_the_task_dir_never_make_root_chown_or_chmod_host_files() {
 
 #[test]
 fn bad_specs_are_refused_before_anything_starts() {
-    if !root_or_skip("bad_specs_are_refused_before_anything_starts") {
+    if !require_root("bad_specs_are_refused_before_anything_starts", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -1106,7 +1116,7 @@ fn bad_specs_are_refused_before_anything_starts() {
 
 #[test]
 fn ps_shows_the_init_as_such() {
-    if !root_or_skip("ps_shows_the_init_as_such") {
+    if !require_root("ps_shows_the_init_as_such", NEEDS_ROOT) {
         return;
     }
     // The init is a fork that never execs: without a title it would look like a second
@@ -1129,7 +1139,7 @@ fn ps_shows_the_init_as_such() {
 
 #[test]
 fn dropping_a_running_task_kills_it() {
-    if !root_or_skip("dropping_a_running_task_kills_it") {
+    if !require_root("dropping_a_running_task_kills_it", NEEDS_ROOT) {
         return;
     }
     let fx = Fixture::new();
@@ -1148,7 +1158,7 @@ fn dropping_a_running_task_kills_it() {
 
 #[test]
 fn the_task_dies_with_the_thread_that_launched_it() {
-    if !root_or_skip("the_task_dies_with_the_thread_that_launched_it") {
+    if !require_root("the_task_dies_with_the_thread_that_launched_it", NEEDS_ROOT) {
         return;
     }
     // PR_SET_PDEATHSIG: when the launching thread (the supervisor's main thread in real
@@ -1177,7 +1187,10 @@ fn the_task_dies_with_the_thread_that_launched_it() {
 
 #[test]
 fn launches_from_many_threads_at_once_do_not_interfere() {
-    if !root_or_skip("launches_from_many_threads_at_once_do_not_interfere") {
+    if !require_root(
+        "launches_from_many_threads_at_once_do_not_interfere",
+        NEEDS_ROOT,
+    ) {
         return;
     }
     // The child only makes system calls, so a clone taken while other threads hold the

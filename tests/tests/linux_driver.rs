@@ -27,7 +27,8 @@ use linux_support::{
 const CLEAN: Duration = Duration::from_secs(5);
 
 fn env(test: &str) -> Option<TestEnv> {
-    linux_support::require_root(test).then(|| TestEnv::new(binary_from_target_dir()))
+    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
+        .then(|| TestEnv::new(binary_from_target_dir()))
 }
 
 #[test]

@@ -225,23 +225,6 @@ mod tests {
     use super::super::{ControllerDir, KILL_ALL_BUDGET, remove_dir_verified};
     use super::*;
 
-    /// Root is needed; skips with a reason, or fails when CI is set.
-    fn can_run(test: &str, reason: Option<String>) -> bool {
-        let reason = if nix::unistd::geteuid().is_root() {
-            reason
-        } else {
-            Some("needs root".to_owned())
-        };
-        match reason {
-            None => true,
-            Some(r) if std::env::var_os("CI").is_some() => panic!("{test}: {r} (CI is set)"),
-            Some(r) => {
-                eprintln!("skipping {test}: {r}");
-                false
-            }
-        }
-    }
-
     /// The v2 paths (cgroup.kill, cgroup.freeze, cgroup.events) on whatever cgroup2 mount the
     /// node has: the unified hierarchy of a hybrid node like this one, or the only one on v2.
     /// The test cgroup has no controllers, which v2 allows even below a cgroup with processes.
@@ -252,7 +235,10 @@ mod tests {
             .into_iter()
             .find(|m| m.fstype == "cgroup2");
         let reason = mount.is_none().then(|| "no cgroup2 mount".to_owned());
-        if !can_run("v2_cgroup_kill_freeze_and_remove", reason) {
+        let test = "v2_cgroup_kill_freeze_and_remove";
+        if !(crate::testing::require_root(test, "creates a cgroup")
+            && crate::testing::require(test, reason))
+        {
             return;
         }
         let Some(mount) = mount else { return };

@@ -1,5 +1,5 @@
 //! Shared support of the Linux end-to-end tests (included by `linux_*.rs` here and by
-//! `backend-linux/tests/cli.rs`): the root check, a private data dir per test, and a guard
+//! `backend-linux/tests/cli.rs`): a private data dir per test, and a guard
 //! that kills and removes whatever a test left, then checks that nothing of it remains.
 //!
 //! Uses std and the driver crates only: the tests crate has no tempfile, nix or libc.
@@ -14,28 +14,6 @@ use std::time::{Duration, Instant};
 use execdriver_core::{Driver, DriverConfig, HandleId, Platform, TaskConfig, TaskSpec};
 use execdriver_linux::cgroups::cgroup_name;
 use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
-
-/// True when the test can run. Not root: skip with a reason, unless CI is set, in which
-/// case the test fails loudly.
-pub fn require_root(test: &str) -> bool {
-    let euid = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        })
-        .unwrap_or_default();
-    if euid == "0" {
-        return true;
-    }
-    let reason = format!("{test} needs root (euid is {euid:?}): it creates cgroups and namespaces");
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}; CI is set, so this is a failure, not a skip");
-    }
-    eprintln!("skipping: {reason}");
-    false
-}
 
 /// The `execdriver` binary next to this test's target dir (`target/<profile>/execdriver`).
 pub fn binary_from_target_dir() -> PathBuf {
