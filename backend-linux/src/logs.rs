@@ -55,6 +55,15 @@ pub fn log_file_name(task_name: &str, stream: Stream, index: u64) -> String {
 /// The log files of a task's stream in `log_dir`, oldest first (the last one is live).
 /// Empty when there are none or the directory cannot be read.
 pub fn log_files(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<PathBuf> {
+    log_indexes(log_dir, task_name, stream)
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
+}
+
+/// [`log_files`] with each file's rotation index, for readers that must tell whether a
+/// file is newer than the one they are on (a follower across rotations).
+pub fn log_indexes(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<(u64, PathBuf)> {
     std::fs::read_dir(log_dir)
         .ok()
         .map(|entries| {
@@ -65,7 +74,7 @@ pub fn log_files(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<PathBuf
         })
         .unwrap_or_default()
         .into_iter()
-        .map(|i| log_dir.join(log_file_name(task_name, stream, i)))
+        .map(|i| (i, log_dir.join(log_file_name(task_name, stream, i))))
         .collect()
 }
 

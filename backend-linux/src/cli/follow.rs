@@ -6,40 +6,16 @@
 //! open handle, so even a deleted file is finished) and the next index is opened. Nothing is
 //! lost or repeated as long as rotation does not outrun the reader by whole files.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use execdriver_linux::logs::Stream;
+use execdriver_linux::logs::{Stream, log_indexes};
 
 /// How often the files are looked at.
 const POLL: Duration = Duration::from_millis(50);
-
-/// The log files of one stream with their indexes, oldest first.
-pub fn log_files(dir: &Path, task_name: &str, stream: Stream) -> Vec<(u64, PathBuf)> {
-    let prefix = format!(
-        "{task_name}.{}.",
-        match stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    );
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(u64, PathBuf)> = entries
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let name = entry.file_name();
-            let index = name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
-            Some((index, entry.path()))
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 /// Reads one stream's files in order, remembering where it is.
 #[derive(Debug)]
@@ -69,7 +45,7 @@ impl Follower {
                 copied += io::copy(file, out)?;
             }
             let after = self.current.as_ref().map(|(_, index)| *index);
-            let next = log_files(&self.dir, &self.task_name, self.stream)
+            let next = log_indexes(&self.dir, &self.task_name, self.stream)
                 .into_iter()
                 .find(|(index, _)| after.is_none_or(|a| *index > a));
             let Some((index, path)) = next else {
@@ -131,6 +107,8 @@ impl<W: Write> Write for BrokenPipeTolerant<W> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn write(path: &Path, text: &str) {
