@@ -10,6 +10,7 @@
 //! - [`process`]: pidfds and process identities (pid + start time).
 //! - [`logs`]: size-rotated log files for the task's stdout and stderr.
 //! - [`fingerprint`]: whether this node can run tasks.
+//! - [`mountinfo`]: the parser of /proc/self/mountinfo.
 //! - [`state`]: the layout of the data dir (`tasks/<task id>/` state dirs).
 //! - [`testing`]: for tests only: skip (or, under CI, fail) a test that needs root.
 
@@ -18,6 +19,7 @@ pub mod fingerprint;
 pub mod isolation;
 pub mod kill;
 pub mod logs;
+pub mod mountinfo;
 pub mod platform;
 pub mod process;
 pub mod reattach;

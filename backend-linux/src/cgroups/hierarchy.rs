@@ -207,52 +207,16 @@ pub(super) fn check_hierarchy_path(rel: &str) -> Result<(), CgroupError> {
 
 /// The cgroup mounts listed in mountinfo text (other lines are skipped).
 pub(super) fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines().filter_map(parse_mountinfo_line).collect()
-}
-
-fn parse_mountinfo_line(line: &str) -> Option<Mount> {
-    let (left, right) = line.split_once(" - ")?;
-    let left: Vec<&str> = left.split(' ').collect();
-    let mut right = right.split(' ');
-    let fstype = right.next()?;
-    if fstype != "cgroup" && fstype != "cgroup2" {
-        return None;
-    }
-    let _source = right.next()?;
-    let super_opts = right.next().unwrap_or("");
-    Some(Mount {
-        root: unescape(left.get(3)?),
-        mountpoint: PathBuf::from(unescape(left.get(4)?)),
-        fstype: fstype.to_owned(),
-        super_opts: super_opts.split(',').map(str::to_owned).collect(),
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::mountinfo::parse(text)
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+        .map(|m| Mount {
+            root: m.root,
+            mountpoint: m.mountpoint,
+            fstype: m.fstype,
+            super_opts: m.super_opts,
+        })
+        .collect()
 }
 
 /// The path of hierarchy `key` (a v1 controller, or "" for v2) in /proc/<pid>/cgroup text.

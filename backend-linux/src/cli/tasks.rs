@@ -15,6 +15,7 @@ use execdriver_core::{
     TaskConfig, TaskHandle, TaskSpec, WaitResult, validate_task_id,
 };
 use execdriver_linux::logs::Stream;
+use execdriver_linux::mountinfo;
 use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
 use execdriver_linux::process::Pidfd;
 use execdriver_linux::state::{self, StatePaths};
@@ -228,17 +229,15 @@ fn create_alloc(prepared: &Prepared) -> Result<()> {
 /// Removes an alloc dir, unless something is still mounted inside it: deleting through a
 /// leftover bind mount would delete the host's files.
 fn remove_alloc_dir(dir: &Path) -> Result<()> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+    let text = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| fail!("reading /proc/self/mountinfo: {e}"))?;
-    for line in mountinfo.lines() {
-        if let Some(point) = line.split(' ').nth(4) {
-            let point = unescape_mount_path(point);
-            if Path::new(&point).starts_with(dir) {
-                return Err(fail!(
-                    "alloc dir {} was not removed: {point} is still mounted inside it",
-                    dir.display()
-                ));
-            }
+    for mount in mountinfo::parse(&text) {
+        if mount.mountpoint.starts_with(dir) {
+            return Err(fail!(
+                "alloc dir {} was not removed: {} is still mounted inside it",
+                dir.display(),
+                mount.mountpoint.display()
+            ));
         }
     }
     match fs::remove_dir_all(dir) {
@@ -246,29 +245,6 @@ fn remove_alloc_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(fail!("removing alloc dir {}: {e}", dir.display())),
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes the alloc dir of a handle if it is one `run` or `start` created.
@@ -866,13 +842,6 @@ fn fingerprint(ctx: &Ctx, as_json: bool) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
-    }
 
     #[test]
     fn exit_codes() {
