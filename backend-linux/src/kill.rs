@@ -140,6 +140,15 @@ pub(crate) fn remove_state(
     handle: &HandleId,
 ) -> Result<(), PlatformError> {
     let confined = confine_state(platform, handle)?;
+    // The state dir holds the only proof that the cgroup is ours: while the cgroup is still
+    // there (an earlier step failed), keep the record so a later cleanup can finish the job.
+    if let Ok(Some(cgroup)) = recorded_cgroup(&confined.paths, &handle.task_id) {
+        return Err(failed(format!(
+            "kept {}: task cgroup {} still exists, and its record is needed to remove it later",
+            confined.paths.dir.display(),
+            cgroup.name()
+        )));
+    }
     remove_dir(&confined.paths.dir)
 }
 

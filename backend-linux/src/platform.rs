@@ -682,6 +682,23 @@ impl Platform for LinuxPlatform {
         }
     }
 
+    fn schedule_force_kill(
+        &self,
+        conn: &SupervisorConn,
+        after: Duration,
+    ) -> Result<(), PlatformError> {
+        let request = Request::Shutdown {
+            signal: None,
+            grace_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(conn, &request, CALL_TIMEOUT) {
+            Ok(Response::Ok(_)) => Ok(()),
+            Ok(other) => Err(unexpected(conn, "shutdown", other)),
+            Err(Unanswered(Settled::Exited(_))) => Ok(()),
+            Err(Unanswered(settled)) => Err(settled.into_error(&conn.task_id)),
+        }
+    }
+
     fn force_kill(&self, conn: &SupervisorConn) -> Result<(), PlatformError> {
         // A hung supervisor (stopped, deadlocked) would hold the kill for the whole budget:
         // one quick hello tells it apart from one that is busy killing a large cgroup.

@@ -161,6 +161,51 @@ fn kill_of_a_task_ignoring_sigint_ends_within_the_timeout() {
     env.assert_clean(CLEAN);
 }
 
+/// The agent dies right after the kill signal: the supervisor still force-kills the task
+/// when the grace period ends, and a new agent collects the exit.
+#[test]
+fn a_kill_completes_when_the_agent_dies_in_the_grace_period() {
+    let Some(env) = env("a_kill_completes_when_the_agent_dies_in_the_grace_period") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec(
+        "/bin/sh",
+        &["-c", "trap '' INT; while :; do sleep 0.1; done"],
+    );
+    spec.kill_timeout = Duration::from_secs(1);
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    let id = task.id();
+    thread::sleep(Duration::from_millis(300));
+    // What kill() does before its wait, done by hand; then the "agent" is gone.
+    let platform = env.platform();
+    let execdriver_core::Reattach::Live(conn) =
+        platform.reattach(&task.handle_id()).expect("reattach")
+    else {
+        panic!("the supervisor should be live");
+    };
+    platform.signal(&conn, Signal::SIGINT).expect("signal");
+    platform
+        .schedule_force_kill(&conn, Duration::from_secs(1))
+        .expect("schedule the force kill");
+    drop((conn, platform, task, driver));
+
+    let started = Instant::now();
+    let task = env.driver().open(&id).expect("reopen");
+    let result = task
+        .wait_timeout(Duration::from_secs(20))
+        .expect("wait")
+        .expect("the supervisor should have killed the task after its grace");
+    assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    env.assert_clean(CLEAN);
+}
+
 #[test]
 fn graceful_kill_lets_the_task_handle_its_signal() {
     let Some(env) = env("graceful_kill_lets_the_task_handle_its_signal") else {
@@ -290,6 +335,47 @@ fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
     let error = result.error.clone().unwrap_or_default();
     assert!(error.contains("supervisor"), "{result:?}");
     assert_eq!(result.exit_code, -1);
+    env.assert_clean(CLEAN);
+}
+
+/// The state dir is the only proof the cgroup is ours: removing it while the cgroup is still
+/// there (an earlier cleanup step failed) is refused, so a later cleanup can still find it.
+#[test]
+fn state_is_kept_while_the_task_cgroup_remains() {
+    let Some(env) = env("state_is_kept_while_the_task_cgroup_remains") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
+        .expect("pidfd")
+        .expect("supervisor alive");
+    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(
+            &handle.supervisor.process
+        )),
+        "the supervisor did not die"
+    );
+    drop(task);
+    let platform = env.platform();
+    let kept = platform.remove_state(&handle);
+    assert!(
+        matches!(&kept, Err(PlatformError::Failed(m)) if m.contains("still exists")),
+        "{kept:?}"
+    );
+    assert!(
+        handle.state_dir.is_dir(),
+        "the record went with the state dir"
+    );
+    platform.kill_cgroup(&handle).expect("kill cgroup");
+    platform.destroy_cgroup(&handle).expect("destroy cgroup");
+    platform.remove_state(&handle).expect("remove state");
+    assert!(!handle.state_dir.exists());
     env.assert_clean(CLEAN);
 }
 

@@ -39,6 +39,16 @@ pub enum Request {
         /// The signal.
         signal: Signal,
     },
+    /// Send `signal` (if given), then kill everything in the task's cgroup after `grace_ms`
+    /// unless the task has exited by then. The kill then completes even if the agent that
+    /// asked dies during the grace period.
+    Shutdown {
+        /// The graceful signal; absent when the caller already sent it.
+        #[serde(default)]
+        signal: Option<Signal>,
+        /// How long the task gets before everything is killed, in milliseconds.
+        grace_ms: u64,
+    },
     /// Kill everything in the task's cgroup now.
     Kill,
     /// Kill everything, remove the cgroup and the state dir, then exit.

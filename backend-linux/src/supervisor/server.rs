@@ -222,6 +222,9 @@ impl Supervisor {
                 }
             }
             Request::Signal { signal } => self.signal(signal),
+            Request::Shutdown { signal, grace_ms } => {
+                self.shutdown(signal, Duration::from_millis(grace_ms))
+            }
             Request::Kill => match self.kill_all() {
                 Ok(()) => Response::Ok(true),
                 Err(e) => Response::Error(e),
@@ -265,6 +268,35 @@ impl Supervisor {
         match self.task.signal(signal) {
             Ok(()) => Response::Ok(true),
             Err(e) => Response::Error(format!("sending {signal} to the task failed: {e}")),
+        }
+    }
+
+    /// Signals the task, then kills its cgroup after `grace` unless it exits first. The grace
+    /// runs here, in the supervisor, so the kill completes whatever happens to the agent.
+    fn shutdown(self: &Arc<Self>, signal: Option<Signal>, grace: Duration) -> Response {
+        if let Some(signal) = signal
+            && let Response::Error(e) = self.signal(signal)
+        {
+            return Response::Error(e);
+        }
+        let me = Arc::clone(self);
+        let armed = thread::Builder::new()
+            .name("shutdown".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                if me.wait_exit(Some(grace)).is_some() {
+                    return;
+                }
+                log(format_args!(
+                    "the task outlived its {grace:?} kill grace: killing its cgroup"
+                ));
+                if let Err(e) = me.kill_all() {
+                    log(e);
+                }
+            });
+        match armed {
+            Ok(_) => Response::Ok(true),
+            Err(e) => Response::Error(format!("cannot arm the kill grace timer: {e}")),
         }
     }
 
