@@ -664,11 +664,20 @@ impl Platform for MockPlatform {
                 return Err(injected("kill supervisor", &id));
             }
             let sup = handle.supervisor.process;
-            // Only the process the handle recorded, never whatever now has its pid.
-            if w.supervisor_alive(sup.pid, sup.start_time) {
-                w.remove_process(sup.pid, &World::call_cause(Op::KillSupervisor, &id));
+            // Only the process the handle recorded, never whatever now has its pid, and only
+            // if it supervises this task: as the Linux platform checks the supervisor's
+            // command line, a handle naming another task's supervisor is refused.
+            match w.supervisor_owner(sup.pid, sup.start_time) {
+                None => Ok(()),
+                Some(owner) if owner == id => {
+                    w.remove_process(sup.pid, &World::call_cause(Op::KillSupervisor, &id));
+                    Ok(())
+                }
+                Some(owner) => Err(PlatformError::Refused(format!(
+                    "supervisor pid {} belongs to task {owner}, not {id}",
+                    sup.pid
+                ))),
             }
-            Ok(())
         });
         w.record(Op::KillSupervisor, &id, result.is_ok());
         result

@@ -353,3 +353,18 @@ fn a_failing_wait_does_not_move_the_clock() {
     ));
     assert_eq!(p.now(), at(0));
 }
+
+#[test]
+fn a_handle_naming_another_tasks_supervisor_cannot_kill_it() {
+    let p = MockPlatform::new();
+    let a = p.spawn(&spec("a")).expect("spawn a");
+    let b = p.spawn(&spec("b")).expect("spawn b");
+    let mut forged = handle_of(&a, "a");
+    forged.supervisor = b.identity.clone();
+    let before = p.resources_of("b");
+    assert!(matches!(
+        p.kill_supervisor(&forged),
+        Err(PlatformError::Refused(_))
+    ));
+    assert_eq!(p.resources_of("b"), before);
+}

@@ -125,6 +125,14 @@ impl World {
             .is_some_and(|p| p.supervisor && p.start_time == start_time)
     }
 
+    /// The task a live supervisor process belongs to.
+    pub fn supervisor_owner(&self, pid: i32, start_time: u64) -> Option<&str> {
+        self.procs
+            .get(&pid)
+            .filter(|p| p.supervisor && p.start_time == start_time)
+            .map(|p| p.owner.as_str())
+    }
+
     pub fn remove_process(&mut self, pid: i32, cause: &Cause) {
         if let Some(p) = self.procs.remove(&pid) {
             let resource = if p.supervisor {
