@@ -57,24 +57,7 @@ impl CgroupRecord {
 
     /// Reads the record at `path`; `Ok(None)` when there is none.
     pub fn read(path: &Path) -> io::Result<Option<Self>> {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("reading {}: {e}", path.display()),
-                ));
-            }
-        };
-        let mut text = Vec::new();
-        file.take(MAX_CGROUP_RECORD).read_to_end(&mut text)?;
-        serde_json::from_slice(&text).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("cgroup record {} is corrupt: {e}", path.display()),
-            )
-        })
+        read_record(path, MAX_CGROUP_RECORD, "cgroup record")
     }
 }
 
@@ -150,6 +133,34 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 /// Creates `dir` with mode 0700; fails if it exists.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(dir)
+}
+
+/// Reads a small JSON record the driver wrote into a state dir: `Ok(None)` when there is
+/// none, an error naming the file when it cannot be read or is not what `what` should be.
+/// The size bound keeps a planted or corrupt file from costing more than it is worth.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> io::Result<Option<T>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", path.display()),
+            ));
+        }
+    };
+    let mut text = Vec::new();
+    file.take(max_bytes).read_to_end(&mut text)?;
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} {} is corrupt: {e}", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! remove) the exit of the new one. [`ExitRecord::check`] compares them with a handle's.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -78,24 +78,7 @@ pub fn write(path: &Path, record: &ExitRecord) -> io::Result<()> {
 
 /// Reads the exit record at `path`: `Ok(None)` when there is none.
 pub fn read(path: &Path) -> io::Result<Option<ExitRecord>> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("reading {}: {e}", path.display()),
-            ));
-        }
-    };
-    let mut text = Vec::new();
-    file.take(MAX_RECORD).read_to_end(&mut text)?;
-    serde_json::from_slice(&text).map(Some).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("exit record {} is corrupt: {e}", path.display()),
-        )
-    })
+    crate::state::read_record(path, MAX_RECORD, "exit record")
 }
 
 #[cfg(test)]
