@@ -1,0 +1,310 @@
+//! The Driver under real concurrency: a platform whose `wait` truly blocks (in real time, on
+//! a condvar), so one thread can sit in `wait()` while others kill, signal and wait with
+//! deadlines. The mock cannot show this: it never blocks and serialises every call.
+
+#[allow(dead_code)]
+mod support;
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use execdriver_core::{
+    Driver, DriverConfig, ExitStatus, Fingerprint, HandleId, Platform, PlatformError,
+    ProcessIdentity, Reattach, Signal, Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp,
+};
+use support::{Hook, Recorder, spec_with};
+
+/// What the task and its supervisor do, shared by every thread.
+#[derive(Debug, Default)]
+struct World {
+    exit: Option<ExitStatus>,
+    /// The task ignores its kill signal; only a force kill ends it.
+    stubborn: bool,
+    /// Cleanup parks here until the test opens the gate.
+    release_gate_open: bool,
+    releases: u32,
+    force_kills: u32,
+    waits_in_flight: u32,
+}
+
+/// A platform whose task lives in real time.
+#[derive(Debug)]
+struct Blocking {
+    world: Mutex<World>,
+    changed: Condvar,
+    epoch: Instant,
+}
+
+impl Blocking {
+    fn new(stubborn: bool) -> Self {
+        Self {
+            world: Mutex::new(World {
+                stubborn,
+                release_gate_open: true,
+                ..World::default()
+            }),
+            changed: Condvar::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, f: impl FnOnce(&mut World)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `pred` holds or `timeout` passes; true if it held.
+    fn until(&self, timeout: Duration, pred: impl Fn(&World) -> bool) -> bool {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |w| !pred(w))
+            .unwrap_or_else(PoisonError::into_inner);
+        pred(&guard)
+    }
+}
+
+impl Platform for Blocking {
+    type Supervisor = ();
+
+    fn now(&self) -> Timestamp {
+        Timestamp(self.epoch.elapsed())
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::default()
+    }
+
+    fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<()>, PlatformError> {
+        Ok(Spawned {
+            supervisor: (),
+            identity: SupervisorIdentity {
+                process: ProcessIdentity {
+                    pid: 10,
+                    start_time: 1,
+                },
+                socket: format!("/state/{}/supervisor.sock", spec.task_id).into(),
+            },
+            task: ProcessIdentity {
+                pid: 11,
+                start_time: 2,
+            },
+            cgroup: format!("execdriver-{}", spec.task_id),
+            state_dir: format!("/state/{}", spec.task_id).into(),
+        })
+    }
+
+    fn reattach(&self, _: &HandleId) -> Result<Reattach<()>, PlatformError> {
+        Ok(Reattach::Live(()))
+    }
+
+    fn signal(&self, _: &(), signal: Signal) -> Result<(), PlatformError> {
+        self.set(|w| {
+            if !w.stubborn && w.exit.is_none() {
+                w.exit = Some(ExitStatus::signaled(signal));
+            }
+        });
+        Ok(())
+    }
+
+    fn wait(
+        &self,
+        _: &(),
+        deadline: Option<Timestamp>,
+    ) -> Result<Option<ExitStatus>, PlatformError> {
+        self.set(|w| w.waits_in_flight += 1);
+        let mut guard = self.lock();
+        loop {
+            if let Some(exit) = guard.exit {
+                guard.waits_in_flight -= 1;
+                return Ok(Some(exit));
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_since(self.now());
+                    if left.is_zero() {
+                        guard.waits_in_flight -= 1;
+                        return Ok(None);
+                    }
+                    left
+                }
+                None => Duration::from_secs(3600),
+            };
+            guard = self
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn force_kill(&self, _: &()) -> Result<(), PlatformError> {
+        self.set(|w| {
+            w.force_kills += 1;
+            if w.exit.is_none() {
+                w.exit = Some(ExitStatus::signaled(Signal::SIGKILL));
+            }
+        });
+        Ok(())
+    }
+
+    fn stats(&self, _: &()) -> Result<TaskStats, PlatformError> {
+        Ok(TaskStats::default())
+    }
+
+    fn release(&self, _: &()) -> Result<(), PlatformError> {
+        let guard = self.lock();
+        let mut guard = self
+            .changed
+            .wait_while(guard, |w| !w.release_gate_open)
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.releases += 1;
+        Ok(())
+    }
+
+    fn kill_supervisor(&self, _: &HandleId) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    fn kill_cgroup(&self, _: &HandleId) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    fn destroy_cgroup(&self, _: &HandleId) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    fn remove_state(&self, _: &HandleId) -> Result<(), PlatformError> {
+        Ok(())
+    }
+}
+
+/// A driver over a `Blocking` platform (reached through `Driver::platform`), and a hook
+/// recorder.
+fn driver(platform: Blocking) -> (Driver<Blocking>, Arc<Recorder>) {
+    let hooks = Arc::new(Recorder::default());
+    let config = DriverConfig {
+        force_kill_grace: Duration::from_secs(5),
+        ..DriverConfig::default()
+    };
+    let driver = Driver::with_config(platform, config).with_hooks(hooks.clone());
+    (driver, hooks)
+}
+
+const GENEROUS: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_kill_ends_a_wait_that_is_already_blocked() {
+    let (driver, hooks) = driver(Blocking::new(false));
+    let platform = driver.platform();
+    let task = Arc::new(
+        driver
+            .start(&spec_with("t", Signal::SIGTERM, Duration::from_secs(5)))
+            .expect("start"),
+    );
+    let waiter = {
+        let task = Arc::clone(&task);
+        thread::spawn(move || task.wait())
+    };
+    assert!(
+        platform.until(GENEROUS, |w| w.waits_in_flight == 1),
+        "the waiter never blocked in the platform"
+    );
+    task.kill().expect("kill");
+    let waited = waiter.join().expect("waiter thread").expect("wait");
+    assert_eq!(waited.signal, Some(Signal::SIGTERM));
+    assert_eq!(task.wait(), Ok(waited.clone()));
+    assert_eq!(platform.lock().releases, 1, "released once");
+    assert_eq!(platform.lock().force_kills, 0);
+    assert_eq!(hooks.of("t"), vec![Hook::Running, Hook::Exited(waited)]);
+}
+
+#[test]
+fn many_threads_wait_kill_and_signal_one_stubborn_task() {
+    let (driver, hooks) = driver(Blocking::new(true));
+    let platform = driver.platform();
+    let task = Arc::new(
+        driver
+            .start(&spec_with("t", Signal::SIGINT, Duration::from_millis(200)))
+            .expect("start"),
+    );
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let task = Arc::clone(&task);
+            thread::spawn(move || match i % 4 {
+                0 => task.wait().map(Some),
+                1 => task.kill().map(|()| task.result()),
+                2 => task.wait_timeout(Duration::from_millis(50)),
+                _ => {
+                    let _ = task.signal(Signal::SIGUSR1);
+                    task.wait_timeout(GENEROUS)
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread").expect("call"))
+        .collect();
+    assert!(
+        started.elapsed() < Duration::from_millis(200) + Duration::from_secs(5),
+        "the kill took {:?}",
+        started.elapsed()
+    );
+    let result = task.result().expect("a result after every kill returned");
+    assert_eq!(
+        result.signal,
+        Some(Signal::SIGKILL),
+        "forced after the timeout"
+    );
+    for r in results.into_iter().flatten() {
+        assert_eq!(r, result, "every caller sees the one result");
+    }
+    assert_eq!(platform.lock().releases, 1);
+    assert_eq!(hooks.counts("t"), (1, 1));
+}
+
+#[test]
+fn a_wait_during_another_threads_cleanup_gets_the_result_once_it_is_done() {
+    let (driver, hooks) = driver(Blocking::new(false));
+    let platform = driver.platform();
+    platform.set(|w| w.release_gate_open = false);
+    let task = Arc::new(
+        driver
+            .start(&spec_with("t", Signal::SIGTERM, Duration::from_secs(5)))
+            .expect("start"),
+    );
+    platform.set(|w| w.exit = Some(ExitStatus::code(7)));
+    // The first waiter sees the exit and parks in release (cleanup).
+    let first = {
+        let task = Arc::clone(&task);
+        thread::spawn(move || task.wait())
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert!(
+        task.result().is_none(),
+        "delivered before its cleanup finished"
+    );
+    let second = {
+        let task = Arc::clone(&task);
+        thread::spawn(move || task.wait_timeout(GENEROUS))
+    };
+    thread::sleep(Duration::from_millis(50));
+    platform.set(|w| w.release_gate_open = true);
+    let a = first.join().expect("first").expect("wait");
+    let b = second
+        .join()
+        .expect("second")
+        .expect("wait")
+        .expect("result");
+    assert_eq!(a.exit_code, 7);
+    assert_eq!(a, b);
+    assert_eq!(platform.lock().releases, 1);
+    assert_eq!(hooks.counts("t"), (1, 1));
+}
