@@ -7,23 +7,46 @@ use std::collections::BTreeMap;
 
 use execdriver_core::Fingerprint;
 
-use crate::cgroups::{self, CgroupProbe, CgroupVersion};
+use crate::cgroups::{self, CgroupParent, CgroupProbe, CgroupVersion};
 
-/// The node's fingerprint, from the running process's point of view.
-pub fn fingerprint() -> Fingerprint {
+/// The node's fingerprint, from the running process's point of view, for tasks created under
+/// `cgroup_parent` (as in `LinuxConfig::cgroup_parent`: `None` is the caller's own cgroup).
+/// Nothing is created or changed on the node.
+pub fn fingerprint(cgroup_parent: Option<&str>) -> Fingerprint {
     let euid = nix::unistd::geteuid().as_raw();
     let kernel = nix::sys::utsname::uname()
         .ok()
         .map(|u| u.release().to_string_lossy().into_owned());
-    assess(euid, &cgroups::probe(), kernel.as_deref())
+    let probe = cgroups::probe();
+    // Without a usable hierarchy the probe's own problem says it all.
+    let parent = if probe.version.is_some() && probe.missing.is_empty() {
+        CgroupParent::check_would_host(cgroup_parent).map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    assess(
+        euid,
+        &probe,
+        kernel.as_deref(),
+        parent.as_ref().map(|_| ()).map_err(String::as_str),
+    )
 }
 
-/// The pure part: what the observations mean.
-pub fn assess(euid: u32, probe: &CgroupProbe, kernel: Option<&str>) -> Fingerprint {
+/// The pure part: what the observations mean. `parent` is the outcome of the check that task
+/// cgroups can be created under the configured cgroup parent.
+pub fn assess(
+    euid: u32,
+    probe: &CgroupProbe,
+    kernel: Option<&str>,
+    parent: Result<(), &str>,
+) -> Fingerprint {
     let mut attributes = BTreeMap::new();
     let mut problems = Vec::new();
     if euid != 0 {
         problems.push(format!("must run as root (euid is {euid})"));
+    }
+    if let Err(e) = parent {
+        problems.push(format!("cgroup parent unusable: {e}"));
     }
     match probe.version {
         Some(version) => {
@@ -81,7 +104,12 @@ mod tests {
 
     #[test]
     fn healthy_only_when_everything_holds() {
-        let fp = assess(0, &probe(Some(CgroupVersion::V2), &[]), Some("6.1.0"));
+        let fp = assess(
+            0,
+            &probe(Some(CgroupVersion::V2), &[]),
+            Some("6.1.0"),
+            Ok(()),
+        );
         assert!(fp.healthy);
         assert_eq!(fp.reason, None);
         assert_eq!(
@@ -102,15 +130,64 @@ mod tests {
 
     #[test]
     fn every_failed_check_is_named() {
-        let fp = assess(1000, &probe(Some(CgroupVersion::V1), &["pids"]), None);
+        let fp = assess(
+            1000,
+            &probe(Some(CgroupVersion::V1), &["pids"]),
+            None,
+            Ok(()),
+        );
         assert!(!fp.healthy);
         assert!(!fp.attributes.contains_key("driver.exec"));
         let reason = fp.reason.unwrap_or_default();
         assert!(reason.contains("root"), "{reason}");
         assert!(reason.contains("pids"), "{reason}");
         assert!(reason.contains("kernel"), "{reason}");
-        let fp = assess(0, &probe(None, &[]), Some("6.1.0"));
+        let fp = assess(0, &probe(None, &[]), Some("6.1.0"), Ok(()));
         assert!(!fp.healthy);
         assert!(fp.reason.unwrap_or_default().contains("no cgroup"));
+    }
+
+    #[test]
+    fn an_unusable_parent_is_unhealthy_and_named() {
+        let fp = assess(
+            0,
+            &probe(Some(CgroupVersion::V2), &[]),
+            Some("6.1.0"),
+            Err("cgroup /sys/fs/cgroup/x cannot hold task cgroups: it holds processes"),
+        );
+        assert!(!fp.healthy);
+        assert!(!fp.attributes.contains_key("driver.exec"));
+        let reason = fp.reason.unwrap_or_default();
+        assert!(reason.contains("cgroup parent"), "{reason}");
+        assert!(reason.contains("/sys/fs/cgroup/x"), "{reason}");
+    }
+
+    /// On this (v1 or root-of-v2) node the real fingerprint, with the default parent and with a
+    /// configured one that does not exist, is healthy, and checking creates nothing.
+    #[test]
+    fn real_node_is_healthy_and_untouched() {
+        if !crate::testing::require_root("real_node_is_healthy_and_untouched", "reads as root") {
+            return;
+        }
+        let fp = fingerprint(None);
+        assert!(fp.healthy, "{:?}", fp.reason);
+        assert_eq!(
+            fp.attributes.get("driver.exec").map(String::as_str),
+            Some("1")
+        );
+        let name = format!("execdriver-fp-{}", std::process::id());
+        let fp = fingerprint(Some(&format!("{name}/inner")));
+        assert!(fp.healthy, "{:?}", fp.reason);
+        // The hierarchies sit at the mountpoint (v2) or one level below it (v1).
+        let base = cgroups::probe().mountpoint;
+        let mut candidates = vec![base.join(&name)];
+        for entry in std::fs::read_dir(&base).unwrap().flatten() {
+            candidates.push(entry.path().join(&name));
+        }
+        let leftovers: Vec<_> = candidates.into_iter().filter(|p| p.exists()).collect();
+        assert!(leftovers.is_empty(), "fingerprint created {leftovers:?}");
+        let fp = fingerprint(Some("../escape"));
+        assert!(!fp.healthy);
+        assert!(fp.reason.unwrap_or_default().contains("cgroup parent"));
     }
 }

@@ -572,7 +572,7 @@ impl Platform for LinuxPlatform {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        crate::fingerprint::fingerprint()
+        crate::fingerprint::fingerprint(self.config.cgroup_parent.as_deref())
     }
 
     fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<SupervisorConn>, PlatformError> {

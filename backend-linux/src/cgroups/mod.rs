@@ -172,6 +172,18 @@ pub enum CgroupError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A v2 parent under which task cgroups could not get their controllers.
+    #[error(
+        "cgroup {} cannot hold task cgroups: {reason}; set a cgroup parent without processes \
+         (--cgroup-parent, LinuxConfig::cgroup_parent) or delegate cpu, memory and pids to it",
+        .path.display()
+    )]
+    CannotHostTasks {
+        /// The parent's directory.
+        path: PathBuf,
+        /// What stands in the way.
+        reason: String,
+    },
     /// A controller the parent does not offer its children (v2).
     #[error("controller {controller} is not available in {}", .path.display())]
     ControllerUnavailable {
@@ -348,7 +360,8 @@ impl CgroupParent {
     /// On v2 a cgroup that holds processes cannot hand controllers to children, so task
     /// cgroups can be created under the caller's own cgroup only when that is the root (or
     /// already delegates cpu, memory and pids); otherwise `create` fails with
-    /// [`CgroupError::Delegate`] and a parent from [`CgroupParent::at`] is needed.
+    /// [`CgroupError::Delegate`] and a parent from [`CgroupParent::at`] is needed
+    /// ([`CgroupParent::can_host_tasks`] tells in advance).
     pub fn own() -> Result<Self, CgroupError> {
         let layout = Layout::detect_complete()?;
         let path = Path::new("/proc/self/cgroup");
@@ -470,6 +483,109 @@ impl CgroupParent {
             remove_dir_verified(&d.dir)?;
         }
         Ok(())
+    }
+}
+
+impl CgroupParent {
+    /// Whether task cgroups can be created under this parent, without changing anything.
+    ///
+    /// v1 has no rule against processes in inner cgroups, so any parent will do. On v2 each
+    /// directory must pass [`check_v2_host`].
+    pub fn can_host_tasks(&self) -> Result<(), CgroupError> {
+        if self.version == CgroupVersion::V1 {
+            return Ok(());
+        }
+        self.dirs.iter().try_for_each(|d| check_v2_host(&d.dir))
+    }
+
+    /// Whether the parent the driver would use (`relative` as for [`CgroupParent::at`], or the
+    /// caller's own cgroup when `None`) can hold task cgroups, without creating anything.
+    ///
+    /// [`CgroupParent::at`] would create the missing directories, so it is not called: instead
+    /// every directory along the would-be path that exists already (the hierarchy root, each
+    /// existing component, and the parent itself if it exists) is checked with
+    /// [`check_v2_host`], since `at` enables the controllers in each of them on its way down.
+    /// Directories still to be made start empty and receive the controllers from their
+    /// checked parent, so they need no check.
+    pub fn check_would_host(relative: Option<&str>) -> Result<(), CgroupError> {
+        let Some(relative) = relative else {
+            return Self::own()?.can_host_tasks();
+        };
+        let relative = check_relative(relative)?;
+        let layout = Layout::detect_complete()?;
+        if layout.version == CgroupVersion::V1 {
+            return Ok(());
+        }
+        layout
+            .hierarchies
+            .iter()
+            .try_for_each(|h| check_v2_path(&h.dir_of("/")?, relative))
+    }
+}
+
+/// [`check_v2_host`] on `root` and on each existing directory of the checked `relative` path
+/// below it, stopping at the first one still to be made.
+fn check_v2_path(root: &Path, relative: &str) -> Result<(), CgroupError> {
+    check_v2_host(root)?;
+    let mut cur = root.to_owned();
+    for component in relative.split('/') {
+        cur.push(component);
+        if !std::fs::symlink_metadata(&cur).is_ok_and(|m| m.is_dir()) {
+            break;
+        }
+        check_v2_host(&cur)?;
+    }
+    Ok(())
+}
+
+/// Whether the v2 cgroup at `dir` can hand cpu, memory and pids to children it gets.
+///
+/// It can when its `cgroup.subtree_control` lists them already; when it is the hierarchy's
+/// real root (which is exempt from the no-internal-processes rule); or when it holds no
+/// processes and its `cgroup.controllers` offers them, so that they can be enabled. The
+/// root is recognised by having no `cgroup.events` (the kernel gives that file to every cgroup
+/// but the root), not by a path of `/`: inside a cgroup namespace `/` is the namespace's root,
+/// which the rule does bind.
+fn check_v2_host(dir: &Path) -> Result<(), CgroupError> {
+    let enabled = fs::read(&dir.join("cgroup.subtree_control"))?;
+    let enabled: Vec<&str> = enabled.split_whitespace().collect();
+    let missing: Vec<&str> = V2_DELEGATED
+        .into_iter()
+        .filter(|c| !enabled.contains(c))
+        .collect();
+    if missing.is_empty() || !dir.join("cgroup.events").exists() {
+        return Ok(());
+    }
+    let cannot = |reason: String| CgroupError::CannotHostTasks {
+        path: dir.to_owned(),
+        reason,
+    };
+    let procs_path = dir.join("cgroup.procs");
+    let procs = fs::read(&procs_path)?;
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    if !pids.is_empty() {
+        let shown = pids.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        let more = if pids.len() > 5 { ", ..." } else { "" };
+        return Err(cannot(format!(
+            "it holds processes ({shown}{more}) and does not delegate {} to children (a v2 \
+             cgroup with processes cannot)",
+            missing.join(", ")
+        )));
+    }
+    let offered = fs::read(&dir.join("cgroup.controllers"))?;
+    let offered: Vec<&str> = offered.split_whitespace().collect();
+    let unavailable: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|c| !offered.contains(c))
+        .collect();
+    if unavailable.is_empty() {
+        Ok(())
+    } else {
+        Err(cannot(format!(
+            "its cgroup.controllers does not offer {}",
+            unavailable.join(", ")
+        )))
     }
 }
 
@@ -945,6 +1061,138 @@ mod tests {
         );
         // A cgroup whose directories do not exist has no pids (rather than an error).
         assert!(cg.pids().unwrap().is_empty());
+    }
+
+    /// A fake v2 cgroup directory: `events` false makes it look like the hierarchy root.
+    fn fake_v2(subtree: &str, procs: &str, offered: &str, events: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |f: &str, v: &str| std::fs::write(dir.path().join(f), v).unwrap();
+        write("cgroup.subtree_control", subtree);
+        write("cgroup.procs", procs);
+        write("cgroup.controllers", offered);
+        if events {
+            write("cgroup.events", "populated 1\nfrozen 0\n");
+        }
+        dir
+    }
+
+    #[test]
+    fn v2_host_that_already_delegates_is_fine() {
+        let d = fake_v2(
+            "cpuset cpu memory pids\n",
+            "42\n",
+            "cpuset cpu memory pids\n",
+            true,
+        );
+        check_v2_host(d.path()).unwrap();
+    }
+
+    #[test]
+    fn v2_root_is_exempt_from_the_process_rule() {
+        let d = fake_v2("\n", "1\n2\n", "cpu memory pids\n", false);
+        check_v2_host(d.path()).unwrap();
+    }
+
+    #[test]
+    fn v2_empty_cgroup_offering_the_controllers_is_fine() {
+        let d = fake_v2("cpu\n", "", "cpu io memory pids\n", true);
+        check_v2_host(d.path()).unwrap();
+    }
+
+    #[test]
+    fn v2_cgroup_with_processes_is_refused_with_advice() {
+        let d = fake_v2("memory\n", "123\n456\n", "cpu memory pids\n", true);
+        let e = check_v2_host(d.path()).unwrap_err();
+        assert!(matches!(e, CgroupError::CannotHostTasks { .. }), "{e:?}");
+        let msg = e.to_string();
+        for part in [
+            "holds processes (123, 456)",
+            "cpu, pids",
+            "--cgroup-parent",
+            "delegate",
+        ] {
+            assert!(msg.contains(part), "{part:?} not in {msg}");
+        }
+        assert!(msg.contains(&d.path().display().to_string()), "{msg}");
+        assert!(!msg.contains("memory,"), "{msg}");
+        let many: String = (1..=8).map(|p| format!("{p}\n")).collect();
+        let d = fake_v2("", &many, "cpu memory pids", true);
+        let msg = check_v2_host(d.path()).unwrap_err().to_string();
+        assert!(msg.contains("(1, 2, 3, 4, 5, ...)"), "{msg}");
+    }
+
+    #[test]
+    fn v2_empty_cgroup_without_the_controllers_is_refused() {
+        let d = fake_v2("", "", "cpu io\n", true);
+        let msg = check_v2_host(d.path()).unwrap_err().to_string();
+        assert!(msg.contains("does not offer memory, pids"), "{msg}");
+    }
+
+    #[test]
+    fn v2_unreadable_cgroup_is_an_error_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let gone = d.path().join("gone");
+        let e = check_v2_host(&gone).unwrap_err();
+        assert!(matches!(e, CgroupError::Read { ref path, .. } if path.starts_with(&gone)));
+    }
+
+    #[test]
+    fn v2_configured_parent_checks_each_existing_directory() {
+        let root = fake_v2("", "1\n", "cpu memory pids", false);
+        let write = |dir: &Path, procs: &str| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+            std::fs::write(dir.join("cgroup.procs"), procs).unwrap();
+            std::fs::write(dir.join("cgroup.controllers"), "cpu memory pids").unwrap();
+            std::fs::write(dir.join("cgroup.events"), "populated 0\n").unwrap();
+        };
+        // Nothing below the root yet: `at` would make it all.
+        check_v2_path(root.path(), "a/b").unwrap();
+        write(&root.path().join("a"), "");
+        check_v2_path(root.path(), "a/b").unwrap();
+        // An existing parent with processes fails whether it is the parent or on the way.
+        write(&root.path().join("a/b"), "77\n");
+        let msg = check_v2_path(root.path(), "a/b").unwrap_err().to_string();
+        assert!(
+            msg.contains("a/b cannot hold") && msg.contains("77"),
+            "{msg}"
+        );
+        write(&root.path().join("a"), "88\n");
+        let msg = check_v2_path(root.path(), "a/c").unwrap_err().to_string();
+        assert!(msg.contains("88"), "{msg}");
+    }
+
+    #[test]
+    fn check_would_host_refuses_a_bad_parent_before_looking() {
+        for bad in ["", "a/../b", "a//b"] {
+            assert!(matches!(
+                CgroupParent::check_would_host(Some(bad)),
+                Err(CgroupError::InvalidParent { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn v1_parents_can_always_host() {
+        let p = CgroupParent {
+            version: CgroupVersion::V1,
+            dirs: vec![ControllerDir {
+                hierarchy: Hierarchy {
+                    controllers: vec!["memory"],
+                    mountpoint: PathBuf::from("/nonexistent/memory"),
+                    mount_root: "/".into(),
+                },
+                rel: "/x".into(),
+                dir: PathBuf::from("/nonexistent/memory/x"),
+            }],
+            ours: false,
+        };
+        p.can_host_tasks().unwrap();
+        let v2 = CgroupParent {
+            version: CgroupVersion::V2,
+            ..p
+        };
+        assert!(matches!(v2.can_host_tasks(), Err(CgroupError::Read { .. })));
     }
 
     #[test]
