@@ -302,6 +302,7 @@ impl<P: Platform> Driver<P> {
                 state,
                 handle,
                 result: None,
+                cleanup_failures: Vec::new(),
             }),
             finished: Condvar::new(),
         }
@@ -316,6 +317,8 @@ struct Inner {
     state: State,
     handle: HandleId,
     result: Option<WaitResult>,
+    /// The orphan cleanup's failed steps, for callers that lost the race to run it.
+    cleanup_failures: Vec<String>,
 }
 
 /// A started or reattached task.
@@ -436,7 +439,10 @@ impl<P: Platform> TaskHandle<P> {
         };
         let effects = match self.apply(Event::KillRequested { signal, timeout }) {
             Ok(effects) => effects,
-            Err(_) => return self.await_result().map(drop),
+            Err(_) => {
+                self.await_result()?;
+                return self.kill_outcome();
+            }
         };
         let graceful_deadline = match self.execute(effects) {
             // An empty batch means another kill is under way: wait out the same timeout.
@@ -451,7 +457,7 @@ impl<P: Platform> TaskHandle<P> {
         };
         if let Some(deadline) = graceful_deadline {
             match self.wait_until(Some(deadline)) {
-                Ok(Some(_)) => return Ok(()),
+                Ok(Some(_)) => return self.kill_outcome(),
                 Ok(None) => {}
                 // Not knowing whether the task exited is no reason to leave it running: the
                 // force kill settles it either way.
@@ -461,7 +467,10 @@ impl<P: Platform> TaskHandle<P> {
         }
         let effects = match self.apply(Event::KillTimerFired) {
             Ok(effects) => effects,
-            Err(_) => return self.await_result().map(drop),
+            Err(_) => {
+                self.await_result()?;
+                return self.kill_outcome();
+            }
         };
         match self.execute(effects) {
             Ok(_) => {}
@@ -469,6 +478,14 @@ impl<P: Platform> TaskHandle<P> {
                 source: PlatformError::SupervisorLost(reason),
                 ..
             }) => return self.lose_during_kill(reason),
+            // The platform says the supervisor it reached is not this task's (a stale handle
+            // after the id was reused): cleaning up by cgroup would hit the other task.
+            Err(
+                e @ DriverError::Platform {
+                    source: PlatformError::Refused(_),
+                    ..
+                },
+            ) => return Err(e),
             Err(e) => {
                 let reason = format!("force kill failed: {e}");
                 return self.lose_during_kill(reason);
@@ -476,7 +493,7 @@ impl<P: Platform> TaskHandle<P> {
         }
         let deadline = self.platform.now() + self.force_kill_grace;
         let reason = match self.wait_until(Some(deadline)) {
-            Ok(Some(_)) => return Ok(()),
+            Ok(Some(_)) => return self.kill_outcome(),
             Ok(None) => format!(
                 "task did not exit within {:?} of a force kill",
                 self.force_kill_grace
@@ -493,7 +510,14 @@ impl<P: Platform> TaskHandle<P> {
     /// Ends a kill whose supervisor is gone: the orphan cleanup; its failures are the kill's
     /// error, because the caller must not believe the task is gone when it may not be.
     fn lose_during_kill(&self, reason: String) -> Result<(), DriverError> {
-        let (_, failures) = self.lose(reason)?;
+        self.lose(reason)?;
+        self.kill_outcome()
+    }
+
+    /// How a kill ended once the task has a result: an error when the task was cleaned up by
+    /// cgroup and a step failed, whichever thread ran that cleanup.
+    fn kill_outcome(&self) -> Result<(), DriverError> {
+        let failures = self.lock().cleanup_failures.clone();
         if failures.is_empty() {
             Ok(())
         } else {
@@ -705,9 +729,14 @@ impl<P: Platform> TaskHandle<P> {
             reason: reason.clone(),
         }) {
             Ok(effects) => effects,
-            Err(_) => return self.await_result().map(|r| (r, Vec::new())),
+            Err(_) => {
+                let result = self.await_result()?;
+                return Ok((result, self.lock().cleanup_failures.clone()));
+            }
         };
         let failures = self.execute(effects)?.cleanup_failures;
+        // Stored before the result is delivered, so a waiter woken by it sees them.
+        self.lock().cleanup_failures.clone_from(&failures);
         let effects = self.apply(Event::CleanupFinished {
             reason,
             failures: failures.clone(),

@@ -685,3 +685,32 @@ fn a_kill_whose_cleanup_fails_is_an_error() {
     }
     assert!(task.result().is_some_and(|r| r.error.is_some()));
 }
+
+/// A force kill the platform refuses (the supervisor it reached is not this task's, as after
+/// an id reuse) is an error, and nothing is cleaned up by cgroup: that would hit the other
+/// task.
+#[test]
+fn a_refused_force_kill_cleans_up_nothing() {
+    let (mut p, mut seq) = started();
+    p.expect_signal()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Err(PlatformError::Refused("another supervisor".into())));
+    p.expect_force_kill()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(PlatformError::Refused("another supervisor".into())));
+    p.expect_kill_supervisor().never();
+    p.expect_kill_cgroup().never();
+    p.expect_destroy_cgroup().never();
+    p.expect_remove_state().never();
+    let d = Driver::with_config(p, config());
+    let task = d.start(&spec()).expect("start");
+    assert!(matches!(
+        task.kill(),
+        Err(DriverError::Platform {
+            source: PlatformError::Refused(_),
+            ..
+        })
+    ));
+}
