@@ -892,8 +892,9 @@ impl TaskCgroup {
     /// Kills what is left ([`TaskCgroup::kill_all`]), removes the cgroup (descendants first)
     /// in every controller, and checks it is gone; within [`DESTROY_BUDGET`] in all: the
     /// rmdir retries of a busy cgroup share [`REMOVE_WAIT`], after which
-    /// [`CgroupError::StillExists`].
-    pub fn destroy(self) -> Result<(), CgroupError> {
+    /// [`CgroupError::StillExists`]. Borrowed, so that a caller whose removal failed still
+    /// holds the cgroup and can report it or try again.
+    pub fn destroy(&self) -> Result<(), CgroupError> {
         self.kill_all()?;
         let deadline = Instant::now() + REMOVE_WAIT;
         for d in &self.dirs {

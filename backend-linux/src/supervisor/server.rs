@@ -21,6 +21,7 @@ use execdriver_core::{ExitStatus, Signal};
 
 use crate::cgroups::TaskCgroup;
 use crate::isolation::LaunchedTask;
+use crate::kill;
 use crate::state::StatePaths;
 
 use super::exit_record;
@@ -311,16 +312,17 @@ impl Supervisor {
     }
 
     fn destroy_cgroup(&self) -> Result<(), String> {
-        // Taken and destroyed under the lock: a concurrent caller waits, then finds it gone.
+        // Destroyed under the lock: a concurrent caller waits, then finds it gone. It is
+        // forgotten only once removed, so a failed removal (after the exit, say) is still
+        // known to a later `destroy`, which then keeps the state dir and reports it.
         let mut cgroup = lock(&self.cgroup);
-        match cgroup.take() {
-            Some(cg) => {
-                let name = cg.name().to_owned();
-                cg.destroy()
-                    .map_err(|e| format!("destroying cgroup {name} failed: {e}"))
-            }
-            None => Ok(()),
-        }
+        let Some(cg) = cgroup.as_ref() else {
+            return Ok(());
+        };
+        cg.destroy()
+            .map_err(|e| format!("destroying cgroup {} failed: {e}", cg.name()))?;
+        *cgroup = None;
+        Ok(())
     }
 
     /// Kills the task, removes its cgroup and state dir. The caller then ends the process.
@@ -347,13 +349,23 @@ impl Supervisor {
         if let Err(e) = self.destroy_cgroup() {
             failures.push(e);
         }
-        match std::fs::remove_dir_all(&self.paths.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failures.push(format!(
-                "removing state dir {} failed: {e}",
+        let remaining = lock(&self.cgroup).as_ref().map(|cg| cg.name().to_owned());
+        let recorded = kill::recorded_cgroup(&self.paths, &self.hello.task_id)
+            .map(|cg| cg.map(|cg| cg.name().to_owned()))
+            .map_err(|e| e.to_string());
+        match keep_state_for(remaining.as_deref(), recorded) {
+            Some(why) => failures.push(format!(
+                "kept state dir {}: {why}",
                 self.paths.dir.display()
             )),
+            None => match std::fs::remove_dir_all(&self.paths.dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => failures.push(format!(
+                    "removing state dir {} failed: {e}",
+                    self.paths.dir.display()
+                )),
+            },
         }
         if failures.is_empty() {
             log("destroyed: cgroup and state dir removed");
@@ -403,6 +415,26 @@ impl Supervisor {
     }
 }
 
+/// Why the state dir must stay, if it must: it holds the record a later cleanup needs to
+/// find the task's cgroup, so it goes only once the cgroup is verifiably gone, both as this
+/// supervisor knows it (`remaining`) and as the record resolves (`recorded`).
+fn keep_state_for(
+    remaining: Option<&str>,
+    recorded: Result<Option<String>, String>,
+) -> Option<String> {
+    let still = |name: &str| {
+        format!("task cgroup {name} still exists, and its record is needed to remove it later")
+    };
+    match (remaining, recorded) {
+        (Some(name), _) => Some(still(name)),
+        (None, Ok(Some(name))) => Some(still(&name)),
+        (None, Err(e)) => Some(format!(
+            "cannot tell whether the task cgroup is gone ({e}), and its record may be needed"
+        )),
+        (None, Ok(None)) => None,
+    }
+}
+
 /// Reaps children other than the task's init that were reparented to us as a subreaper.
 fn reap_strays() {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -411,5 +443,21 @@ fn reap_strays() {
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_kept_while_the_cgroup_may_remain() {
+        assert_eq!(keep_state_for(None, Ok(None)), None);
+        let held = keep_state_for(Some("execdriver-t1"), Ok(None)).unwrap_or_default();
+        assert!(held.contains("execdriver-t1"), "{held}");
+        let recorded = keep_state_for(None, Ok(Some("execdriver-t2".into()))).unwrap_or_default();
+        assert!(recorded.contains("execdriver-t2"), "{recorded}");
+        let unknown = keep_state_for(None, Err("corrupt record".into())).unwrap_or_default();
+        assert!(unknown.contains("corrupt record"), "{unknown}");
     }
 }
