@@ -154,10 +154,13 @@ pub(crate) fn remove_state(
 
 /// The task's cgroup as its state dir records it, if there is one to clean up.
 ///
-/// A cgroup is touched by name only with proof that this data dir's task created it: the
-/// state dir exists and holds the `cgroup.json` the agent wrote before the supervisor
-/// started. Without them (already collected, never started here, another data dir sharing
-/// the parent) the answer is `None` and nothing is touched. The recorded paths are used as
+/// A cgroup is touched by name only with proof that this data dir's task created it and has
+/// not removed it yet: the state dir holds the `cgroup.json` the agent wrote before the
+/// supervisor started, and the `cgroup.created` mark the supervisor writes only after
+/// creating the cgroup and removes (with the record) once the cgroup is gone. Without both
+/// (already collected, never created here, removed after the exit) the answer is `None` and
+/// nothing is touched, so a cgroup of the same name that another data dir sharing the parent
+/// created meanwhile is never ours. The recorded paths are used as
 /// recorded ([`TaskCgroup::open_recorded`] checks each lies in a cgroup hierarchy of this
 /// node and ends in the task's cgroup name), never re-derived from the recorded parent: that
 /// would resolve the caller's own cgroup, which differs when the cleanup runs from another
@@ -175,6 +178,22 @@ pub(crate) fn recorded_cgroup(
         Ok(None) => return Ok(None),
         Err(e) => return Err(failed(e.to_string())),
     };
+    match fs::symlink_metadata(paths.cgroup_created()) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(failed(format!(
+                "{} is not a regular file",
+                paths.cgroup_created().display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(failed(format!(
+                "reading {}: {e}",
+                paths.cgroup_created().display()
+            )));
+        }
+    }
     let name = cgroup_name(task_id);
     let bad = |why: String| failed(format!("cgroup record {}: {why}", record_path.display()));
     if record.name != name {
@@ -219,6 +238,17 @@ mod tests {
         assert!(matches!(recorded_cgroup(&paths, &task), Ok(None)));
         fs::create_dir_all(&paths.dir).expect("mkdir");
         assert!(matches!(recorded_cgroup(&paths, &task), Ok(None)));
+        // A record without the supervisor's created mark is not acted on, however sound.
+        let outside = data.path().join("no-cgroup-fs").join(&name);
+        CgroupRecord {
+            name: "execdriver-other".into(),
+            parent: None,
+            paths: vec![outside.clone()],
+        }
+        .write_new(&paths.cgroup_record())
+        .expect("write");
+        assert!(matches!(recorded_cgroup(&paths, &task), Ok(None)));
+        crate::state::write_cgroup_created(&paths.cgroup_created()).expect("mark");
         let with_record = |name: &str, path: &Path| {
             let _ = fs::remove_file(paths.cgroup_record());
             CgroupRecord {
@@ -232,7 +262,6 @@ mod tests {
         };
         // A record that names another task's cgroup, a path outside every cgroup mount, or
         // one that climbs out with `..`.
-        let outside = data.path().join("no-cgroup-fs").join(&name);
         assert!(with_record("execdriver-other", &outside).is_err());
         assert!(with_record(&name, &outside).is_err());
         let climbing = PathBuf::from(format!("/sys/fs/cgroup/memory/../../etc/{name}"));

@@ -354,16 +354,28 @@ impl LinuxPlatform {
         let mut reader = ReadyReader::new(stdout, self.config.ready_timeout);
         // First line: who the daemonized supervisor is, so that it can be killed if it
         // never gets as far as the ready report. Second line: the ready report.
-        let started = reader
-            .line()
-            .and_then(|line| match serde_json::from_str(&line) {
+        // An error report says itself whether anything may remain; any other failure here
+        // leaves that unknown, so the cleanup by record runs.
+        let started = match reader.line() {
+            Ok(line) => match serde_json::from_str(&line) {
                 Ok(Ready::Started { supervisor }) => Ok(supervisor),
-                Ok(Ready::Error { message, .. }) => Err(message),
-                _ => Err(format!("supervisor sent {line:?} instead of its identity")),
-            });
+                Ok(Ready::Error {
+                    message,
+                    cleanup_needed,
+                }) => Err((message, cleanup_needed)),
+                _ => Err((
+                    format!("supervisor sent {line:?} instead of its identity"),
+                    true,
+                )),
+            },
+            Err(why) => Err((why, true)),
+        };
         reap_intermediate(&mut child);
-        let supervisor =
-            started.map_err(|why| SpawnFailure::lost(format!("{why}{}", log_tail(paths)), None))?;
+        let supervisor = started.map_err(|(why, cleanup_needed)| SpawnFailure {
+            message: format!("{why}{}", log_tail(paths)),
+            cgroup_may_remain: cleanup_needed,
+            supervisor: None,
+        })?;
         let lost =
             |why: String| SpawnFailure::lost(format!("{why}{}", log_tail(paths)), Some(supervisor));
         let line = reader.line().map_err(lost)?;

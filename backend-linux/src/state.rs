@@ -21,6 +21,9 @@ pub const LOG_FILE: &str = "supervisor.log";
 pub const HANDLE_FILE: &str = "handle.json";
 /// Where the task's cgroup is, written by the agent before the supervisor starts.
 pub const CGROUP_FILE: &str = "cgroup.json";
+/// Written by the supervisor only once it has created the task's cgroup, and removed once it
+/// removed it: the proof that the cgroup `cgroup.json` names is this task's to clean up.
+pub const CGROUP_CREATED_FILE: &str = "cgroup.created";
 /// Largest cgroup record read.
 const MAX_CGROUP_RECORD: u64 = 64 * 1024;
 
@@ -59,6 +62,36 @@ impl CgroupRecord {
     pub fn read(path: &Path) -> io::Result<Option<Self>> {
         read_record(path, MAX_CGROUP_RECORD, "cgroup record")
     }
+}
+
+/// Writes the mark that the supervisor created the task's cgroup (see [`CGROUP_CREATED_FILE`]):
+/// created new, mode 0600, synced, so that a mark on disk never precedes the cgroup.
+pub fn write_cgroup_created(path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+/// Removes the cgroup record and its created mark once the cgroup is gone, mark first: a
+/// record without its mark is never acted on. Absent files are fine.
+pub fn remove_cgroup_record(paths: &StatePaths) -> io::Result<()> {
+    for path in [paths.cgroup_created(), paths.cgroup_record()] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The dir under the data dir that holds every task's state dir.
@@ -119,6 +152,11 @@ impl StatePaths {
     /// The record of where the task's cgroup is.
     pub fn cgroup_record(&self) -> PathBuf {
         self.dir.join(CGROUP_FILE)
+    }
+
+    /// The mark that the supervisor created the recorded cgroup (and has not removed it).
+    pub fn cgroup_created(&self) -> PathBuf {
+        self.dir.join(CGROUP_CREATED_FILE)
     }
 }
 
@@ -196,5 +234,18 @@ mod tests {
         assert!(record.write_new(&path).is_err());
         std::fs::write(&path, b"{").expect("write");
         assert!(CgroupRecord::read(&path).is_err());
+    }
+
+    #[test]
+    fn created_mark_is_written_once_and_removed_with_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = StatePaths::at(dir.path());
+        assert!(remove_cgroup_record(&paths).is_ok());
+        write_cgroup_created(&paths.cgroup_created()).expect("mark");
+        assert!(write_cgroup_created(&paths.cgroup_created()).is_err());
+        std::fs::write(paths.cgroup_record(), b"{}").expect("write");
+        remove_cgroup_record(&paths).expect("remove");
+        assert!(!paths.cgroup_created().exists());
+        assert!(!paths.cgroup_record().exists());
     }
 }

@@ -34,7 +34,7 @@ use crate::cgroups::{CgroupParent, TaskCgroup, cgroup_name};
 use crate::isolation::{self, LaunchRequest};
 use crate::logs::{self, Stream};
 use crate::process;
-use crate::state::{CgroupRecord, StatePaths};
+use crate::state::{self, CgroupRecord, StatePaths};
 
 use protocol::{Hello, Ready};
 use server::{Supervisor, THREAD_STACK};
@@ -212,7 +212,12 @@ fn start(
     let fail = |cgroup: TaskCgroup, message: String| {
         cleanup_socket();
         match cgroup.destroy() {
-            Ok(()) => Err(StartFailure::from(message)),
+            Ok(()) => {
+                if let Err(e) = state::remove_cgroup_record(paths) {
+                    log(format_args!("after removing cgroup {name}: {e}"));
+                }
+                Err(StartFailure::from(message))
+            }
             Err(e) => {
                 log(format_args!(
                     "removing cgroup {name} after a failed start: {e}"
@@ -224,6 +229,14 @@ fn start(
             }
         }
     };
+    // Only now may a cleanup by the record touch a cgroup of this name: before, one of that
+    // name could belong to another data dir sharing the parent.
+    if let Err(e) = state::write_cgroup_created(&paths.cgroup_created()) {
+        return fail(
+            cgroup,
+            format!("recording that cgroup {name} was created failed: {e}"),
+        );
+    }
     let pipes = match output_pipes() {
         Ok(pipes) => pipes,
         Err(e) => return fail(cgroup, e),

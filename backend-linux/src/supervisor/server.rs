@@ -322,7 +322,10 @@ impl Supervisor {
         cg.destroy()
             .map_err(|e| format!("destroying cgroup {} failed: {e}", cg.name()))?;
         *cgroup = None;
-        Ok(())
+        // A record left behind would let a later cleanup act on a new cgroup of the same
+        // name that another data dir sharing the parent may create.
+        crate::state::remove_cgroup_record(&self.paths)
+            .map_err(|e| format!("cgroup removed, but its record stays: {e}"))
     }
 
     /// Kills the task, removes its cgroup and state dir. The caller then ends the process.
