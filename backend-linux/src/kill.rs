@@ -19,6 +19,7 @@ use crate::platform::LinuxPlatform;
 use crate::process::Pidfd;
 use crate::reattach::confine_state;
 use crate::state::{CgroupRecord, StatePaths};
+use crate::supervisor::exit_record;
 
 /// How long a SIGKILLed supervisor may take to die.
 const SUPERVISOR_DEATH: Duration = Duration::from_secs(5);
@@ -100,6 +101,7 @@ pub(crate) fn kill_cgroup(
     handle: &HandleId,
 ) -> Result<(), PlatformError> {
     let confined = confine_state(platform, handle)?;
+    check_exit_record(&confined.paths, handle)?;
     match recorded_cgroup(&confined.paths, &handle.task_id)? {
         Some(cgroup) => cgroup
             .kill_all()
@@ -114,6 +116,7 @@ pub(crate) fn destroy_cgroup(
     handle: &HandleId,
 ) -> Result<(), PlatformError> {
     let confined = confine_state(platform, handle)?;
+    check_exit_record(&confined.paths, handle)?;
     destroy_recorded_cgroup(&confined.paths, &handle.task_id)
 }
 
@@ -140,6 +143,7 @@ pub(crate) fn remove_state(
     handle: &HandleId,
 ) -> Result<(), PlatformError> {
     let confined = confine_state(platform, handle)?;
+    check_exit_record(&confined.paths, handle)?;
     // The state dir holds the only proof that the cgroup is ours: while the cgroup is still
     // there (an earlier step failed), keep the record so a later cleanup can finish the job.
     if let Ok(Some(cgroup)) = recorded_cgroup(&confined.paths, &handle.task_id) {
@@ -203,6 +207,24 @@ pub(crate) fn recorded_cgroup(
         )));
     }
     TaskCgroup::open_recorded(&name, &record.paths).map_err(|e| bad(e.to_string()))
+}
+
+/// Refuses a state dir whose exit record belongs to another supervisor and task: the task id
+/// was collected and reused, and its cgroup and state are the new task's. An unreadable
+/// record proves nothing either way; the cgroup steps still need the created mark.
+fn check_exit_record(paths: &StatePaths, handle: &HandleId) -> Result<(), PlatformError> {
+    match exit_record::read(&paths.exit_record()) {
+        Ok(Some(record)) => record
+            .check(&handle.supervisor.process, &handle.task)
+            .map(|_| ())
+            .map_err(|why| {
+                PlatformError::Refused(format!(
+                    "task {}: {why}; nothing of it was touched",
+                    handle.task_id
+                ))
+            }),
+        Ok(None) | Err(_) => Ok(()),
+    }
 }
 
 /// Removes `dir` and everything in it; an absent dir is fine.

@@ -261,7 +261,11 @@ impl LinuxPlatform {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, Unanswered> {
-        protocol::call_once(&conn.paths.socket(), request, Some(timeout))
+        let mut client = protocol::Client::connect(&conn.paths.socket())
+            .map_err(|e| self.unanswered(conn, e))?;
+        check_peer(&client, conn)?;
+        client
+            .call(request, Some(timeout))
             .map_err(|e| self.unanswered(conn, e))
     }
 
@@ -446,6 +450,33 @@ impl SpawnFailure {
             cgroup_may_remain: true,
             supervisor,
         }
+    }
+}
+
+/// Refuses a socket served by another process than the handle's supervisor: after the task
+/// was collected and its id reused, a stale handle would otherwise steer the new task.
+fn check_peer(client: &protocol::Client, conn: &SupervisorConn) -> Result<(), Unanswered> {
+    let reused = |served: String| {
+        Unanswered(Settled::NotOurs(format!(
+            "task {}: the socket is served by another supervisor ({served}, not {:?}): the \
+             task id was reused; nothing was sent",
+            conn.task_id, conn.process
+        )))
+    };
+    let pid = client.peer_pid().map_err(|e| {
+        Unanswered(Settled::Alive(format!(
+            "cannot tell who serves the socket of task {}: {e}",
+            conn.task_id
+        )))
+    })?;
+    if pid != conn.process.pid {
+        return Err(reused(format!("pid {pid}")));
+    }
+    // Same pid: a recycled pid shows another start time. A process gone since the connect
+    // has nothing to answer with, which the call itself then reports.
+    match crate::process::identity(pid) {
+        Ok(found) if found != conn.process => Err(reused(format!("{found:?}"))),
+        _ => Ok(()),
     }
 }
 

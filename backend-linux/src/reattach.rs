@@ -289,6 +289,65 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_steps_refuse_a_state_dir_of_a_reused_task_id() {
+        let f = fixture();
+        let paths = StatePaths::at(&f.handle.state_dir);
+        let record = exit_record::ExitRecord {
+            status: execdriver_core::ExitStatus::code(0),
+            supervisor: ProcessIdentity {
+                pid: f.handle.supervisor.process.pid,
+                start_time: f.handle.supervisor.process.start_time + 1,
+            },
+            task: f.handle.task,
+        };
+        exit_record::write(&paths.exit_record(), &record).expect("write");
+        for step in [
+            crate::kill::kill_cgroup,
+            crate::kill::destroy_cgroup,
+            crate::kill::remove_state,
+        ] {
+            match step(&f.platform, &f.handle) {
+                Err(PlatformError::Refused(why)) => assert!(why.contains("reused"), "{why}"),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(
+            paths.exit_record().exists(),
+            "nothing of the new task was touched"
+        );
+    }
+
+    #[test]
+    fn calls_to_a_socket_served_by_another_process_are_refused() {
+        use execdriver_core::Platform;
+        let f = fixture();
+        let paths = StatePaths::at(&f.handle.state_dir);
+        // Served by this test process: neither the handle's supervisor pid nor its start time.
+        let _listener = std::os::unix::net::UnixListener::bind(paths.socket()).expect("bind");
+        let conn = SupervisorConn::new(
+            f.handle.task_id.clone(),
+            paths.clone(),
+            f.handle.supervisor.process,
+            f.handle.task,
+        );
+        match f.platform.signal(&conn, Signal::SIGTERM) {
+            Err(PlatformError::Refused(why)) => assert!(why.contains("reused"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let me = crate::process::identity(i32::try_from(std::process::id()).expect("pid"))
+            .expect("own identity");
+        let stale = ProcessIdentity {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        let conn = SupervisorConn::new(f.handle.task_id.clone(), paths, stale, f.handle.task);
+        match f.platform.stats(&conn) {
+            Err(PlatformError::Refused(why)) => assert!(why.contains("reused"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn missing_state_dir_is_refused_and_touches_nothing() {
         let f = fixture();
         fs::remove_dir(&f.handle.state_dir).expect("rmdir");

@@ -259,6 +259,15 @@ impl Client {
         })
     }
 
+    /// The pid of the process serving the socket (the one that bound it), as the kernel
+    /// recorded it at connect time (`SO_PEERCRED`).
+    pub fn peer_pid(&self) -> io::Result<i32> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        getsockopt(self.reader.get_ref(), PeerCredentials)
+            .map(|cred| cred.pid())
+            .map_err(io::Error::from)
+    }
+
     /// Sends `request` and reads its answer, waiting at most `timeout` (forever if `None`).
     pub fn call(
         &mut self,
