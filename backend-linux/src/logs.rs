@@ -97,7 +97,16 @@ pub fn pump(
     stream: Stream,
     rotation: &LogRotation,
 ) -> io::Result<u64> {
-    let mut writer = RotatingWriter::open(log_dir, task_name, stream, rotation)?;
+    let writer = RotatingWriter::open(log_dir, task_name, stream, rotation)?;
+    pump_into(source, writer)
+}
+
+/// [`pump`] into a writer opened beforehand: the supervisor opens both before launching the
+/// task, so that a log dir it cannot use fails the start instead of closing a pipe the task
+/// already writes to. Returns the bytes written to the files.
+pub fn pump_into(source: OwnedFd, mut writer: RotatingWriter) -> io::Result<u64> {
+    let stream = writer.stream;
+    let log_dir = writer.dir.clone();
     let mut source = File::from(source);
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;

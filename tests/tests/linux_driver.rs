@@ -21,7 +21,7 @@ use execdriver_linux::cgroups::{CgroupParent, cgroup_name};
 use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
 use execdriver_linux::process::Pidfd;
 use linux_support::{
-    TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline, unique_id,
+    DirGuard, TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline, unique_id,
 };
 
 const CLEAN: Duration = Duration::from_secs(5);
@@ -611,6 +611,27 @@ fn failed_start_leaves_nothing_behind() {
     let err = driver.start(&spec).expect_err("unknown user");
     assert!(err.to_string().contains("no-such-user-here"), "{err}");
     assert!(!env.data.join("tasks").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn a_planted_log_dir_symlink_fails_the_start_before_the_task_runs() {
+    let Some(env) = env("a_planted_log_dir_symlink_fails_the_start_before_the_task_runs") else {
+        return;
+    };
+    let driver = env.driver();
+    let spec = env.spec("/bin/true", &[]);
+    let elsewhere = DirGuard::new("execdriver-elsewhere");
+    std::os::unix::fs::symlink(&elsewhere.0, spec.alloc_dir.join("logs")).expect("symlink");
+    let id = spec.task_id.clone();
+    let err = driver.start(&spec).expect_err("symlinked log dir");
+    assert!(err.to_string().contains("log"), "{err}");
+    assert!(!env.data.join("tasks").join(&id).exists());
+    assert_eq!(
+        std::fs::read_dir(&elsewhere.0).expect("read").count(),
+        0,
+        "nothing was written through the symlink"
+    );
     env.assert_clean(CLEAN);
 }
 

@@ -190,8 +190,16 @@ fn start(
     .map_err(|e| format!("resolving the cgroup parent failed: {e}"))?;
     let name = cgroup_name(&spec.task_id);
     check_cgroup_record(paths, options, &parent, &name)?;
-    // Created by the pumps themselves, without following a symlink.
+    // Opened (the dir created if missing, never through a symlink) before anything else is
+    // created and before the task runs: once it runs, a pump that cannot open its files
+    // could only drop its output.
     let log_dir = spec.alloc_dir.join("logs");
+    let mut writers = Vec::with_capacity(2);
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let writer = logs::RotatingWriter::open(&log_dir, &spec.task_name, stream, &spec.logs)
+            .map_err(|e| format!("opening the task's {} log failed: {e}", stream.as_str()))?;
+        writers.push(writer);
+    }
     let socket = paths.socket();
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("binding socket {} failed: {e}", socket.display()))?;
@@ -280,15 +288,16 @@ fn start(
     // Threads from here on: the task is launched.
     let (done_tx, done_rx) = mpsc::channel();
     let mut pump_count = 0;
-    for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
-        let (log_dir, task_name, rotation) =
-            (log_dir.clone(), spec.task_name.clone(), spec.logs.clone());
+    for ((fd, stream), writer) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)]
+        .into_iter()
+        .zip(writers)
+    {
         let done = done_tx.clone();
         let spawned = thread::Builder::new()
             .name(format!("pump-{stream:?}"))
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                if let Err(e) = logs::pump(fd, &log_dir, &task_name, stream, &rotation) {
+                if let Err(e) = logs::pump_into(fd, writer) {
                     log(format_args!("log pump for {stream:?} failed: {e}"));
                 }
                 let _ = done.send(());
