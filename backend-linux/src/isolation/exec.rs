@@ -140,13 +140,18 @@ fn restrict_capabilities(keep: u64, last_cap: u32) -> Result<(), i32> {
             &header as *const CapHeader,
             data.as_ptr(),
         ))?;
-        check_int(libc::prctl(
+        // Kernels before 4.3 have no ambient set (EINVAL): nothing to clear there, and an
+        // ambient capability needs an inheritable one, which is already gone.
+        match check_int(libc::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL,
             0,
             0,
             0,
-        ))?;
+        )) {
+            Ok(_) | Err(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
