@@ -21,6 +21,9 @@ use crate::reattach::confine_state;
 use crate::state::{CgroupRecord, StatePaths};
 use crate::supervisor::exit_record;
 
+/// How long a process whose command line is not the supervisor's gets to turn out to be a
+/// supervisor in the middle of exiting.
+const DYING_GRACE: Duration = Duration::from_secs(1);
 /// How long a SIGKILLed supervisor may take to die.
 const SUPERVISOR_DEATH: Duration = Duration::from_secs(5);
 
@@ -60,6 +63,11 @@ pub(crate) fn kill_supervisor_process(
     }
     // The pidfd pins the process: whatever the command line says, the signal can only reach it.
     if !is_supervisor_of(identity.pid, &paths.dir) {
+        // A supervisor exiting after its linger shows an empty command line for a moment
+        // before it is a zombie: if it dies within the grace, there was nothing to kill.
+        if pidfd.wait_exit(Some(DYING_GRACE)).unwrap_or(false) {
+            return Ok(());
+        }
         return Err(PlatformError::Refused(format!(
             "process {} is not the supervisor of {}; it was not signalled",
             identity.pid,
@@ -297,6 +305,43 @@ mod tests {
             let parent = own.paths()[0].join("execdriver-test-parent-never-created");
             assert!(!parent.exists());
         }
+    }
+
+    #[test]
+    fn a_process_that_is_not_the_supervisor_is_refused_unless_it_is_exiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = StatePaths::at(dir.path());
+        let identity_of = |child: &std::process::Child| {
+            crate::process::identity(i32::try_from(child.id()).expect("pid")).expect("identity")
+        };
+        // Exits within the grace: what a supervisor leaving after its linger looks like.
+        let mut exiting = std::process::Command::new("/bin/sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("sleep");
+        assert_eq!(
+            kill_supervisor_process(&identity_of(&exiting), &paths),
+            Ok(())
+        );
+        assert!(
+            exiting.wait().expect("wait").success(),
+            "it was not signalled"
+        );
+        let mut stranger = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let refused = kill_supervisor_process(&identity_of(&stranger), &paths);
+        assert!(
+            matches!(refused, Err(PlatformError::Refused(_))),
+            "{refused:?}"
+        );
+        assert!(
+            stranger.try_wait().expect("try_wait").is_none(),
+            "it was signalled"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
     }
 
     #[test]
