@@ -673,12 +673,19 @@ impl Platform for LinuxPlatform {
                 {
                     message.push_str(&format!("; killing the supervisor failed: {e}"));
                 }
-                if failure.cgroup_may_remain
-                    && let Err(e) = kill::destroy_recorded_cgroup(&paths, &spec.task_id)
-                {
-                    message.push_str(&format!("; cleanup of the task cgroup failed: {e}"));
-                }
-                if let Err(e) = kill::remove_dir(&paths.dir) {
+                let cgroup_kept = failure.cgroup_may_remain
+                    && match kill::destroy_recorded_cgroup(&paths, &spec.task_id) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            message.push_str(&format!(
+                                "; cleanup of the task cgroup failed: {e}; state dir {} is \
+                                 kept: its record is needed to remove the cgroup later",
+                                paths.dir.display()
+                            ));
+                            true
+                        }
+                    };
+                if !cgroup_kept && let Err(e) = kill::remove_dir(&paths.dir) {
                     message.push_str(&format!("; {e}"));
                 }
                 Err(PlatformError::Failed(message))
