@@ -4,6 +4,7 @@
 //! {"op":"hello"}                               -> {"hello":{"task_id":..,"supervisor":..,"task":..,"version":..}}
 //! {"op":"wait","timeout_ms":1000}              -> {"exited":{"exit_code":0,..}} | {"running":true}
 //! {"op":"signal","signal":15}                  -> {"ok":true}
+//! {"op":"shutdown","signal":2,"grace_ms":5000} -> {"ok":true}   (signal, kill the cgroup after the grace)
 //! {"op":"kill"}                                -> {"ok":true}   (kill everything in the cgroup)
 //! {"op":"destroy"}                             -> {"ok":true}   (kill, remove cgroup and state, exit)
 //! {"op":"stats"}                               -> {"stats":{..}}
@@ -343,6 +344,13 @@ mod tests {
                     signal: Signal::SIGTERM,
                 },
                 r#"{"op":"signal","signal":15}"#,
+            ),
+            (
+                Request::Shutdown {
+                    signal: Some(Signal::SIGINT),
+                    grace_ms: 5000,
+                },
+                r#"{"op":"shutdown","signal":2,"grace_ms":5000}"#,
             ),
             (Request::Kill, r#"{"op":"kill"}"#),
             (Request::Destroy, r#"{"op":"destroy"}"#),
