@@ -199,9 +199,44 @@ pub(crate) fn settle_unreachable(
                 "{what} did not answer ({error}) and its state is unknown: {e}"
             )),
         },
+        Err(crate::process::ProcessError::Syscall { source, .. })
+            if source.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            settle_by_proc(supervisor, &what, error, &record)
+        }
         Err(e) => Settled::Alive(format!(
             "{what} did not answer ({error}) and its state is unknown: {e}"
         )),
+    }
+}
+
+/// [`settle_unreachable`] on kernels without `pidfd_open` (before 5.3): the start time and
+/// state in `/proc/<pid>/stat`, polled for the same dying grace.
+fn settle_by_proc(
+    supervisor: &ProcessIdentity,
+    what: &str,
+    error: &CallError,
+    record: &str,
+) -> Settled {
+    let deadline = Instant::now().checked_add(DYING_GRACE);
+    loop {
+        match crate::process::is_gone_or_dead(supervisor) {
+            Ok(true) => {
+                return Settled::Dead(format!("{what} is gone ({error}) and left {record}"));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Settled::Alive(format!(
+                    "{what} did not answer ({error}) and its state is unknown: {e}"
+                ));
+            }
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return Settled::Alive(format!(
+                "{what} is alive but did not answer: {error}; try again"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -24,6 +24,38 @@ pub fn identity(pid: i32) -> Result<ProcessIdentity, ProcessError> {
     Ok(ProcessIdentity { pid, start_time })
 }
 
+/// Whether the process `identity` names is gone or dead (a zombie), judged from
+/// `/proc/<pid>/stat` alone: the fallback where `pidfd_open` does not exist (before 5.3). A
+/// pid now held by a process with another start time means the identified one is gone.
+pub fn is_gone_or_dead(identity: &ProcessIdentity) -> Result<bool, ProcessError> {
+    let pid = identity.pid;
+    if pid <= 0 {
+        return Err(ProcessError::InvalidPid { pid });
+    }
+    let stat = match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return Ok(true);
+        }
+        Err(source) => return Err(ProcessError::ReadStat { pid, source }),
+    };
+    let start_time =
+        parse_start_time(&stat).map_err(|what| ProcessError::ParseStat { pid, what })?;
+    if start_time != identity.start_time {
+        return Ok(true);
+    }
+    Ok(matches!(stat_state(&stat), Some(b'Z' | b'X' | b'x')))
+}
+
+/// Field 3 of a `/proc/<pid>/stat` line: the one-letter state.
+fn stat_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..]
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
+}
+
 /// Field 22 of a `/proc/<pid>/stat` line: the start time in clock ticks since boot.
 pub fn parse_start_time(stat: &[u8]) -> Result<u64, &'static str> {
     stat_field(stat, 22)?.ok_or("start time (field 22) is not a number")
@@ -57,6 +89,30 @@ pub fn stat_field(stat: &[u8], field: usize) -> Result<Option<u64>, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_from_proc_stat() {
+        assert_eq!(stat_state(b"12 (a) b) Z 1 2"), Some(b'Z'));
+        let me = identity(i32::try_from(std::process::id()).expect("pid")).expect("own");
+        assert!(matches!(is_gone_or_dead(&me), Ok(false)));
+        let reused = ProcessIdentity {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        assert!(matches!(is_gone_or_dead(&reused), Ok(true)));
+        let mut child = std::process::Command::new("/bin/true")
+            .spawn()
+            .expect("true");
+        let id = identity(i32::try_from(child.id()).expect("pid")).expect("child");
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !matches!(is_gone_or_dead(&id), Ok(true)) {
+            assert!(std::time::Instant::now() < deadline, "never seen dead");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.wait();
+        assert!(matches!(is_gone_or_dead(&id), Ok(true)));
+    }
 
     fn line(comm: &str, start: u64) -> Vec<u8> {
         // 3..=21 are 19 fields, then the start time, then a few more.
