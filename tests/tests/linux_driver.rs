@@ -307,6 +307,10 @@ fn exit_record_outlives_the_supervisor() {
         "supervisor did not exit after its linger"
     );
     assert!(handle.state_dir.join("exit.json").exists());
+    // The cgroup went with the exit, and so did the proof that its name is ours: a cgroup
+    // of that name created since (by another data dir sharing the parent) is never touched.
+    assert!(!handle.state_dir.join("cgroup.created").exists());
+    assert!(!handle.state_dir.join("cgroup.json").exists());
     let task = env.driver().open(&id).expect("reattach to the exit record");
     let result = task.wait().expect("wait");
     assert_eq!(result.exit_code, 4, "{result:?}");
