@@ -51,6 +51,9 @@ use execdriver_core::{
 pub use script::{Exit, Faults, ForceKill, ReattachFault, SignalResponse, TaskScript};
 use world::{Proc, Sim, StateDir, World};
 
+/// How long after the kill deadline the supervisor's own backup kill lands in virtual time.
+const BACKUP_KILL_LAG: Duration = Duration::from_millis(1);
+
 /// The mock's data dir: every state dir is `<MOCK_DATA_DIR>/<task id>`.
 pub const MOCK_DATA_DIR: &str = "/mock/execdriver/tasks";
 
@@ -96,6 +99,8 @@ pub enum Op {
     Signal,
     /// [`Platform::wait`].
     Wait,
+    /// [`Platform::schedule_force_kill`].
+    ScheduleForceKill,
     /// [`Platform::force_kill`].
     ForceKill,
     /// [`Platform::stats`].
@@ -583,6 +588,26 @@ impl Platform for MockPlatform {
             w.advance_to(target);
         };
         w.record(Op::Wait, &sup.task_id, result.is_ok());
+        result
+    }
+
+    fn schedule_force_kill(
+        &self,
+        sup: &Self::Supervisor,
+        after: Duration,
+    ) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let result = w.live(sup).map(|sim| sim.script.force_kill);
+        if let Ok(ForceKill::Works) = result {
+            // A tick after the driver's own deadline: while the agent lives, its force kill
+            // comes first, exactly as without the backup; only an agent gone by then leaves
+            // the kill to the supervisor. The backup is as effective as the script's force
+            // kill.
+            let at = w.clock + after + BACKUP_KILL_LAG;
+            w.schedule_exit(&sup.task_id, at, ExitStatus::signaled(Signal::SIGKILL));
+        }
+        let result = result.map(drop);
+        w.record(Op::ScheduleForceKill, &sup.task_id, result.is_ok());
         result
     }
 

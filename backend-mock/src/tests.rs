@@ -327,6 +327,7 @@ fn a_driver_over_the_mock_kills_within_the_timeout() {
         vec![
             Op::Spawn,
             Op::Signal,
+            Op::ScheduleForceKill,
             Op::Wait,
             Op::ForceKill,
             Op::Wait,
@@ -367,4 +368,44 @@ fn a_handle_naming_another_tasks_supervisor_cannot_kill_it() {
         Err(PlatformError::Refused(_))
     ));
     assert_eq!(p.resources_of("b"), before);
+}
+
+/// The agent dies right after the kill signal: the supervisor's backup kill still ends a
+/// task that ignores the signal, just after the deadline, and a new agent collects it.
+#[test]
+fn a_kill_scheduled_before_the_agent_died_still_lands() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::default().ignoring_kill_signal());
+    let id = {
+        let d = Driver::new(p.clone());
+        let task = d.start(&spec("a")).expect("start");
+        let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id()) else {
+            panic!("live supervisor expected");
+        };
+        p.signal(&sup, Signal::SIGINT).expect("signal");
+        p.schedule_force_kill(&sup, ms(1000)).expect("schedule");
+        task.id()
+    };
+    let d = Driver::new(p.clone());
+    let task = d.open(&id).expect("reopen");
+    let r = task
+        .wait_timeout(ms(2000))
+        .expect("wait")
+        .expect("the backup kill ended the task");
+    assert_eq!(r.signal, Some(Signal::SIGKILL));
+    assert!(p.time() <= at(1001), "killed at {:?}", p.time());
+}
+
+/// Without the backup, the same task outlives its dead agent's deadline.
+#[test]
+fn without_the_backup_an_ignored_kill_signal_leaves_the_task_running() {
+    let p = MockPlatform::new();
+    p.script("a", TaskScript::default().ignoring_kill_signal());
+    let d = Driver::new(p.clone());
+    let task = d.start(&spec("a")).expect("start");
+    let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id()) else {
+        panic!("live supervisor expected");
+    };
+    p.signal(&sup, Signal::SIGINT).expect("signal");
+    assert_eq!(task.wait_timeout(ms(2000)), Ok(None));
 }
