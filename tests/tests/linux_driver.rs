@@ -317,6 +317,20 @@ fn exit_record_outlives_the_supervisor() {
     env.assert_clean(CLEAN);
 }
 
+/// SIGKILLs the task's supervisor (our own, by verified pidfd) and waits until it is dead.
+fn kill_supervisor(handle: &HandleId) {
+    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
+        .expect("pidfd")
+        .expect("supervisor alive");
+    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
+    assert!(
+        supervisor
+            .wait_exit(Some(Duration::from_secs(10)))
+            .expect("wait for the supervisor"),
+        "the supervisor survived SIGKILL"
+    );
+}
+
 #[test]
 fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
     let Some(env) = env("killed_supervisor_is_reported_and_the_task_cleaned_up") else {
@@ -328,10 +342,7 @@ fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
         .expect("start");
     let handle = task.handle_id();
     env.track(handle.clone());
-    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
-        .expect("pidfd")
-        .expect("supervisor alive");
-    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
+    kill_supervisor(&handle);
     let result = task
         .wait_timeout(Duration::from_secs(20))
         .expect("wait")
@@ -355,16 +366,7 @@ fn state_is_kept_while_the_task_cgroup_remains() {
         .expect("start");
     let handle = task.handle_id();
     env.track(handle.clone());
-    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
-        .expect("pidfd")
-        .expect("supervisor alive");
-    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
-    assert!(
-        eventually(Duration::from_secs(10), || !alive(
-            &handle.supervisor.process
-        )),
-        "the supervisor did not die"
-    );
+    kill_supervisor(&handle);
     drop(task);
     let platform = env.platform();
     let kept = platform.remove_state(&handle);
@@ -717,16 +719,7 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
         task.id()
     };
     let handle = HandleId::parse(&id).expect("handle id");
-    let supervisor = Pidfd::open_verified(&handle.supervisor.process)
-        .expect("pidfd")
-        .expect("supervisor alive");
-    supervisor.signal(Signal::SIGKILL).expect("kill supervisor");
-    assert!(
-        supervisor
-            .wait_exit(Some(Duration::from_secs(10)))
-            .expect("wait for the supervisor"),
-        "the supervisor survived SIGKILL"
-    );
+    kill_supervisor(&handle);
     // The task dies with the supervisor (it is its pid namespace's init's child); its
     // cgroup stays until a cleanup removes it.
     let cgroup = linux_support::find_cgroup_dirs(&cgroup_name(&handle.task_id));
