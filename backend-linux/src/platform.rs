@@ -884,54 +884,37 @@ mod tests {
 
     #[test]
     fn ready_report_timeout_and_eof() {
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "exit 0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        let out = child.stdout.take().expect("stdout");
-        let err = read_ready(out, Duration::from_secs(5)).expect_err("eof");
+        // Runs `script` with its stdout as the report pipe, reads the report within
+        // `timeout`, then ends the script.
+        let report = |script: &str, timeout: Duration| {
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("sh");
+            let out = child.stdout.take().expect("stdout");
+            let read = read_ready(out, timeout);
+            let _ = child.kill();
+            let _ = child.wait();
+            read
+        };
+        let err = report("exit 0", Duration::from_secs(5)).expect_err("eof");
         assert!(err.contains("before reporting"), "{err}");
-        let _ = child.wait();
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "printf '{\"error\":\"x\"}\\n'; sleep 1"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        let out = child.stdout.take().expect("stdout");
         assert_eq!(
-            read_ready(out, Duration::from_secs(5)).ok().as_deref(),
+            report(
+                "printf '{\"error\":\"x\"}\\n'; exec sleep 1",
+                Duration::from_secs(5)
+            )
+            .ok()
+            .as_deref(),
             Some("{\"error\":\"x\"}")
         );
-        let _ = child.wait();
-        let mut child = Command::new("/bin/sleep")
-            .arg("2")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sleep");
-        let out = child.stdout.take().expect("stdout");
-        let err = read_ready(out, Duration::from_millis(100)).expect_err("timeout");
+        let err = report("exec sleep 2", Duration::from_millis(100)).expect_err("timeout");
         assert!(err.contains("within"), "{err}");
-        let _ = child.kill();
-        let _ = child.wait();
         // A timeout beyond the clock's range is no deadline, not an overflow panic.
-        let mut child = Command::new("/bin/sh")
-            .args(["-c", "printf 'x\\n'"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        let out = child.stdout.take().expect("stdout");
-        assert_eq!(read_ready(out, Duration::MAX).ok().as_deref(), Some("x"));
-        let _ = child.wait();
-        let mut child = Command::new("/bin/sleep")
-            .arg("2")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sleep");
-        let out = child.stdout.take().expect("stdout");
-        let err = read_ready(out, Duration::from_millis(100)).expect_err("timeout");
-        assert!(err.contains("within"), "{err}");
-        let _ = child.kill();
-        let _ = child.wait();
+        assert_eq!(
+            report("printf 'x\\n'", Duration::MAX).ok().as_deref(),
+            Some("x")
+        );
     }
 }
