@@ -256,6 +256,20 @@ mod tests {
         let me = i32::try_from(std::process::id()).expect("pid");
         assert!(!is_supervisor_of(me, Path::new("/tmp/x")));
         assert!(!is_supervisor_of(i32::MAX, Path::new("/tmp/x")));
+        // A process whose command line reads like a supervisor of /tmp/x (sh's $0 and
+        // positional arguments land in its cmdline): it matches that dir and no other.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read x", "sh", "supervise", "--state-dir", "/tmp/x"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let matched = is_supervisor_of(pid, Path::new("/tmp/x"));
+        let other = is_supervisor_of(pid, Path::new("/tmp/y"));
+        drop(child.stdin.take());
+        let _ = child.wait();
+        assert!(matched, "the supervisor of /tmp/x was not recognised");
+        assert!(!other, "a supervisor of /tmp/x matched /tmp/y");
     }
 
     #[test]
