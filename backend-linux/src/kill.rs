@@ -264,6 +264,13 @@ mod tests {
             .spawn()
             .expect("sh");
         let pid = i32::try_from(child.id()).expect("pid");
+        // spawn returns while execve may still be swapping the image in, when the kernel
+        // shows an empty cmdline: wait (bounded) for the new one.
+        let cmdline = format!("/proc/{pid}/cmdline");
+        let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read(&cmdline).map_or(true, |c| c.is_empty()) && std::time::Instant::now() < by {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let matched = is_supervisor_of(pid, Path::new("/tmp/x"));
         let other = is_supervisor_of(pid, Path::new("/tmp/y"));
         drop(child.stdin.take());
