@@ -325,7 +325,7 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    let stored = env.data.join("tasks").join(&id).join("handle.json");
+    let stored = env.data.join("tasks").join(&id).join("task.json");
     assert!(eventually(Duration::from_secs(10), || stored.exists()));
     // The agent dies without a chance to clean up; the supervisor carries on.
     child.kill().expect("kill run");

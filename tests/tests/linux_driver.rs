@@ -15,11 +15,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
-    Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Signal, State,
+    Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Refusal, Signal,
+    State, TaskErrorKind,
 };
 use execdriver_linux::cgroups::{CgroupParent, cgroup_name};
-use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
 use execdriver_linux::process::Pidfd;
+use execdriver_linux::{LinuxConfig, LinuxPlatform};
 use linux_support::{
     DirGuard, TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline, unique_id,
 };
@@ -180,15 +181,16 @@ fn a_kill_completes_when_the_agent_dies_in_the_grace_period() {
     thread::sleep(Duration::from_millis(300));
     // What kill() does before its wait, done by hand; then the "agent" is gone.
     let platform = env.platform();
-    let execdriver_core::Reattach::Live(conn) =
-        platform.reattach(&task.handle_id()).expect("reattach")
+    let soon = platform.now() + Duration::from_secs(5);
+    let execdriver_core::Reattach::Live(conn) = platform
+        .reattach(&task.handle_id(), soon)
+        .expect("reattach")
     else {
         panic!("the supervisor should be live");
     };
-    platform.signal(&conn, Signal::SIGINT).expect("signal");
     platform
-        .schedule_force_kill(&conn, Duration::from_secs(1))
-        .expect("schedule the force kill");
+        .begin_kill(&conn, Signal::SIGINT, Duration::from_secs(1), soon)
+        .expect("begin the kill");
     drop((conn, platform, task, driver));
 
     let started = Instant::now();
@@ -288,8 +290,9 @@ fn exit_record_outlives_the_supervisor() {
     let Some(env) = env("exit_record_outlives_the_supervisor") else {
         return;
     };
-    let mut config = env.config();
-    config.supervisor_linger = Duration::from_millis(200);
+    let config = env
+        .config()
+        .with_supervisor_linger(Duration::from_millis(200));
     let platform = execdriver_linux::LinuxPlatform::new(config);
     let driver = execdriver_core::Driver::new(platform);
     let task = driver
@@ -347,8 +350,9 @@ fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
         .wait_timeout(Duration::from_secs(20))
         .expect("wait")
         .expect("a lost supervisor ends the wait");
-    let error = result.error.clone().unwrap_or_default();
-    assert!(error.contains("supervisor"), "{result:?}");
+    let error = result.error.clone().expect("an error");
+    assert_eq!(error.kind, TaskErrorKind::SupervisorLost, "{result:?}");
+    assert!(error.message.contains("supervisor"), "{result:?}");
     assert_eq!(result.exit_code, -1);
     env.assert_clean(CLEAN);
 }
@@ -371,76 +375,176 @@ fn state_is_kept_while_the_task_cgroup_remains() {
     let platform = env.platform();
     let kept = platform.remove_state(&handle);
     assert!(
-        matches!(&kept, Err(PlatformError::Failed(m)) if m.contains("still exists")),
+        matches!(&kept, Err(e) if e.to_string().contains("still exists")),
         "{kept:?}"
     );
     assert!(
         handle.state_dir.is_dir(),
         "the record went with the state dir"
     );
-    platform.kill_cgroup(&handle).expect("kill cgroup");
-    platform.destroy_cgroup(&handle).expect("destroy cgroup");
+    let soon = platform.now() + Duration::from_secs(10);
+    platform.kill_cgroup(&handle, soon).expect("kill cgroup");
+    platform
+        .destroy_cgroup(&handle, soon)
+        .expect("destroy cgroup");
     platform.remove_state(&handle).expect("remove state");
     assert!(!handle.state_dir.exists());
     env.assert_clean(CLEAN);
 }
 
-/// Keeps a stopped supervisor of our own from outliving its test: continued and killed on
-/// drop (a no-op once the kill cleaned it up; the pidfd can reach no other process).
-struct StoppedSupervisor(Pidfd);
+/// A supervisor of our own held by pidfd, so a test can stop or kill it; on drop it is
+/// killed and continued (a no-op once the kill cleaned it up; the pidfd reaches no other
+/// process), so a stopped supervisor never outlives its test.
+struct HeldSupervisor(Pidfd);
 
-impl Drop for StoppedSupervisor {
-    fn drop(&mut self) {
-        let _ = self.0.signal(Signal::SIGKILL);
-        let _ = self.0.signal(Signal::new(libc_sigcont()).expect("SIGCONT"));
+impl HeldSupervisor {
+    fn of(handle: &HandleId) -> Self {
+        Self(
+            Pidfd::open_verified(&handle.supervisor.process)
+                .expect("pidfd")
+                .expect("supervisor alive"),
+        )
+    }
+
+    fn stop(&self) {
+        // SIGSTOP: the kernel still queues connections for it, nobody answers them.
+        self.0.signal(Signal::SIGSTOP).expect("stop supervisor");
+    }
+
+    fn kill(&self) {
+        self.0.signal(Signal::SIGKILL).expect("kill supervisor");
     }
 }
 
-fn libc_sigcont() -> i32 {
-    18
+impl Drop for HeldSupervisor {
+    fn drop(&mut self) {
+        let _ = self.0.signal(Signal::SIGKILL);
+        let _ = self.0.signal(Signal::SIGCONT);
+    }
 }
 
-#[test]
-fn kill_with_a_stopped_supervisor_ends_within_a_bound() {
-    let Some(env) = env("kill_with_a_stopped_supervisor_ends_within_a_bound") else {
+/// What the supervisor does while a kill runs.
+#[derive(Debug, Clone, Copy)]
+enum Supervisor {
+    /// It answers every request.
+    Answers,
+    /// It is stopped before the kill starts: nothing it is asked is answered.
+    StoppedBefore,
+    /// It is stopped once the kill is under way, during the task's grace.
+    StoppedDuring,
+    /// It is killed once the kill is under way.
+    DiesDuring,
+}
+
+/// A kill returns within the kill timeout plus 2 s whatever the supervisor does, and leaves
+/// nothing: no cgroup, process or state.
+fn kill_is_bounded(test: &str, supervisor: Supervisor) {
+    let Some(env) = env(test) else {
         return;
     };
     let driver = env.driver();
-    let mut spec = env.spec("/bin/sleep", &["1000"]);
+    // Ignores the kill signal: every kill needs the force, the longest path.
+    let mut spec = env.spec(
+        "/bin/sh",
+        &["-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"],
+    );
     spec.kill_timeout = Duration::from_secs(1);
-    let task = driver.start(&spec).expect("start");
+    let task = Arc::new(driver.start(&spec).expect("start"));
     let handle = task.handle_id();
     env.track(handle.clone());
-    let supervisor = StoppedSupervisor(
-        Pidfd::open_verified(&handle.supervisor.process)
-            .expect("pidfd")
-            .expect("supervisor alive"),
-    );
-    // SIGSTOP (19): the kernel still queues connections for it, nobody answers them.
-    supervisor
-        .0
-        .signal(Signal::new(19).expect("SIGSTOP"))
-        .expect("stop supervisor");
-    // The documented bound: the signal call times out, the force kill's ping times out, then
-    // the cleanup by cgroup (kill the supervisor, kill and remove the cgroup) gets 10 s.
-    let bound = spec.kill_timeout
-        + execdriver_linux::platform::CALL_TIMEOUT
-        + execdriver_linux::platform::PING_TIMEOUT
-        + Duration::from_secs(10);
-    let started = Instant::now();
-    let killed = task.kill();
-    let took = started.elapsed();
-    assert!(killed.is_ok(), "{killed:?}");
-    assert!(took < bound, "kill took {took:?}, more than {bound:?}");
-    let result = task.wait().expect("wait");
-    assert!(result.error.is_some(), "{result:?}");
-    assert!(!alive(&handle.task), "the task survived the kill");
+    // The kill signal must find the trap set, or the shell dies of it at once.
     assert!(
-        !alive(&handle.supervisor.process),
-        "the hung supervisor survived"
+        eventually(Duration::from_secs(10), || {
+            task.read_logs(execdriver_core::LogStream::Stdout, Default::default(), 64)
+                .is_ok_and(|c| c.data.starts_with(b"ready"))
+        }),
+        "the task never got ready"
     );
-    drop(supervisor);
+    let held = HeldSupervisor::of(&handle);
+    if let Supervisor::StoppedBefore = supervisor {
+        held.stop();
+    }
+    let bound = spec.kill_timeout + Duration::from_secs(2);
+    let started = Instant::now();
+    let killed = thread::scope(|scope| {
+        let killer = {
+            let task = Arc::clone(&task);
+            scope.spawn(move || task.kill())
+        };
+        if matches!(
+            supervisor,
+            Supervisor::StoppedDuring | Supervisor::DiesDuring
+        ) {
+            assert!(
+                eventually(Duration::from_secs(5), || task.state() != State::Running),
+                "the kill never started"
+            );
+            match supervisor {
+                Supervisor::StoppedDuring => held.stop(),
+                _ => held.kill(),
+            }
+        }
+        killer.join().expect("kill thread")
+    });
+    let took = started.elapsed();
+    assert!(killed.is_ok(), "{supervisor:?}: {killed:?}");
+    assert!(
+        took <= bound,
+        "{supervisor:?}: kill took {took:?}, more than {bound:?}"
+    );
+    let result = task.wait().expect("wait");
+    match supervisor {
+        Supervisor::Answers => {
+            assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
+            assert_eq!(result.error, None, "{result:?}");
+        }
+        _ => assert!(result.error.is_some(), "{supervisor:?}: {result:?}"),
+    }
+    assert!(
+        !alive(&handle.task),
+        "{supervisor:?}: the task survived the kill"
+    );
+    // A released supervisor exits right after its answer.
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(
+            &handle.supervisor.process
+        )),
+        "{supervisor:?}: the supervisor survived"
+    );
+    drop(held);
     env.assert_clean(CLEAN);
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_answers() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_answers",
+        Supervisor::Answers,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_hangs() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_hangs",
+        Supervisor::StoppedBefore,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_is_stopped_mid_kill() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_is_stopped_mid_kill",
+        Supervisor::StoppedDuring,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_dies_mid_kill() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_dies_mid_kill",
+        Supervisor::DiesDuring,
+    );
 }
 
 /// A process of our own to stand in for someone else's: forged handles point at it.
@@ -546,20 +650,24 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
     // No state dir: refused as already collected, with nothing touched (no cgroup by name).
     match driver.open(&ghost) {
         Err(DriverError::ReattachRefused {
-            source: PlatformError::Refused(why),
+            source:
+                PlatformError::Refused {
+                    kind: Refusal::Collected,
+                    reason,
+                },
             ..
-        }) => assert!(why.contains("already collected"), "{why}"),
+        }) => assert!(reason.contains("already collected"), "{reason}"),
         other => panic!("ghost handle: {other:?}"),
     }
-    // With a state dir but no socket: the named supervisor (the bystander) is alive, so the
-    // task is not declared lost and nothing is cleaned up; the caller may retry.
+    // With a state dir but no task record there: it is not the handle's task (a start of
+    // that id under way, or abandoned), so nothing is signalled or cleaned up.
     let ghost_dir = linux_support::DirGuard(env.data.join("tasks").join("ghost"));
     std::fs::create_dir_all(&ghost_dir.0).expect("mkdir ghost");
     match driver.open(&ghost) {
         Err(DriverError::ReattachRefused {
-            source: PlatformError::Failed(why),
+            source: PlatformError::Refused { kind, .. },
             ..
-        }) => assert!(why.contains("alive"), "{why}"),
+        }) => assert_eq!(kind, Refusal::Reused),
         other => panic!("ghost handle with a state dir: {other:?}"),
     }
     assert!(

@@ -889,14 +889,28 @@ impl TaskCgroup {
         self.kill_everything(KILL_ALL_BUDGET)
     }
 
+    /// [`TaskCgroup::kill_all`] within `budget` instead of [`KILL_ALL_BUDGET`] (at least one
+    /// round is tried): for a kill that must end by a deadline.
+    pub fn kill_all_within(&self, budget: Duration) -> Result<(), CgroupError> {
+        self.kill_everything(budget.min(KILL_ALL_BUDGET))
+    }
+
     /// Kills what is left ([`TaskCgroup::kill_all`]), removes the cgroup (descendants first)
     /// in every controller, and checks it is gone; within [`DESTROY_BUDGET`] in all: the
     /// rmdir retries of a busy cgroup share [`REMOVE_WAIT`], after which
     /// [`CgroupError::StillExists`]. Borrowed, so that a caller whose removal failed still
     /// holds the cgroup and can report it or try again.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        self.kill_all()?;
-        let deadline = Instant::now() + REMOVE_WAIT;
+        self.destroy_within(DESTROY_BUDGET)
+    }
+
+    /// [`TaskCgroup::destroy`] within `budget` instead of [`DESTROY_BUDGET`]: the kill and the
+    /// rmdir retries share it (each tried at least once).
+    pub fn destroy_within(&self, budget: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        self.kill_all_within(budget)?;
+        let left = budget.saturating_sub(start.elapsed()).min(REMOVE_WAIT);
+        let deadline = Instant::now() + left;
         for d in &self.dirs {
             let mut dirs = descendants(&d.dir)?;
             // Deepest first: a cgroup with children cannot be removed.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use execdriver_linux::platform::DEFAULT_DATA_DIR;
+use execdriver_linux::DEFAULT_DATA_DIR;
 
 /// Run commands isolated on this node: cgroup limits, a private root made of read-only host
 /// dirs, private namespaces and an unprivileged user; supervised so that they survive the
@@ -74,7 +74,7 @@ pub enum Command {
         handle: String,
     },
 
-    /// Show whether a task runs, has exited, or was lost; changes nothing.
+    /// Show whether a task runs, has exited, is unresponsive, or was lost; changes nothing.
     Status {
         /// Print one JSON object.
         #[arg(long)]
@@ -141,6 +141,9 @@ pub enum Command {
         /// How long to stay after the exit when nobody collects it, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 300_000)]
         linger_ms: u64,
+        /// The fd on which the starter hands over the task's start lock.
+        #[arg(long, value_name = "FD")]
+        start_lock_fd: Option<i32>,
     },
 }
 

@@ -9,7 +9,9 @@ mod pidfd;
 
 use std::io;
 
-pub use identity::{identity, is_gone_or_dead, parse_start_time, stat_field};
+pub use identity::{identity, is_gone_or_dead, stat_field};
+#[cfg(any(test, feature = "test-support"))]
+pub use identity::parse_start_time;
 pub use pidfd::Pidfd;
 
 /// A failed process operation, naming the pid.

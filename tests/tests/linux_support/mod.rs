@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use execdriver_core::{Driver, DriverConfig, HandleId, Platform, TaskConfig, TaskSpec};
+use execdriver_core::{Driver, HandleId, Platform, TaskConfig, TaskSpec};
 use execdriver_linux::cgroups::cgroup_name;
-use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
+use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
 /// The `execdriver` binary next to this test's target dir (`target/<profile>/execdriver`).
 pub fn binary_from_target_dir() -> PathBuf {
@@ -88,10 +88,9 @@ impl TestEnv {
     /// The platform config of this env, with a short linger: a supervisor whose task a
     /// failed test never collected exits after 30 s instead of 5 minutes.
     pub fn config(&self) -> LinuxConfig {
-        let mut config = LinuxConfig::new(&self.data);
-        config.supervisor_binary = Some(self.binary.clone());
-        config.supervisor_linger = Duration::from_secs(30);
-        config
+        LinuxConfig::new(&self.data)
+            .with_supervisor_binary(&self.binary)
+            .with_supervisor_linger(Duration::from_secs(30))
     }
 
     /// A platform on this env's data dir.
@@ -99,15 +98,9 @@ impl TestEnv {
         LinuxPlatform::new(self.config())
     }
 
-    /// A driver on this env's data dir, with a short force-kill grace.
+    /// A driver on this env's data dir.
     pub fn driver(&self) -> Driver<LinuxPlatform> {
-        Driver::with_config(
-            self.platform(),
-            DriverConfig {
-                force_kill_grace: Duration::from_secs(5),
-                ..DriverConfig::default()
-            },
-        )
+        Driver::new(self.platform())
     }
 
     /// A spec with a fresh task id, its alloc dir and task dir created, and short timeouts.
@@ -146,14 +139,16 @@ impl TestEnv {
         }
     }
 
-    /// Handles stored by `execdriver start` in this env's data dir.
+    /// The handles of every task recorded in this env's data dir (`execdriver start` and
+    /// friends record them there).
     fn stored_handles(&self) -> Vec<HandleId> {
+        let driver = self.driver();
         let Ok(dir) = fs::read_dir(self.data.join("tasks")) else {
             return Vec::new();
         };
         dir.flatten()
-            .filter_map(|e| fs::read_to_string(e.path().join("handle.json")).ok())
-            .filter_map(|text| HandleId::parse(text.trim()).ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter_map(|id| driver.handle_of(&id).ok())
             .collect()
     }
 
@@ -168,10 +163,11 @@ impl TestEnv {
         handles.extend(self.stored_handles());
         let mut failures = Vec::new();
         for h in &handles {
+            let deadline = platform.now() + Duration::from_secs(10);
             for (step, result) in [
-                ("kill supervisor", platform.kill_supervisor(h)),
-                ("kill cgroup", platform.kill_cgroup(h)),
-                ("destroy cgroup", platform.destroy_cgroup(h)),
+                ("kill supervisor", platform.kill_supervisor(h, deadline)),
+                ("kill cgroup", platform.kill_cgroup(h, deadline)),
+                ("destroy cgroup", platform.destroy_cgroup(h, deadline)),
                 ("remove state", platform.remove_state(h)),
             ] {
                 if let Err(e) = result {

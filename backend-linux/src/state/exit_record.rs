@@ -5,9 +5,7 @@
 //! the old task was collected, and a handle of the old task must never take (and then
 //! remove) the exit of the new one. [`ExitRecord::check`] compares them with a handle's.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use execdriver_core::{ExitStatus, ProcessIdentity};
@@ -16,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// What `exit.json` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExitRecord {
+pub(crate) struct ExitRecord {
     /// How the task ended.
     pub status: ExitStatus,
     /// The supervisor that wrote the record.
@@ -48,37 +46,15 @@ impl ExitRecord {
 /// Largest exit record read back; a real one is under 100 bytes.
 const MAX_RECORD: u64 = 4096;
 
-/// Writes `record` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
-pub fn write(path: &Path, record: &ExitRecord) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other(format!("exit record {} has no parent", path.display())))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other(format!("exit record {} has no name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+/// Writes `record` to `path` atomically and durably: the exit status depends on it.
+pub(crate) fn write(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let text = serde_json::to_vec(record).map_err(io::Error::other)?;
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&text)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    super::write_atomic(path, &text, true)
 }
 
 /// Reads the exit record at `path`: `Ok(None)` when there is none.
-pub fn read(path: &Path) -> io::Result<Option<ExitRecord>> {
-    crate::state::read_record(path, MAX_RECORD, "exit record")
+pub(crate) fn read(path: &Path) -> io::Result<Option<ExitRecord>> {
+    super::read_record(path, MAX_RECORD, "exit record")
 }
 
 #[cfg(test)]
@@ -115,7 +91,7 @@ mod tests {
             .check(&record.supervisor, &other)
             .expect_err("reused id");
         assert!(err.contains("reused"), "{err}");
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("read dir")
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
@@ -126,7 +102,7 @@ mod tests {
     fn corrupt_record_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("exit.json");
-        fs::write(&path, b"{\"exit_code\":").expect("write");
+        std::fs::write(&path, b"{\"exit_code\":").expect("write");
         assert!(read(&path).is_err());
     }
 }

@@ -1,14 +1,17 @@
-//! The supervisor's socket protocol: one JSON request per line, one JSON response per line.
+//! The supervisor protocol: the one thing the agent side and the supervisor share about
+//! talking. One JSON request per line, one JSON response per line, over the unix socket in
+//! the task's state dir; the supervisor also writes its start reports ([`Ready`]) as lines
+//! on the pipe the agent reads.
 //!
 //! ```text
 //! {"op":"hello"}                               -> {"hello":{"task_id":..,"supervisor":..,"task":..,"version":..}}
 //! {"op":"wait","timeout_ms":1000}              -> {"exited":{"exit_code":0,..}} | {"running":true}
 //! {"op":"signal","signal":15}                  -> {"ok":true}
 //! {"op":"shutdown","signal":2,"grace_ms":5000} -> {"ok":true}   (signal, kill the cgroup after the grace)
-//! {"op":"kill"}                                -> {"ok":true}   (kill everything in the cgroup)
+//! {"op":"kill","budget_ms":400}                -> {"ok":true}   (kill everything in the cgroup)
 //! {"op":"destroy"}                             -> {"ok":true}   (kill, remove cgroup and state, exit)
 //! {"op":"stats"}                               -> {"stats":{..}}
-//! any failure                                  -> {"error":"..."}
+//! any failure                                  -> {"error":{"code":"cgroup","message":"..."}}
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -17,7 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use execdriver_core::{ExitStatus, ProcessIdentity, Signal, TaskStats};
+use execdriver_core::{ExitStatus, ProcessIdentity, Signal, SpawnStep, TaskStats};
 use serde::{Deserialize, Serialize};
 
 /// Longest line either side reads: far above any real message, low enough to bound memory.
@@ -50,8 +53,13 @@ pub enum Request {
         /// How long the task gets before everything is killed, in milliseconds.
         grace_ms: u64,
     },
-    /// Kill everything in the task's cgroup now.
-    Kill,
+    /// Kill everything in the task's cgroup now, spending at most `budget_ms` on it (the
+    /// supervisor's own budget when absent), so the answer comes before the caller gives up.
+    Kill {
+        /// The most the kill may take, in milliseconds.
+        #[serde(default)]
+        budget_ms: Option<u64>,
+    },
     /// Kill everything, remove the cgroup and the state dir, then exit.
     Destroy,
     /// Resource use of the task's cgroup.
@@ -87,7 +95,47 @@ pub enum Response {
     /// Answer to `stats` (the timestamp is the caller's to fill in).
     Stats(TaskStats),
     /// The request failed.
-    Error(String),
+    Error(ErrorReply),
+}
+
+/// What kind of failure a supervisor reports, so the agent can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request was not a protocol message.
+    BadRequest,
+    /// Too many connections are open: try again later.
+    Busy,
+    /// The supervisor is leaving after its linger: the exit record holds the result.
+    Closing,
+    /// The task has exited: there is nothing to measure.
+    Exited,
+    /// Delivering a signal failed.
+    Signal,
+    /// A cgroup operation failed (killing, removing, reading stats).
+    Cgroup,
+    /// Removing the task's state failed.
+    State,
+}
+
+/// The body of [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorReply {
+    /// The kind.
+    pub code: ErrorCode,
+    /// What failed, specific.
+    pub message: String,
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error(ErrorReply {
+            code,
+            message: message.into(),
+        })
+    }
 }
 
 /// The lines a supervisor writes to the agent on its stdout: first `started` (right after it
@@ -113,6 +161,8 @@ pub enum Ready {
     Error {
         /// Why.
         message: String,
+        /// The step that failed.
+        step: SpawnStep,
         /// The supervisor could not remove everything it created (the task's cgroup): the
         /// agent must clean up by the cgroup record.
         cleanup_needed: bool,
@@ -148,7 +198,7 @@ impl CallError {
     /// True when the error is what a supervisor that is gone looks like: no socket file,
     /// nobody listening, a connection dropped without an answer. Only a hint: a supervisor
     /// that crashed one thread or is exiting after its linger looks the same, so the caller
-    /// decides by the supervisor's process (see `platform::settle_unreachable`). Every other
+    /// decides by the supervisor's process (see `platform::liveness`). Every other
     /// failure (EACCES, EMFILE, ENAMETOOLONG, timeouts) says nothing about the supervisor.
     pub fn may_be_gone(&self) -> bool {
         match self {
@@ -202,11 +252,6 @@ pub fn write_line<W: Write, T: Serialize>(writer: &mut W, value: &T) -> io::Resu
     writer.flush()
 }
 
-/// How long a connect may take: a live supervisor's kernel backlog accepts at once, so only
-/// a supervisor that stopped accepting (hung, SIGSTOPped, backlog full) ever waits this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a request may take to be written.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connection to a supervisor.
 #[derive(Debug)]
@@ -215,9 +260,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the socket at `path`, giving up after [`CONNECT_TIMEOUT`].
-    pub fn connect(path: &Path) -> Result<Self, CallError> {
-        Self::connect_within(path, CONNECT_TIMEOUT)
+    /// Connects to the socket at `path`, giving up at `deadline`.
+    pub fn connect(path: &Path, deadline: Instant) -> Result<Self, CallError> {
+        Self::connect_within(path, deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Connects to the socket at `path`, giving up after `timeout`.
@@ -269,18 +314,18 @@ impl Client {
             .map_err(io::Error::from)
     }
 
-    /// Sends `request` and reads its answer, waiting at most `timeout` (forever if `None`).
-    pub fn call(
-        &mut self,
-        request: &Request,
-        timeout: Option<Duration>,
-    ) -> Result<Response, CallError> {
+    /// Sends `request` and reads its answer, giving up at `deadline`.
+    pub fn call(&mut self, request: &Request, deadline: Instant) -> Result<Response, CallError> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let timeout = left();
+        if timeout.is_zero() {
+            return Err(CallError::Timeout(timeout));
+        }
         let stream = self.reader.get_mut();
         // A zero timeout means "none" to the socket API: keep at least a millisecond.
-        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        stream.set_read_timeout(timeout).map_err(CallError::Io)?;
+        let timeout = timeout.max(Duration::from_millis(1));
         stream
-            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .set_write_timeout(Some(timeout))
             .map_err(CallError::Io)?;
         match write_line(stream, request) {
             Ok(()) => {}
@@ -290,10 +335,14 @@ impl Client {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(CallError::Timeout(WRITE_TIMEOUT));
+                return Err(CallError::Timeout(timeout));
             }
             Err(e) => return Err(CallError::Io(e)),
         }
+        let timeout = left().max(Duration::from_millis(1));
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(CallError::Io)?;
         match read_line(&mut self.reader) {
             Ok(Some(line)) => serde_json::from_str(&line)
                 .map_err(|e| CallError::Protocol(format!("{e} in {line:?}"))),
@@ -305,21 +354,13 @@ impl Client {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Err(CallError::Timeout(timeout.unwrap_or_default()))
+                Err(CallError::Timeout(timeout))
             }
             Err(e) => Err(CallError::Io(e)),
         }
     }
 }
 
-/// Connects, sends one request and reads its answer.
-pub fn call_once(
-    socket: &Path,
-    request: &Request,
-    timeout: Option<Duration>,
-) -> Result<Response, CallError> {
-    Client::connect(socket)?.call(request, timeout)
-}
 
 #[cfg(test)]
 mod tests {
@@ -352,7 +393,12 @@ mod tests {
                 },
                 r#"{"op":"shutdown","signal":2,"grace_ms":5000}"#,
             ),
-            (Request::Kill, r#"{"op":"kill"}"#),
+            (
+                Request::Kill {
+                    budget_ms: Some(400),
+                },
+                r#"{"op":"kill","budget_ms":400}"#,
+            ),
             (Request::Destroy, r#"{"op":"destroy"}"#),
             (Request::Stats, r#"{"op":"stats"}"#),
         ];
@@ -363,6 +409,10 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"op":"wait"}"#).ok(),
             Some(Request::Wait { timeout_ms: None })
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"kill"}"#).ok(),
+            Some(Request::Kill { budget_ms: None })
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"wait","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
@@ -384,10 +434,10 @@ mod tests {
             Some(r#"{"exited":{"exit_code":3,"signal":null,"oom_killed":false}}"#)
         );
         assert_eq!(
-            serde_json::to_string(&Response::Error("no".into()))
+            serde_json::to_string(&Response::error(ErrorCode::Busy, "no"))
                 .ok()
                 .as_deref(),
-            Some(r#"{"error":"no"}"#)
+            Some(r#"{"error":{"code":"busy","message":"no"}}"#)
         );
     }
 
@@ -462,10 +512,11 @@ mod tests {
     #[test]
     fn only_absent_or_refused_sockets_may_mean_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let absent = Client::connect(&dir.path().join("absent.sock")).expect_err("absent");
+        let soon = Instant::now() + Duration::from_secs(5);
+        let absent = Client::connect(&dir.path().join("absent.sock"), soon).expect_err("absent");
         assert!(absent.may_be_gone(), "{absent}");
         let long = dir.path().join("x".repeat(200));
-        let too_long = Client::connect(&long).expect_err("too long");
+        let too_long = Client::connect(&long, soon).expect_err("too long");
         assert!(!too_long.may_be_gone(), "{too_long}");
         assert!(CallError::Closed.may_be_gone());
         assert!(!CallError::Timeout(Duration::from_secs(1)).may_be_gone());

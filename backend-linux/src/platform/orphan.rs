@@ -1,50 +1,49 @@
-//! The kill path: the orphan cleanup by cgroup membership, used when a supervisor is gone.
+//! The orphan cleanup: what the driver does without a supervisor (lost, unresponsive, or
+//! refusing to finish a kill), by the task's records, each step on its own and each within
+//! the caller's deadline.
 //!
-//! (The force kill of a live task goes through its supervisor: `kill` on the socket.)
-//! Every step confines the handle first, so a forged handle can never make us kill or
-//! remove anything outside this driver's data dir and cgroup parent. The task itself is
-//! killed by cgroup membership, never by a stored pid; the supervisor only through a pidfd
-//! opened after its start time matched, and only if its command line shows it is the
-//! supervisor of this very state dir.
+//! Every step first confines the handle (see [`super::confine`]): a handle of another task,
+//! or of an earlier task whose id was reused, touches nothing. Then it acts only on what the
+//! records prove is the task's: the supervisor process pinned by pid and start time (and its
+//! command line), the cgroup named by `cgroup.json` with the supervisor's `cgroup.created`
+//! mark. The state dir goes last, and only once the cgroup is verifiably gone, since its
+//! record is what a later cleanup needs.
 
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use execdriver_core::{HandleId, PlatformError, ProcessIdentity, Signal};
+use execdriver_core::{HandleId, PlatformError, ProcessIdentity, Refusal, Signal};
 
-use crate::cgroups::{TaskCgroup, cgroup_name};
-use crate::platform::LinuxPlatform;
+use super::confine::confine_state;
+use super::liveness::{self, DYING_GRACE};
 use crate::process::Pidfd;
-use crate::reattach::confine_state;
-use crate::state::{CgroupRecord, StatePaths};
-use crate::supervisor::exit_record;
+use crate::state::{StatePaths, recorded_cgroup};
 
-/// How long a process whose command line is not the supervisor's gets to turn out to be a
-/// supervisor in the middle of exiting.
-const DYING_GRACE: Duration = Duration::from_secs(1);
-/// How long a SIGKILLed supervisor may take to die.
+/// The longest a SIGKILLed supervisor is waited for, whatever the deadline.
 const SUPERVISOR_DEATH: Duration = Duration::from_secs(5);
 
 fn failed(message: String) -> PlatformError {
-    PlatformError::Failed(message)
+    PlatformError::other(message)
 }
 
 /// Kills the handle's supervisor if it is still the recorded process.
 pub(crate) fn kill_supervisor(
-    platform: &LinuxPlatform,
+    data_dir: &Path,
     handle: &HandleId,
+    deadline: Instant,
 ) -> Result<(), PlatformError> {
-    let confined = confine_state(platform, handle)?;
-    kill_supervisor_process(&handle.supervisor.process, &confined.paths)
+    let confined = confine_state(data_dir, handle)?;
+    kill_supervisor_process(&handle.supervisor.process, &confined.paths, deadline)
 }
 
-/// SIGKILLs `identity` and waits for it, if it is alive, the same process (start time) and
-/// the supervisor of `paths`. A process that is gone is not an error.
+/// SIGKILLs `identity` and waits for it (by `deadline`), if it is alive, the same process
+/// (start time) and the supervisor of `paths`. A process that is gone is not an error.
 pub(crate) fn kill_supervisor_process(
     identity: &ProcessIdentity,
     paths: &StatePaths,
+    deadline: Instant,
 ) -> Result<(), PlatformError> {
     let pidfd = match Pidfd::open_verified(identity) {
         Ok(Some(pidfd)) => pidfd,
@@ -63,24 +62,29 @@ pub(crate) fn kill_supervisor_process(
     }
     // The pidfd pins the process: whatever the command line says, the signal can only reach it.
     if !is_supervisor_of(identity.pid, &paths.dir) {
-        // A supervisor exiting after its linger shows an empty command line for a moment
-        // before it is a zombie: if it dies within the grace, there was nothing to kill.
-        if pidfd.wait_exit(Some(DYING_GRACE)).unwrap_or(false) {
+        if liveness::dies_within(identity, DYING_GRACE, deadline).unwrap_or(false) {
             return Ok(());
         }
-        return Err(PlatformError::Refused(format!(
-            "process {} is not the supervisor of {}; it was not signalled",
-            identity.pid,
-            paths.dir.display()
-        )));
+        return Err(PlatformError::refused(
+            Refusal::NotSupervisor,
+            format!(
+                "process {} is not the supervisor of {}; it was not signalled",
+                identity.pid,
+                paths.dir.display()
+            ),
+        ));
     }
     pidfd
         .signal(Signal::SIGKILL)
         .map_err(|e| failed(format!("killing supervisor pid {}: {e}", identity.pid)))?;
-    match pidfd.wait_exit(Some(SUPERVISOR_DEATH)) {
+    // SIGKILL ends a stopped process too, and at once; the wait is bounded all the same.
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(100), SUPERVISOR_DEATH);
+    match pidfd.wait_exit(Some(wait)) {
         Ok(true) => Ok(()),
         Ok(false) => Err(failed(format!(
-            "supervisor pid {} did not die within {SUPERVISOR_DEATH:?} of SIGKILL",
+            "supervisor pid {} did not die within {wait:?} of SIGKILL",
             identity.pid
         ))),
         Err(e) => Err(failed(format!(
@@ -103,135 +107,76 @@ fn is_supervisor_of(pid: i32, dir: &Path) -> bool {
             .any(|w| w[0] == b"--state-dir".as_slice() && w[1] == dir)
 }
 
-/// Kills every process in the handle's cgroup; an absent cgroup is fine.
+/// Kills every process in the handle's cgroup by `deadline`; an absent cgroup is fine.
 pub(crate) fn kill_cgroup(
-    platform: &LinuxPlatform,
+    data_dir: &Path,
     handle: &HandleId,
+    deadline: Instant,
 ) -> Result<(), PlatformError> {
-    let confined = confine_state(platform, handle)?;
-    check_exit_record(&confined.paths, handle)?;
-    match recorded_cgroup(&confined.paths, &handle.task_id)? {
+    let confined = confine_state(data_dir, handle)?;
+    match recorded_cgroup(&confined.paths, &handle.task_id).map_err(PlatformError::cgroup)? {
         Some(cgroup) => cgroup
-            .kill_all()
-            .map_err(|e| failed(format!("killing cgroup {}: {e}", cgroup.name()))),
+            .kill_all_within(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|e| PlatformError::cgroup(format!("killing cgroup {}: {e}", cgroup.name()))),
         None => Ok(()),
     }
 }
 
-/// Removes the handle's cgroup; an absent cgroup is fine.
+/// Removes the handle's cgroup by `deadline`; an absent cgroup is fine.
 pub(crate) fn destroy_cgroup(
-    platform: &LinuxPlatform,
+    data_dir: &Path,
     handle: &HandleId,
+    deadline: Instant,
 ) -> Result<(), PlatformError> {
-    let confined = confine_state(platform, handle)?;
-    check_exit_record(&confined.paths, handle)?;
-    destroy_recorded_cgroup(&confined.paths, &handle.task_id)
+    let confined = confine_state(data_dir, handle)?;
+    destroy_recorded_cgroup(&confined.paths, &handle.task_id, deadline)
 }
 
-/// Kills everything in the cgroup recorded in `paths` and removes it; nothing recorded or
-/// nothing there is fine.
+/// Kills everything in the cgroup recorded in `paths` and removes it, by `deadline`; nothing
+/// recorded or nothing there is fine.
 pub(crate) fn destroy_recorded_cgroup(
     paths: &StatePaths,
     task_id: &str,
+    deadline: Instant,
 ) -> Result<(), PlatformError> {
-    match recorded_cgroup(paths, task_id)? {
+    match recorded_cgroup(paths, task_id).map_err(PlatformError::cgroup)? {
         Some(cgroup) => {
             let name = cgroup.name().to_owned();
             cgroup
-                .destroy()
-                .map_err(|e| failed(format!("destroying cgroup {name}: {e}")))
+                .destroy_within(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|e| PlatformError::cgroup(format!("destroying cgroup {name}: {e}")))?;
+            crate::state::remove_cgroup_record(paths).map_err(|e| {
+                PlatformError::io(
+                    paths.cgroup_record(),
+                    e.kind(),
+                    format!("cgroup {name} removed, but its record stays: {e}"),
+                )
+            })
         }
         None => Ok(()),
     }
 }
 
 /// Removes the handle's state dir; an absent one is fine.
-pub(crate) fn remove_state(
-    platform: &LinuxPlatform,
-    handle: &HandleId,
-) -> Result<(), PlatformError> {
-    let confined = confine_state(platform, handle)?;
-    check_exit_record(&confined.paths, handle)?;
-    // The state dir holds the only proof that the cgroup is ours: while the cgroup is still
-    // there (an earlier step failed), keep the record so a later cleanup can finish the job.
-    if let Ok(Some(cgroup)) = recorded_cgroup(&confined.paths, &handle.task_id) {
-        return Err(failed(format!(
+pub(crate) fn remove_state(data_dir: &Path, handle: &HandleId) -> Result<(), PlatformError> {
+    let confined = confine_state(data_dir, handle)?;
+    remove_state_dir(&confined.paths, &handle.task_id)
+}
+
+/// Removes a state dir, unless it still holds the record a later cleanup needs: the
+/// cgroup it names still exists, or the record cannot be read to tell.
+pub(crate) fn remove_state_dir(paths: &StatePaths, task_id: &str) -> Result<(), PlatformError> {
+    match recorded_cgroup(paths, task_id) {
+        Ok(None) => remove_dir(&paths.dir),
+        Ok(Some(cgroup)) => Err(failed(format!(
             "kept {}: task cgroup {} still exists, and its record is needed to remove it later",
-            confined.paths.dir.display(),
+            paths.dir.display(),
             cgroup.name()
-        )));
-    }
-    remove_dir(&confined.paths.dir)
-}
-
-/// The task's cgroup as its state dir records it, if there is one to clean up.
-///
-/// A cgroup is touched by name only with proof that this data dir's task created it and has
-/// not removed it yet: the state dir holds the `cgroup.json` the agent wrote before the
-/// supervisor started, and the `cgroup.created` mark the supervisor writes only after
-/// creating the cgroup and removes (with the record) once the cgroup is gone. Without both
-/// (already collected, never created here, removed after the exit) the answer is `None` and
-/// nothing is touched, so a cgroup of the same name that another data dir sharing the parent
-/// created meanwhile is never ours. The recorded paths are used as
-/// recorded ([`TaskCgroup::open_recorded`] checks each lies in a cgroup hierarchy of this
-/// node and ends in the task's cgroup name), never re-derived from the recorded parent: that
-/// would resolve the caller's own cgroup, which differs when the cleanup runs from another
-/// process than the agent. Nothing is created.
-pub(crate) fn recorded_cgroup(
-    paths: &StatePaths,
-    task_id: &str,
-) -> Result<Option<TaskCgroup>, PlatformError> {
-    if !fs::symlink_metadata(&paths.dir).is_ok_and(|m| m.is_dir()) {
-        return Ok(None);
-    }
-    let record_path = paths.cgroup_record();
-    let record = match CgroupRecord::read(&record_path) {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(failed(e.to_string())),
-    };
-    match fs::symlink_metadata(paths.cgroup_created()) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Err(failed(format!(
-                "{} is not a regular file",
-                paths.cgroup_created().display()
-            )));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(failed(format!(
-                "reading {}: {e}",
-                paths.cgroup_created().display()
-            )));
-        }
-    }
-    let name = cgroup_name(task_id);
-    let bad = |why: String| failed(format!("cgroup record {}: {why}", record_path.display()));
-    if record.name != name {
-        return Err(bad(format!(
-            "names cgroup {:?}, not {name:?} of task {task_id}",
-            record.name
-        )));
-    }
-    TaskCgroup::open_recorded(&name, &record.paths).map_err(|e| bad(e.to_string()))
-}
-
-/// Refuses a state dir whose exit record belongs to another supervisor and task: the task id
-/// was collected and reused, and its cgroup and state are the new task's. An unreadable
-/// record proves nothing either way; the cgroup steps still need the created mark.
-fn check_exit_record(paths: &StatePaths, handle: &HandleId) -> Result<(), PlatformError> {
-    match exit_record::read(&paths.exit_record()) {
-        Ok(Some(record)) => record
-            .check(&handle.supervisor.process, &handle.task)
-            .map(|_| ())
-            .map_err(|why| {
-                PlatformError::Refused(format!(
-                    "task {}: {why}; nothing of it was touched",
-                    handle.task_id
-                ))
-            }),
-        Ok(None) | Err(_) => Ok(()),
+        ))),
+        Err(e) => Err(failed(format!(
+            "kept {}: cannot tell whether the task cgroup is gone ({e}), and its record may be              needed to remove it later",
+            paths.dir.display()
+        ))),
     }
 }
 
@@ -240,7 +185,11 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), PlatformError> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(failed(format!("removing {}: {e}", dir.display()))),
+        Err(e) => Err(PlatformError::io(
+            dir,
+            e.kind(),
+            format!("removing {}: {e}", dir.display()),
+        )),
     }
 }
 
@@ -249,7 +198,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::cgroups::CgroupParent;
+    use crate::cgroups::{CgroupParent, cgroup_name};
+    use crate::state::CgroupRecord;
 
     #[test]
     fn only_a_supervisor_of_the_dir_matches() {
@@ -340,8 +290,9 @@ mod tests {
             .arg("0.2")
             .spawn()
             .expect("sleep");
+        let soon = Instant::now() + Duration::from_secs(5);
         assert_eq!(
-            kill_supervisor_process(&identity_of(&exiting), &paths),
+            kill_supervisor_process(&identity_of(&exiting), &paths, soon),
             Ok(())
         );
         assert!(
@@ -352,9 +303,9 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep");
-        let refused = kill_supervisor_process(&identity_of(&stranger), &paths);
+        let refused = kill_supervisor_process(&identity_of(&stranger), &paths, soon);
         assert!(
-            matches!(refused, Err(PlatformError::Refused(_))),
+            matches!(refused, Err(PlatformError::Refused { .. })),
             "{refused:?}"
         );
         assert!(

@@ -11,7 +11,9 @@
 //! supervisor) appends to the highest-numbered file.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+#[cfg(test)]
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -28,33 +30,20 @@ const DIR_MODE: u32 = 0o755;
 /// Mode of a log file the pump creates.
 const FILE_MODE: u32 = 0o640;
 
-/// Which stream a log file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// The task's stdout.
-    Stdout,
-    /// The task's stderr.
-    Stderr,
-}
+pub(crate) mod reader;
 
-impl Stream {
-    /// `stdout` or `stderr`, as in the file names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
+/// Which stream a log file holds.
+pub(crate) use execdriver_core::LogStream as Stream;
 
 /// The file name of log file `index` of a task's stream: `<task>.<stream>.<index>`.
-pub fn log_file_name(task_name: &str, stream: Stream, index: u64) -> String {
+pub(crate) fn log_file_name(task_name: &str, stream: Stream, index: u64) -> String {
     format!("{task_name}.{}.{index}", stream.as_str())
 }
 
 /// The log files of a task's stream in `log_dir`, oldest first (the last one is live).
 /// Empty when there are none or the directory cannot be read.
-pub fn log_files(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<PathBuf> {
+#[cfg(test)]
+pub(crate) fn log_files(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<PathBuf> {
     log_indexes(log_dir, task_name, stream)
         .into_iter()
         .map(|(_, path)| path)
@@ -63,7 +52,8 @@ pub fn log_files(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<PathBuf
 
 /// [`log_files`] with each file's rotation index, for readers that must tell whether a
 /// file is newer than the one they are on (a follower across rotations).
-pub fn log_indexes(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<(u64, PathBuf)> {
+#[cfg(test)]
+pub(crate) fn log_indexes(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<(u64, PathBuf)> {
     std::fs::read_dir(log_dir)
         .ok()
         .map(|entries| {
@@ -90,7 +80,8 @@ pub fn log_indexes(log_dir: &Path, task_name: &str, stream: Stream) -> Vec<(u64,
 /// A failed write (a full disk, say) does not stop the pump: the task would die of SIGPIPE
 /// on a closed pipe. The failure is reported once on this process's stderr, what the task
 /// writes meanwhile is read and dropped, and each later chunk tries the live file again.
-pub fn pump(
+#[cfg(test)]
+pub(crate) fn pump(
     source: OwnedFd,
     log_dir: &Path,
     task_name: &str,
@@ -104,13 +95,12 @@ pub fn pump(
 /// [`pump`] into a writer opened beforehand: the supervisor opens both before launching the
 /// task, so that a log dir it cannot use fails the start instead of closing a pipe the task
 /// already writes to. Returns the bytes written to the files.
-pub fn pump_into(source: OwnedFd, mut writer: RotatingWriter) -> io::Result<u64> {
+#[cfg(test)]
+pub(crate) fn pump_into(source: OwnedFd, writer: RotatingWriter) -> io::Result<u64> {
     let stream = writer.stream;
-    let log_dir = writer.dir.clone();
     let mut source = File::from(source);
+    let mut pump = LogPump::new(writer);
     let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    let mut failing = false;
     loop {
         let n = match source.read(&mut buf) {
             Ok(0) => break,
@@ -123,35 +113,75 @@ pub fn pump_into(source: OwnedFd, mut writer: RotatingWriter) -> io::Result<u64>
                 ));
             }
         };
-        let written = if failing {
-            writer.reopen().and_then(|()| writer.write_chunk(&buf[..n]))
+        pump.write(&buf[..n]);
+    }
+    Ok(pump.written())
+}
+
+/// Bytes read from the task per read(2) by a pump.
+pub(crate) const PUMP_CHUNK: usize = CHUNK;
+
+/// What a pump does with each chunk read from the task: write it to the rotating files, and
+/// when that fails (a full disk, say) keep going rather than stop reading, since the task
+/// would die of SIGPIPE on a closed pipe. The failure is reported once on this process's
+/// stderr, what the task writes meanwhile is dropped, and each later chunk tries the live
+/// file again.
+#[derive(Debug)]
+pub(crate) struct LogPump {
+    writer: RotatingWriter,
+    failing: bool,
+    written: u64,
+}
+
+impl LogPump {
+    /// A pump into `writer`.
+    pub(crate) fn new(writer: RotatingWriter) -> Self {
+        Self {
+            writer,
+            failing: false,
+            written: 0,
+        }
+    }
+
+    /// The bytes written to the files so far.
+    #[cfg(test)]
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes one chunk the task wrote.
+    pub(crate) fn write(&mut self, chunk: &[u8]) {
+        let stream = self.writer.stream;
+        let written = if self.failing {
+            self.writer
+                .reopen()
+                .and_then(|()| self.writer.write_chunk(chunk))
         } else {
-            writer.write_chunk(&buf[..n])
+            self.writer.write_chunk(chunk)
         };
         match written {
             Ok(()) => {
-                if failing {
+                if self.failing {
                     report(format_args!(
                         "execdriver: writing {} logs works again in {}",
                         stream.as_str(),
-                        log_dir.display()
+                        self.writer.dir.display()
                     ));
                 }
-                failing = false;
-                total += n as u64;
+                self.failing = false;
+                self.written += chunk.len() as u64;
             }
             Err(e) => {
-                if !failing {
+                if !self.failing {
                     report(format_args!(
                         "execdriver: {e}; dropping the task's {} until a write works again",
                         stream.as_str()
                     ));
                 }
-                failing = true;
+                self.failing = true;
             }
         }
     }
-    Ok(total)
 }
 
 /// One line on this process's stderr; a closed stderr is ignored (never a panic).
@@ -162,7 +192,7 @@ fn report(line: std::fmt::Arguments<'_>) {
 /// The writer behind [`pump`]: appends to the live file and rotates by size, through a
 /// directory fd opened once (see [`pump`]).
 #[derive(Debug)]
-pub struct RotatingWriter {
+pub(crate) struct RotatingWriter {
     dir: PathBuf,
     dir_fd: OwnedFd,
     task_name: String,
@@ -174,7 +204,7 @@ pub struct RotatingWriter {
     size: u64,
 }
 
-fn nix_context(e: nix::Error, what: &str, path: &Path) -> io::Error {
+pub(super) fn nix_context(e: nix::Error, what: &str, path: &Path) -> io::Error {
     context(io::Error::from(e), what, path)
 }
 
@@ -230,7 +260,7 @@ fn open_log_dir(log_dir: &Path) -> io::Result<OwnedFd> {
 
 /// The names in the directory open as `dir_fd` (read through a fresh open of it, so the
 /// position of `dir_fd` itself never matters).
-fn list_dir(dir_fd: RawFd) -> nix::Result<Vec<std::ffi::OsString>> {
+pub(super) fn list_dir(dir_fd: RawFd) -> nix::Result<Vec<std::ffi::OsString>> {
     use std::os::unix::ffi::OsStrExt;
     let mut dir = nix::dir::Dir::openat(
         Some(dir_fd),
@@ -435,12 +465,12 @@ impl Write for RotatingWriter {
     }
 }
 
-fn prefix(task_name: &str, stream: Stream) -> String {
+pub(super) fn prefix(task_name: &str, stream: Stream) -> String {
     format!("{task_name}.{}.", stream.as_str())
 }
 
 /// The indexes of the names `<prefix><n>` among `names`, ascending.
-fn indexes(names: impl IntoIterator<Item = std::ffi::OsString>, prefix: &str) -> Vec<u64> {
+pub(super) fn indexes(names: impl IntoIterator<Item = std::ffi::OsString>, prefix: &str) -> Vec<u64> {
     let mut out = Vec::new();
     for name in names {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
@@ -472,7 +502,7 @@ fn check_task_name(task_name: &str) -> io::Result<()> {
     }
 }
 
-fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
+pub(super) fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
