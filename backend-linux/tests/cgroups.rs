@@ -48,6 +48,7 @@ fn resources(memory: u64, pids: u64) -> Resources {
         memory_limit_bytes: memory,
         memory_max_bytes: None,
         pids_max: pids,
+        cpu_max_millicores: None,
     }
 }
 
