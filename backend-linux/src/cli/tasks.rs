@@ -160,6 +160,10 @@ fn build_spec(ctx: &Ctx, opts: &TaskOptions) -> Result<Prepared> {
     if let Some(text) = &opts.pids_max {
         spec.resources.pids_max = number("--pids-max", text)?;
     }
+    if let Some(text) = &opts.cpus {
+        spec.resources.cpu_max_millicores =
+            Some(execdriver_core::spec::parse_cpus(text).map_err(|e| fail!("--cpus: {e}"))?);
+    }
     if let Some(user) = &opts.user {
         spec.user = user.clone();
     }
