@@ -760,6 +760,21 @@ impl<P: Platform> TaskHandle<P> {
         }
     }
 
+    /// The supervisor an effect talks to; `None` when another thread has moved the task on
+    /// to its end since the effect was decided, which makes the effect moot.
+    fn effect_supervisor(&self, op: Operation) -> Result<Option<&P::Supervisor>, DriverError> {
+        match (&self.supervisor, self.state()) {
+            (_, State::CleaningUp | State::Exited) => Ok(None),
+            (Some(supervisor), State::Running | State::Killing | State::Forcing) => {
+                Ok(Some(supervisor))
+            }
+            _ => Err(DriverError::NotRunning {
+                op,
+                task_id: self.task_id.clone(),
+            }),
+        }
+    }
+
     fn platform_error(&self, op: Operation, source: PlatformError) -> DriverError {
         DriverError::Platform {
             op,
@@ -806,7 +821,9 @@ impl<P: Platform> TaskHandle<P> {
                 None
             }
             Effect::SendSignal { signal, deadline } => {
-                let supervisor = self.live_supervisor(Operation::Signal)?;
+                let Some(supervisor) = self.effect_supervisor(Operation::Signal)? else {
+                    return Ok(None);
+                };
                 match self.platform.signal(supervisor, signal, deadline) {
                     Ok(()) => None,
                     Err(PlatformError::SupervisorGone { reason }) => lost(reason),
@@ -818,7 +835,9 @@ impl<P: Platform> TaskHandle<P> {
                 grace,
                 deadline,
             } => {
-                let supervisor = self.live_supervisor(Operation::Kill)?;
+                let Some(supervisor) = self.effect_supervisor(Operation::Kill)? else {
+                    return Ok(None);
+                };
                 match self
                     .platform
                     .begin_kill(supervisor, signal, grace, deadline)
@@ -839,7 +858,9 @@ impl<P: Platform> TaskHandle<P> {
                 }
             }
             Effect::ForceKill { deadline } => {
-                let supervisor = self.live_supervisor(Operation::Kill)?;
+                let Some(supervisor) = self.effect_supervisor(Operation::Kill)? else {
+                    return Ok(None);
+                };
                 match self.platform.force_kill(supervisor, deadline) {
                     Ok(()) => None,
                     // The supervisor reached is not this task's (a stale handle after the id

@@ -155,13 +155,20 @@ pub struct TaskOptions {
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
 
-    /// Hard memory maximum above --memory (cgroup v2 memory.max, with memory.high at --memory).
+    /// Hard memory maximum above --memory: the task is OOM-killed above it and reclaimed
+    /// towards --memory (cgroup v2 memory.max with memory.high at --memory; v1
+    /// memory.limit_in_bytes with memory.soft_limit_in_bytes at --memory).
     #[arg(long, value_name = "SIZE")]
     pub memory_max: Option<String>,
 
     /// Relative cpu weight, 2 to 262144 [default: 1024].
     #[arg(long, value_name = "N")]
     pub cpu_shares: Option<String>,
+
+    /// Hard cpu limit in cpus, 0.01 to 1024 (1.5 = one and a half cpus per 100 ms period;
+    /// cgroup v1 cpu.cfs_quota_us, v2 cpu.max) [default: no limit].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cpus: Option<String>,
 
     /// Most processes and threads the task may have at once, counting its init (the
     /// task's pid 1 inside its namespace) [default: 4096].
@@ -234,6 +241,7 @@ mod tests {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.memory.as_deref(), Some("64M"));
+        assert_eq!(opts.cpus, None);
         assert_eq!(opts.env, vec!["A=1", "B=2"]);
         assert_eq!(opts.command, vec!["/bin/sh", "-c", "echo hi"]);
         let cli =
@@ -242,6 +250,12 @@ mod tests {
             panic!("not start: {:?}", cli.command);
         };
         assert_eq!(opts.command, vec!["/bin/echo", "-n", "--x"]);
+        let cli = Cli::try_parse_from(["execdriver", "run", "--cpus", "1.5", "/bin/true"])
+            .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert_eq!(opts.cpus.as_deref(), Some("1.5"));
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);

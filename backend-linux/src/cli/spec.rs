@@ -57,6 +57,10 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
     if let Some(text) = &opts.pids_max {
         spec.resources.pids_max = number("--pids-max", text)?;
     }
+    if let Some(text) = &opts.cpus {
+        spec.resources.cpu_max_millicores =
+            Some(execdriver_core::spec::parse_cpus(text).map_err(|e| fail!("--cpus: {e}"))?);
+    }
     if let Some(user) = &opts.user {
         spec.user = user.clone();
     }
