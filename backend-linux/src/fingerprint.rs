@@ -12,7 +12,7 @@ use crate::cgroups::{self, CgroupParent, CgroupProbe, CgroupVersion};
 /// The node's fingerprint, from the running process's point of view, for tasks created under
 /// `cgroup_parent` (as in `LinuxConfig::cgroup_parent`: `None` is the caller's own cgroup).
 /// Nothing is created or changed on the node.
-pub fn fingerprint(cgroup_parent: Option<&str>) -> Fingerprint {
+pub(crate) fn fingerprint(cgroup_parent: Option<&str>) -> Fingerprint {
     let euid = nix::unistd::geteuid().as_raw();
     let kernel = nix::sys::utsname::uname()
         .ok()
@@ -24,26 +24,33 @@ pub fn fingerprint(cgroup_parent: Option<&str>) -> Fingerprint {
     } else {
         Ok(())
     };
+    let floor = crate::process::check_kernel_floor();
     assess(
         euid,
         &probe,
         kernel.as_deref(),
+        floor.as_ref().map(|_| ()).map_err(String::as_str),
         parent.as_ref().map(|_| ()).map_err(String::as_str),
     )
 }
 
-/// The pure part: what the observations mean. `parent` is the outcome of the check that task
+/// The pure part: what the observations mean. `floor` is the outcome of the kernel's
+/// feature probe (pidfd_open, waitid P_PIDFD); `parent` the outcome of the check that task
 /// cgroups can be created under the configured cgroup parent.
-pub fn assess(
+pub(crate) fn assess(
     euid: u32,
     probe: &CgroupProbe,
     kernel: Option<&str>,
+    floor: Result<(), &str>,
     parent: Result<(), &str>,
 ) -> Fingerprint {
     let mut attributes = BTreeMap::new();
     let mut problems = Vec::new();
     if euid != 0 {
         problems.push(format!("must run as root (euid is {euid})"));
+    }
+    if let Err(e) = floor {
+        problems.push(format!("kernel too old: {e}"));
     }
     if let Err(e) = parent {
         problems.push(format!("cgroup parent unusable: {e}"));
@@ -109,6 +116,7 @@ mod tests {
             &probe(Some(CgroupVersion::V2), &[]),
             Some("6.1.0"),
             Ok(()),
+            Ok(()),
         );
         assert!(fp.healthy);
         assert_eq!(fp.reason, None);
@@ -134,15 +142,17 @@ mod tests {
             1000,
             &probe(Some(CgroupVersion::V1), &["pids"]),
             None,
+            Err("the kernel has no pidfd_open (Linux 5.3 or later is needed)"),
             Ok(()),
         );
         assert!(!fp.healthy);
         assert!(!fp.attributes.contains_key("driver.exec"));
         let reason = fp.reason.unwrap_or_default();
+        assert!(reason.contains("pidfd_open"), "{reason}");
         assert!(reason.contains("root"), "{reason}");
         assert!(reason.contains("pids"), "{reason}");
         assert!(reason.contains("kernel"), "{reason}");
-        let fp = assess(0, &probe(None, &[]), Some("6.1.0"), Ok(()));
+        let fp = assess(0, &probe(None, &[]), Some("6.1.0"), Ok(()), Ok(()));
         assert!(!fp.healthy);
         assert!(fp.reason.unwrap_or_default().contains("no cgroup"));
     }
@@ -153,6 +163,7 @@ mod tests {
             0,
             &probe(Some(CgroupVersion::V2), &[]),
             Some("6.1.0"),
+            Ok(()),
             Err("cgroup /sys/fs/cgroup/x cannot hold task cgroups: it holds processes"),
         );
         assert!(!fp.healthy);
@@ -169,6 +180,7 @@ mod tests {
         if !crate::testing::require_root("real_node_is_healthy_and_untouched", "reads as root") {
             return;
         }
+        assert_eq!(crate::process::check_kernel_floor(), Ok(()));
         let fp = fingerprint(None);
         assert!(fp.healthy, "{:?}", fp.reason);
         assert_eq!(
