@@ -78,9 +78,20 @@ for p in $placements; do
         grep -o -E '[0-9.]+s' || true)"
     echo "  placement $p: exit status ${status[$p]}, boot ${boot:-?}, ${summary:-no nextest summary}"
     # nextest's final list after its summary line: one "FAIL [ time] (n/m) binary test" line
-    # per test that did not pass (FAIL, TIMEOUT, SIGSEGV, LEAK-FAIL, ...).
-    awk '/^ *Summary \[/ { list = 1; next } list && /^ +[A-Z-]+ +\[/ { sub(/^ */, "    "); print }' \
-        "$log" 2>/dev/null || true
+    # per test that did not pass (FAIL, TIMEOUT, SIGSEGV, LEAK-FAIL, ...), each with the first
+    # line of its panic message, taken from the output nextest printed under that test.
+    awk '
+        /^ *Summary \[/ { list = 1; next }
+        !list && /^ +[A-Z-]+ +\[/ { cur = $(NF - 1) " " $NF; next }
+        !list && /panicked at/ && cur != "" && !(cur in msg) {
+            if ((getline line) > 0) { sub(/^ */, "", line); msg[cur] = substr(line, 1, 240) }
+            next
+        }
+        list && /^ +[A-Z-]+ +\[/ {
+            key = $(NF - 1) " " $NF
+            sub(/^ */, "    "); print
+            if (key in msg) print "        " msg[key]
+        }' "$log" 2>/dev/null || true
     ((status[$p] == 0)) || failed+=("$p")
 done
 echo "  console logs: $out/console-<placement>.log"
