@@ -82,7 +82,7 @@ pub fn supervise(options: &SuperviseOptions) -> i32 {
 }
 
 /// The supervisor entry point for an agent's own binary: when the process was started as
-/// `<binary> supervise --state-dir DIR [--linger-ms N] [--cgroup-parent P]
+/// `<binary> supervise --state-dir DIR [--linger-ms N] [--slice NAME]
 /// [--start-lock-fd FD]` (as [`LinuxPlatform`] starts its supervisor binary), runs the
 /// supervisor and returns its exit code; otherwise `None`, and the agent carries on.
 pub fn supervise_main() -> Option<i32> {
@@ -120,11 +120,11 @@ fn parse_supervise_args(args: &[std::ffi::OsString]) -> Result<SuperviseOptions,
                 options =
                     options.with_linger(std::time::Duration::from_millis(number("--linger-ms")?));
             }
-            Some("--cgroup-parent") => {
-                let parent = value
+            Some("--slice") => {
+                let slice = value
                     .to_str()
-                    .ok_or_else(|| format!("--cgroup-parent {value:?} is not utf-8"))?;
-                options = options.with_cgroup_parent(Some(parent.to_owned()));
+                    .ok_or_else(|| format!("--slice {value:?} is not utf-8"))?;
+                options = options.with_slice(slice);
             }
             Some("--start-lock-fd") => {
                 let fd = i32::try_from(number("--start-lock-fd")?)
@@ -153,15 +153,15 @@ mod tests {
             "/d",
             "--linger-ms",
             "5",
-            "--cgroup-parent",
-            "p",
+            "--slice",
+            "s",
             "--start-lock-fd",
             "3",
         ]))
         .expect("parse");
         assert_eq!(o.state_dir, std::path::Path::new("/d"));
         assert_eq!(o.linger, std::time::Duration::from_millis(5));
-        assert_eq!(o.cgroup_parent.as_deref(), Some("p"));
+        assert_eq!(o.slice, "s");
         assert_eq!(o.start_lock_fd, Some(3));
         let e = parse_supervise_args(&args(&["--linger-ms", "x"])).expect_err("bad");
         assert!(e.contains("--linger-ms"), "{e}");

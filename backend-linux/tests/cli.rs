@@ -24,6 +24,8 @@ fn command(env: &TestEnv, args: &[&str]) -> Command {
     let mut cmd = Command::new(&env.binary);
     cmd.arg("--data-dir")
         .arg(&env.data)
+        .arg("--slice")
+        .arg(&env.slice)
         .args(args)
         // Errors must be printed by execdriver, never as a panic with a backtrace.
         .env("RUST_BACKTRACE", "1")

@@ -900,3 +900,164 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
     env.assert_clean(CLEAN);
     drop(caller);
 }
+
+/// Hands the agent side of the service test its data dir, slice and supervisor binary.
+const AGENT_ENV: [&str; 3] = [
+    "EXECDRIVER_TEST_AGENT_DATA",
+    "EXECDRIVER_TEST_AGENT_SLICE",
+    "EXECDRIVER_TEST_AGENT_BINARY",
+];
+/// What the agent side prints before each handle id it started.
+const AGENT_HANDLE: &str = "agent started ";
+/// How many tasks the agent side starts.
+const AGENT_TASKS: usize = 2;
+
+/// The agent side of `stopping_the_agents_service_leaves_its_tasks_running`: once moved into
+/// its service cgroup, it starts tasks, prints their handle ids and waits to be killed with
+/// its service. Does nothing unless that test started it.
+#[test]
+fn agent_service_child_side() {
+    let [Some(data), Some(slice), Some(binary)] = AGENT_ENV.map(std::env::var_os) else {
+        return;
+    };
+    let mut line = String::new();
+    // Gate: the parent moves this process into the service cgroup before letting it go on.
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("read the gate");
+    let slice = slice.into_string().expect("utf-8 slice");
+    let config = LinuxConfig::new(&data)
+        .with_slice_name(slice)
+        .with_supervisor_binary(binary);
+    let driver = Driver::new(LinuxPlatform::new(config));
+    for i in 0..AGENT_TASKS {
+        let id = unique_id(&format!("agent{i}"));
+        let alloc = std::path::Path::new(&data).join("allocs").join(&id);
+        fs::create_dir_all(alloc.join("task")).expect("alloc dir");
+        let spec = execdriver_core::TaskSpec::new(
+            &id,
+            "task",
+            &alloc,
+            alloc.join("task"),
+            execdriver_core::TaskConfig::new(
+                "/bin/sh",
+                [
+                    "-c",
+                    "while [ ! -e /alloc/go ]; do sleep 0.05; done; exit 7",
+                ],
+            ),
+        );
+        let task = driver.start(&spec).expect("start");
+        println!("{AGENT_HANDLE}{}", task.id());
+    }
+    std::io::stdout().flush().expect("flush");
+    // Until the service is stopped: nothing more comes on stdin.
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// Stopping the agent's service (SIGKILL to every process in its cgroup, systemd's default)
+/// leaves the supervisors and their tasks running, since each supervisor moved itself into
+/// the driver's own supervisors cgroup before its task started; a new agent process then
+/// reattaches and collects every exit.
+#[test]
+fn stopping_the_agents_service_leaves_its_tasks_running() {
+    let Some(env) = env("stopping_the_agents_service_leaves_its_tasks_running") else {
+        return;
+    };
+    let service = execdriver_linux::cgroups::ServiceCgroup::create(&unique_id(
+        "execdriver-test-agent.service",
+    ))
+    .expect("a service-like cgroup below our own, in every hierarchy");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([
+            "agent_service_child_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(AGENT_ENV[0], &env.data)
+        .env(AGENT_ENV[1], &env.slice)
+        .env(AGENT_ENV[2], &env.binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the agent side");
+    // Our own child: if the test fails from here on, it dies with its service on drop.
+    struct Agent(Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent_pid = i32::try_from(child.id()).expect("pid");
+    service
+        .add(agent_pid)
+        .expect("move the agent into its service");
+    let mut gate = child.stdin.take().expect("agent stdin");
+    gate.write_all(b"go\n").expect("open the gate");
+    let stdout = child.stdout.take().expect("agent stdout");
+    let agent = Agent(child);
+    let mut handles = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.expect("agent output");
+        // libtest prints the test's name on the same line as its first output.
+        if let Some((_, id)) = line.split_once(AGENT_HANDLE) {
+            let handle = HandleId::parse(id).expect("handle id");
+            env.track(handle.clone());
+            handles.push(id.to_owned());
+            if handles.len() == AGENT_TASKS {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        handles.len(),
+        AGENT_TASKS,
+        "the agent side did not start its tasks"
+    );
+    let members = service.pids().expect("service members");
+    assert!(members.contains(&agent_pid), "{members:?}");
+    let parsed: Vec<HandleId> = handles
+        .iter()
+        .map(|h| HandleId::parse(h).expect("handle id"))
+        .collect();
+    for h in &parsed {
+        for (what, pid) in [
+            ("supervisor", h.supervisor.process.pid),
+            ("task", h.task.pid),
+        ] {
+            assert!(
+                !members.contains(&pid),
+                "the {what} of {} is in the agent's service cgroup",
+                h.task_id
+            );
+        }
+    }
+    // The service manager stops the agent.
+    let killed = service
+        .kill_every_process(Duration::from_secs(10))
+        .expect("the service stops");
+    assert!(killed.contains(&agent_pid), "{killed:?}");
+    drop((agent, gate));
+    for h in &parsed {
+        assert!(
+            alive(&h.supervisor.process),
+            "{}: supervisor died with the agent",
+            h.task_id
+        );
+        assert!(alive(&h.task), "{}: task died with the agent", h.task_id);
+    }
+    // A new agent collects every exit.
+    let driver = env.driver();
+    for (text, h) in handles.iter().zip(&parsed) {
+        fs::write(h.alloc_dir.join("go"), b"").expect("let the task go");
+        let task = driver.open(text).expect("reattach from a new agent");
+        assert_eq!(task.wait().expect("wait").exit_code, 7);
+    }
+    drop(service);
+    env.assert_clean(CLEAN);
+}

@@ -494,8 +494,8 @@ impl Harness {
         if forced {
             self.hit("kill: forced");
         }
-        if elapsed > timeout + Timeouts::default().force {
-            self.hit("kill: ran past its force window");
+        if elapsed >= timeout + Timeouts::default().force {
+            self.hit("kill: ran to the end of its force window");
         }
         if self.mock.faults(self.slots[i].id).hung {
             self.hit("kill: hung supervisor");
@@ -755,7 +755,7 @@ fn scenarios_with_faults_anywhere() {
         "open: reattach failed, cleanup failed",
         "open: refused",
         "kill: forced",
-        "kill: ran past its force window",
+        "kill: ran to the end of its force window",
         "kill: hung supervisor",
         "open: unresponsive",
         "wait: would block",

@@ -34,6 +34,8 @@ mod limits;
 mod ops;
 mod parent;
 mod placement;
+#[cfg(any(test, feature = "test-support"))]
+mod service;
 mod supervisors;
 mod task;
 mod v1;
@@ -55,6 +57,8 @@ pub use placement::{
 pub use supervisors::{
     SUPERVISORS_CGROUP, SupervisorsCgroup, join_supervisors_cgroup, supervisors_cgroup_paths,
 };
+#[cfg(any(test, feature = "test-support"))]
+pub use service::ServiceCgroup;
 pub use task::TaskCgroup;
 
 /// How long removal retries an rmdir that fails with EBUSY (for one removal call: all the

@@ -61,69 +61,50 @@ impl TaskCgroup {
     /// [`CgroupError::InvalidRecordedPath`] and nothing is touched. Paths that no longer exist
     /// are left out; `None` when none does. Nothing is ever created.
     pub fn open_recorded(name: &str, paths: &[PathBuf]) -> Result<Option<Self>, CgroupError> {
-        validate_name(name)?;
-        let layout = Layout::detect()?;
-        let hierarchies = layout.as_ref().map_or(&[][..], |l| &l.hierarchies[..]);
-        let mut dirs: Vec<ControllerDir> = Vec::new();
-        for path in paths {
-            let refuse = |reason: String| CgroupError::InvalidRecordedPath {
-                path: path.clone(),
-                reason,
-            };
-            let plain = path.is_absolute()
-                && path
-                    .components()
-                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-            if !plain {
-                return Err(refuse(
-                    "not a plain absolute path (., .. or empty components)".into(),
-                ));
-            }
-            if path.file_name() != Some(OsStr::new(name)) {
-                return Err(refuse(format!("it does not end in the cgroup name {name}")));
-            }
-            // The deepest mount holding the path: a hierarchy mounted below another's
-            // mountpoint (a bind mount) owns what lies under it.
-            let hierarchy = hierarchies
-                .iter()
-                .filter(|h| path.starts_with(&h.mountpoint) && path != &h.mountpoint)
-                .max_by_key(|h| h.mountpoint.components().count())
-                .ok_or_else(|| {
-                    refuse(format!(
-                        "not inside a mounted cgroup hierarchy of {REQUIRED_CONTROLLERS:?}"
-                    ))
-                })?;
-            if dirs.iter().any(|d| d.hierarchy == *hierarchy) {
-                return Err(refuse(format!(
-                    "a second path in the hierarchy mounted at {}",
-                    hierarchy.mountpoint.display()
-                )));
-            }
-            let rest = path
-                .strip_prefix(&hierarchy.mountpoint)
-                .ok()
-                .and_then(Path::to_str)
-                .ok_or_else(|| refuse("not valid UTF-8".into()))?;
-            let rel = join_rel(&hierarchy.mount_root, rest);
-            let dir = hierarchy.dir_of(&rel).map_err(|e| refuse(e.to_string()))?;
-            if dir != *path {
-                return Err(refuse(format!(
-                    "maps back to {} in its hierarchy",
-                    dir.display()
-                )));
-            }
-            dirs.push(ControllerDir {
-                hierarchy: hierarchy.clone(),
-                rel,
-                dir,
-            });
-        }
+        let Some((version, mut dirs)) = recorded_dirs(name, paths)? else {
+            return Ok(None);
+        };
         // Gone since (destroyed, or never made in that hierarchy): nothing to clean there.
         dirs.retain(|d| std::fs::symlink_metadata(&d.dir).is_ok_and(|m| m.is_dir()));
-        match layout {
-            Some(layout) if !dirs.is_empty() => Self::of(name, layout.version, dirs).map(Some),
-            _ => Ok(None),
+        if dirs.is_empty() {
+            return Ok(None);
         }
+        Self::of(name, version, dirs).map(Some)
+    }
+
+    /// Creates the task cgroup at the directories recorded for it before it existed (the
+    /// agent resolves the parent and records where the cgroup goes; the supervisor, which
+    /// lives in another cgroup, creates it there), with the limits applied and read back.
+    /// The paths are checked as [`TaskCgroup::open_recorded`] checks them, and every one of
+    /// the required hierarchies must have one.
+    pub fn create_recorded(
+        name: &str,
+        paths: &[PathBuf],
+        resources: &Resources,
+    ) -> Result<Self, CgroupError> {
+        resources
+            .validate()
+            .map_err(CgroupError::InvalidResources)?;
+        let Some((version, dirs)) = recorded_dirs(name, paths)? else {
+            return Err(CgroupError::NotMounted);
+        };
+        let layout = Layout::detect_complete()?;
+        if let Some(missing) = layout
+            .hierarchies
+            .iter()
+            .find(|h| !dirs.iter().any(|d| d.hierarchy == **h))
+        {
+            return Err(CgroupError::InvalidRecordedPath {
+                path: missing.mountpoint.clone(),
+                reason: format!(
+                    "no recorded path in the hierarchy mounted at {}",
+                    missing.mountpoint.display()
+                ),
+            });
+        }
+        let mut cgroup = Self::of(name, version, dirs)?;
+        cgroup.applied = cgroup.ops.create(resources)?;
+        Ok(cgroup)
     }
 
     /// The cgroup `name` under `parent` (not made).
@@ -265,4 +246,71 @@ impl TaskCgroup {
     pub fn stats(&self) -> Result<TaskStats, CgroupError> {
         self.ops.stats()
     }
+}
+
+/// The directories `paths` records for the task cgroup `name`, checked (see
+/// [`TaskCgroup::open_recorded`]), with the hierarchy layout's version; `None` when no
+/// cgroup filesystem is mounted. Nothing is created or filtered.
+fn recorded_dirs(
+    name: &str,
+    paths: &[PathBuf],
+) -> Result<Option<(CgroupVersion, Vec<ControllerDir>)>, CgroupError> {
+        validate_name(name)?;
+        let layout = Layout::detect()?;
+        let hierarchies = layout.as_ref().map_or(&[][..], |l| &l.hierarchies[..]);
+        let mut dirs: Vec<ControllerDir> = Vec::new();
+        for path in paths {
+            let refuse = |reason: String| CgroupError::InvalidRecordedPath {
+                path: path.clone(),
+                reason,
+            };
+            let plain = path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !plain {
+                return Err(refuse(
+                    "not a plain absolute path (., .. or empty components)".into(),
+                ));
+            }
+            if path.file_name() != Some(OsStr::new(name)) {
+                return Err(refuse(format!("it does not end in the cgroup name {name}")));
+            }
+            // The deepest mount holding the path: a hierarchy mounted below another's
+            // mountpoint (a bind mount) owns what lies under it.
+            let hierarchy = hierarchies
+                .iter()
+                .filter(|h| path.starts_with(&h.mountpoint) && path != &h.mountpoint)
+                .max_by_key(|h| h.mountpoint.components().count())
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "not inside a mounted cgroup hierarchy of {REQUIRED_CONTROLLERS:?}"
+                    ))
+                })?;
+            if dirs.iter().any(|d| d.hierarchy == *hierarchy) {
+                return Err(refuse(format!(
+                    "a second path in the hierarchy mounted at {}",
+                    hierarchy.mountpoint.display()
+                )));
+            }
+            let rest = path
+                .strip_prefix(&hierarchy.mountpoint)
+                .ok()
+                .and_then(Path::to_str)
+                .ok_or_else(|| refuse("not valid UTF-8".into()))?;
+            let rel = join_rel(&hierarchy.mount_root, rest);
+            let dir = hierarchy.dir_of(&rel).map_err(|e| refuse(e.to_string()))?;
+            if dir != *path {
+                return Err(refuse(format!(
+                    "maps back to {} in its hierarchy",
+                    dir.display()
+                )));
+            }
+            dirs.push(ControllerDir {
+                hierarchy: hierarchy.clone(),
+                rel,
+                dir,
+            });
+        }
+    Ok(layout.map(|l| (l.version, dirs)))
 }

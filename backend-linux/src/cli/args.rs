@@ -30,9 +30,27 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// cgroup parent of task cgroups, relative to each hierarchy root [default: the caller's own cgroup].
-    #[arg(long, global = true, value_name = "PATH")]
+    /// cgroup parent of task cgroups, relative to each hierarchy root [default: the caller's
+    /// own cgroup where it can host them, else /<slice>.slice].
+    #[arg(
+        long,
+        global = true,
+        env = "EXECDRIVER_CGROUP_PARENT",
+        value_name = "PATH"
+    )]
     pub cgroup_parent: Option<String>,
+
+    /// Name of the driver's own top-level cgroup slice (/<NAME>.slice): supervisors live in
+    /// its `supervisors` cgroup, outside the caller's, and tasks go under it when the
+    /// caller's own cgroup cannot host them.
+    #[arg(
+        long,
+        global = true,
+        env = "EXECDRIVER_SLICE",
+        default_value = "execdriver",
+        value_name = "NAME"
+    )]
+    pub slice: String,
 
     /// What to do.
     #[command(subcommand)]

@@ -91,7 +91,7 @@ pub fn main() -> ExitCode {
             errln!("supervisor: internal error: {}", one_line(info));
         }));
         let options = execdriver_linux::SuperviseOptions::new(state_dir)
-            .with_cgroup_parent(cli.cgroup_parent.clone())
+            .with_slice(cli.slice.clone())
             .with_linger(std::time::Duration::from_millis(*linger_ms))
             .with_start_lock_fd(*start_lock_fd);
         let code = execdriver_linux::supervise(&options);
@@ -112,7 +112,7 @@ pub fn main() -> ExitCode {
 
 /// Runs the parsed command; `Ok` carries the exit status.
 fn dispatch(cli: Cli) -> Result<u8> {
-    let ctx = Ctx::new(cli.data_dir, cli.cgroup_parent);
+    let ctx = Ctx::new(cli.data_dir, cli.cgroup_parent, cli.slice);
     match cli.command {
         Command::Run(opts) => run::run(&ctx, &opts),
         Command::Start(opts) => run::start(&ctx, &opts),

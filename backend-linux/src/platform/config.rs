@@ -20,8 +20,15 @@ pub struct LinuxConfig {
     /// `execdriver` binary, or an agent's own binary that calls
     /// [`crate::supervise_main`] for them); default: the running executable.
     pub supervisor_binary: Option<PathBuf>,
-    /// The cgroup parent, relative to each hierarchy root; default: the caller's own cgroup.
+    /// The cgroup parent, relative to each hierarchy root. Default: the caller's own cgroup
+    /// where it can host task cgroups (always on v1; on v2 when it is the root or delegates
+    /// cpu, memory and pids), else the driver's own slice `/<slice_name>.slice`.
     pub cgroup_parent: Option<String>,
+    /// The name of the driver's own top-level slice (`/<slice_name>.slice`): where the
+    /// supervisors live (`<slice>/supervisors`, outside the agent's cgroup, so stopping the
+    /// agent's service leaves them running), and where tasks go when the caller's own cgroup
+    /// cannot host them. Default `execdriver`.
+    pub slice_name: String,
     /// How long a supervisor waits after the exit for someone to collect it before exiting
     /// and leaving only the exit record.
     pub supervisor_linger: Duration,
@@ -36,6 +43,7 @@ impl LinuxConfig {
             data_dir: data_dir.into(),
             supervisor_binary: None,
             cgroup_parent: None,
+            slice_name: crate::cgroups::DEFAULT_SLICE_NAME.to_owned(),
             supervisor_linger: DEFAULT_LINGER,
             ready_timeout: DEFAULT_READY_TIMEOUT,
         }
@@ -50,6 +58,12 @@ impl LinuxConfig {
     /// This config with `parent` as the cgroup parent (relative to each hierarchy root).
     pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Self {
         self.cgroup_parent = Some(parent.into());
+        self
+    }
+
+    /// This config with `name` as the name of the driver's slice (`/<name>.slice`).
+    pub fn with_slice_name(mut self, name: impl Into<String>) -> Self {
+        self.slice_name = name.into();
         self
     }
 

@@ -72,11 +72,13 @@ impl LinuxPlatform {
         &self.config
     }
 
-    /// The cgroup parent tasks are created under (the configured one is created if missing).
+    /// The cgroup parent tasks are created under (the configured one, or the driver's slice,
+    /// is created if missing).
     pub(crate) fn cgroup_parent(&self) -> Result<CgroupParent, String> {
         match &self.config.cgroup_parent {
             Some(relative) => CgroupParent::at(relative),
-            None => CgroupParent::own(),
+            None => crate::cgroups::detect_default_parent(&self.config.slice_name)
+                .and_then(|decision| decision.resolve()),
         }
         .map_err(|e| format!("resolving the cgroup parent failed: {e}"))
     }
@@ -151,7 +153,10 @@ impl Platform for LinuxPlatform {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        crate::fingerprint::fingerprint(self.config.cgroup_parent.as_deref())
+        crate::fingerprint::fingerprint(
+            self.config.cgroup_parent.as_deref(),
+            &self.config.slice_name,
+        )
     }
 
     fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<SupervisorConn>, PlatformError> {

@@ -179,10 +179,9 @@ fn start_supervisor(
         .arg("--linger-ms")
         .arg(platform.config.supervisor_linger.as_millis().to_string())
         .arg("--start-lock-fd")
-        .arg(START_LOCK_FD.to_string());
-    if let Some(parent) = &platform.config.cgroup_parent {
-        command.arg("--cgroup-parent").arg(parent);
-    }
+        .arg(START_LOCK_FD.to_string())
+        .arg("--slice")
+        .arg(&platform.config.slice_name);
     // The supervisor needs nothing from the agent's environment, and the task's
     // environment comes from the spec alone.
     command

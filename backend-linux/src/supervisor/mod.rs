@@ -39,8 +39,8 @@ pub(crate) const DESTROY_WAIT: Duration = Duration::from_secs(10);
 pub struct SuperviseOptions {
     /// The task's state dir, holding `spec.json`.
     pub state_dir: PathBuf,
-    /// The cgroup parent relative to each hierarchy root; default: our own cgroup.
-    pub cgroup_parent: Option<String>,
+    /// The driver's slice: the supervisor moves itself into `/<slice>.slice/supervisors`.
+    pub slice: String,
     /// How long to stay after the exit without a `destroy`.
     pub linger: Duration,
     /// The fd on which the agent handed over the task's start lock, if it did.
@@ -52,15 +52,15 @@ impl SuperviseOptions {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
-            cgroup_parent: None,
+            slice: crate::cgroups::DEFAULT_SLICE_NAME.to_owned(),
             linger: crate::platform::DEFAULT_LINGER,
             start_lock_fd: None,
         }
     }
 
-    /// These options with a cgroup parent.
-    pub fn with_cgroup_parent(mut self, parent: Option<String>) -> Self {
-        self.cgroup_parent = parent;
+    /// These options with the driver's slice called `slice`.
+    pub fn with_slice(mut self, slice: impl Into<String>) -> Self {
+        self.slice = slice.into();
         self
     }
 

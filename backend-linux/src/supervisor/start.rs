@@ -7,7 +7,6 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use execdriver_core::{
@@ -15,7 +14,7 @@ use execdriver_core::{
 };
 
 use super::{SuperviseOptions, log};
-use crate::cgroups::{CgroupParent, TaskCgroup, cgroup_name};
+use crate::cgroups::{SUPERVISORS_CGROUP, TaskCgroup, cgroup_name, join_supervisors_cgroup};
 use crate::isolation::{self, LaunchRequest, LaunchedTask};
 use crate::logs::{self, RotatingWriter, Stream};
 use crate::process;
@@ -77,13 +76,41 @@ pub(super) fn start(
     spec.validate(Duration::MAX)
         .map_err(|e| records(format!("invalid task spec: {e}")))?;
     let cgroup_failure = failure(SpawnStep::Cgroup);
-    let parent = match &options.cgroup_parent {
-        Some(relative) => CgroupParent::at(relative),
-        None => CgroupParent::own(),
+    // Out of the agent's cgroup before anything else: a service manager stopping the agent
+    // kills its cgroup, and the task (cloned from us) must not start in it either. A node
+    // where that cannot be done (a restricted cgroup mount) still runs tasks; the log says
+    // the supervisor then shares the agent's fate.
+    match join_supervisors_cgroup(&options.slice) {
+        Ok(joined) => log(format_args!(
+            "in the supervisors cgroup {}",
+            joined
+                .paths()
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )),
+        Err(e) => log(format_args!(
+            "cannot leave the agent's cgroup for /{}.slice/{SUPERVISORS_CGROUP}: {e}; this \
+             supervisor dies if the agent's cgroup is killed",
+            options.slice
+        )),
     }
-    .map_err(|e| cgroup_failure(format!("resolving the cgroup parent failed: {e}")))?;
     let name = cgroup_name(&spec.task_id);
-    check_cgroup_record(paths, options, &parent, &name).map_err(&records)?;
+    let record = CgroupRecord::read(&paths.cgroup_record())
+        .map_err(|e| records(e.to_string()))?
+        .ok_or_else(|| {
+            records(format!(
+                "cgroup record {} is missing",
+                paths.cgroup_record().display()
+            ))
+        })?;
+    if record.name != name {
+        return Err(records(format!(
+            "cgroup record {} names cgroup {:?}, not {name:?}",
+            paths.cgroup_record().display(),
+            record.name
+        )));
+    }
     // Opened (the dir created if missing, never through a symlink) before anything else is
     // created and before the task runs: once it runs, a pump that cannot open its files
     // could only drop its output.
@@ -113,7 +140,8 @@ pub(super) fn start(
             socket.display()
         )));
     }
-    let cgroup = match TaskCgroup::create(&parent, &name, &spec.resources) {
+    // Where the agent recorded it: the cleanup of a lost task finds it there.
+    let cgroup = match TaskCgroup::create_recorded(&name, &record.paths, &spec.resources) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             cleanup_socket();
@@ -231,35 +259,6 @@ pub(super) fn start(
         listener,
         outputs: vec![(out_r, writers.remove(0)), (err_r, writers.remove(0))],
     })
-}
-
-/// The agent recorded where the task cgroup goes before starting us: we must agree, or a
-/// later cleanup (which uses the record) would look somewhere else.
-fn check_cgroup_record(
-    paths: &StatePaths,
-    options: &SuperviseOptions,
-    parent: &CgroupParent,
-    name: &str,
-) -> Result<(), String> {
-    let path = paths.cgroup_record();
-    let record = CgroupRecord::read(&path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("cgroup record {} is missing", path.display()))?;
-    let mut ours: Vec<PathBuf> = parent.paths().iter().map(|p| p.join(name)).collect();
-    ours.sort();
-    let mut recorded = record.paths.clone();
-    recorded.sort();
-    if record.name != name || record.parent != options.cgroup_parent || recorded != ours {
-        return Err(format!(
-            "cgroup record {} ({} under {:?} at {recorded:?}) is not what the supervisor \
-             resolves ({name} under {:?} at {ours:?})",
-            path.display(),
-            record.name,
-            record.parent,
-            options.cgroup_parent
-        ));
-    }
-    Ok(())
 }
 
 type Pipe = (OwnedFd, OwnedFd);

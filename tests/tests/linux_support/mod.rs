@@ -61,10 +61,14 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
-/// One test's private world: a data dir, a platform on it, and the handles to clean up.
+/// One test's private world: a data dir, a driver slice of its own, a platform on them, and
+/// the handles to clean up.
 pub struct TestEnv {
     /// The data dir (canonical), removed on drop.
     pub data: PathBuf,
+    /// The name of this env's driver slice (`/<slice>.slice`, with the supervisors cgroup in
+    /// it), removed on drop: the shared node's own `execdriver.slice` is never touched.
+    pub slice: String,
     /// The execdriver binary.
     pub binary: PathBuf,
     handles: Mutex<Vec<HandleId>>,
@@ -79,6 +83,7 @@ impl TestEnv {
         let data = fs::canonicalize(&dir).expect("canonical data dir");
         Self {
             data,
+            slice: unique_id("execdriver-test"),
             binary,
             handles: Mutex::new(Vec::new()),
             task_ids: Mutex::new(Vec::new()),
@@ -89,6 +94,7 @@ impl TestEnv {
     /// failed test never collected exits after 30 s instead of 5 minutes.
     pub fn config(&self) -> LinuxConfig {
         LinuxConfig::new(&self.data)
+            .with_slice_name(&self.slice)
             .with_supervisor_binary(&self.binary)
             .with_supervisor_linger(Duration::from_secs(30))
     }
@@ -233,9 +239,36 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Removes this env's slice (its supervisors cgroup, then the slice) in every
+    /// hierarchy; what could not be removed.
+    fn remove_slice(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let Ok(supervisors) = execdriver_linux::cgroups::supervisors_cgroup_paths(&self.slice)
+        else {
+            return failures;
+        };
+        for dir in supervisors {
+            // Supervisors leave it as they exit: give the last ones a moment.
+            let gone = eventually(Duration::from_secs(10), || {
+                fs::remove_dir(&dir).is_ok() || !dir.exists()
+            });
+            let slice = dir.parent().map(Path::to_owned);
+            let slice_gone = slice
+                .as_ref()
+                .is_none_or(|s| fs::remove_dir(s).is_ok() || !s.exists());
+            if !gone || !slice_gone {
+                failures.push(format!("slice dir {} or {slice:?} remains", dir.display()));
+            }
+        }
+        failures
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let failures = self.cleanup();
+        let mut failures = self.cleanup();
+        failures.extend(self.remove_slice());
         if !failures.is_empty() {
             eprintln!("cleanup of {}: {failures:#?}", self.data.display());
         }
