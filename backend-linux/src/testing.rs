@@ -45,3 +45,53 @@ mod tests {
         }
     }
 }
+
+/// A cgroup parent this node lets tests create task cgroups under: the caller's own cgroup
+/// where it can host them (v1; the v2 root), else a slice of the test's own (a v2 service
+/// cgroup that holds processes), removed on drop once it is empty.
+#[derive(Debug)]
+pub struct TestParent {
+    parent: crate::cgroups::CgroupParent,
+    slice: Option<String>,
+}
+
+impl TestParent {
+    /// The parent for the test `test`.
+    pub fn new(test: &str) -> Result<Self, crate::cgroups::CgroupError> {
+        let slice: String = format!("execdriver-test-{test}-{}", std::process::id())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(200)
+            .collect();
+        let decision = crate::cgroups::detect_default_parent(&slice)?;
+        let parent = decision.resolve()?;
+        let slice =
+            matches!(decision.parent, crate::cgroups::DefaultParent::Slice { .. }).then_some(slice);
+        Ok(Self { parent, slice })
+    }
+
+    /// The parent.
+    pub fn parent(&self) -> &crate::cgroups::CgroupParent {
+        &self.parent
+    }
+
+    /// Whether it is the caller's own cgroup (not a slice made for the test).
+    pub fn is_own(&self) -> bool {
+        self.slice.is_none()
+    }
+}
+
+impl Drop for TestParent {
+    fn drop(&mut self) {
+        if self.slice.is_some() {
+            // Empty by now unless the test leaked a cgroup, which its own checks report.
+            let _ = self.parent.remove();
+        }
+    }
+}

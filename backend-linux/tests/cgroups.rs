@@ -154,7 +154,8 @@ fn create_applies_limits_in_required_controllers_only_and_destroy_removes_them()
     if !can_run("create_applies_limits") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, 64));
     let cg = guard.get();
     assert_eq!(cg.version(), parent.version());
@@ -262,7 +263,8 @@ fn memory_max_is_the_hard_limit_and_limit_the_soft_one() {
     if !can_run("memory_max") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut res = resources(32 * MIB, 16);
     res.memory_max_bytes = Some(48 * MIB);
     let guard = CgroupGuard::create(&parent, &res);
@@ -297,7 +299,8 @@ fn unaligned_memory_is_rounded_to_pages_not_refused() {
     if !can_run("unaligned_memory") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let guard = CgroupGuard::create(&parent, &resources(100_000_000, 16));
     let mem = guard.get().controller_path("memory").unwrap();
     let file = match guard.get().version() {
@@ -313,7 +316,8 @@ fn bad_names_resources_and_unwritable_limits_are_refused_and_leave_nothing() {
     if !can_run("refusals") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     for bad in [
         "",
         ".",
@@ -355,7 +359,8 @@ fn add_process_pids_kill_all_and_stats() {
     if !can_run("add_process_pids_kill_all") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, 64));
     let mut child = gated_shell(
         "sleep 1000 & sleep 1000 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; wait",
@@ -398,7 +403,8 @@ fn destroy_kills_members_and_removes_nested_cgroups() {
     if !can_run("destroy_nested") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, 64));
     let cg = guard.get();
     let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
@@ -425,7 +431,8 @@ fn oom_kill_is_reported() {
     if !can_run("oom_kill_is_reported") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(16 * MIB, 16));
     let cg = guard.get();
     let mut child =
@@ -451,7 +458,8 @@ fn fork_bomb_is_held_by_pids_max_and_cleaned_up() {
         return;
     }
     const MAX: u64 = 16;
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, MAX));
     let cg = guard.get();
     let mut child = gated_shell("while true; do sleep 1000 & done");
@@ -502,6 +510,15 @@ fn parent_below_own_cgroup_is_created_validated_and_removable() {
     assert!(matches!(own.remove(), Err(CgroupError::NotOurs { .. })));
     let outer = unique_name();
     let relative = format!("{outer}/inner");
+    if own.can_host_tasks().is_err() {
+        // A v2 cgroup with processes (a service's): no parent below it can get the
+        // controllers, and saying so is the whole answer.
+        let err =
+            CgroupParent::under_own(&relative).expect_err("no controllers below a busy cgroup");
+        assert!(err.to_string().contains("subtree_control"), "{err}");
+        cleanup_under_own(&own, &outer);
+        return;
+    }
     let parent = match CgroupParent::under_own(&relative) {
         Ok(p) => p,
         Err(e) => {
@@ -547,7 +564,8 @@ fn open_recorded_finds_kills_and_destroys_and_refuses_foreign_paths() {
     if !can_run("open_recorded") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(32 * MIB, 16));
     let name = guard.get().name().to_owned();
     let mut recorded = guard.get().paths();
@@ -625,7 +643,8 @@ fn open_recorded_keeps_the_paths_that_remain() {
     if !can_run("open_recorded_partial") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let guard = CgroupGuard::create(&parent, &resources(32 * MIB, 16));
     let name = guard.get().name().to_owned();
     let mut recorded = guard.get().paths();
@@ -651,7 +670,8 @@ fn cpu_limit_is_a_cfs_quota_read_back_and_enforced() {
     if !can_run("cpu_limit") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     for (millicores, quota) in [(500, "50000"), (1500, "150000"), (2000, "200000")] {
         let mut res = resources(32 * MIB, 16);
         res.cpu_max_millicores = Some(millicores);
@@ -699,7 +719,8 @@ fn kill_all_within_a_budget_kills_and_returns_in_time() {
     if !can_run("kill_all_within") {
         return;
     }
-    let parent = CgroupParent::own().unwrap();
+    let test_parent = testing::TestParent::new("cgroups").unwrap();
+    let parent = test_parent.parent().clone();
     let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, 64));
     let mut child = gated_shell("sleep 1000 & sleep 1000 & wait");
     guard.get().add_process(child.pid()).unwrap();

@@ -18,7 +18,7 @@ use execdriver_core::{
     Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Refusal, Signal,
     State, TaskErrorKind,
 };
-use execdriver_linux::cgroups::{CgroupParent, cgroup_name};
+use execdriver_linux::cgroups::cgroup_name;
 use execdriver_linux::process::Pidfd;
 use execdriver_linux::{LinuxConfig, LinuxPlatform};
 use linux_support::{
@@ -833,7 +833,7 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
     assert!(!cgroup.is_empty(), "no task cgroup to clean up");
 
     struct Caller {
-        cgroup: CgroupParent,
+        cgroup: execdriver_linux::cgroups::ServiceCgroup,
         child: Option<Child>,
     }
     impl Drop for Caller {
@@ -842,14 +842,14 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            if let Err(e) = self.cgroup.remove() {
-                eprintln!("cleanup: removing the caller cgroup failed: {e}");
-            }
+            // The cgroup goes with its guard, once the child is dead.
         }
     }
     let mut caller = Caller {
-        cgroup: CgroupParent::under_own(&unique_id("execdriver-caller"))
-            .expect("a cgroup below our own"),
+        cgroup: execdriver_linux::cgroups::ServiceCgroup::create(&unique_id(
+            "execdriver-test-caller",
+        ))
+        .expect("a cgroup below our own, in every hierarchy"),
         child: None,
     };
     let exe = std::env::current_exe().expect("current exe");
@@ -871,9 +871,10 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
             .expect("spawn the child side"),
     );
     let pid = child.id().to_string();
-    for dir in caller.cgroup.paths() {
-        fs::write(dir.join("cgroup.procs"), &pid).expect("move the child");
-    }
+    caller
+        .cgroup
+        .add(i32::try_from(child.id()).expect("pid"))
+        .expect("move the child");
     let ours = fs::read_to_string("/proc/self/cgroup").expect("own cgroup");
     let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("child's cgroup");
     assert_ne!(ours, theirs, "the child is not in another cgroup");

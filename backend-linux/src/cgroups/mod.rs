@@ -24,6 +24,13 @@
 //! read failure is an error, never "no members"; removal retries a busy rmdir for up to
 //! [`REMOVE_WAIT`] and checks the directory is gone.
 
+// Part of this API (inspection, the parent helpers, the value conversions) is used only by
+// the workspace's tests, which reach it through the `test-support` feature.
+#![cfg_attr(
+    not(any(test, feature = "test-support")),
+    allow(dead_code, unused_imports)
+)]
+
 mod error;
 #[cfg(test)]
 pub(crate) mod fake;

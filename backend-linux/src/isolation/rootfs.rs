@@ -30,6 +30,21 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// Set by tests to exercise the remount path that kernels without mount_setattr (< 5.12) use.
 pub(crate) static FORCE_REMOUNT: AtomicBool = AtomicBool::new(false);
 
+/// What of `/proc` a task may read but never write: the host's sysctls, the magic SysRq
+/// trigger, interrupt affinities, bus and filesystem settings (as container runtimes do).
+pub(crate) const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// What of `/proc` a task cannot see at all: kernel memory, every keyring, timer and
+/// scheduler internals, ACPI and SCSI control (files are covered by `/dev/null`, dirs by an
+/// empty read-only tmpfs).
+pub(crate) const PROC_MASKED: [&str; 6] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "acpi",
+    "scsi",
+];
+
 /// Size of the secrets tmpfs, as in Nomad.
 const SECRETS_SIZE: &str = "1m";
 
@@ -80,6 +95,16 @@ pub(crate) enum Step {
         /// The link.
         path: CString,
     },
+    /// Make a `/proc` entry read-only or hide it; an entry this kernel does not have is
+    /// skipped.
+    GuardProc {
+        /// The entry, below the task's `/proc` mount.
+        path: CString,
+        /// What to do with it.
+        guard: ProcGuard,
+        /// The task's `/dev/null`, to cover a masked file with.
+        dev_null: CString,
+    },
     /// Set the UTS hostname.
     Hostname {
         /// The name, at most 64 bytes.
@@ -94,6 +119,15 @@ pub(crate) enum Step {
         /// root, which could leave a chroot (the old root stays reachable under it).
         allow_chroot: bool,
     },
+}
+
+/// What [`Step::GuardProc`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcGuard {
+    /// Bound onto itself read-only.
+    ReadOnly,
+    /// Covered (a file by `/dev/null`, a dir by an empty read-only tmpfs).
+    Masked,
 }
 
 /// The steps to build a task root, and what the child needs to know to run them.
@@ -554,6 +588,20 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
         flags: libc::MS_NOSUID | libc::MS_NODEV,
         data: c"mode=1777".to_owned(),
     });
+    // Last of the mounts: the task's /dev/null exists by now to cover masked files with.
+    let dev_null = cstring(&dev.join("null"))?;
+    for (names, guard) in [
+        (&PROC_READ_ONLY[..], ProcGuard::ReadOnly),
+        (&PROC_MASKED[..], ProcGuard::Masked),
+    ] {
+        for name in names {
+            steps.push(Step::GuardProc {
+                path: cstring(&proc_dir.join(name))?,
+                guard,
+                dev_null: dev_null.clone(),
+            });
+        }
+    }
     steps.push(Step::Hostname {
         name: hostname(&spec.task_name),
     });
@@ -600,6 +648,16 @@ impl Step {
                     String::from_utf8_lossy(name)
                 )
             }
+            Step::GuardProc {
+                path,
+                guard: ProcGuard::ReadOnly,
+                ..
+            } => format!("making {} read-only", show(path)),
+            Step::GuardProc {
+                path,
+                guard: ProcGuard::Masked,
+                ..
+            } => format!("masking {}", show(path)),
             Step::EnterRoot {
                 root,
                 allow_chroot: true,
@@ -675,12 +733,58 @@ impl Step {
                 // SAFETY: valid C strings.
                 check_int(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }).map(|_| ())
             }
+            Step::GuardProc {
+                path,
+                guard,
+                dev_null,
+            } => guard_proc(path, *guard, dev_null, have_setattr),
             Step::Hostname { name } => {
                 // SAFETY: name is valid for name.len() bytes.
                 check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
                     .map(|_| ())
             }
             Step::EnterRoot { root, allow_chroot } => enter_root(root, *allow_chroot),
+        }
+    }
+}
+
+/// [`Step::GuardProc`], in the child. No allocation.
+fn guard_proc(
+    path: &CStr,
+    guard: ProcGuard,
+    dev_null: &CStr,
+    have_setattr: bool,
+) -> Result<(), i32> {
+    // SAFETY: valid C string, a zeroed stat buffer the kernel fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::lstat(path.as_ptr(), &mut st) } < 0 {
+        return match sys::errno() {
+            // Not on this kernel (no sysrq, no ACPI, ...): nothing to guard.
+            libc::ENOENT => Ok(()),
+            e => Err(e),
+        };
+    }
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    match guard {
+        ProcGuard::Masked if is_dir => mount(
+            Some(c"tmpfs"),
+            path,
+            Some(c"tmpfs"),
+            ro,
+            Some(c"size=0,mode=555"),
+        ),
+        ProcGuard::Masked => mount(Some(dev_null), path, None, libc::MS_BIND, None),
+        ProcGuard::ReadOnly => {
+            mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            if have_setattr {
+                return sys::mount_setattr(
+                    path,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    true,
+                );
+            }
+            mount(None, path, None, libc::MS_REMOUNT | libc::MS_BIND | ro, None)
         }
     }
 }
