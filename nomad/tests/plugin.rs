@@ -828,3 +828,70 @@ async fn an_oom_kill_is_reported_by_wait_task_and_task_events() {
         .await
         .expect("destroy");
 }
+
+#[tokio::test]
+async fn stop_task_force_kills_a_task_that_ignores_the_signal_at_the_timeout() {
+    if !root("stop_task_force_kills_a_task_that_ignores_the_signal_at_the_timeout") {
+        return;
+    }
+    let plugin = PluginProcess::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut guard = TaskGuard::new(data.path());
+    let mut c = configured(&plugin, data.path()).await;
+    let alloc = AllocDir::new("stubborn");
+    let task = task_config(
+        &alloc,
+        "stubborn",
+        "0000dead",
+        "/bin/sh",
+        &[
+            "-c",
+            // INT too: today's force kill sends the kill signal (SIGINT) just before SIGKILL.
+            "trap '' TERM INT; echo ready > /alloc/ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let task_id = task.id.clone();
+    let handle = c
+        .driver
+        .start_task(d::StartTaskRequest { task: Some(task) })
+        .await
+        .expect("start")
+        .into_inner()
+        .handle
+        .expect("handle");
+    guard.arm(&handle.driver_state);
+    wait_for_file(&alloc.shared().join("ready"), Duration::from_secs(10));
+    let timeout = Duration::from_secs(1);
+    let begun = Instant::now();
+    c.driver
+        .stop_task(d::StopTaskRequest {
+            task_id: task_id.clone(),
+            timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            signal: "SIGTERM".into(),
+        })
+        .await
+        .expect("stop");
+    let took = begun.elapsed();
+    // The signal is ignored, so the stop lasts the timeout, then the force kill ends it.
+    assert!(
+        took >= timeout,
+        "stop returned after {took:?}, before the timeout"
+    );
+    assert!(
+        took < timeout + Duration::from_secs(10),
+        "stop took {took:?}"
+    );
+    let waited = wait_task(&mut c, &task_id).await;
+    assert_eq!(waited.result.map(|r| r.signal), Some(9), "{:?}", waited.err);
+    guard.disarm();
+    c.driver
+        .destroy_task(d::DestroyTaskRequest {
+            task_id,
+            force: false,
+        })
+        .await
+        .expect("destroy");
+}
