@@ -1,30 +1,173 @@
 //! execdriver-linux: the [`execdriver_core::Platform`] for Linux, and the `execdriver` binary.
 //!
-//! Where things are:
-//! - [`platform`]: [`LinuxPlatform`], the `Platform` impl an agent embeds in `Driver`.
-//! - [`supervisor`]: the `execdriver supervise` process that owns one task, and its protocol.
-//! - [`isolation`]: how a task is started: namespaces, the task root, the user drop, exec.
-//! - [`cgroups`]: every cgroup operation (create with limits, kill all, destroy, OOM, stats).
-//! - [`kill`]: the kill path (force kill and the orphan cleanup by cgroup).
-//! - [`reattach`]: the reattach path (confine a handle id, connect, verify, fall back).
-//! - [`process`]: pidfds and process identities (pid + start time).
-//! - [`logs`]: size-rotated log files for the task's stdout and stderr.
-//! - [`fingerprint`]: whether this node can run tasks.
-//! - [`mountinfo`]: the parser of /proc/self/mountinfo.
-//! - [`state`]: the layout of the data dir (`tasks/<task id>/` state dirs).
-//! - [`testing`]: for tests only: skip (or, under CI, fail) a test that needs root.
+//! An agent needs three things from this crate: [`LinuxPlatform`] (with its
+//! [`LinuxConfig`]) to put in a `Driver`, the supervisor entry point to ship, and, if it has
+//! no alloc dirs of its own, [`AllocDir`]. Everything else is internal.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use execdriver_core::{Driver, DriverError, PlatformError, TaskConfig, TaskSpec};
+//! use execdriver_linux::{AllocDir, LinuxConfig, LinuxPlatform};
+//!
+//! // In the agent's own `main`, first: serve `<binary> supervise ...` when started so.
+//! if let Some(code) = execdriver_linux::supervise_main() {
+//!     std::process::exit(code);
+//! }
+//! let data = "/var/lib/myagent/execdriver";
+//! let driver = Driver::new(LinuxPlatform::new(LinuxConfig::new(data)));
+//! let alloc = AllocDir::create(data, "web-1", "web")?;
+//! let config = TaskConfig::new("/usr/bin/python3", ["-m", "http.server"]);
+//! let task = match driver.start(&TaskSpec::new("web-1", "web", alloc.dir(), alloc.task_dir(), config)) {
+//!     Ok(task) => task,
+//!     Err(DriverError::Spawn { source: PlatformError::Spawn { step, .. }, .. }) => {
+//!         panic!("the start failed while {step}")
+//!     }
+//!     Err(e) => return Err(e.into()),
+//! };
+//! let handle_id = task.id(); // persist it; after a restart: driver.open(&handle_id)
+//! task.kill()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Layers, top to bottom (nothing points up):
+//! - `platform/`: the agent side: spawn, client, liveness, confine, reattach, orphan
+//!   cleanup, the tasks of a data dir;
+//! - `protocol`: the supervisor protocol, the one thing both sides share about talking;
+//! - `supervisor/`: the daemon, one event loop (it imports nothing of `platform/`);
+//! - the ground both stand on: `state/` (the state dir records), `cgroups/`, `isolation/`,
+//!   `process/` (identities and pidfds), `logs/`, `mountinfo`, `fingerprint`.
 
-pub mod cgroups;
-pub mod fingerprint;
-pub mod isolation;
-pub mod kill;
-pub mod logs;
-pub mod mountinfo;
-pub mod platform;
-pub mod process;
-pub mod reattach;
-pub mod state;
-pub mod supervisor;
+// The internals are public only to this workspace's tests, behind `test-support`.
+macro_rules! internal {
+    ($($(#[$attr:meta])* mod $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "test-support")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "test-support"))]
+        mod $name;
+    )*};
+}
+
+internal! {
+    mod cgroups;
+    mod isolation;
+    mod process;
+    mod state;
+    mod logs;
+    mod mountinfo;
+    mod protocol;
+}
+
+mod allocdir;
+mod fingerprint;
+mod platform;
+mod supervisor;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
 pub mod testing;
 
-pub use platform::{LinuxConfig, LinuxPlatform};
+pub use allocdir::{AllocDir, AllocDirError};
+pub use platform::{
+    DEFAULT_DATA_DIR, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, LinuxConfig, LinuxPlatform,
+    SupervisorConn,
+};
+pub use supervisor::SuperviseOptions;
+
+/// Runs the supervisor of one task with `options`: what `<binary> supervise ...` does.
+/// Returns the process exit code; call it in a process of its own (it daemonizes).
+pub fn supervise(options: &SuperviseOptions) -> i32 {
+    supervisor::run(options)
+}
+
+/// The supervisor entry point for an agent's own binary: when the process was started as
+/// `<binary> supervise --state-dir DIR [--linger-ms N] [--slice NAME]
+/// [--start-lock-fd FD]` (as [`LinuxPlatform`] starts its supervisor binary), runs the
+/// supervisor and returns its exit code; otherwise `None`, and the agent carries on.
+pub fn supervise_main() -> Option<i32> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new("supervise")) {
+        return None;
+    }
+    Some(match parse_supervise_args(&args[1..]) {
+        Ok(options) => supervise(&options),
+        Err(e) => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "supervise: {e}");
+            2
+        }
+    })
+}
+
+fn parse_supervise_args(args: &[std::ffi::OsString]) -> Result<SuperviseOptions, String> {
+    let mut state_dir = None;
+    let mut options = SuperviseOptions::new("");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        let number = |what: &str| {
+            value
+                .to_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("{what} {value:?} is not a whole number"))
+        };
+        match flag.to_str() {
+            Some("--state-dir") => state_dir = Some(std::path::PathBuf::from(value)),
+            Some("--linger-ms") => {
+                options =
+                    options.with_linger(std::time::Duration::from_millis(number("--linger-ms")?));
+            }
+            Some("--slice") => {
+                let slice = value
+                    .to_str()
+                    .ok_or_else(|| format!("--slice {value:?} is not utf-8"))?;
+                options = options.with_slice(slice);
+            }
+            Some("--start-lock-fd") => {
+                let fd = i32::try_from(number("--start-lock-fd")?)
+                    .map_err(|_| format!("--start-lock-fd {value:?} is out of range"))?;
+                options = options.with_start_lock_fd(Some(fd));
+            }
+            _ => return Err(format!("unknown option {}", flag.to_string_lossy())),
+        }
+    }
+    let state_dir = state_dir.ok_or("--state-dir is required")?;
+    Ok(SuperviseOptions {
+        state_dir,
+        ..options
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supervise_arguments_parse_and_bad_ones_are_named() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let o = parse_supervise_args(&args(&[
+            "--state-dir",
+            "/d",
+            "--linger-ms",
+            "5",
+            "--slice",
+            "s",
+            "--start-lock-fd",
+            "3",
+        ]))
+        .expect("parse");
+        assert_eq!(o.state_dir, std::path::Path::new("/d"));
+        assert_eq!(o.linger, std::time::Duration::from_millis(5));
+        assert_eq!(o.slice, "s");
+        assert_eq!(o.start_lock_fd, Some(3));
+        let e = parse_supervise_args(&args(&["--linger-ms", "x"])).expect_err("bad");
+        assert!(e.contains("--linger-ms"), "{e}");
+        let e = parse_supervise_args(&args(&[])).expect_err("missing");
+        assert!(e.contains("--state-dir"), "{e}");
+        let e = parse_supervise_args(&args(&["--bogus", "1"])).expect_err("unknown");
+        assert!(e.contains("--bogus"), "{e}");
+    }
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use execdriver_core::Resources;
 use execdriver_linux::cgroups::{
-    CgroupError, CgroupParent, CgroupVersion, REQUIRED_CONTROLLERS, TaskCgroup, probe,
+    CgroupError, CgroupParent, CgroupVersion, REQUIRED_CONTROLLERS, SUPERVISORS_CGROUP, TaskCgroup,
+    join_supervisors_cgroup, probe, supervisors_cgroup_paths,
 };
 use execdriver_linux::testing;
 
@@ -48,6 +49,7 @@ fn resources(memory: u64, pids: u64) -> Resources {
         memory_limit_bytes: memory,
         memory_max_bytes: None,
         pids_max: pids,
+        cpu_max_millicores: None,
     }
 }
 
@@ -171,11 +173,16 @@ fn create_applies_limits_in_required_controllers_only_and_destroy_removes_them()
                 read(&mem.join("memory.limit_in_bytes")),
                 (64 * MIB).to_string()
             );
+            // Swap off where swap accounting is on (the file exists only then).
             let memsw = mem.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
                 assert_eq!(read(&memsw), (64 * MIB).to_string());
+            } else {
+                eprintln!("no swap accounting here: memory.memsw.limit_in_bytes not checked");
             }
             assert_eq!(read(&pids.join("pids.max")), "64");
+            // No cpu limit asked for: the kernel's "none".
+            assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "-1");
             // Not created in hierarchies the driver does not need.
             for other in ["cpuset", "devices", "blkio", "systemd"] {
                 let root = Path::new("/sys/fs/cgroup").join(other);
@@ -189,7 +196,24 @@ fn create_applies_limits_in_required_controllers_only_and_destroy_removes_them()
             let dir = cg.controller_path("memory").unwrap();
             assert_eq!(read(&dir.join("memory.max")), (64 * MIB).to_string());
             assert_eq!(read(&dir.join("pids.max")), "64");
+            assert_eq!(read(&dir.join("cpu.weight")), "20");
+            assert_eq!(read(&dir.join("cpu.max")), "max 100000");
+            for (file, value) in [("memory.swap.max", "0"), ("memory.oom.group", "1")] {
+                if dir.join(file).exists() {
+                    assert_eq!(read(&dir.join(file)), value, "{file}");
+                }
+            }
         }
+    }
+    // What create reports it applied is what the files hold.
+    assert!(!cg.applied_limits().is_empty());
+    for applied in cg.applied_limits() {
+        assert_eq!(
+            read(&applied.path),
+            applied.value,
+            "{}",
+            applied.path.display()
+        );
     }
     assert!(parent.contains(&name).unwrap());
 
@@ -253,6 +277,13 @@ fn memory_max_is_the_hard_limit_and_limit_the_soft_one() {
                 read(&mem.join("memory.soft_limit_in_bytes")),
                 (32 * MIB).to_string()
             );
+            // Swap off: memory plus swap no higher than the hard limit.
+            let memsw = mem.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                assert_eq!(read(&memsw), (48 * MIB).to_string());
+            } else {
+                eprintln!("no swap accounting here: memory.memsw.limit_in_bytes not checked");
+            }
         }
         CgroupVersion::V2 => {
             assert_eq!(read(&mem.join("memory.max")), (48 * MIB).to_string());
@@ -612,5 +643,303 @@ fn open_recorded_keeps_the_paths_that_remain() {
     opened.destroy().unwrap();
     for p in &recorded {
         assert!(!p.exists(), "{} left after destroy", p.display());
+    }
+}
+
+#[test]
+fn cpu_limit_is_a_cfs_quota_read_back_and_enforced() {
+    if !can_run("cpu_limit") {
+        return;
+    }
+    let parent = CgroupParent::own().unwrap();
+    for (millicores, quota) in [(500, "50000"), (1500, "150000"), (2000, "200000")] {
+        let mut res = resources(32 * MIB, 16);
+        res.cpu_max_millicores = Some(millicores);
+        let guard = CgroupGuard::create(&parent, &res);
+        let cpu = guard.get().controller_path("cpu").unwrap();
+        match guard.get().version() {
+            CgroupVersion::V1 => {
+                let (period, got) = (
+                    read(&cpu.join("cpu.cfs_period_us")),
+                    read(&cpu.join("cpu.cfs_quota_us")),
+                );
+                eprintln!("{millicores} millicores: cfs_period_us {period}, cfs_quota_us {got}");
+                assert_eq!(period, "100000");
+                assert_eq!(got, quota);
+            }
+            CgroupVersion::V2 => {
+                let line = read(&cpu.join("cpu.max"));
+                eprintln!("{millicores} millicores: cpu.max {line}");
+                assert_eq!(line, format!("{quota} 100000"));
+            }
+        }
+    }
+
+    // Enforced: a busy loop held to 0.1 cpu is throttled within a few periods.
+    let mut res = resources(32 * MIB, 16);
+    res.cpu_max_millicores = Some(100);
+    let mut guard = CgroupGuard::create(&parent, &res);
+    let mut child = gated_shell("while :; do :; done");
+    guard.get().add_process(child.pid()).unwrap();
+    open_gate(&mut child);
+    let cg = guard.get();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            cg.stats().unwrap().cpu.throttled_periods > 0
+        }),
+        "a busy loop at 0.1 cpu was never throttled: {:?}",
+        cg.stats()
+    );
+    cg.kill_all().unwrap();
+    guard.destroy();
+}
+
+#[test]
+fn kill_all_within_a_budget_kills_and_returns_in_time() {
+    if !can_run("kill_all_within") {
+        return;
+    }
+    let parent = CgroupParent::own().unwrap();
+    let mut guard = CgroupGuard::create(&parent, &resources(64 * MIB, 64));
+    let mut child = gated_shell("sleep 1000 & sleep 1000 & wait");
+    guard.get().add_process(child.pid()).unwrap();
+    open_gate(&mut child);
+    let cg = guard.get();
+    assert!(
+        wait_until(Duration::from_secs(10), || cg.pids().unwrap().len() == 3),
+        "{:?}",
+        cg.pids()
+    );
+    let budget = Duration::from_secs(1);
+    let started = Instant::now();
+    cg.kill_all_within(budget).unwrap();
+    let took = started.elapsed();
+    assert!(took < budget + Duration::from_secs(2), "{took:?}");
+    assert!(cg.pids().unwrap().is_empty());
+    guard.destroy();
+}
+
+/// Removes, on drop, every directory given (deepest first, each tried until gone or 2 s),
+/// after killing and reaping the child, so that a failing test leaves nothing behind.
+struct DirsGuard {
+    child: Option<ChildGuard>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for DirsGuard {
+    fn drop(&mut self) {
+        drop(self.child.take());
+        let mut dirs = self.dirs.clone();
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for dir in dirs {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while dir.exists() && std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if dir.exists() {
+                eprintln!("cleanup: {} is still there", dir.display());
+            }
+        }
+    }
+}
+
+fn test_slice_name(what: &str) -> String {
+    format!("execdriver-test-{what}-{}", std::process::id())
+}
+
+#[test]
+fn driver_slice_is_top_level_hosts_tasks_and_is_removable() {
+    if !can_run("driver_slice") {
+        return;
+    }
+    let name = test_slice_name("slice");
+    let slice_dirs: Vec<PathBuf> = {
+        let own = CgroupParent::own().unwrap();
+        // The slice's place in each required hierarchy: under the mountpoint, top level.
+        own.paths()
+            .iter()
+            .map(|p| mountpoint_of(p).join(format!("{name}.slice")))
+            .collect()
+    };
+    let mut cleanup = DirsGuard {
+        child: None,
+        dirs: slice_dirs.clone(),
+    };
+    assert!(
+        slice_dirs.iter().all(|d| !d.exists()),
+        "{slice_dirs:?} exist already"
+    );
+    let parent = CgroupParent::slice(&name).unwrap();
+    let mut paths = parent.paths();
+    paths.sort();
+    let mut want = slice_dirs.clone();
+    want.sort();
+    assert_eq!(paths, want);
+    // Idempotent: the slice is adopted when it exists.
+    assert_eq!(CgroupParent::slice(&name).unwrap(), parent);
+    assert!(CgroupParent::slice("a/b").is_err());
+    if parent.version() == CgroupVersion::V1 {
+        for other in ["cpuset", "devices", "blkio", "systemd"] {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(other)
+                .join(format!("{name}.slice"));
+            assert!(!dir.exists(), "slice made in {other}");
+        }
+    }
+    parent.can_host_tasks().unwrap();
+    let mut guard = CgroupGuard::create(&parent, &resources(32 * MIB, 16));
+    for p in guard.get().paths() {
+        assert_eq!(
+            p.parent().and_then(Path::file_name),
+            Some(std::ffi::OsStr::new(&format!("{name}.slice")))
+        );
+    }
+    cleanup.child = Some(ChildGuard(
+        Command::new("sleep").arg("1000").spawn().unwrap(),
+    ));
+    let pid = cleanup.child.as_ref().map(ChildGuard::pid).unwrap();
+    guard.get().add_process(pid).unwrap();
+    assert_eq!(guard.get().pids().unwrap(), vec![pid]);
+    guard.destroy();
+    parent.remove().unwrap();
+    for d in &slice_dirs {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+}
+
+/// The mountpoint of the v1 hierarchy (or v2 mount) holding `dir`, from mountinfo.
+fn mountpoint_of(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    text.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(sep + 1)?;
+            (*fstype == "cgroup" || *fstype == "cgroup2").then(|| PathBuf::from(fields[4]))
+        })
+        .filter(|m| dir.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .expect("a cgroup mount holds the dir")
+}
+
+const JOIN_CHILD_ENV: &str = "EXECDRIVER_TEST_JOIN_SUPERVISORS_SLICE";
+
+/// Not a test of its own: the child process of
+/// `supervisors_cgroup_takes_the_calling_process_only_in_every_hierarchy`, which re-runs this
+/// test binary with only this test and the slice name in the environment. It joins, says
+/// where it is, and stays until its stdin closes. Without the variable it does nothing.
+#[test]
+fn join_supervisors_child_process() {
+    let Ok(slice) = std::env::var(JOIN_CHILD_ENV) else {
+        return;
+    };
+    match join_supervisors_cgroup(&slice) {
+        Ok(joined) => {
+            let paths: Vec<String> = joined
+                .paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            println!("\nJOINED {}", paths.join("\t"));
+        }
+        Err(e) => println!("\nJOIN-FAILED {e}"),
+    }
+    std::io::stdout().flush().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
+}
+
+#[test]
+fn supervisors_cgroup_takes_the_calling_process_only_in_every_hierarchy() {
+    if !can_run("supervisors_cgroup") {
+        return;
+    }
+    let name = test_slice_name("sup");
+    let sup_dirs = supervisors_cgroup_paths(&name).unwrap();
+    let mut dirs: Vec<PathBuf> = sup_dirs.clone();
+    dirs.extend(
+        sup_dirs
+            .iter()
+            .filter_map(|d| d.parent().map(Path::to_owned)),
+    );
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?} exist already");
+    let mut cleanup = DirsGuard { child: None, dirs };
+    let own_before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args([
+            "--exact",
+            "join_supervisors_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(JOIN_CHILD_ENV, &name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = cleanup.child.insert(ChildGuard(child));
+    let pid = child.pid();
+    let stdout = child.0.stdout.take().unwrap();
+    // libtest prints "test <name> ... " before the child's own output, on the same line;
+    // a child that ends without a word ends the lines too, so this cannot hang.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok);
+    let line = lines
+        .by_ref()
+        .find(|l| l.contains("JOINED ") || l.contains("JOIN-FAILED "))
+        .expect("the child says whether it joined");
+    let (_, joined) = line
+        .split_once("JOINED ")
+        .unwrap_or_else(|| panic!("the child did not join: {line}"));
+    let mut joined: Vec<PathBuf> = joined.split('\t').map(PathBuf::from).collect();
+    joined.sort();
+    let mut want = sup_dirs.clone();
+    want.sort();
+    assert_eq!(joined, want);
+
+    // Every hierarchy, name=systemd and the ones without our controllers included.
+    let rel = format!("/{name}.slice/{SUPERVISORS_CGROUP}");
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in theirs.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert_eq!(path, rel, "{line} in {theirs}");
+    }
+    assert!(theirs.contains("name=systemd") || !Path::new("/sys/fs/cgroup/systemd").exists());
+    for dir in &sup_dirs {
+        assert_eq!(
+            read(&dir.join("cgroup.procs")),
+            pid.to_string(),
+            "{}",
+            dir.display()
+        );
+        let cpus = dir.join("cpuset.cpus");
+        if cpus.exists() {
+            assert!(
+                !read(&cpus).is_empty(),
+                "cpuset.cpus not copied into {}",
+                dir.display()
+            );
+        }
+    }
+    // Only the child moved.
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        own_before
+    );
+
+    drop(child.0.stdin.take());
+    // Read to the end: a child whose stdout is closed dies of EPIPE on its last words.
+    lines.for_each(drop);
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(cleanup);
+    for dir in sup_dirs
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(sup_dirs.iter().filter_map(|d| d.parent()))
+    {
+        assert!(!dir.exists(), "{} left", dir.display());
     }
 }

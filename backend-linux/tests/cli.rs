@@ -24,6 +24,8 @@ fn command(env: &TestEnv, args: &[&str]) -> Command {
     let mut cmd = Command::new(&env.binary);
     cmd.arg("--data-dir")
         .arg(&env.data)
+        .arg("--slice")
+        .arg(&env.slice)
         .args(args)
         // Errors must be printed by execdriver, never as a panic with a backtrace.
         .env("RUST_BACKTRACE", "1")
@@ -325,7 +327,7 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    let stored = env.data.join("tasks").join(&id).join("handle.json");
+    let stored = env.data.join("tasks").join(&id).join("task.json");
     assert!(eventually(Duration::from_secs(10), || stored.exists()));
     // The agent dies without a chance to clean up; the supervisor carries on.
     child.kill().expect("kill run");

@@ -954,6 +954,7 @@ impl TestCgroup {
             memory_limit_bytes: 256 << 20,
             memory_max_bytes: None,
             pids_max,
+            cpu_max_millicores: None,
         };
         cgroups::TaskCgroup::create(&parent, &name, &resources)
             .map(|cg| Self(Some(cg)))

@@ -44,8 +44,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use execdriver_core::{
-    ExitStatus, Fingerprint, HandleId, MemoryStats, Platform, PlatformError, ProcessIdentity,
-    Reattach, Signal, Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp,
+    ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, MemoryStats,
+    Platform, PlatformError, ProcessIdentity, Reattach, Refusal, Signal, SpawnStep, Spawned,
+    SupervisorIdentity, TaskRecord, TaskSpec, TaskStats, Timestamp,
 };
 
 pub use script::{Exit, Faults, ForceKill, ReattachFault, SignalResponse, TaskScript};
@@ -53,6 +54,10 @@ use world::{Proc, Sim, StateDir, World};
 
 /// How long after the kill deadline the supervisor's own backup kill lands in virtual time.
 const BACKUP_KILL_LAG: Duration = Duration::from_millis(1);
+
+/// The longest a mock wait without deadline blocks on a hung supervisor before it gives up,
+/// as the Linux platform's waits go in chunks.
+pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
 
 /// The mock's data dir: every state dir is `<MOCK_DATA_DIR>/<task id>`.
 pub const MOCK_DATA_DIR: &str = "/mock/execdriver/tasks";
@@ -99,8 +104,8 @@ pub enum Op {
     Signal,
     /// [`Platform::wait`].
     Wait,
-    /// [`Platform::schedule_force_kill`].
-    ScheduleForceKill,
+    /// [`Platform::begin_kill`].
+    BeginKill,
     /// [`Platform::force_kill`].
     ForceKill,
     /// [`Platform::stats`].
@@ -184,14 +189,21 @@ impl Default for MockPlatform {
 
 /// Shorthand for the error of a call on a supervisor that is gone.
 fn lost(sup: &MockSupervisorHandle) -> PlatformError {
-    PlatformError::SupervisorLost(format!(
+    PlatformError::gone(format!(
         "supervisor pid {} of task {} is gone",
         sup.pid, sup.task_id
     ))
 }
 
 fn injected(what: &str, task_id: &str) -> PlatformError {
-    PlatformError::Failed(format!("{what} of task {task_id} failed (injected fault)"))
+    PlatformError::other(format!("{what} of task {task_id} failed (injected fault)"))
+}
+
+fn unresponsive(sup: &MockSupervisorHandle, what: &str) -> PlatformError {
+    PlatformError::unresponsive(format!(
+        "supervisor pid {} of task {} did not answer {what} in time (hung)",
+        sup.pid, sup.task_id
+    ))
 }
 
 impl MockPlatform {
@@ -329,6 +341,21 @@ impl World {
         Some(record.map(Some).ok_or_else(|| lost(sup)))
     }
 
+    /// Spends the time a call to the supervisor of `sup` takes: its latency, or, for a hung
+    /// supervisor, everything up to `deadline`; a call that runs out of time is
+    /// unresponsive. A dead supervisor answers at once (its socket is gone).
+    fn call(
+        &mut self,
+        sup: &MockSupervisorHandle,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError> {
+        self.live(sup)?;
+        self.spend_call(&sup.task_id, deadline)
+            .map_err(|_| unresponsive(sup, "the request"))?;
+        // The time spent may have ended the task or its supervisor.
+        self.live(sup).map(drop)
+    }
+
     /// The live supervisor's task instance, or the error a dead one gives.
     fn live(&self, sup: &MockSupervisorHandle) -> Result<&Sim, PlatformError> {
         match self.sim_of(sup) {
@@ -342,18 +369,21 @@ impl World {
         let id = &handle.task_id;
         let dir = state_dir(id);
         if handle.cgroup != cgroup_name(id) {
-            return Err(PlatformError::Refused(format!(
-                "cgroup {:?} is not the cgroup of task {id}",
-                handle.cgroup
-            )));
+            return Err(PlatformError::refused(
+                Refusal::NotOurs,
+                format!("cgroup {:?} is not the cgroup of task {id}", handle.cgroup),
+            ));
         }
         if handle.state_dir != dir || handle.supervisor.socket != dir.join("supervisor.sock") {
-            return Err(PlatformError::Refused(format!(
-                "state dir {:?} or socket {:?} is not under {}",
-                handle.state_dir,
-                handle.supervisor.socket,
-                dir.display()
-            )));
+            return Err(PlatformError::refused(
+                Refusal::NotOurs,
+                format!(
+                    "state dir {:?} or socket {:?} is not under {}",
+                    handle.state_dir,
+                    handle.supervisor.socket,
+                    dir.display()
+                ),
+            ));
         }
         Ok(())
     }
@@ -396,16 +426,23 @@ impl Platform for MockPlatform {
         // Every check comes before the first resource is created, so a failed spawn leaves
         // nothing behind.
         let refused = if w.faults(&id).spawn_fails {
-            Some(injected("spawn", &id))
+            Some(PlatformError::spawn(
+                SpawnStep::Supervisor,
+                format!("spawn of task {id} failed (injected fault)"),
+            ))
         } else if w.cgroups.contains_key(&cgroup) {
-            Some(PlatformError::Failed(format!(
-                "cgroup {cgroup} already exists"
-            )))
+            Some(PlatformError::spawn(
+                SpawnStep::Cgroup,
+                format!("cgroup {cgroup} already exists"),
+            ))
         } else if w.state_dirs.contains_key(&dir) {
-            Some(PlatformError::Failed(format!(
-                "state dir {} already exists",
-                dir.display()
-            )))
+            Some(PlatformError::spawn(
+                SpawnStep::Claim,
+                format!(
+                    "task id {id} is already in use: state dir {} exists",
+                    dir.display()
+                ),
+            ))
         } else {
             None
         };
@@ -422,13 +459,6 @@ impl Platform for MockPlatform {
             cgroup: None,
         });
         w.cgroups.insert(cgroup.clone(), id.clone());
-        w.state_dirs.insert(
-            dir.clone(),
-            StateDir {
-                owner: id.clone(),
-                exit_record: None,
-            },
-        );
         let mut task = ProcessIdentity {
             pid: 0,
             start_time: 0,
@@ -444,6 +474,31 @@ impl Platform for MockPlatform {
                 task = ProcessIdentity { pid, start_time };
             }
         }
+        let record = TaskRecord {
+            task_id: id.clone(),
+            supervisor: SupervisorIdentity {
+                process: ProcessIdentity {
+                    pid: sup_pid,
+                    start_time: sup_start,
+                },
+                socket: dir.join("supervisor.sock"),
+            },
+            task,
+            cgroup: cgroup.clone(),
+            state_dir: dir.clone(),
+            task_dir: spec.task_dir.clone(),
+            alloc_dir: spec.alloc_dir.clone(),
+            kill_timeout: spec.kill_timeout,
+            kill_signal: spec.kill_signal,
+        };
+        w.state_dirs.insert(
+            dir.clone(),
+            StateDir {
+                owner: id.clone(),
+                exit_record: None,
+                record: record.clone(),
+            },
+        );
         let mut mount_points: Vec<PathBuf> = spec
             .chroot_env
             .iter()
@@ -479,29 +534,49 @@ impl Platform for MockPlatform {
                 pid: sup_pid,
                 start_time: sup_start,
             },
-            identity: SupervisorIdentity {
-                process: ProcessIdentity {
-                    pid: sup_pid,
-                    start_time: sup_start,
-                },
-                socket: dir.join("supervisor.sock"),
-            },
-            task,
-            cgroup,
-            state_dir: dir,
+            record,
         })
     }
 
-    fn reattach(&self, handle: &HandleId) -> Result<Reattach<Self::Supervisor>, PlatformError> {
+    fn task_ids(&self) -> Result<Vec<String>, PlatformError> {
+        let w = self.lock();
+        Ok(w.state_dirs.values().map(|d| d.owner.clone()).collect())
+    }
+
+    fn find_task(&self, task_id: &str) -> Result<FoundTask, PlatformError> {
+        let w = self.lock();
+        match w.state_dirs.get(&state_dir(task_id)) {
+            Some(dir) => Ok(FoundTask::Started(dir.record.clone())),
+            None => Err(PlatformError::NotFound {
+                task_id: task_id.to_owned(),
+                reason: format!("no state dir {}", state_dir(task_id).display()),
+            }),
+        }
+    }
+
+    fn discard_incomplete(&self, task_id: &str, _deadline: Timestamp) -> Result<(), PlatformError> {
+        // The mock's starts are atomic: a task is started or absent, never half-way.
+        Err(PlatformError::refused(
+            Refusal::NotOurs,
+            format!("task {task_id} is not an abandoned start"),
+        ))
+    }
+
+    fn reattach(
+        &self,
+        handle: &HandleId,
+        deadline: Timestamp,
+    ) -> Result<Reattach<Self::Supervisor>, PlatformError> {
         let mut w = self.lock();
         let id = handle.task_id.clone();
         let result = w.confine(handle).and_then(|()| {
             let sup = handle.supervisor.process;
             match w.faults(&id).reattach {
                 ReattachFault::Refused => {
-                    return Err(PlatformError::Refused(format!(
-                        "handle id of task {id} refused (injected fault)"
-                    )));
+                    return Err(PlatformError::refused(
+                        Refusal::NotOurs,
+                        format!("handle id of task {id} refused (injected fault)"),
+                    ));
                 }
                 ReattachFault::Unreachable => {
                     return Ok(Reattach::Gone {
@@ -515,11 +590,18 @@ impl Platform for MockPlatform {
             }
             let owned = w.procs.get(&sup.pid).is_some_and(|p| p.owner == id);
             if owned && w.supervisor_alive(sup.pid, sup.start_time) {
-                return Ok(Reattach::Live(MockSupervisorHandle {
+                let conn = MockSupervisorHandle {
                     task_id: id.clone(),
                     pid: sup.pid,
                     start_time: sup.start_time,
-                }));
+                };
+                return match w.spend_call(&id, deadline) {
+                    Ok(()) => Ok(Reattach::Live(conn)),
+                    Err(e) => Ok(Reattach::Unresponsive {
+                        supervisor: conn,
+                        reason: e.to_string(),
+                    }),
+                };
             }
             if let Some(status) = w
                 .state_dirs
@@ -539,9 +621,14 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn signal(&self, sup: &Self::Supervisor, signal: Signal) -> Result<(), PlatformError> {
+    fn signal(
+        &self,
+        sup: &Self::Supervisor,
+        signal: Signal,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError> {
         let mut w = self.lock();
-        let result = w.live(sup).map(|_| ()).and_then(|()| {
+        let result = w.call(sup, deadline).and_then(|()| {
             if w.faults(&sup.task_id).signal_fails {
                 Err(injected("signal", &sup.task_id))
             } else {
@@ -555,31 +642,72 @@ impl Platform for MockPlatform {
         result
     }
 
+    fn begin_kill(
+        &self,
+        sup: &Self::Supervisor,
+        signal: Signal,
+        grace: Duration,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let result = w.call(sup, deadline).and_then(|()| {
+            if w.faults(&sup.task_id).signal_fails {
+                Err(injected("kill signal", &sup.task_id))
+            } else {
+                w.live(sup).map(|sim| sim.script.force_kill)
+            }
+        });
+        if let Ok(force_kill) = result {
+            let sent = w.clock;
+            w.deliver_signal(&sup.task_id, signal);
+            if force_kill == ForceKill::Works {
+                // A tick after the driver's own deadline: while the agent lives, its force
+                // kill comes first, exactly as without the backup; only an agent gone by
+                // then leaves the kill to the supervisor. The backup is as effective as the
+                // script's force kill.
+                let at = sent + grace + BACKUP_KILL_LAG;
+                w.schedule_exit(&sup.task_id, at, ExitStatus::signaled(Signal::SIGKILL));
+            }
+        }
+        let result = result.map(drop);
+        w.record(Op::BeginKill, &sup.task_id, result.is_ok());
+        result
+    }
+
     fn wait(
         &self,
         sup: &Self::Supervisor,
-        deadline: Option<Timestamp>,
+        until: Option<Timestamp>,
     ) -> Result<Option<ExitStatus>, PlatformError> {
         let mut w = self.lock();
         let result = loop {
-            if w.faults(&sup.task_id).wait_fails && w.live(sup).is_ok() {
-                break Err(injected("wait", &sup.task_id));
+            if w.live(sup).is_ok() {
+                let faults = w.faults(&sup.task_id);
+                if faults.hung {
+                    // Nothing answers: the call times out at its end, a chunk at most.
+                    let end = until.unwrap_or(w.clock + WAIT_CHUNK);
+                    w.advance_to(end);
+                    break Err(unresponsive(sup, "wait"));
+                }
+                if faults.wait_fails {
+                    break Err(injected("wait", &sup.task_id));
+                }
             }
             if let Some(r) = w.observe(sup) {
                 break r;
             }
-            if deadline.is_some_and(|d| w.clock >= d) {
+            if until.is_some_and(|d| w.clock >= d) {
                 break Ok(None);
             }
             // Only this task's events can end this wait; other tasks' events on the way are
             // run by `advance_to` in time order.
             let next = w.next_event_of(&sup.task_id);
-            let target = match (deadline, next) {
+            let target = match (until, next) {
                 (Some(d), Some(n)) => d.min(n),
                 (Some(d), None) => d,
                 (None, Some(n)) => n,
                 (None, None) => {
-                    break Err(PlatformError::Failed(format!(
+                    break Err(PlatformError::other(format!(
                         "wait for task {} would block forever in virtual time: nothing will end it",
                         sup.task_id
                     )));
@@ -591,29 +719,11 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn schedule_force_kill(
-        &self,
-        sup: &Self::Supervisor,
-        after: Duration,
-    ) -> Result<(), PlatformError> {
+    fn force_kill(&self, sup: &Self::Supervisor, deadline: Timestamp) -> Result<(), PlatformError> {
         let mut w = self.lock();
-        let result = w.live(sup).map(|sim| sim.script.force_kill);
-        if let Ok(ForceKill::Works) = result {
-            // A tick after the driver's own deadline: while the agent lives, its force kill
-            // comes first, exactly as without the backup; only an agent gone by then leaves
-            // the kill to the supervisor. The backup is as effective as the script's force
-            // kill.
-            let at = w.clock + after + BACKUP_KILL_LAG;
-            w.schedule_exit(&sup.task_id, at, ExitStatus::signaled(Signal::SIGKILL));
-        }
-        let result = result.map(drop);
-        w.record(Op::ScheduleForceKill, &sup.task_id, result.is_ok());
-        result
-    }
-
-    fn force_kill(&self, sup: &Self::Supervisor) -> Result<(), PlatformError> {
-        let mut w = self.lock();
-        let result = w.live(sup).map(|sim| sim.script.force_kill);
+        let result = w
+            .call(sup, deadline)
+            .and_then(|()| w.live(sup).map(|sim| sim.script.force_kill));
         let result = match result {
             Ok(ForceKill::Works) => {
                 let now = w.clock;
@@ -629,11 +739,15 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn stats(&self, sup: &Self::Supervisor) -> Result<TaskStats, PlatformError> {
+    fn stats(
+        &self,
+        sup: &Self::Supervisor,
+        deadline: Timestamp,
+    ) -> Result<TaskStats, PlatformError> {
         let mut w = self.lock();
         let result = w
-            .live(sup)
-            .map(|sim| sim.cgroup.clone())
+            .call(sup, deadline)
+            .and_then(|()| w.live(sup).map(|sim| sim.cgroup.clone()))
             .and_then(|cgroup| {
                 if w.faults(&sup.task_id).stats_fails {
                     return Err(injected("stats", &sup.task_id));
@@ -654,12 +768,15 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn release(&self, sup: &Self::Supervisor) -> Result<(), PlatformError> {
+    fn release(&self, sup: &Self::Supervisor, deadline: Timestamp) -> Result<(), PlatformError> {
         let mut w = self.lock();
         let id = sup.task_id.clone();
         let result = w
-            .live(sup)
-            .map(|sim| (sim.cgroup.clone(), sim.state_dir.clone()))
+            .call(sup, deadline)
+            .and_then(|()| {
+                w.live(sup)
+                    .map(|sim| (sim.cgroup.clone(), sim.state_dir.clone()))
+            })
             .and_then(|paths| {
                 if w.faults(&id).release_fails {
                     Err(injected("release", &id))
@@ -681,7 +798,29 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn kill_supervisor(&self, handle: &HandleId) -> Result<(), PlatformError> {
+    fn read_logs(
+        &self,
+        handle: &HandleId,
+        _supervisor: Option<&Self::Supervisor>,
+        _stream: LogStream,
+        cursor: LogCursor,
+        _max: usize,
+    ) -> Result<LogChunk, PlatformError> {
+        let w = self.lock();
+        w.confine(handle)?;
+        let sup = handle.supervisor.process;
+        Ok(LogChunk {
+            next: cursor,
+            more_may_come: w.supervisor_alive(sup.pid, sup.start_time),
+            ..LogChunk::default()
+        })
+    }
+
+    fn kill_supervisor(
+        &self,
+        handle: &HandleId,
+        _deadline: Timestamp,
+    ) -> Result<(), PlatformError> {
         let mut w = self.lock();
         let id = handle.task_id.clone();
         let result = w.confine(handle).and_then(|()| {
@@ -691,24 +830,28 @@ impl Platform for MockPlatform {
             let sup = handle.supervisor.process;
             // Only the process the handle recorded, never whatever now has its pid, and only
             // if it supervises this task: as the Linux platform checks the supervisor's
-            // command line, a handle naming another task's supervisor is refused.
+            // command line, a handle naming another task's supervisor is refused. SIGKILL
+            // ends a hung supervisor too.
             match w.supervisor_owner(sup.pid, sup.start_time) {
                 None => Ok(()),
                 Some(owner) if owner == id => {
                     w.remove_process(sup.pid, &World::call_cause(Op::KillSupervisor, &id));
                     Ok(())
                 }
-                Some(owner) => Err(PlatformError::Refused(format!(
-                    "supervisor pid {} belongs to task {owner}, not {id}",
-                    sup.pid
-                ))),
+                Some(owner) => Err(PlatformError::refused(
+                    Refusal::NotSupervisor,
+                    format!(
+                        "supervisor pid {} belongs to task {owner}, not {id}",
+                        sup.pid
+                    ),
+                )),
             }
         });
         w.record(Op::KillSupervisor, &id, result.is_ok());
         result
     }
 
-    fn kill_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError> {
+    fn kill_cgroup(&self, handle: &HandleId, _deadline: Timestamp) -> Result<(), PlatformError> {
         let mut w = self.lock();
         let id = handle.task_id.clone();
         let result = w.confine(handle).and_then(|()| {
@@ -730,7 +873,7 @@ impl Platform for MockPlatform {
         result
     }
 
-    fn destroy_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError> {
+    fn destroy_cgroup(&self, handle: &HandleId, _deadline: Timestamp) -> Result<(), PlatformError> {
         let mut w = self.lock();
         let id = handle.task_id.clone();
         let result = w.confine(handle).and_then(|()| {
@@ -740,7 +883,7 @@ impl Platform for MockPlatform {
             let pids = w.pids_in(&handle.cgroup);
             if !pids.is_empty() {
                 // rmdir of a cgroup with members fails with EBUSY.
-                return Err(PlatformError::Failed(format!(
+                return Err(PlatformError::cgroup(format!(
                     "cgroup {} still has processes {pids:?}",
                     handle.cgroup
                 )));
@@ -758,6 +901,14 @@ impl Platform for MockPlatform {
         let result = w.confine(handle).and_then(|()| {
             if w.faults(&id).remove_state_fails {
                 return Err(injected("remove state", &id));
+            }
+            // The record is the proof a cgroup is the task's: kept while the cgroup is.
+            if w.cgroups.contains_key(&handle.cgroup) {
+                return Err(PlatformError::other(format!(
+                    "kept {}: task cgroup {} still exists, and its record is needed to remove it later",
+                    handle.state_dir.display(),
+                    handle.cgroup
+                )));
             }
             w.remove_state_dir(&handle.state_dir, &World::call_cause(Op::RemoveState, &id));
             Ok(())

@@ -158,6 +158,13 @@ pub struct Faults {
     pub destroy_cgroup_fails: bool,
     /// The orphan step `remove_state` fails.
     pub remove_state_fails: bool,
+    /// The supervisor is hung (SIGSTOPped, deadlocked): its process lives, but no call to it
+    /// is answered; each one takes until its deadline and is unresponsive. SIGKILL still
+    /// ends it, and the exit of its task is not recorded while it hangs.
+    pub hung: bool,
+    /// How long each call to the supervisor takes (a loaded node); one that does not fit
+    /// before its deadline is unresponsive.
+    pub latency: Duration,
 }
 
 impl Faults {

@@ -28,20 +28,13 @@ fn spec(id: &str) -> TaskSpec {
 }
 
 fn handle_of(spawned: &Spawned<MockSupervisorHandle>, id: &str) -> HandleId {
-    HandleId {
-        format: execdriver_core::handle::HANDLE_FORMAT_VERSION,
-        driver_version: "test".into(),
-        task_id: id.into(),
-        supervisor: spawned.identity.clone(),
-        task: spawned.task,
-        cgroup: spawned.cgroup.clone(),
-        state_dir: spawned.state_dir.clone(),
-        task_dir: format!("/alloc/{id}").into(),
-        alloc_dir: "/alloc".into(),
-        kill_timeout_ms: 5000,
-        max_kill_timeout_ms: 30000,
-        kill_signal: Signal::SIGINT,
-    }
+    assert_eq!(spawned.record.task_id, id);
+    HandleId::new(&spawned.record, Duration::from_secs(30))
+}
+
+/// A deadline no test call reaches.
+fn far() -> Timestamp {
+    Timestamp(Duration::from_secs(1 << 30))
 }
 
 #[test]
@@ -57,8 +50,8 @@ fn spawn_records_every_resource() {
     assert_eq!(count(|x| matches!(x, Resource::StateDir(_))), 1);
     // The default chroot env plus proc, dev, alloc and secrets.
     assert_eq!(count(|x| matches!(x, Resource::Mount(_))), 8 + 4);
-    assert_eq!(s.cgroup, "execdriver-a");
-    assert_eq!(s.state_dir, state_dir("a"));
+    assert_eq!(s.record.cgroup, "execdriver-a");
+    assert_eq!(s.record.state_dir, state_dir("a"));
     assert!(p.resources_of("b").is_empty());
 }
 
@@ -103,7 +96,7 @@ fn wait_moves_the_clock_to_the_deadline_or_the_exit() {
             .iter()
             .all(|r| !matches!(r, Resource::Process { .. } | Resource::Mount(_)))
     );
-    p.release(&s.supervisor).expect("release");
+    p.release(&s.supervisor, far()).expect("release");
     assert!(p.resources_of("a").is_empty());
 }
 
@@ -129,9 +122,11 @@ fn signals_follow_the_script() {
     };
     p.script("a", script);
     let s = p.spawn(&spec("a")).expect("spawn");
-    p.signal(&s.supervisor, Signal::SIGUSR1).expect("signal");
+    p.signal(&s.supervisor, Signal::SIGUSR1, far())
+        .expect("signal");
     assert_eq!(p.wait(&s.supervisor, Some(at(10))), Ok(None));
-    p.signal(&s.supervisor, Signal::SIGINT).expect("signal");
+    p.signal(&s.supervisor, Signal::SIGINT, far())
+        .expect("signal");
     assert_eq!(
         p.wait(&s.supervisor, Some(at(1000))),
         Ok(Some(ExitStatus::code(0)))
@@ -144,9 +139,10 @@ fn signals_follow_the_script() {
 
     p.script("b", TaskScript::default().ignoring_kill_signal());
     let s = p.spawn(&spec("b")).expect("spawn");
-    p.signal(&s.supervisor, Signal::SIGINT).expect("signal");
+    p.signal(&s.supervisor, Signal::SIGINT, far())
+        .expect("signal");
     assert_eq!(p.wait(&s.supervisor, Some(at(500))), Ok(None));
-    p.force_kill(&s.supervisor).expect("force kill");
+    p.force_kill(&s.supervisor, far()).expect("force kill");
     assert_eq!(
         p.wait(&s.supervisor, Some(at(500))),
         Ok(Some(ExitStatus::signaled(Signal::SIGKILL)))
@@ -166,12 +162,12 @@ fn a_dead_supervisor_keeps_the_exit_it_recorded() {
     assert!(!p.supervisor_alive("a"));
     assert_eq!(p.wait(&s.supervisor, None), Ok(Some(ExitStatus::code(1))));
     assert!(matches!(
-        p.reattach(&h),
+        p.reattach(&h, far()),
         Ok(Reattach::Exited(status)) if status == ExitStatus::code(1)
     ));
     assert!(matches!(
-        p.release(&s.supervisor),
-        Err(PlatformError::SupervisorLost(_))
+        p.release(&s.supervisor, far()),
+        Err(PlatformError::SupervisorGone { .. })
     ));
 }
 
@@ -186,20 +182,20 @@ fn a_supervisor_that_dies_first_leaves_an_orphan() {
     let h = handle_of(&s, "a");
     assert!(matches!(
         p.wait(&s.supervisor, None),
-        Err(PlatformError::SupervisorLost(_))
+        Err(PlatformError::SupervisorGone { .. })
     ));
     assert_eq!(p.now(), at(10));
-    assert!(matches!(p.reattach(&h), Ok(Reattach::Gone { .. })));
+    assert!(matches!(p.reattach(&h, far()), Ok(Reattach::Gone { .. })));
     // The task still runs in its cgroup: destroying the cgroup first fails like rmdir would.
-    assert!(p.destroy_cgroup(&h).is_err());
-    p.kill_supervisor(&h).expect("nothing to kill");
-    p.kill_cgroup(&h).expect("kill cgroup");
-    p.destroy_cgroup(&h).expect("destroy");
+    assert!(p.destroy_cgroup(&h, far()).is_err());
+    p.kill_supervisor(&h, far()).expect("nothing to kill");
+    p.kill_cgroup(&h, far()).expect("kill cgroup");
+    p.destroy_cgroup(&h, far()).expect("destroy");
     p.remove_state(&h).expect("remove");
     assert!(p.resources_of("a").is_empty());
     // The steps are idempotent.
-    p.kill_cgroup(&h).expect("again");
-    p.destroy_cgroup(&h).expect("again");
+    p.kill_cgroup(&h, far()).expect("again");
+    p.destroy_cgroup(&h, far()).expect("again");
     p.remove_state(&h).expect("again");
 }
 
@@ -211,32 +207,28 @@ fn orphan_steps_act_by_address_and_refuse_foreign_addresses() {
     let ha = handle_of(&a, "a");
     let before_b = p.resources_of("b");
     let mut forged = ha.clone();
-    forged.cgroup = b.cgroup.clone();
+    forged.cgroup = b.record.cgroup.clone();
     for r in [
-        p.kill_cgroup(&forged),
-        p.destroy_cgroup(&forged),
+        p.kill_cgroup(&forged, far()),
+        p.destroy_cgroup(&forged, far()),
         p.remove_state(&forged),
-        p.kill_supervisor(&forged),
+        p.kill_supervisor(&forged, far()),
     ] {
-        assert!(matches!(r, Err(PlatformError::Refused(_))), "{r:?}");
+        assert!(matches!(r, Err(PlatformError::Refused { .. })), "{r:?}");
     }
     assert!(matches!(
-        p.reattach(&forged),
-        Err(PlatformError::Refused(_))
+        p.reattach(&forged, far()),
+        Err(PlatformError::Refused { .. })
     ));
     // A supervisor identity with the wrong start time is not the recorded process.
     let mut stale = ha.clone();
     stale.supervisor.process.start_time += 100;
-    p.kill_supervisor(&stale).expect("nothing to do");
+    p.kill_supervisor(&stale, far()).expect("nothing to do");
     assert!(p.supervisor_alive("a"));
-    for step in [
-        MockPlatform::kill_supervisor,
-        MockPlatform::kill_cgroup,
-        MockPlatform::destroy_cgroup,
-        MockPlatform::remove_state,
-    ] {
-        step(&p, &ha).expect("cleanup step");
-    }
+    p.kill_supervisor(&ha, far()).expect("kill supervisor");
+    p.kill_cgroup(&ha, far()).expect("kill cgroup");
+    p.destroy_cgroup(&ha, far()).expect("destroy cgroup");
+    p.remove_state(&ha).expect("remove state");
     assert!(p.resources_of("a").is_empty());
     assert_eq!(p.resources_of("b"), before_b);
     assert!(p.removals().iter().all(|r| r.owner == "a"));
@@ -262,13 +254,13 @@ fn faults_fail_the_step_and_touch_nothing() {
         },
     );
     let before = p.all_resources();
-    assert!(p.kill_supervisor(&h).is_err());
-    assert!(p.kill_cgroup(&h).is_err());
-    assert!(p.destroy_cgroup(&h).is_err());
+    assert!(p.kill_supervisor(&h, far()).is_err());
+    assert!(p.kill_cgroup(&h, far()).is_err());
+    assert!(p.destroy_cgroup(&h, far()).is_err());
     assert!(p.remove_state(&h).is_err());
-    assert!(p.release(&a.supervisor).is_err());
-    assert!(p.signal(&a.supervisor, Signal::SIGKILL).is_err());
-    assert!(p.stats(&a.supervisor).is_err());
+    assert!(p.release(&a.supervisor, far()).is_err());
+    assert!(p.signal(&a.supervisor, Signal::SIGKILL, far()).is_err());
+    assert!(p.stats(&a.supervisor, far()).is_err());
     assert_eq!(p.all_resources(), before);
     p.set_faults(
         "a",
@@ -277,7 +269,7 @@ fn faults_fail_the_step_and_touch_nothing() {
             ..Faults::default()
         },
     );
-    assert!(matches!(p.reattach(&h), Ok(Reattach::Gone { .. })));
+    assert!(matches!(p.reattach(&h, far()), Ok(Reattach::Gone { .. })));
     p.set_faults(
         "a",
         Faults {
@@ -285,10 +277,13 @@ fn faults_fail_the_step_and_touch_nothing() {
             ..Faults::default()
         },
     );
-    assert!(matches!(p.reattach(&h), Err(PlatformError::Refused(_))));
+    assert!(matches!(
+        p.reattach(&h, far()),
+        Err(PlatformError::Refused { .. })
+    ));
     p.set_faults("a", Faults::default());
-    assert!(matches!(p.reattach(&h), Ok(Reattach::Live(_))));
-    assert_eq!(p.stats(&a.supervisor).map(|s| s.pids), Ok(1));
+    assert!(matches!(p.reattach(&h, far()), Ok(Reattach::Live(_))));
+    assert_eq!(p.stats(&a.supervisor, far()).map(|s| s.pids), Ok(1));
 }
 
 #[test]
@@ -301,8 +296,8 @@ fn force_kill_scripts() {
     );
     let a = p.spawn(&spec("a")).expect("spawn");
     let b = p.spawn(&spec("b")).expect("spawn");
-    assert!(p.force_kill(&a.supervisor).is_err());
-    p.force_kill(&b.supervisor).expect("reports success");
+    assert!(p.force_kill(&a.supervisor, far()).is_err());
+    p.force_kill(&b.supervisor, far()).expect("reports success");
     assert_eq!(p.exit_of("a"), None);
     assert_eq!(p.exit_of("b"), None);
 }
@@ -326,8 +321,7 @@ fn a_driver_over_the_mock_kills_within_the_timeout() {
         ops,
         vec![
             Op::Spawn,
-            Op::Signal,
-            Op::ScheduleForceKill,
+            Op::BeginKill,
             Op::Wait,
             Op::ForceKill,
             Op::Wait,
@@ -350,7 +344,7 @@ fn a_failing_wait_does_not_move_the_clock() {
     );
     assert!(matches!(
         p.wait(&s.supervisor, None),
-        Err(PlatformError::Failed(_))
+        Err(PlatformError::Other { .. })
     ));
     assert_eq!(p.now(), at(0));
 }
@@ -361,11 +355,11 @@ fn a_handle_naming_another_tasks_supervisor_cannot_kill_it() {
     let a = p.spawn(&spec("a")).expect("spawn a");
     let b = p.spawn(&spec("b")).expect("spawn b");
     let mut forged = handle_of(&a, "a");
-    forged.supervisor = b.identity.clone();
+    forged.supervisor = b.record.supervisor.clone();
     let before = p.resources_of("b");
     assert!(matches!(
-        p.kill_supervisor(&forged),
-        Err(PlatformError::Refused(_))
+        p.kill_supervisor(&forged, far()),
+        Err(PlatformError::Refused { .. })
     ));
     assert_eq!(p.resources_of("b"), before);
 }
@@ -379,11 +373,11 @@ fn a_kill_scheduled_before_the_agent_died_still_lands() {
     let id = {
         let d = Driver::new(p.clone());
         let task = d.start(&spec("a")).expect("start");
-        let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id()) else {
+        let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id(), far()) else {
             panic!("live supervisor expected");
         };
-        p.signal(&sup, Signal::SIGINT).expect("signal");
-        p.schedule_force_kill(&sup, ms(1000)).expect("schedule");
+        p.begin_kill(&sup, Signal::SIGINT, ms(1000), far())
+            .expect("begin kill");
         task.id()
     };
     let d = Driver::new(p.clone());
@@ -403,9 +397,65 @@ fn without_the_backup_an_ignored_kill_signal_leaves_the_task_running() {
     p.script("a", TaskScript::default().ignoring_kill_signal());
     let d = Driver::new(p.clone());
     let task = d.start(&spec("a")).expect("start");
-    let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id()) else {
+    let Ok(Reattach::Live(sup)) = p.reattach(&task.handle_id(), far()) else {
         panic!("live supervisor expected");
     };
-    p.signal(&sup, Signal::SIGINT).expect("signal");
+    p.signal(&sup, Signal::SIGINT, far()).expect("signal");
     assert_eq!(task.wait_timeout(ms(2000)), Ok(None));
+}
+
+#[test]
+fn a_hung_supervisor_takes_every_call_to_its_deadline() {
+    let p = MockPlatform::new();
+    let s = p.spawn(&spec("a")).expect("spawn");
+    let h = handle_of(&s, "a");
+    p.set_faults(
+        "a",
+        Faults {
+            hung: true,
+            ..Faults::default()
+        },
+    );
+    let r = p.signal(&s.supervisor, Signal::SIGINT, at(100));
+    assert!(
+        matches!(r, Err(PlatformError::Unresponsive { .. })),
+        "{r:?}"
+    );
+    assert_eq!(p.now(), at(100));
+    assert!(matches!(
+        p.wait(&s.supervisor, Some(at(300))),
+        Err(PlatformError::Unresponsive { .. })
+    ));
+    assert_eq!(p.now(), at(300));
+    assert!(matches!(
+        p.reattach(&h, at(400)),
+        Ok(Reattach::Unresponsive { .. })
+    ));
+    assert!(p.signals_of("a").is_empty(), "nothing reached the task");
+    // SIGKILL still ends it; the task then dies with its cgroup.
+    p.kill_supervisor(&h, far()).expect("kill supervisor");
+    p.kill_cgroup(&h, far()).expect("kill cgroup");
+    p.destroy_cgroup(&h, far()).expect("destroy");
+    p.remove_state(&h).expect("remove");
+    assert!(p.all_resources().is_empty());
+}
+
+#[test]
+fn latency_is_spent_and_a_call_that_does_not_fit_is_unresponsive() {
+    let p = MockPlatform::new();
+    let s = p.spawn(&spec("a")).expect("spawn");
+    p.set_faults(
+        "a",
+        Faults {
+            latency: ms(40),
+            ..Faults::default()
+        },
+    );
+    p.stats(&s.supervisor, at(100)).expect("fits");
+    assert_eq!(p.now(), at(40));
+    assert!(matches!(
+        p.stats(&s.supervisor, at(60)),
+        Err(PlatformError::Unresponsive { .. })
+    ));
+    assert_eq!(p.now(), at(60));
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use execdriver_core::{ExitStatus, Signal, Timestamp};
+use execdriver_core::{ExitStatus, PlatformError, Signal, TaskRecord, Timestamp};
 
 use crate::script::{Faults, SignalResponse, TaskScript};
 use crate::{Call, Cause, Op, Removal, Resource};
@@ -25,6 +25,8 @@ pub(crate) struct StateDir {
     pub owner: String,
     /// `exit.json`: written by a live supervisor when the task ends.
     pub exit_record: Option<ExitStatus>,
+    /// What the platform recorded at the spawn, for `find_task`.
+    pub record: TaskRecord,
 }
 
 /// One spawned instance of a task and its timeline.
@@ -205,11 +207,28 @@ impl World {
         }
         self.remove_mounts_of(task_id, cause);
         debug_assert!(self.pids_in(&cgroup).is_empty());
+        // A hung supervisor cannot write it: the exit is lost if it is killed.
         if self.supervisor_alive(sup_pid, sup_start)
+            && !self.faults(task_id).hung
             && let Some(dir) = self.state_dirs.get_mut(&state_dir)
         {
             dir.exit_record = Some(status);
         }
+    }
+
+    /// Spends the time one supervisor call takes: the task's latency fault, or for a hung
+    /// supervisor everything up to `deadline`; an error when the call does not fit.
+    pub fn spend_call(&mut self, task_id: &str, deadline: Timestamp) -> Result<(), PlatformError> {
+        let faults = self.faults(task_id);
+        let end = self.clock + faults.latency;
+        if !faults.hung && end <= deadline {
+            self.advance_to(end);
+            return Ok(());
+        }
+        self.advance_to(deadline.max(self.clock));
+        Err(PlatformError::unresponsive(format!(
+            "the supervisor of task {task_id} did not answer by its deadline"
+        )))
     }
 
     /// Schedules an exit `after` now, unless an earlier one is already scheduled.

@@ -1,20 +1,27 @@
 //! [`Driver`] and [`TaskHandle`]: the public, blocking, thread-safe API.
 //!
-//! They feed events into [`crate::lifecycle::step`] and run the effects it returns through the
-//! [`Platform`]. The state lives under one mutex; platform calls that block (waits, signals,
-//! cleanup) run outside it, so a `wait` in one thread never holds up a `kill` in another.
-//! Whichever thread drives the task to `Exited` delivers the result; every other caller then
-//! reads that same result.
+//! They feed events into the task's [`Lifecycle`] and run the effects it returns through the
+//! [`Platform`], feeding each effect's outcome back as an event. They keep no time of their
+//! own: when the machine has a deadline, the driver's only way of sleeping is a platform wait
+//! until that deadline. The state lives under one mutex; platform calls that block (waits,
+//! signals, cleanup) run outside it, so a `wait` in one thread never holds up a `kill` in
+//! another. Whichever thread drives the task to `Exited` delivers the result; every other
+//! caller then reads that same result.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::handle::{HANDLE_FORMAT_VERSION, HandleError, HandleId};
-use crate::lifecycle::{
-    self, CleanupScope, Effect, Event, State, TransitionError, WaitResult, kill_timeout, step,
+use crate::handle::{HandleError, HandleId};
+use crate::lifecycle::{Effect, Event, Lifecycle, State, Timeouts, TransitionError, kill_timeout};
+use crate::outcome::{
+    CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult, join_failures,
 };
-use crate::platform::{Fingerprint, Platform, PlatformError, Reattach, TaskStats, Timestamp};
+use crate::platform::{
+    Fingerprint, FoundTask, LogChunk, LogCursor, LogStream, Platform, PlatformError, Reattach,
+    TaskStats, Timestamp,
+};
 use crate::signal::Signal;
 use crate::spec::{SpecError, TaskSpec};
 
@@ -40,13 +47,14 @@ pub struct NoHooks;
 
 impl LifecycleHooks for NoHooks {}
 
-/// Driver-wide settings.
+/// Driver-wide settings; start from [`DriverConfig::default`] and change what you need.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DriverConfig {
     /// The longest kill timeout a task may ask for.
     pub max_kill_timeout: Duration,
-    /// How long a force kill has to end the task before the supervisor is declared lost.
-    pub force_kill_grace: Duration,
+    /// What each step of a kill and of a cleanup may take.
+    pub timeouts: Timeouts,
     /// How often an agent should call [`Driver::fingerprint`].
     pub fingerprint_period: Duration,
 }
@@ -55,14 +63,69 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             max_kill_timeout: Duration::from_secs(30),
-            force_kill_grace: Duration::from_secs(5),
+            timeouts: Timeouts::default(),
             fingerprint_period: Duration::from_secs(15),
         }
     }
 }
 
+impl DriverConfig {
+    /// This config with `max` as the longest kill timeout.
+    pub fn with_max_kill_timeout(mut self, max: Duration) -> Self {
+        self.max_kill_timeout = max;
+        self
+    }
+
+    /// This config with `timeouts`.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// This config with `period` as the fingerprint period.
+    pub fn with_fingerprint_period(mut self, period: Duration) -> Self {
+        self.fingerprint_period = period;
+        self
+    }
+}
+
+/// A driver operation, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`Driver::open`] and friends.
+    Open,
+    /// [`TaskHandle::wait`].
+    Wait,
+    /// [`TaskHandle::signal`].
+    Signal,
+    /// [`TaskHandle::kill`].
+    Kill,
+    /// [`TaskHandle::stats`].
+    Stats,
+    /// [`Driver::read_logs`].
+    Logs,
+    /// [`Driver::list`].
+    List,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Open => "open",
+            Operation::Wait => "wait",
+            Operation::Signal => "signal",
+            Operation::Kill => "kill",
+            Operation::Stats => "stats",
+            Operation::Logs => "logs",
+            Operation::List => "list",
+        })
+    }
+}
+
 /// What a driver operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriverError {
     /// The spec was refused before anything was started.
     #[error("invalid task spec: {0}")]
@@ -70,13 +133,41 @@ pub enum DriverError {
     /// The handle id was refused before anything was touched.
     #[error("invalid handle id: {0}")]
     Handle(#[from] HandleError),
-    /// Starting failed; the platform left nothing behind.
+    /// Starting failed; the platform left nothing behind (or says what it kept).
     #[error("starting task {task_id} failed: {source}")]
     Spawn {
         /// The task.
         task_id: String,
         /// Why.
         source: PlatformError,
+    },
+    /// No task of that id is known to the platform.
+    #[error("no task {task_id}: {reason}")]
+    NotFound {
+        /// The task id.
+        task_id: String,
+        /// Where it was looked for.
+        reason: String,
+    },
+    /// A start of the task is under way in another process.
+    #[error("task {task_id} is still being started; try again in a moment")]
+    Starting {
+        /// The task id.
+        task_id: String,
+    },
+    /// A start of the task was abandoned half-way (its starter died); what it left was
+    /// removed, unless `cleanup` says why not.
+    #[error(
+        "task {task_id} never started: {reason}{}",
+        cleanup.as_ref().map(|e| format!("; removing what is left failed: {e}")).unwrap_or_default()
+    )]
+    NeverStarted {
+        /// The task id.
+        task_id: String,
+        /// What was found.
+        reason: String,
+        /// Why the debris could not be removed, if it could not.
+        cleanup: Option<PlatformError>,
     },
     /// The platform refused the handle id (not ours, or outside its confinement); nothing was
     /// signalled or removed.
@@ -98,22 +189,22 @@ pub enum DriverError {
         /// What was found.
         reason: String,
         /// Every cleanup step that failed.
-        failures: Vec<String>,
+        failures: Vec<CleanupFailure>,
     },
-    /// The task was killed by cgroup after its supervisor was lost, but some cleanup steps
-    /// failed: processes, the cgroup or the state dir may be left.
-    #[error("kill of task {task_id} is incomplete: {}", failures.join("; "))]
+    /// The task was killed, but some cleanup steps failed: processes, the cgroup or the
+    /// state dir may be left.
+    #[error("kill of task {task_id} is incomplete: {}", join_failures(failures))]
     KillIncomplete {
         /// The task.
         task_id: String,
         /// Every cleanup step that failed.
-        failures: Vec<String>,
+        failures: Vec<CleanupFailure>,
     },
     /// A platform call failed.
     #[error("{op} of task {task_id} failed: {source}")]
     Platform {
-        /// The operation: `wait`, `signal`, `kill`, `stats`.
-        op: &'static str,
+        /// The operation.
+        op: Operation,
         /// The task.
         task_id: String,
         /// Why.
@@ -123,7 +214,7 @@ pub enum DriverError {
     #[error("cannot {op} task {task_id}: it has exited")]
     NotRunning {
         /// The operation.
-        op: &'static str,
+        op: Operation,
         /// The task.
         task_id: String,
     },
@@ -132,12 +223,67 @@ pub enum DriverError {
     Transition(#[from] TransitionError),
 }
 
-fn cleanup_summary(failures: &[String]) -> String {
+impl DriverError {
+    /// Whether trying again later may succeed (a supervisor that did not answer in time, a
+    /// start still under way).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DriverError::Starting { .. } => true,
+            DriverError::Platform { source, .. } | DriverError::ReattachRefused { source, .. } => {
+                source.is_transient()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn cleanup_summary(failures: &[CleanupFailure]) -> String {
     if failures.is_empty() {
         "; cleanup succeeded".to_owned()
     } else {
-        format!("; cleanup failed: {}", failures.join("; "))
+        format!("; cleanup failed: {}", join_failures(failures))
     }
+}
+
+/// What is known of a task without touching it: the answer of [`Driver::probe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// Its supervisor answers and the task runs.
+    Running {
+        /// The supervisor's pid.
+        supervisor_pid: i32,
+        /// The task's main pid.
+        task_pid: i32,
+    },
+    /// It has exited, and this is how.
+    Exited(ExitStatus),
+    /// Its supervisor is alive but did not answer in time; a kill still works (by cgroup).
+    Unresponsive {
+        /// What was observed.
+        reason: String,
+    },
+    /// Its supervisor is gone without a result: opening it cleans it up.
+    Lost {
+        /// What was observed.
+        reason: String,
+    },
+    /// A start of it is under way.
+    Starting,
+    /// A start of it was abandoned half-way: opening it removes the debris.
+    Incomplete {
+        /// What is left.
+        reason: String,
+    },
+}
+
+/// One task of [`Driver::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id.
+    pub task_id: String,
+    /// What is known of it, or why that could not be found out.
+    pub status: Result<TaskStatus, DriverError>,
 }
 
 /// The driver: starts tasks and reattaches to them.
@@ -199,110 +345,234 @@ impl<P: Platform> Driver<P> {
     /// Validates `spec`, starts the task, and returns its handle once it runs.
     pub fn start(&self, spec: &TaskSpec) -> Result<TaskHandle<P>, DriverError> {
         spec.validate(self.config.max_kill_timeout)?;
-        let (state, effects) = lifecycle::start();
-        debug_assert_eq!(effects, vec![Effect::SpawnSupervisor]);
-        let spawned = match self.platform.spawn(spec) {
-            Ok(spawned) => spawned,
-            Err(source) => {
-                // The failed start still goes through the lifecycle so that the table stays
-                // the one description of what happens; its result has no reader.
-                step(
-                    state,
-                    Event::SpawnFailed {
-                        error: source.to_string(),
-                    },
-                )?;
-                return Err(DriverError::Spawn {
-                    task_id: spec.task_id.clone(),
-                    source,
-                });
-            }
-        };
-        let handle = HandleId {
-            format: HANDLE_FORMAT_VERSION,
-            driver_version: crate::DRIVER_VERSION.to_owned(),
-            task_id: spec.task_id.clone(),
-            supervisor: spawned.identity,
-            task: spawned.task,
-            cgroup: spawned.cgroup,
-            state_dir: spawned.state_dir,
-            task_dir: spec.task_dir.clone(),
-            alloc_dir: spec.alloc_dir.clone(),
-            kill_timeout_ms: millis(spec.kill_timeout),
-            max_kill_timeout_ms: millis(self.config.max_kill_timeout),
-            kill_signal: spec.kill_signal,
-        };
-        let task = self.handle(handle, Some(spawned.supervisor), state);
-        let effects = task.apply(Event::Spawned)?;
-        task.execute(effects)?;
+        let spawned = self
+            .platform
+            .spawn(spec)
+            .map_err(|source| DriverError::Spawn {
+                task_id: spec.task_id.clone(),
+                source,
+            })?;
+        let handle = HandleId::new(&spawned.record, self.config.max_kill_timeout);
+        let (machine, effects) = Lifecycle::running(self.config.timeouts);
+        let task = self.handle(handle, Some(spawned.supervisor), machine);
+        task.run(effects)?;
         Ok(task)
     }
 
     /// Reattaches to a task from its handle id, as a restarted agent does.
     ///
-    /// A live supervisor gives a running handle; a recorded exit gives an exited handle whose
-    /// `wait` returns at once; neither means the task is cleaned up by its cgroup and this
-    /// returns [`DriverError::ReattachFailed`] listing every cleanup step that failed.
+    /// A live supervisor gives a running handle (also one that does not answer: its kill
+    /// then works by cgroup); a recorded exit gives an exited handle whose `wait` returns at
+    /// once; neither means the task is cleaned up by its cgroup and this returns
+    /// [`DriverError::ReattachFailed`] listing every cleanup step that failed.
     pub fn open(&self, handle_id: &str) -> Result<TaskHandle<P>, DriverError> {
-        let mut handle = HandleId::parse(handle_id)?;
-        // The handle records the maximum of the driver that wrote it; this driver's maximum
-        // wins, so a handle from a laxer config (or a forged one) cannot stretch a kill.
+        self.open_handle(HandleId::parse(handle_id)?)
+    }
+
+    /// [`Driver::open`] of the task `task_id` in the platform's data dir, whatever process
+    /// started it. A start that was abandoned half-way has its debris removed and is
+    /// [`DriverError::NeverStarted`].
+    pub fn open_task(&self, task_id: &str) -> Result<TaskHandle<P>, DriverError> {
+        match self.find(task_id)? {
+            FoundTask::Started(record) => {
+                self.open_handle(HandleId::new(&record, self.config.max_kill_timeout))
+            }
+            FoundTask::Starting => Err(DriverError::Starting {
+                task_id: task_id.to_owned(),
+            }),
+            FoundTask::Incomplete { reason } => {
+                let deadline = self.platform.now() + self.config.timeouts.cleanup;
+                let cleanup = self.platform.discard_incomplete(task_id, deadline).err();
+                Err(DriverError::NeverStarted {
+                    task_id: task_id.to_owned(),
+                    reason,
+                    cleanup,
+                })
+            }
+        }
+    }
+
+    /// The handle id of the task `task_id` in the platform's data dir.
+    pub fn handle_of(&self, task_id: &str) -> Result<HandleId, DriverError> {
+        match self.find(task_id)? {
+            FoundTask::Started(record) => Ok(HandleId::new(&record, self.config.max_kill_timeout)),
+            FoundTask::Starting => Err(DriverError::Starting {
+                task_id: task_id.to_owned(),
+            }),
+            FoundTask::Incomplete { reason } => Err(DriverError::NeverStarted {
+                task_id: task_id.to_owned(),
+                reason,
+                cleanup: None,
+            }),
+        }
+    }
+
+    fn find(&self, task_id: &str) -> Result<FoundTask, DriverError> {
+        self.platform
+            .find_task(task_id)
+            .map_err(|source| match source {
+                PlatformError::NotFound { task_id, reason } => {
+                    DriverError::NotFound { task_id, reason }
+                }
+                source => DriverError::Platform {
+                    op: Operation::Open,
+                    task_id: task_id.to_owned(),
+                    source,
+                },
+            })
+    }
+
+    /// What is known of the task of `handle` now, without changing anything: no signal, no
+    /// cleanup, no hook.
+    pub fn probe(&self, handle: &HandleId) -> Result<TaskStatus, DriverError> {
+        let handle = self.capped(handle.clone());
+        let deadline = self.platform.now() + self.config.timeouts.answer;
+        let found = self
+            .platform
+            .reattach(&handle, deadline)
+            .map_err(|source| DriverError::ReattachRefused {
+                task_id: handle.task_id.clone(),
+                source,
+            })?;
+        Ok(match found {
+            Reattach::Live(supervisor) => {
+                match self.platform.wait(&supervisor, Some(self.platform.now())) {
+                    Ok(Some(status)) => TaskStatus::Exited(status),
+                    Ok(None) => TaskStatus::Running {
+                        supervisor_pid: handle.supervisor.process.pid,
+                        task_pid: handle.task.pid,
+                    },
+                    Err(PlatformError::SupervisorGone { reason }) => TaskStatus::Lost { reason },
+                    Err(e) => TaskStatus::Unresponsive {
+                        reason: e.to_string(),
+                    },
+                }
+            }
+            Reattach::Unresponsive { reason, .. } => TaskStatus::Unresponsive { reason },
+            Reattach::Exited(status) => TaskStatus::Exited(status),
+            Reattach::Gone { reason } => TaskStatus::Lost { reason },
+        })
+    }
+
+    /// [`Driver::probe`] of the task `task_id` in the platform's data dir.
+    pub fn probe_task(&self, task_id: &str) -> Result<TaskStatus, DriverError> {
+        match self.find(task_id)? {
+            FoundTask::Started(record) => {
+                self.probe(&HandleId::new(&record, self.config.max_kill_timeout))
+            }
+            FoundTask::Starting => Ok(TaskStatus::Starting),
+            FoundTask::Incomplete { reason } => Ok(TaskStatus::Incomplete { reason }),
+        }
+    }
+
+    /// Every task in the platform's data dir with what [`Driver::probe_task`] says of it,
+    /// sorted by task id.
+    pub fn list(&self) -> Result<Vec<Listed>, DriverError> {
+        let mut ids = self
+            .platform
+            .task_ids()
+            .map_err(|source| DriverError::Platform {
+                op: Operation::List,
+                task_id: "*".to_owned(),
+                source,
+            })?;
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .map(|task_id| Listed {
+                status: self.probe_task(&task_id),
+                task_id,
+            })
+            .collect())
+    }
+
+    /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking and
+    /// without touching the task; works while it runs and after it exited, until it is
+    /// collected.
+    pub fn read_logs(
+        &self,
+        handle: &HandleId,
+        stream: LogStream,
+        cursor: LogCursor,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        self.platform
+            .read_logs(handle, None, stream, cursor, max)
+            .map_err(|source| DriverError::Platform {
+                op: Operation::Logs,
+                task_id: handle.task_id.clone(),
+                source,
+            })
+    }
+
+    /// The handle with this driver's maximum kill timeout: a handle from a laxer config (or
+    /// a forged one) cannot stretch a kill.
+    fn capped(&self, mut handle: HandleId) -> HandleId {
         handle.max_kill_timeout_ms = handle
             .max_kill_timeout_ms
             .min(millis(self.config.max_kill_timeout));
         handle.kill_timeout_ms = handle.kill_timeout_ms.min(handle.max_kill_timeout_ms);
+        handle
+    }
+
+    fn open_handle(&self, handle: HandleId) -> Result<TaskHandle<P>, DriverError> {
+        let handle = self.capped(handle);
         let task_id = handle.task_id.clone();
-        let (state, effects) = lifecycle::recover();
-        debug_assert_eq!(effects, vec![Effect::ConnectSupervisor]);
-        let found =
-            self.platform
-                .reattach(&handle)
-                .map_err(|source| DriverError::ReattachRefused {
-                    task_id: task_id.clone(),
-                    source,
-                })?;
-        match found {
-            Reattach::Live(supervisor) => {
-                let task = self.handle(handle, Some(supervisor), state);
-                let effects = task.apply(Event::Reattached)?;
-                task.execute(effects)?;
-                Ok(task)
-            }
-            Reattach::Exited(status) => {
-                let task = self.handle(handle, None, state);
-                let effects = task.apply(Event::FoundExitRecord(status))?;
-                task.execute(effects)?;
-                Ok(task)
-            }
+        let deadline = self.platform.now() + self.config.timeouts.answer;
+        let found = self
+            .platform
+            .reattach(&handle, deadline)
+            .map_err(|source| DriverError::ReattachRefused {
+                task_id: task_id.clone(),
+                source,
+            })?;
+        let machine = Lifecycle::recovering(self.config.timeouts);
+        let (task, event) = match found {
+            Reattach::Live(supervisor) | Reattach::Unresponsive { supervisor, .. } => (
+                self.handle(handle, Some(supervisor), machine),
+                Event::Reattached,
+            ),
+            Reattach::Exited(status) => (
+                self.handle(handle, None, machine),
+                Event::FoundExitRecord(status),
+            ),
             Reattach::Gone { reason } => {
-                let task = self.handle(handle, None, state);
-                let failures = task.lose(reason.clone())?.1;
-                Err(DriverError::ReattachFailed {
+                let task = self.handle(handle, None, machine);
+                task.feed(Event::SupervisorLost {
+                    reason: reason.clone(),
+                })?;
+                let failures = task
+                    .result()
+                    .and_then(|r| r.error)
+                    .map(|e| e.cleanup_failures)
+                    .unwrap_or_default();
+                return Err(DriverError::ReattachFailed {
                     task_id,
                     reason,
                     failures,
-                })
+                });
             }
-        }
+        };
+        task.feed(event)?;
+        Ok(task)
     }
 
     fn handle(
         &self,
         handle: HandleId,
         supervisor: Option<P::Supervisor>,
-        state: State,
+        machine: Lifecycle,
     ) -> TaskHandle<P> {
         TaskHandle {
             platform: Arc::clone(&self.platform),
             hooks: Arc::clone(&self.hooks),
-            force_kill_grace: self.config.force_kill_grace,
+            timeouts: self.config.timeouts,
             task_id: handle.task_id.clone(),
             supervisor,
             inner: Mutex::new(Inner {
-                state,
+                machine,
                 handle,
                 result: None,
-                cleanup_failures: Vec::new(),
             }),
             finished: Condvar::new(),
         }
@@ -314,18 +584,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 struct Inner {
-    state: State,
+    machine: Lifecycle,
     handle: HandleId,
     result: Option<WaitResult>,
-    /// The orphan cleanup's failed steps, for callers that lost the race to run it.
-    cleanup_failures: Vec<String>,
 }
 
 /// A started or reattached task.
 pub struct TaskHandle<P: Platform> {
     platform: Arc<P>,
     hooks: Arc<dyn LifecycleHooks>,
-    force_kill_grace: Duration,
+    timeouts: Timeouts,
     task_id: String,
     supervisor: Option<P::Supervisor>,
     inner: Mutex<Inner>,
@@ -341,13 +609,6 @@ impl<P: Platform> fmt::Debug for TaskHandle<P> {
             .field("supervisor", &self.supervisor)
             .finish_non_exhaustive()
     }
-}
-
-/// What running a batch of effects left for the caller to act on.
-#[derive(Default)]
-struct Executed {
-    deadline: Option<Timestamp>,
-    cleanup_failures: Vec<String>,
 }
 
 impl<P: Platform> TaskHandle<P> {
@@ -368,7 +629,7 @@ impl<P: Platform> TaskHandle<P> {
 
     /// Where the task is in its lifecycle.
     pub fn state(&self) -> State {
-        self.lock().state
+        self.lock().machine.state()
     }
 
     /// The result, if the task has exited; never blocks.
@@ -378,23 +639,20 @@ impl<P: Platform> TaskHandle<P> {
 
     /// Blocks until the task exits and returns its result.
     pub fn wait(&self) -> Result<WaitResult, DriverError> {
-        match self.wait_until(None)? {
+        match self.drive(None)? {
             Some(result) => Ok(result),
             // A wait without deadline only returns on exit; a platform that says otherwise
             // is reported, not trusted.
-            None => Err(DriverError::Platform {
-                op: "wait",
-                task_id: self.task_id.clone(),
-                source: PlatformError::Failed(
-                    "wait without deadline returned without an exit".to_owned(),
-                ),
-            }),
+            None => Err(self.platform_error(
+                Operation::Wait,
+                PlatformError::other("wait without deadline returned without an exit"),
+            )),
         }
     }
 
     /// Waits up to `timeout` for the exit; `Ok(None)` if the task still runs.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<WaitResult>, DriverError> {
-        self.wait_until(Some(self.platform.now() + timeout))
+        self.drive(Some(self.platform.now() + timeout))
     }
 
     /// Changes the kill timeout, capped at the maximum recorded in the handle; returns the
@@ -408,116 +666,49 @@ impl<P: Platform> TaskHandle<P> {
 
     /// Sends `signal` to the task.
     pub fn signal(&self, signal: Signal) -> Result<(), DriverError> {
-        let effects =
-            self.apply(Event::SignalRequested(signal))
-                .map_err(|_| DriverError::NotRunning {
-                    op: "signal",
-                    task_id: self.task_id.clone(),
-                })?;
-        match self.execute(effects) {
-            Err(DriverError::Platform {
-                source: PlatformError::SupervisorLost(reason),
-                ..
-            }) => {
-                self.lose(reason)?;
-                Err(DriverError::NotRunning {
-                    op: "signal",
-                    task_id: self.task_id.clone(),
-                })
-            }
-            other => other.map(drop),
+        let not_running = || DriverError::NotRunning {
+            op: Operation::Signal,
+            task_id: self.task_id.clone(),
+        };
+        let effects = self
+            .apply(Event::SignalRequested(signal))
+            .map_err(|_| not_running())?;
+        self.run(effects)?;
+        // A supervisor found gone while signalling was cleaned up: nothing was delivered.
+        if self.lock().machine.is_finishing() {
+            return Err(not_running());
         }
+        Ok(())
     }
 
     /// Stops the task: the kill signal, up to the kill timeout for it to exit, then a force
-    /// kill of everything in its cgroup. Returns once the task has exited; its result is then
+    /// kill of everything in its cgroup. Returns once the task has exited, within the kill
+    /// timeout plus [`Timeouts::overrun`] whatever its supervisor does; the result is then
     /// available from [`TaskHandle::wait`]. Killing an exited task does nothing.
     pub fn kill(&self) -> Result<(), DriverError> {
         let (signal, timeout) = {
             let inner = self.lock();
             (inner.handle.kill_signal, inner.handle.kill_timeout())
         };
-        let effects = match self.apply(Event::KillRequested { signal, timeout }) {
-            Ok(effects) => effects,
-            Err(_) => {
-                self.await_result()?;
-                return self.kill_outcome();
-            }
-        };
-        let graceful_deadline = match self.execute(effects) {
-            // An empty batch means another kill is under way: wait out the same timeout.
-            Ok(executed) => Some(executed.deadline.unwrap_or(self.platform.now() + timeout)),
-            Err(DriverError::Platform {
-                source: PlatformError::SupervisorLost(reason),
-                ..
-            }) => return self.lose_during_kill(reason),
-            // The signal could not be delivered: go straight to the force kill rather than
-            // leave the task running.
-            Err(_) => None,
-        };
-        if let Some(deadline) = graceful_deadline {
-            match self.wait_until(Some(deadline)) {
-                Ok(Some(_)) => return self.kill_outcome(),
-                Ok(None) => {}
-                // Not knowing whether the task exited is no reason to leave it running: the
-                // force kill settles it either way.
-                Err(DriverError::Platform { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        // Refused when the task is finishing or a kill is under way: both end in a result.
+        if let Ok(effects) = self.apply(Event::KillRequested { signal, timeout }) {
+            self.run(effects)?;
         }
-        let effects = match self.apply(Event::KillTimerFired) {
-            Ok(effects) => effects,
-            Err(_) => {
-                self.await_result()?;
-                return self.kill_outcome();
-            }
-        };
-        match self.execute(effects) {
-            Ok(_) => {}
-            Err(DriverError::Platform {
-                source: PlatformError::SupervisorLost(reason),
-                ..
-            }) => return self.lose_during_kill(reason),
-            // The platform says the supervisor it reached is not this task's (a stale handle
-            // after the id was reused): cleaning up by cgroup would hit the other task.
-            Err(
-                e @ DriverError::Platform {
-                    source: PlatformError::Refused(_),
-                    ..
-                },
-            ) => return Err(e),
-            Err(e) => {
-                let reason = format!("force kill failed: {e}");
-                return self.lose_during_kill(reason);
-            }
-        }
-        let deadline = self.platform.now() + self.force_kill_grace;
-        let reason = match self.wait_until(Some(deadline)) {
-            Ok(Some(_)) => return self.kill_outcome(),
-            Ok(None) => format!(
-                "task did not exit within {:?} of a force kill",
-                self.force_kill_grace
-            ),
-            // The supervisor cannot tell us: clean up by cgroup, which ends the task for sure.
-            Err(DriverError::Platform { source, .. }) => {
-                format!("waiting for the exit after a force kill failed: {source}")
-            }
-            Err(e) => return Err(e),
-        };
-        self.lose_during_kill(reason)
-    }
-
-    /// Ends a kill whose supervisor is gone: the orphan cleanup; its failures are the kill's
-    /// error, because the caller must not believe the task is gone when it may not be.
-    fn lose_during_kill(&self, reason: String) -> Result<(), DriverError> {
-        self.lose(reason)?;
+        self.drive(None)?;
         self.kill_outcome()
     }
 
-    /// How a kill ended once the task has a result: an error when the task was cleaned up by
-    /// cgroup and a step failed, whichever thread ran that cleanup.
+    /// How a kill ended once the task has a result: an error when a cleanup step failed,
+    /// whichever thread ran that cleanup, because the caller must not believe the task is
+    /// gone when it may not be.
     fn kill_outcome(&self) -> Result<(), DriverError> {
-        let failures = self.lock().cleanup_failures.clone();
+        let failures = self
+            .lock()
+            .result
+            .as_ref()
+            .and_then(|r| r.error.as_ref())
+            .map(|e| e.cleanup_failures.clone())
+            .unwrap_or_default();
         if failures.is_empty() {
             Ok(())
         } else {
@@ -530,22 +721,38 @@ impl<P: Platform> TaskHandle<P> {
 
     /// The task's current resource use.
     pub fn stats(&self) -> Result<TaskStats, DriverError> {
-        let supervisor = self.live_supervisor("read stats of")?;
+        let supervisor = self.live_supervisor(Operation::Stats)?;
+        let deadline = self.platform.now() + self.timeouts.call;
         self.platform
-            .stats(supervisor)
-            .map_err(|source| self.platform_error("stats", source))
+            .stats(supervisor, deadline)
+            .map_err(|source| self.platform_error(Operation::Stats, source))
+    }
+
+    /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking; also
+    /// after the task was collected, for as long as its log files are there.
+    pub fn read_logs(
+        &self,
+        stream: LogStream,
+        cursor: LogCursor,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        let handle = self.handle_id();
+        self.platform
+            .read_logs(&handle, self.supervisor.as_ref(), stream, cursor, max)
+            .map_err(|source| self.platform_error(Operation::Logs, source))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` half-updated: every write is a
-        // single assignment. So a poisoned lock is still consistent.
+        // single assignment or one machine step, which changes nothing when it fails. So a
+        // poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn live_supervisor(&self, op: &'static str) -> Result<&P::Supervisor, DriverError> {
+    fn live_supervisor(&self, op: Operation) -> Result<&P::Supervisor, DriverError> {
         let state = self.state();
         match (&self.supervisor, state) {
-            (Some(supervisor), State::Running | State::Killing) => Ok(supervisor),
+            (Some(supervisor), State::Running | State::Killing | State::Forcing) => Ok(supervisor),
             _ => Err(DriverError::NotRunning {
                 op,
                 task_id: self.task_id.clone(),
@@ -553,7 +760,22 @@ impl<P: Platform> TaskHandle<P> {
         }
     }
 
-    fn platform_error(&self, op: &'static str, source: PlatformError) -> DriverError {
+    /// The supervisor an effect talks to; `None` when another thread has moved the task on
+    /// to its end since the effect was decided, which makes the effect moot.
+    fn effect_supervisor(&self, op: Operation) -> Result<Option<&P::Supervisor>, DriverError> {
+        match (&self.supervisor, self.state()) {
+            (_, State::CleaningUp | State::Exited) => Ok(None),
+            (Some(supervisor), State::Running | State::Killing | State::Forcing) => {
+                Ok(Some(supervisor))
+            }
+            _ => Err(DriverError::NotRunning {
+                op,
+                task_id: self.task_id.clone(),
+            }),
+        }
+    }
+
+    fn platform_error(&self, op: Operation, source: PlatformError) -> DriverError {
         DriverError::Platform {
             op,
             task_id: self.task_id.clone(),
@@ -561,89 +783,121 @@ impl<P: Platform> TaskHandle<P> {
         }
     }
 
-    /// Runs one transition under the lock; the state is unchanged on error.
+    /// Runs one transition under the lock; the machine is unchanged on error.
     fn apply(&self, event: Event) -> Result<Vec<Effect>, TransitionError> {
-        let mut inner = self.lock();
-        let (next, effects) = step(inner.state, event)?;
-        inner.state = next;
-        Ok(effects)
+        let now = self.platform.now();
+        self.lock().machine.handle(now, event)
     }
 
-    /// Runs effects in order, outside the lock.
-    fn execute(&self, effects: Vec<Effect>) -> Result<Executed, DriverError> {
+    /// Applies `event` and runs what follows; an event refused because another thread moved
+    /// the task on first is dropped, since that thread runs the consequences.
+    fn feed(&self, event: Event) -> Result<(), DriverError> {
+        match self.apply(event) {
+            Ok(effects) => self.run(effects),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Runs effects in order, outside the lock, feeding each one's outcome back.
+    fn run(&self, effects: Vec<Effect>) -> Result<(), DriverError> {
         let _guard = DeliverOnUnwind(self);
-        let mut executed = Executed::default();
-        for effect in effects {
-            match effect {
-                // Start and reattach run these themselves before a handle exists.
-                Effect::SpawnSupervisor | Effect::ConnectSupervisor => {}
-                Effect::NotifyRunning => contain(|| self.hooks.on_running(&self.task_id)),
-                Effect::SendSignal(signal) => {
-                    let supervisor = self.live_supervisor("signal")?;
-                    self.platform
-                        .signal(supervisor, signal)
-                        .map_err(|source| self.platform_error("signal", source))?;
-                }
-                Effect::ArmKillTimer(timeout) => {
-                    executed.deadline = Some(self.platform.now() + timeout);
-                    let supervisor = self.live_supervisor("kill")?;
-                    match self.platform.schedule_force_kill(supervisor, timeout) {
-                        Ok(()) => {}
-                        Err(PlatformError::SupervisorLost(reason)) => {
-                            return Err(
-                                self.platform_error("kill", PlatformError::SupervisorLost(reason))
-                            );
-                        }
-                        // Only the backup is missing: the driver's own deadline still holds.
-                        Err(_) => {}
-                    }
-                }
-                Effect::ForceKill => {
-                    let supervisor = self.live_supervisor("kill")?;
-                    self.platform
-                        .force_kill(supervisor)
-                        .map_err(|source| self.platform_error("kill", source))?;
-                }
-                Effect::Cleanup(CleanupScope::Supervised) => {
-                    let released = match &self.supervisor {
-                        Some(supervisor) => self.platform.release(supervisor),
-                        None => Ok(()),
-                    };
-                    if let Err(e) = released {
-                        // The supervisor is gone or stuck: fall back to cleaning by cgroup.
-                        // When the fallback does the whole job, nothing is wrong with the
-                        // task's result, so the release failure is only reported alongside
-                        // the fallback's own failures, to explain them.
-                        let handle = self.handle_id();
-                        let fallback = orphan_cleanup(&*self.platform, &handle);
-                        if !fallback.is_empty() {
-                            executed
-                                .cleanup_failures
-                                .push(format!("release supervisor: {e}"));
-                            executed.cleanup_failures.extend(fallback);
-                        }
-                    }
-                }
-                Effect::Cleanup(CleanupScope::Orphaned) => {
-                    let handle = self.handle_id();
-                    executed
-                        .cleanup_failures
-                        .extend(orphan_cleanup(&*self.platform, &handle));
-                }
-                Effect::DeliverExit(mut result) => {
-                    if !executed.cleanup_failures.is_empty() {
-                        let failures =
-                            format!("cleanup failed: {}", executed.cleanup_failures.join("; "));
-                        result.error = Some(match result.error.take() {
-                            Some(error) => format!("{error}; {failures}"),
-                            None => failures,
-                        });
-                    }
-                    self.deliver(result);
-                }
+        let mut queue = VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
+            if let Some(event) = self.execute(effect)?
+                && let Ok(more) = self.apply(event)
+            {
+                queue.extend(more);
             }
         }
-        Ok(executed)
+        Ok(())
+    }
+
+    /// Executes one effect; the event its outcome is, if the machine must hear of it.
+    fn execute(&self, effect: Effect) -> Result<Option<Event>, DriverError> {
+        let lost = |reason: String| Some(Event::SupervisorLost { reason });
+        Ok(match effect {
+            Effect::NotifyRunning => {
+                contain(|| self.hooks.on_running(&self.task_id));
+                None
+            }
+            Effect::SendSignal { signal, deadline } => {
+                let Some(supervisor) = self.effect_supervisor(Operation::Signal)? else {
+                    return Ok(None);
+                };
+                match self.platform.signal(supervisor, signal, deadline) {
+                    Ok(()) => None,
+                    Err(PlatformError::SupervisorGone { reason }) => lost(reason),
+                    Err(source) => return Err(self.platform_error(Operation::Signal, source)),
+                }
+            }
+            Effect::BeginKill {
+                signal,
+                grace,
+                deadline,
+            } => {
+                let Some(supervisor) = self.effect_supervisor(Operation::Kill)? else {
+                    return Ok(None);
+                };
+                match self
+                    .platform
+                    .begin_kill(supervisor, signal, grace, deadline)
+                {
+                    Ok(()) => None,
+                    // The supervisor reached is not this task's (a stale handle after the id
+                    // was reused): a cleanup by cgroup would hit the other task.
+                    Err(e @ PlatformError::Refused { .. }) => {
+                        return Err(self.platform_error(Operation::Kill, e));
+                    }
+                    Err(PlatformError::SupervisorGone { reason }) => lost(reason),
+                    Err(PlatformError::Unresponsive { reason }) => {
+                        Some(Event::SupervisorUnresponsive { reason })
+                    }
+                    Err(e) => Some(Event::KillSignalFailed {
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            Effect::ForceKill { deadline } => {
+                let Some(supervisor) = self.effect_supervisor(Operation::Kill)? else {
+                    return Ok(None);
+                };
+                match self.platform.force_kill(supervisor, deadline) {
+                    Ok(()) => None,
+                    // The supervisor reached is not this task's (a stale handle after the id
+                    // was reused): a cleanup by cgroup would hit the other task.
+                    Err(e @ PlatformError::Refused { .. }) => {
+                        return Err(self.platform_error(Operation::Kill, e));
+                    }
+                    Err(PlatformError::SupervisorGone { reason }) => lost(reason),
+                    Err(PlatformError::Unresponsive { reason }) => {
+                        Some(Event::SupervisorUnresponsive { reason })
+                    }
+                    Err(e) => Some(Event::ForceKillFailed {
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            Effect::Release { deadline } => {
+                let released = match &self.supervisor {
+                    Some(supervisor) => self.platform.release(supervisor, deadline),
+                    None => Ok(()),
+                };
+                Some(match released {
+                    Ok(()) => Event::CleanupFinished { failures: vec![] },
+                    Err(e) => Event::ReleaseFailed(CleanupFailure::new(CleanupStep::Release, &e)),
+                })
+            }
+            Effect::OrphanCleanup { deadline } => {
+                let handle = self.handle_id();
+                Some(Event::CleanupFinished {
+                    failures: orphan_cleanup(&*self.platform, &handle, deadline),
+                })
+            }
+            Effect::DeliverExit(result) => {
+                self.deliver(result);
+                None
+            }
+        })
     }
 
     fn deliver(&self, result: WaitResult) {
@@ -656,93 +910,86 @@ impl<P: Platform> TaskHandle<P> {
         contain(|| self.hooks.on_exited(&self.task_id, &result));
     }
 
-    /// Called while unwinding out of `execute`: if the task was on its way to `Exited`, its
+    /// Called while unwinding out of `run`: if the task was on its way to `Exited`, its
     /// waiters would otherwise block forever on a result nobody will deliver.
     fn deliver_after_panic(&self) {
         {
             let mut inner = self.lock();
-            if inner.result.is_some()
-                || !matches!(inner.state, State::Exited | State::ReattachFailed)
-            {
+            if inner.result.is_some() || !inner.machine.is_finishing() {
                 return;
             }
-            inner.state = State::Exited;
-            inner.result = Some(WaitResult::failed(
+            inner.result = Some(WaitResult::failed(TaskError::new(
+                TaskErrorKind::Internal,
                 "the driver panicked while finishing the task; its cleanup may be incomplete",
-            ));
+            )));
         }
         self.finished.notify_all();
     }
 
-    /// Blocks until another thread that is finishing the task has delivered its result.
-    fn await_result(&self) -> Result<WaitResult, DriverError> {
+    /// Blocks until the thread that is finishing the task has delivered its result.
+    fn await_result(&self) -> WaitResult {
         let inner = self.lock();
-        if !matches!(inner.state, State::Exited | State::ReattachFailed) {
-            return Err(DriverError::Transition(TransitionError {
-                state: inner.state,
-                event: lifecycle::EventKind::TaskExited,
-            }));
-        }
         let inner = self
             .finished
             .wait_while(inner, |i| i.result.is_none())
             .unwrap_or_else(PoisonError::into_inner);
-        inner.result.clone().ok_or(DriverError::NotRunning {
-            op: "wait for",
-            task_id: self.task_id.clone(),
+        inner.result.clone().unwrap_or_else(|| {
+            WaitResult::failed(TaskError::new(
+                TaskErrorKind::Internal,
+                "the task's result was lost",
+            ))
         })
     }
 
-    fn wait_until(&self, deadline: Option<Timestamp>) -> Result<Option<WaitResult>, DriverError> {
-        {
-            let inner = self.lock();
-            if let Some(result) = &inner.result {
-                return Ok(Some(result.clone()));
-            }
-        }
-        if matches!(self.state(), State::Exited | State::ReattachFailed) {
-            return self.await_result().map(Some);
-        }
-        let supervisor = self.live_supervisor("wait for")?;
-        match self.platform.wait(supervisor, deadline) {
-            Ok(Some(status)) => match self.apply(Event::TaskExited(status)) {
-                Ok(effects) => {
-                    self.execute(effects)?;
-                    self.await_result().map(Some)
+    /// Waits for the exit until `until` (forever if `None`), waking the machine at its own
+    /// deadlines on the way: the one loop behind `wait`, `wait_timeout` and `kill`.
+    fn drive(&self, until: Option<Timestamp>) -> Result<Option<WaitResult>, DriverError> {
+        loop {
+            let (state, wake) = {
+                let inner = self.lock();
+                if let Some(result) = &inner.result {
+                    return Ok(Some(result.clone()));
                 }
-                Err(_) => self.await_result().map(Some),
-            },
-            Ok(None) => Ok(None),
-            Err(PlatformError::SupervisorLost(reason)) => self.lose(reason).map(|(r, _)| Some(r)),
-            // Another thread saw the exit and is releasing the supervisor under us.
-            Err(_) if matches!(self.state(), State::Exited | State::ReattachFailed) => {
-                self.await_result().map(Some)
+                (inner.machine.state(), inner.machine.poll_timeout())
+            };
+            let killing = matches!(state, State::Killing | State::Forcing);
+            let supervisor = match (&self.supervisor, state) {
+                (_, State::CleaningUp | State::Exited) => return Ok(Some(self.await_result())),
+                (Some(supervisor), State::Running | State::Killing | State::Forcing) => supervisor,
+                _ => {
+                    return Err(DriverError::NotRunning {
+                        op: Operation::Wait,
+                        task_id: self.task_id.clone(),
+                    });
+                }
+            };
+            let wait_until = match (until, wake) {
+                (Some(u), Some(w)) => Some(u.min(w)),
+                (u, w) => u.or(w),
+            };
+            match self.platform.wait(supervisor, wait_until) {
+                Ok(Some(status)) => self.feed(Event::TaskExited(status))?,
+                Ok(None) => {
+                    let now = self.platform.now();
+                    if wake.is_some_and(|w| now >= w) {
+                        self.feed(Event::Timeout)?;
+                    } else if until.is_some_and(|u| now >= u) {
+                        return Ok(None);
+                    }
+                }
+                Err(PlatformError::SupervisorGone { reason }) => {
+                    self.feed(Event::SupervisorLost { reason })?;
+                }
+                // Another thread saw the exit and is releasing the supervisor under us.
+                Err(_) if self.lock().machine.is_finishing() => {}
+                // During a kill, a supervisor that cannot tell us about the exit is taken
+                // over: the cleanup by cgroup ends the task for sure, within the bound.
+                Err(e) if killing => self.feed(Event::SupervisorUnresponsive {
+                    reason: e.to_string(),
+                })?,
+                Err(source) => return Err(self.platform_error(Operation::Wait, source)),
             }
-            Err(source) => Err(self.platform_error("wait", source)),
         }
-    }
-
-    /// The supervisor is gone: clean up by cgroup and deliver a failed result. Returns the
-    /// result and the cleanup steps that failed.
-    fn lose(&self, reason: String) -> Result<(WaitResult, Vec<String>), DriverError> {
-        let effects = match self.apply(Event::SupervisorLost {
-            reason: reason.clone(),
-        }) {
-            Ok(effects) => effects,
-            Err(_) => {
-                let result = self.await_result()?;
-                return Ok((result, self.lock().cleanup_failures.clone()));
-            }
-        };
-        let failures = self.execute(effects)?.cleanup_failures;
-        // Stored before the result is delivered, so a waiter woken by it sees them.
-        self.lock().cleanup_failures.clone_from(&failures);
-        let effects = self.apply(Event::CleanupFinished {
-            reason,
-            failures: failures.clone(),
-        })?;
-        self.execute(effects)?;
-        Ok((self.await_result()?, failures))
     }
 }
 
@@ -752,7 +999,7 @@ fn contain(hook: impl FnOnce()) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
 }
 
-/// Delivers a failed result if `execute` unwinds while the task is finishing.
+/// Delivers a failed result if `run` unwinds while the task is finishing.
 struct DeliverOnUnwind<'a, P: Platform>(&'a TaskHandle<P>);
 
 impl<P: Platform> Drop for DeliverOnUnwind<'_, P> {
@@ -763,17 +1010,31 @@ impl<P: Platform> Drop for DeliverOnUnwind<'_, P> {
     }
 }
 
-/// Runs every orphan cleanup step, even after one fails, and names each failure.
-fn orphan_cleanup<P: Platform>(platform: &P, handle: &HandleId) -> Vec<String> {
-    type Step<P> = fn(&P, &HandleId) -> Result<(), PlatformError>;
-    let steps: [(&str, Step<P>); 4] = [
-        ("kill supervisor", P::kill_supervisor),
-        ("kill cgroup", P::kill_cgroup),
-        ("destroy cgroup", P::destroy_cgroup),
-        ("remove state", P::remove_state),
-    ];
-    steps
-        .iter()
-        .filter_map(|(name, run)| run(platform, handle).err().map(|e| format!("{name}: {e}")))
-        .collect()
+/// The one orphan cleanup: runs every step, even after one fails, all by `deadline`, and
+/// names each failure. The supervisor goes first, so it cannot create anything more.
+fn orphan_cleanup<P: Platform>(
+    platform: &P,
+    handle: &HandleId,
+    deadline: Timestamp,
+) -> Vec<CleanupFailure> {
+    let mut failures = Vec::new();
+    let mut note = |step: CleanupStep, result: Result<(), PlatformError>| {
+        if let Err(e) = result {
+            failures.push(CleanupFailure::new(step, &e));
+        }
+    };
+    note(
+        CleanupStep::KillSupervisor,
+        platform.kill_supervisor(handle, deadline),
+    );
+    note(
+        CleanupStep::KillCgroup,
+        platform.kill_cgroup(handle, deadline),
+    );
+    note(
+        CleanupStep::DestroyCgroup,
+        platform.destroy_cgroup(handle, deadline),
+    );
+    note(CleanupStep::RemoveState, platform.remove_state(handle));
+    failures
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::platform::TaskRecord;
 use crate::signal::Signal;
 use crate::spec::{is_plain_absolute, validate_task_id};
 
@@ -103,6 +104,26 @@ pub enum HandleError {
 }
 
 impl HandleId {
+    /// The handle of the task `record` describes, under a driver whose longest kill timeout
+    /// is `max_kill_timeout`: the one way a handle id is made.
+    pub fn new(record: &TaskRecord, max_kill_timeout: Duration) -> Self {
+        let max = millis(max_kill_timeout);
+        HandleId {
+            format: HANDLE_FORMAT_VERSION,
+            driver_version: crate::DRIVER_VERSION.to_owned(),
+            task_id: record.task_id.clone(),
+            supervisor: record.supervisor.clone(),
+            task: record.task,
+            cgroup: record.cgroup.clone(),
+            state_dir: record.state_dir.clone(),
+            task_dir: record.task_dir.clone(),
+            alloc_dir: record.alloc_dir.clone(),
+            kill_timeout_ms: millis(record.kill_timeout).min(max),
+            max_kill_timeout_ms: max,
+            kill_signal: record.kill_signal,
+        }
+    }
+
     /// Parses and checks a handle id; never panics, whatever the input.
     pub fn parse(text: &str) -> Result<Self, HandleError> {
         if text.len() > MAX_HANDLE_LEN {
@@ -205,6 +226,10 @@ impl HandleId {
     pub fn max_kill_timeout(&self) -> Duration {
         Duration::from_millis(self.max_kill_timeout_ms)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn valid_cgroup_name(name: &str) -> bool {

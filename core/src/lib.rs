@@ -6,28 +6,53 @@
 //!
 //! - [`config`]: the user's task config (`command`, `args`), weakly typed like the reference.
 //! - [`spec`]: [`TaskSpec`], everything a start needs, with field-by-field validation.
-//! - [`lifecycle`]: the task state machine, a pure [`step`] function with effects as data.
+//! - [`lifecycle`]: the task state machine, [`Lifecycle`], which owns the kill's deadlines.
+//! - [`outcome`]: how a task ended ([`WaitResult`]) and the typed errors a result carries.
 //! - [`handle`]: [`HandleId`], the serialized record from which a restarted agent reattaches.
-//! - [`platform`]: the OS boundary.
-//! - [`driver`]: [`Driver`] and [`TaskHandle`], which drive `step` and run its effects.
+//! - [`platform`]: the OS boundary, with typed [`PlatformError`]s.
+//! - [`driver`]: [`Driver`] and [`TaskHandle`], which drive the machine and run its effects.
+//!
+//! An agent matches on error kinds rather than on messages:
+//!
+//! ```
+//! use execdriver_core::{DriverError, PlatformError};
+//!
+//! fn advice(e: &DriverError) -> &'static str {
+//!     match e {
+//!         DriverError::NotFound { .. } => "no such task",
+//!         DriverError::Platform { source: PlatformError::Unresponsive { .. }, .. } => {
+//!             "the supervisor is busy or stopped: try again, or kill (which works by cgroup)"
+//!         }
+//!         e if e.is_transient() => "try again",
+//!         _ => "give up",
+//!     }
+//! }
+//! # let e = DriverError::NotFound { task_id: "t".into(), reason: "no state".into() };
+//! # assert_eq!(advice(&e), "no such task");
+//! ```
 
 pub mod config;
 pub mod driver;
 pub mod handle;
 pub mod lifecycle;
+pub mod outcome;
 pub mod platform;
 pub mod signal;
 pub mod spec;
 
 pub use config::{ConfigError, TaskConfig, validate_command};
-pub use driver::{Driver, DriverConfig, DriverError, LifecycleHooks, NoHooks, TaskHandle};
+pub use driver::{
+    Driver, DriverConfig, DriverError, LifecycleHooks, Listed, NoHooks, Operation, TaskHandle,
+    TaskStatus,
+};
 pub use handle::{HandleError, HandleId, ProcessIdentity, SupervisorIdentity};
 pub use lifecycle::{
-    CleanupScope, Effect, Event, EventKind, ExitStatus, State, TransitionError, WaitResult,
-    kill_timeout, step,
+    Effect, Event, EventKind, Lifecycle, State, Timeouts, TransitionError, kill_timeout,
 };
+pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult};
 pub use platform::{
-    CpuStats, Fingerprint, MemoryStats, Platform, PlatformError, Reattach, Spawned, TaskStats,
+    CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStream, MemoryStats, Platform,
+    PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskRecord, TaskStats,
     Timestamp,
 };
 pub use signal::{Signal, SignalError};

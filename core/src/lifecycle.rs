@@ -1,43 +1,56 @@
-//! The task lifecycle as a pure state machine.
+//! The task lifecycle as a pure state machine that owns the kill's time.
 //!
 //! ```text
-//!   start()                                    recover()
-//!      |                                           |
-//!   Created --Spawned--> Running --KillRequested--> Killing --KillTimerFired--> (ForceKill)
-//!      |                  |   ^                        |
-//!      |              TaskExited \--Reattached-- Recovering --FoundExitRecord--+
-//!   SpawnFailed           |                            |                       |
-//!      |                  v                     SupervisorLost                 |
-//!      +------------> Exited <--CleanupFinished-- ReattachFailed              |
-//!                         ^-------------------------------------------------------+
+//!             recover                                   start (after the spawn)
+//!                |                                          |
+//!           Recovering --Reattached---------------------> Running --KillRequested--> Killing
+//!                |                                       |    |                      |  |
+//!   FoundExitRecord / SupervisorLost          TaskExited |    | SupervisorLost       |  | Timeout (grace over)
+//!                |                                       v    v                      |  | / KillSignalFailed
+//!                +-------------------------------> CleaningUp <---- TaskExited ------+  v
+//!                                                    |   ^  ^----- TaskExited ------ Forcing
+//!                                   CleanupFinished  |   |  SupervisorLost / SupervisorUnresponsive /
+//!                                                    v   |  ForceKillFailed / Timeout (force over)
+//!                                                  Exited  ReleaseFailed (falls back to the
+//!                                                          cleanup by cgroup)
 //! ```
 //!
-//! [`step`] lists every legal transition in one `match`; anything else is a
-//! [`TransitionError`] and the caller keeps its state. Effects are data: the driver executes
-//! them through the platform, and tests can check them without any platform at all.
+//! In the manner of quinn-proto, [`Lifecycle`] does no I/O and has no clock: it is told the
+//! time with every event, says through [`Lifecycle::poll_timeout`] when it next needs to be
+//! woken, and answers with [`Effect`]s that carry the deadline each platform call must keep.
+//! The driver executes the effects, feeds their outcomes back as events, and sleeps (in a
+//! platform wait) until the deadline. So the kill that runs on Linux and the one the property
+//! tests run on the mock's virtual clock are the same code, and the bound on a kill is a
+//! property of this file: every deadline of a kill lies within its kill timeout plus
+//! [`Timeouts::overrun`].
+//!
+//! [`TRANSITIONS`] lists every legal transition as data; anything else is a
+//! [`TransitionError`] and the machine keeps its state.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::outcome::{CleanupFailure, ExitStatus, TaskError, TaskErrorKind, WaitResult};
+use crate::platform::Timestamp;
 use crate::signal::Signal;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum State {
-    /// Validated; its supervisor is being spawned.
-    Created,
-    /// The task runs under a supervisor we are connected to.
-    Running,
-    /// The kill signal was sent; waiting for the exit or the kill timer.
-    Killing,
-    /// Final: the exit result has been delivered.
-    Exited,
     /// A new agent is reconnecting to a supervisor from a handle id.
     Recovering,
-    /// The supervisor is gone without a result: cleaning up by cgroup.
-    ReattachFailed,
+    /// The task runs under a supervisor we are connected to.
+    Running,
+    /// The kill signal was sent; the task has its grace to exit.
+    Killing,
+    /// The grace is over: everything of the task was force-killed through the supervisor.
+    Forcing,
+    /// The task is over (or given up on): its cgroup and state are being removed.
+    CleaningUp,
+    /// Final: the exit result has been delivered.
+    Exited,
 }
 
 impl fmt::Display for State {
@@ -46,113 +59,68 @@ impl fmt::Display for State {
     }
 }
 
-/// How a task ended, as the platform saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ExitStatus {
-    /// The exit code, or 128 + N when killed by signal N (the shell's convention).
-    pub exit_code: i32,
-    /// The signal that killed the task, if one did.
-    pub signal: Option<Signal>,
-    /// Whether the kernel OOM-killed a process of the task.
-    pub oom_killed: bool,
-}
-
-impl ExitStatus {
-    /// A normal exit with `code`.
-    pub fn code(exit_code: i32) -> Self {
-        Self {
-            exit_code,
-            signal: None,
-            oom_killed: false,
-        }
-    }
-
-    /// Death by `signal`.
-    pub fn signaled(signal: Signal) -> Self {
-        Self {
-            exit_code: 128 + signal.number(),
-            signal: Some(signal),
-            oom_killed: false,
-        }
-    }
-}
-
-/// The result of a task, delivered exactly once per task.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct WaitResult {
-    /// The exit code, 128 + N when killed by signal N, or -1 when it could not be known.
-    pub exit_code: i32,
-    /// The signal that killed the task, if one did.
-    pub signal: Option<Signal>,
-    /// Whether the kernel OOM-killed a process of the task.
-    pub oom_killed: bool,
-    /// What went wrong in the driver, if anything did.
-    pub error: Option<String>,
-}
-
-impl WaitResult {
-    /// The result of a driver failure, with no exit code known.
-    pub fn failed(error: impl Into<String>) -> Self {
-        Self {
-            exit_code: -1,
-            signal: None,
-            oom_killed: false,
-            error: Some(error.into()),
-        }
-    }
-
-    /// Whether the task exited 0 and nothing went wrong.
-    pub fn successful(&self) -> bool {
-        self.exit_code == 0 && self.signal.is_none() && self.error.is_none()
-    }
-}
-
-impl From<ExitStatus> for WaitResult {
-    fn from(s: ExitStatus) -> Self {
-        Self {
-            exit_code: s.exit_code,
-            signal: s.signal,
-            oom_killed: s.oom_killed,
-            error: None,
-        }
-    }
-}
-
-/// What the cleanup after an exit must cover.
+/// The durations the machine gives each step of a kill and of a cleanup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CleanupScope {
-    /// The supervisor is alive: it tears down the cgroup and state and exits.
-    Supervised,
-    /// No supervisor: kill it if it is still the recorded process, kill everything in the
-    /// task's cgroup, destroy the cgroup, remove the state. Every step is attempted.
-    Orphaned,
+#[non_exhaustive]
+pub struct Timeouts {
+    /// How long a supervisor has to answer one request of a kill (the kill signal, the force
+    /// kill, the release after the exit); one that does not is unresponsive.
+    pub answer: Duration,
+    /// How long a force kill through the supervisor has to end the task.
+    pub force: Duration,
+    /// How far past its kill timeout a kill may run in all: the force kill, then, when the
+    /// supervisor failed, the cleanup by cgroup.
+    pub overrun: Duration,
+    /// How long a signal, stats or release request outside a kill may take.
+    pub call: Duration,
+    /// How long the cleanup by cgroup of a lost task may take outside a kill.
+    pub cleanup: Duration,
 }
 
-/// Something that happened to a task.
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            answer: Duration::from_millis(500),
+            force: Duration::from_secs(1),
+            overrun: Duration::from_secs(2),
+            call: Duration::from_secs(5),
+            cleanup: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The durations in effect: `answer <= force <= overrun`, so that every deadline of a kill
+    /// stays within its bound however they were configured.
+    fn normalized(self) -> Self {
+        let overrun = self.overrun;
+        let force = self.force.min(overrun);
+        let answer = self.answer.min(force);
+        Self {
+            answer,
+            force,
+            overrun,
+            ..self
+        }
+    }
+}
+
+/// Something that happened to a task, or the outcome of an effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The supervisor and task were started.
-    Spawned,
-    /// Starting failed; the platform left nothing behind.
-    SpawnFailed {
-        /// Why.
-        error: String,
-    },
     /// Reconnected to a live supervisor.
     Reattached,
     /// The supervisor is gone but recorded how the task ended.
     FoundExitRecord(ExitStatus),
-    /// The supervisor cannot be reached and left no result.
+    /// The supervisor is dead and left no result.
     SupervisorLost {
         /// What was observed.
         reason: String,
     },
-    /// The orphan cleanup has run.
-    CleanupFinished {
-        /// Why the cleanup was needed.
+    /// The supervisor did not answer in time during a kill: the driver takes the kill over.
+    SupervisorUnresponsive {
+        /// What was observed.
         reason: String,
-        /// Each cleanup step that failed.
-        failures: Vec<String>,
     },
     /// Stop the task: the graceful signal, then force after the timeout.
     KillRequested {
@@ -161,74 +129,121 @@ pub enum Event {
         /// How long the task is given.
         timeout: Duration,
     },
+    /// The supervisor answered the kill request with an error: the signal did not reach
+    /// the task, so there is no point waiting out the grace.
+    KillSignalFailed {
+        /// The supervisor's error.
+        error: String,
+    },
     /// Deliver a signal to the task.
     SignalRequested(Signal),
-    /// The kill timeout elapsed without an exit.
-    KillTimerFired,
+    /// The machine's deadline ([`Lifecycle::poll_timeout`]) has passed.
+    Timeout,
+    /// The force kill through the supervisor failed.
+    ForceKillFailed {
+        /// Why.
+        error: String,
+    },
     /// The task exited.
     TaskExited(ExitStatus),
+    /// The supervisor could not release the task: clean up by cgroup instead.
+    ReleaseFailed(CleanupFailure),
+    /// The cleanup has run.
+    CleanupFinished {
+        /// Each cleanup step that failed.
+        failures: Vec<CleanupFailure>,
+    },
 }
 
 /// An [`Event`] without its data: for errors and statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// [`Event::Spawned`].
-    Spawned,
-    /// [`Event::SpawnFailed`].
-    SpawnFailed,
     /// [`Event::Reattached`].
     Reattached,
     /// [`Event::FoundExitRecord`].
     FoundExitRecord,
     /// [`Event::SupervisorLost`].
     SupervisorLost,
-    /// [`Event::CleanupFinished`].
-    CleanupFinished,
+    /// [`Event::SupervisorUnresponsive`].
+    SupervisorUnresponsive,
     /// [`Event::KillRequested`].
     KillRequested,
+    /// [`Event::KillSignalFailed`].
+    KillSignalFailed,
     /// [`Event::SignalRequested`].
     SignalRequested,
-    /// [`Event::KillTimerFired`].
-    KillTimerFired,
+    /// [`Event::Timeout`].
+    Timeout,
+    /// [`Event::ForceKillFailed`].
+    ForceKillFailed,
     /// [`Event::TaskExited`].
     TaskExited,
+    /// [`Event::ReleaseFailed`].
+    ReleaseFailed,
+    /// [`Event::CleanupFinished`].
+    CleanupFinished,
 }
 
 impl Event {
     /// The event's kind.
     pub fn kind(&self) -> EventKind {
         match self {
-            Event::Spawned => EventKind::Spawned,
-            Event::SpawnFailed { .. } => EventKind::SpawnFailed,
             Event::Reattached => EventKind::Reattached,
             Event::FoundExitRecord(_) => EventKind::FoundExitRecord,
             Event::SupervisorLost { .. } => EventKind::SupervisorLost,
-            Event::CleanupFinished { .. } => EventKind::CleanupFinished,
+            Event::SupervisorUnresponsive { .. } => EventKind::SupervisorUnresponsive,
             Event::KillRequested { .. } => EventKind::KillRequested,
+            Event::KillSignalFailed { .. } => EventKind::KillSignalFailed,
             Event::SignalRequested(_) => EventKind::SignalRequested,
-            Event::KillTimerFired => EventKind::KillTimerFired,
+            Event::Timeout => EventKind::Timeout,
+            Event::ForceKillFailed { .. } => EventKind::ForceKillFailed,
             Event::TaskExited(_) => EventKind::TaskExited,
+            Event::ReleaseFailed(_) => EventKind::ReleaseFailed,
+            Event::CleanupFinished { .. } => EventKind::CleanupFinished,
         }
     }
 }
 
-/// Work the driver must do after a transition, in order.
+/// Work the driver must do after a transition, in order. Each platform call carries the
+/// deadline it must keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Spawn the supervisor and, through it, the task.
-    SpawnSupervisor,
-    /// Connect to the supervisor named in the handle id.
-    ConnectSupervisor,
     /// Tell the lifecycle hooks the task is running.
     NotifyRunning,
     /// Send a signal to the task.
-    SendSignal(Signal),
-    /// Start the kill timer.
-    ArmKillTimer(Duration),
-    /// Kill everything of the task now.
-    ForceKill,
-    /// Release the task's resources.
-    Cleanup(CleanupScope),
+    SendSignal {
+        /// The signal.
+        signal: Signal,
+        /// When the call must have returned.
+        deadline: Timestamp,
+    },
+    /// Send the kill signal, and have the supervisor force the kill itself `grace` later.
+    BeginKill {
+        /// The graceful signal.
+        signal: Signal,
+        /// How long the task is given.
+        grace: Duration,
+        /// When the call must have returned.
+        deadline: Timestamp,
+    },
+    /// Kill everything of the task now, through the supervisor.
+    ForceKill {
+        /// When the call must have returned.
+        deadline: Timestamp,
+    },
+    /// Have the live supervisor remove the task's cgroup and state, then exit; the outcome
+    /// is [`Event::CleanupFinished`] or [`Event::ReleaseFailed`].
+    Release {
+        /// When the call must have returned.
+        deadline: Timestamp,
+    },
+    /// Clean up without the supervisor, by the records: kill the supervisor if it is still
+    /// the recorded process, kill and remove the task's cgroup, remove its state. Every step
+    /// is attempted; the outcome is [`Event::CleanupFinished`].
+    OrphanCleanup {
+        /// When every step must be done.
+        deadline: Timestamp,
+    },
     /// Record the result, wake waiters, tell the hooks. Happens once per task.
     DeliverExit(WaitResult),
 }
@@ -244,27 +259,36 @@ pub struct TransitionError {
 }
 
 /// Every legal transition as data: `(from, event, to)`. This is the specification that
-/// [`step`]'s `match` implements; the tests and the fuzzer check `step` against it, so the
-/// two are written independently and must agree.
-pub const TRANSITIONS: [(State, EventKind, State); 15] = {
+/// [`Lifecycle::handle`] implements; the tests and the fuzzer check the machine against it, so
+/// the two are written independently and must agree. A [`Event::Timeout`] before the
+/// machine's deadline is a wake-up that changes nothing.
+pub const TRANSITIONS: [(State, EventKind, State); 23] = {
     use EventKind as K;
     use State as S;
     [
-        (S::Created, K::Spawned, S::Running),
-        (S::Created, K::SpawnFailed, S::Exited),
         (S::Recovering, K::Reattached, S::Running),
-        (S::Recovering, K::FoundExitRecord, S::Exited),
-        (S::Recovering, K::SupervisorLost, S::ReattachFailed),
-        (S::Running, K::SupervisorLost, S::ReattachFailed),
-        (S::Killing, K::SupervisorLost, S::ReattachFailed),
-        (S::ReattachFailed, K::CleanupFinished, S::Exited),
+        (S::Recovering, K::FoundExitRecord, S::CleaningUp),
+        (S::Recovering, K::SupervisorLost, S::CleaningUp),
+        (S::Running, K::SupervisorLost, S::CleaningUp),
+        (S::Killing, K::SupervisorLost, S::CleaningUp),
+        (S::Forcing, K::SupervisorLost, S::CleaningUp),
+        (S::Killing, K::SupervisorUnresponsive, S::CleaningUp),
+        (S::Forcing, K::SupervisorUnresponsive, S::CleaningUp),
         (S::Running, K::KillRequested, S::Killing),
         (S::Killing, K::KillRequested, S::Killing),
+        (S::Forcing, K::KillRequested, S::Forcing),
+        (S::Killing, K::KillSignalFailed, S::Forcing),
         (S::Running, K::SignalRequested, S::Running),
         (S::Killing, K::SignalRequested, S::Killing),
-        (S::Killing, K::KillTimerFired, S::Killing),
-        (S::Running, K::TaskExited, S::Exited),
-        (S::Killing, K::TaskExited, S::Exited),
+        (S::Forcing, K::SignalRequested, S::Forcing),
+        (S::Killing, K::Timeout, S::Forcing),
+        (S::Forcing, K::Timeout, S::CleaningUp),
+        (S::Forcing, K::ForceKillFailed, S::CleaningUp),
+        (S::Running, K::TaskExited, S::CleaningUp),
+        (S::Killing, K::TaskExited, S::CleaningUp),
+        (S::Forcing, K::TaskExited, S::CleaningUp),
+        (S::CleaningUp, K::ReleaseFailed, S::CleaningUp),
+        (S::CleaningUp, K::CleanupFinished, S::Exited),
     ]
 };
 
@@ -276,105 +300,370 @@ pub fn legal_next(state: State, kind: EventKind) -> Option<State> {
         .map(|(_, _, to)| *to)
 }
 
-/// The state and effects of a task being started.
-pub fn start() -> (State, Vec<Effect>) {
-    (State::Created, vec![Effect::SpawnSupervisor])
-}
-
-/// The state and effects of a task being reattached from a handle id.
-pub fn recover() -> (State, Vec<Effect>) {
-    (State::Recovering, vec![Effect::ConnectSupervisor])
-}
-
-/// The one transition function: the new state and the effects to run, or an error.
-pub fn step(state: State, event: Event) -> Result<(State, Vec<Effect>), TransitionError> {
-    use Effect as E;
-    use State as S;
-    let kind = event.kind();
-    let next = match (state, event) {
-        (S::Created, Event::Spawned) | (S::Recovering, Event::Reattached) => {
-            (S::Running, vec![E::NotifyRunning])
-        }
-        (S::Created, Event::SpawnFailed { error }) => {
-            (S::Exited, vec![E::DeliverExit(WaitResult::failed(error))])
-        }
-        (S::Recovering, Event::FoundExitRecord(status)) => (
-            S::Exited,
-            vec![
-                E::Cleanup(CleanupScope::Orphaned),
-                E::DeliverExit(status.into()),
-            ],
-        ),
-        (S::Recovering | S::Running | S::Killing, Event::SupervisorLost { .. }) => {
-            (S::ReattachFailed, vec![E::Cleanup(CleanupScope::Orphaned)])
-        }
-        (S::ReattachFailed, Event::CleanupFinished { reason, failures }) => {
-            let error = if failures.is_empty() {
-                reason
-            } else {
-                format!("{reason}; cleanup failed: {}", failures.join("; "))
-            };
-            (S::Exited, vec![E::DeliverExit(WaitResult::failed(error))])
-        }
-        (S::Running, Event::KillRequested { signal, timeout }) => (
-            S::Killing,
-            vec![E::SendSignal(signal), E::ArmKillTimer(timeout)],
-        ),
-        // A second kill while one is under way joins it rather than restarting the timer.
-        (S::Killing, Event::KillRequested { .. }) => (S::Killing, vec![]),
-        (S::Running | S::Killing, Event::SignalRequested(signal)) => {
-            (state, vec![E::SendSignal(signal)])
-        }
-        (S::Killing, Event::KillTimerFired) => (S::Killing, vec![E::ForceKill]),
-        (S::Running | S::Killing, Event::TaskExited(status)) => (
-            S::Exited,
-            vec![
-                E::Cleanup(CleanupScope::Supervised),
-                E::DeliverExit(status.into()),
-            ],
-        ),
-        (state, _) => return Err(TransitionError { state, event: kind }),
-    };
-    Ok(next)
-}
-
 /// The kill timeout a task gets: what it asked for, capped at the driver's maximum.
 pub fn kill_timeout(desired: Duration, max: Duration) -> Duration {
     desired.min(max)
 }
 
+/// The deadlines of a kill under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KillClock {
+    /// When the grace ends and the force kill is due.
+    grace_ends: Timestamp,
+    /// When the force kill has had its time and the cgroup cleanup takes over.
+    force_ends: Timestamp,
+    /// The latest any step of this kill may end: the kill timeout plus the overrun.
+    bound: Timestamp,
+}
+
+/// How a task ended, before its cleanup has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Exited(ExitStatus),
+    Failed(TaskErrorKind, String),
+}
+
+/// A cleanup under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cleaning {
+    outcome: Outcome,
+    /// When the cleanup must be done.
+    deadline: Timestamp,
+    /// The release failed and the cleanup by cgroup runs instead: reported only when that
+    /// fails too, to explain its failures.
+    release_failure: Option<CleanupFailure>,
+}
+
+/// The lifecycle of one task: its state, and the deadlines it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    state: State,
+    timeouts: Timeouts,
+    kill: Option<KillClock>,
+    cleaning: Option<Cleaning>,
+}
+
+impl Lifecycle {
+    /// A task whose supervisor was just spawned, and the effects of its start.
+    pub fn running(timeouts: Timeouts) -> (Self, Vec<Effect>) {
+        (
+            Self::new(State::Running, timeouts),
+            vec![Effect::NotifyRunning],
+        )
+    }
+
+    /// A task being reattached from a handle id.
+    pub fn recovering(timeouts: Timeouts) -> Self {
+        Self::new(State::Recovering, timeouts)
+    }
+
+    fn new(state: State, timeouts: Timeouts) -> Self {
+        Self {
+            state,
+            timeouts: timeouts.normalized(),
+            kill: None,
+            cleaning: None,
+        }
+    }
+
+    /// Where the task is.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the result has been delivered or is being worked out by whoever applied the
+    /// event that ended the task.
+    pub fn is_finishing(&self) -> bool {
+        matches!(self.state, State::CleaningUp | State::Exited)
+    }
+
+    /// When the machine must be woken with [`Event::Timeout`] if nothing else happens first.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match (self.state, self.kill) {
+            (State::Killing, Some(kill)) => Some(kill.grace_ends),
+            (State::Forcing, Some(kill)) => Some(kill.force_ends),
+            _ => None,
+        }
+    }
+
+    /// The latest a kill under way may end, if one is.
+    pub fn kill_bound(&self) -> Option<Timestamp> {
+        self.kill.map(|k| k.bound)
+    }
+
+    /// Feeds `event`, which happened at `now`, into the machine: the effects to run, in
+    /// order, or an error that leaves the machine unchanged.
+    pub fn handle(&mut self, now: Timestamp, event: Event) -> Result<Vec<Effect>, TransitionError> {
+        use State as S;
+        let kind = event.kind();
+        let refuse = TransitionError {
+            state: self.state,
+            event: kind,
+        };
+        let t = self.timeouts;
+        let effects = match (self.state, event) {
+            (S::Recovering, Event::Reattached) => {
+                self.state = S::Running;
+                vec![Effect::NotifyRunning]
+            }
+            (S::Recovering, Event::FoundExitRecord(status)) => {
+                self.orphan_cleanup(now, Outcome::Exited(status), None)
+            }
+            (
+                S::Recovering | S::Running | S::Killing | S::Forcing,
+                Event::SupervisorLost { reason },
+            ) => {
+                let outcome = Outcome::Failed(TaskErrorKind::SupervisorLost, reason);
+                self.orphan_cleanup(now, outcome, None)
+            }
+            (S::Killing | S::Forcing, Event::SupervisorUnresponsive { reason }) => {
+                let message = format!("{reason}; the driver killed the task by its cgroup");
+                let outcome = Outcome::Failed(TaskErrorKind::SupervisorUnresponsive, message);
+                self.orphan_cleanup(now, outcome, None)
+            }
+            (S::Running, Event::KillRequested { signal, timeout }) => {
+                let grace_ends = now + timeout;
+                self.kill = Some(KillClock {
+                    grace_ends,
+                    force_ends: grace_ends + t.force,
+                    bound: grace_ends + t.overrun,
+                });
+                self.state = S::Killing;
+                vec![Effect::BeginKill {
+                    signal,
+                    grace: timeout,
+                    deadline: now + t.answer,
+                }]
+            }
+            // A second kill while one is under way joins it rather than restarting the clock.
+            (S::Killing | S::Forcing, Event::KillRequested { .. }) => vec![],
+            (S::Killing, Event::KillSignalFailed { .. }) => self.force(now),
+            (S::Running | S::Killing | S::Forcing, Event::SignalRequested(signal)) => {
+                vec![Effect::SendSignal {
+                    signal,
+                    deadline: now + t.call,
+                }]
+            }
+            (S::Killing | S::Forcing, Event::Timeout) => match self.poll_timeout() {
+                Some(due) if now >= due => {
+                    if self.state == S::Killing {
+                        self.force(now)
+                    } else {
+                        let message = format!(
+                            "the task did not exit within {:?} of a force kill through its \
+                             supervisor; the driver killed it by its cgroup",
+                            t.force
+                        );
+                        self.orphan_cleanup(
+                            now,
+                            Outcome::Failed(TaskErrorKind::ForceKillFailed, message),
+                            None,
+                        )
+                    }
+                }
+                // Woken early: nothing is due yet.
+                _ => vec![],
+            },
+            (S::Forcing, Event::ForceKillFailed { error }) => {
+                let message = format!(
+                    "force kill through the supervisor failed: {error}; the driver killed the task by its cgroup"
+                );
+                self.orphan_cleanup(
+                    now,
+                    Outcome::Failed(TaskErrorKind::ForceKillFailed, message),
+                    None,
+                )
+            }
+            (S::Running | S::Killing | S::Forcing, Event::TaskExited(status)) => {
+                let deadline = match self.kill {
+                    Some(kill) => (now + t.answer).min(kill.bound.max(now)),
+                    None => now + t.call,
+                };
+                self.cleaning = Some(Cleaning {
+                    outcome: Outcome::Exited(status),
+                    deadline,
+                    release_failure: None,
+                });
+                self.state = S::CleaningUp;
+                vec![Effect::Release { deadline }]
+            }
+            (S::CleaningUp, Event::ReleaseFailed(failure)) => {
+                let Some(cleaning) = self.cleaning.take() else {
+                    return Err(refuse);
+                };
+                if cleaning.release_failure.is_some() {
+                    // The fallback runs already (a release failure cannot come twice through
+                    // the driver): nothing more to start.
+                    self.cleaning = Some(cleaning);
+                    vec![]
+                } else {
+                    self.orphan_cleanup(now, cleaning.outcome, Some(failure))
+                }
+            }
+            (S::CleaningUp, Event::CleanupFinished { failures }) => {
+                let Some(cleaning) = self.cleaning.take() else {
+                    return Err(refuse);
+                };
+                self.state = S::Exited;
+                vec![Effect::DeliverExit(finish(cleaning, failures))]
+            }
+            _ => return Err(refuse),
+        };
+        Ok(effects)
+    }
+
+    /// Enters [`State::Forcing`]: the force kill, with the rest of the force window to work.
+    fn force(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.state = State::Forcing;
+        if let Some(kill) = self.kill.as_mut() {
+            // A kill signal that failed before the grace ended moves the force kill forward;
+            // its window then starts now, still within the kill's bound.
+            if now < kill.grace_ends {
+                kill.grace_ends = now;
+                kill.force_ends = (now + self.timeouts.force).min(kill.bound);
+            }
+        }
+        vec![Effect::ForceKill {
+            deadline: now + self.timeouts.answer,
+        }]
+    }
+
+    /// Enters [`State::CleaningUp`] without the supervisor.
+    fn orphan_cleanup(
+        &mut self,
+        now: Timestamp,
+        outcome: Outcome,
+        release_failure: Option<CleanupFailure>,
+    ) -> Vec<Effect> {
+        let deadline = match (self.kill, &self.cleaning) {
+            // Within the kill's bound, but never without time for the steps themselves.
+            (Some(kill), _) => kill.bound.max(now + self.timeouts.answer),
+            (None, _) => now + self.timeouts.cleanup,
+        };
+        self.cleaning = Some(Cleaning {
+            outcome,
+            deadline,
+            release_failure,
+        });
+        self.state = State::CleaningUp;
+        vec![Effect::OrphanCleanup { deadline }]
+    }
+}
+
+/// The result of a task whose cleanup has run.
+fn finish(cleaning: Cleaning, failures: Vec<CleanupFailure>) -> WaitResult {
+    // A release failure only matters when the fallback could not do the whole job.
+    let failures: Vec<CleanupFailure> = if failures.is_empty() {
+        failures
+    } else {
+        cleaning
+            .release_failure
+            .into_iter()
+            .chain(failures)
+            .collect()
+    };
+    match cleaning.outcome {
+        Outcome::Exited(status) => {
+            let mut result = WaitResult::from(status);
+            if !failures.is_empty() {
+                result.error = Some(TaskError {
+                    kind: TaskErrorKind::CleanupFailed,
+                    message: "the task exited, but its cleanup is incomplete".to_owned(),
+                    cleanup_failures: failures,
+                });
+            }
+            result
+        }
+        Outcome::Failed(kind, message) => WaitResult::failed(TaskError {
+            kind,
+            message,
+            cleanup_failures: failures,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::CleanupStep;
+    use crate::platform::PlatformErrorKind;
 
     const ALL_STATES: [State; 6] = [
-        State::Created,
+        State::Recovering,
         State::Running,
         State::Killing,
+        State::Forcing,
+        State::CleaningUp,
         State::Exited,
-        State::Recovering,
-        State::ReattachFailed,
     ];
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp(Duration::from_millis(ms))
+    }
+
+    fn failure() -> CleanupFailure {
+        CleanupFailure {
+            step: CleanupStep::KillCgroup,
+            kind: PlatformErrorKind::Cgroup,
+            message: "busy".into(),
+        }
+    }
 
     fn all_events() -> Vec<Event> {
         vec![
-            Event::Spawned,
-            Event::SpawnFailed { error: "e".into() },
             Event::Reattached,
             Event::FoundExitRecord(ExitStatus::code(3)),
             Event::SupervisorLost { reason: "r".into() },
-            Event::CleanupFinished {
-                reason: "r".into(),
-                failures: vec![],
-            },
+            Event::SupervisorUnresponsive { reason: "r".into() },
             Event::KillRequested {
                 signal: Signal::SIGINT,
-                timeout: Duration::from_secs(1),
+                timeout: s(1),
             },
+            Event::KillSignalFailed { error: "e".into() },
             Event::SignalRequested(Signal::SIGUSR1),
-            Event::KillTimerFired,
+            Event::Timeout,
+            Event::ForceKillFailed { error: "e".into() },
             Event::TaskExited(ExitStatus::code(0)),
+            Event::ReleaseFailed(failure()),
+            Event::CleanupFinished { failures: vec![] },
         ]
+    }
+
+    /// A machine in `state`, reached through legal events, with any deadline already due at
+    /// time 10 s.
+    fn machine_in(state: State) -> Lifecycle {
+        let t = Timeouts::default();
+        let kill = Event::KillRequested {
+            signal: Signal::SIGINT,
+            timeout: s(1),
+        };
+        let mut m = Lifecycle::recovering(t);
+        let path: Vec<Event> = match state {
+            State::Recovering => vec![],
+            State::Running => vec![Event::Reattached],
+            State::Killing => vec![Event::Reattached, kill],
+            State::Forcing => vec![Event::Reattached, kill, Event::Timeout],
+            State::CleaningUp => vec![Event::Reattached, Event::TaskExited(ExitStatus::code(0))],
+            State::Exited => vec![
+                Event::Reattached,
+                Event::TaskExited(ExitStatus::code(0)),
+                Event::CleanupFinished { failures: vec![] },
+            ],
+        };
+        for (i, event) in path.into_iter().enumerate() {
+            let now = if event == Event::Timeout {
+                at(1_000 + 1)
+            } else {
+                at(i as u64)
+            };
+            m.handle(now, event).expect("legal path");
+        }
+        assert_eq!(m.state(), state);
+        m
     }
 
     #[test]
@@ -382,9 +671,14 @@ mod tests {
         for state in ALL_STATES {
             for event in all_events() {
                 let kind = event.kind();
-                match (step(state, event), legal_next(state, kind)) {
-                    (Ok((next, _)), Some(want)) => assert_eq!(next, want, "{state:?} + {kind:?}"),
-                    (Err(e), None) => assert_eq!(e, TransitionError { state, event: kind }),
+                let mut m = machine_in(state);
+                let before = m.clone();
+                match (m.handle(at(10_000), event), legal_next(state, kind)) {
+                    (Ok(_), Some(want)) => assert_eq!(m.state(), want, "{state:?} + {kind:?}"),
+                    (Err(e), None) => {
+                        assert_eq!(e, TransitionError { state, event: kind });
+                        assert_eq!(m, before, "a refused event changes nothing");
+                    }
                     (got, want) => panic!("{state:?} + {kind:?}: got {got:?}, want {want:?}"),
                 }
             }
@@ -394,81 +688,233 @@ mod tests {
     #[test]
     fn exited_is_final() {
         for event in all_events() {
-            assert!(step(State::Exited, event).is_err());
+            assert!(machine_in(State::Exited).handle(at(0), event).is_err());
         }
     }
 
     #[test]
-    fn every_way_into_exited_delivers_once() {
-        for state in ALL_STATES {
-            for event in all_events() {
-                if let Ok((next, effects)) = step(state, event) {
-                    let delivers = effects
-                        .iter()
-                        .filter(|e| matches!(e, Effect::DeliverExit(_)))
-                        .count();
-                    assert_eq!(
-                        delivers,
-                        usize::from(next == State::Exited),
-                        "{state:?} -> {next:?}"
-                    );
+    fn an_early_wake_up_changes_nothing() {
+        let mut m = machine_in(State::Killing);
+        let before = m.clone();
+        assert_eq!(m.handle(at(500), Event::Timeout), Ok(vec![]));
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn a_kill_runs_on_its_clock() {
+        let t = Timeouts::default();
+        let (mut m, effects) = Lifecycle::running(t);
+        assert_eq!(effects, vec![Effect::NotifyRunning]);
+        let effects = m
+            .handle(
+                at(100),
+                Event::KillRequested {
+                    signal: Signal::SIGTERM,
+                    timeout: s(2),
+                },
+            )
+            .expect("legal");
+        assert_eq!(
+            effects,
+            vec![Effect::BeginKill {
+                signal: Signal::SIGTERM,
+                grace: s(2),
+                deadline: at(600),
+            }]
+        );
+        assert_eq!(m.poll_timeout(), Some(at(2_100)));
+        assert_eq!(m.kill_bound(), Some(at(4_100)));
+        let effects = m.handle(at(2_100), Event::Timeout).expect("legal");
+        assert_eq!(
+            effects,
+            vec![Effect::ForceKill {
+                deadline: at(2_600)
+            }]
+        );
+        assert_eq!(m.state(), State::Forcing);
+        assert_eq!(m.poll_timeout(), Some(at(3_100)));
+        let effects = m.handle(at(3_100), Event::Timeout).expect("legal");
+        assert_eq!(
+            effects,
+            vec![Effect::OrphanCleanup {
+                deadline: at(4_100)
+            }]
+        );
+        let effects = m
+            .handle(at(3_200), Event::CleanupFinished { failures: vec![] })
+            .expect("legal");
+        let [Effect::DeliverExit(result)] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(
+            result.error.as_ref().map(|e| e.kind),
+            Some(TaskErrorKind::ForceKillFailed)
+        );
+        assert_eq!(m.state(), State::Exited);
+    }
+
+    #[test]
+    fn a_failed_kill_signal_forces_at_once_within_the_bound() {
+        let (mut m, _) = Lifecycle::running(Timeouts::default());
+        m.handle(
+            at(0),
+            Event::KillRequested {
+                signal: Signal::SIGINT,
+                timeout: s(30),
+            },
+        )
+        .expect("legal");
+        let effects = m
+            .handle(at(10), Event::KillSignalFailed { error: "e".into() })
+            .expect("legal");
+        assert_eq!(effects, vec![Effect::ForceKill { deadline: at(510) }]);
+        assert_eq!(m.poll_timeout(), Some(at(1_010)));
+    }
+
+    #[test]
+    fn an_unresponsive_supervisor_during_a_kill_is_cleaned_up_by_cgroup() {
+        let (mut m, _) = Lifecycle::running(Timeouts::default());
+        m.handle(
+            at(0),
+            Event::KillRequested {
+                signal: Signal::SIGINT,
+                timeout: s(1),
+            },
+        )
+        .expect("legal");
+        let effects = m
+            .handle(
+                at(500),
+                Event::SupervisorUnresponsive {
+                    reason: "no answer".into(),
+                },
+            )
+            .expect("legal");
+        assert_eq!(
+            effects,
+            vec![Effect::OrphanCleanup {
+                deadline: at(3_000)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_release_failure_falls_back_and_is_reported_only_if_the_fallback_fails() {
+        let exited = |failures: Vec<CleanupFailure>| {
+            let (mut m, _) = Lifecycle::running(Timeouts::default());
+            let effects = m
+                .handle(at(0), Event::TaskExited(ExitStatus::code(4)))
+                .expect("legal");
+            assert_eq!(
+                effects,
+                vec![Effect::Release {
+                    deadline: at(5_000)
+                }]
+            );
+            let release = CleanupFailure {
+                step: CleanupStep::Release,
+                kind: PlatformErrorKind::Unresponsive,
+                message: "no answer".into(),
+            };
+            let effects = m
+                .handle(at(5_000), Event::ReleaseFailed(release))
+                .expect("legal");
+            assert_eq!(
+                effects,
+                vec![Effect::OrphanCleanup {
+                    deadline: at(15_000)
+                }]
+            );
+            let effects = m
+                .handle(at(5_100), Event::CleanupFinished { failures })
+                .expect("legal");
+            match effects.as_slice() {
+                [Effect::DeliverExit(result)] => result.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(exited(vec![]), WaitResult::from(ExitStatus::code(4)));
+        let result = exited(vec![failure()]);
+        assert_eq!(result.exit_code, 4);
+        let error = result.error.expect("cleanup failed");
+        assert_eq!(error.kind, TaskErrorKind::CleanupFailed);
+        let steps: Vec<CleanupStep> = error.cleanup_failures.iter().map(|f| f.step).collect();
+        assert_eq!(steps, vec![CleanupStep::Release, CleanupStep::KillCgroup]);
+    }
+
+    #[test]
+    fn every_deadline_of_a_kill_is_within_its_bound() {
+        // The kill's steps, whichever order the outcomes come in.
+        let outcomes = [
+            Event::KillSignalFailed { error: "e".into() },
+            Event::Timeout,
+            Event::ForceKillFailed { error: "e".into() },
+            Event::SupervisorUnresponsive { reason: "r".into() },
+            Event::TaskExited(ExitStatus::code(1)),
+            Event::ReleaseFailed(failure()),
+        ];
+        for first in &outcomes {
+            for second in &outcomes {
+                for third in &outcomes {
+                    let (mut m, _) = Lifecycle::running(Timeouts::default());
+                    let start = at(1_000);
+                    let mut effects = m
+                        .handle(
+                            start,
+                            Event::KillRequested {
+                                signal: Signal::SIGINT,
+                                timeout: s(3),
+                            },
+                        )
+                        .expect("legal");
+                    let bound = start + s(3) + Timeouts::default().overrun;
+                    let mut now = start;
+                    for event in [first, second, third] {
+                        if *event == Event::Timeout {
+                            now = m.poll_timeout().unwrap_or(now).max(now);
+                        } else {
+                            now = now + Duration::from_millis(200);
+                        }
+                        if let Ok(more) = m.handle(now, event.clone()) {
+                            effects.extend(more);
+                        }
+                    }
+                    for effect in &effects {
+                        let deadline = match effect {
+                            Effect::BeginKill { deadline, .. }
+                            | Effect::ForceKill { deadline }
+                            | Effect::Release { deadline }
+                            | Effect::OrphanCleanup { deadline } => *deadline,
+                            _ => continue,
+                        };
+                        assert!(
+                            deadline <= bound,
+                            "{effect:?} after {first:?}, {second:?}, {third:?}"
+                        );
+                    }
+                    if let Some(wake) = m.poll_timeout() {
+                        assert!(wake <= bound);
+                    }
                 }
             }
         }
     }
 
     #[test]
-    fn kill_sends_then_arms() {
-        let (s, e) = step(
-            State::Running,
-            Event::KillRequested {
-                signal: Signal::SIGTERM,
-                timeout: Duration::from_secs(2),
-            },
-        )
-        .expect("legal");
-        assert_eq!(s, State::Killing);
-        assert_eq!(
-            e,
-            vec![
-                Effect::SendSignal(Signal::SIGTERM),
-                Effect::ArmKillTimer(Duration::from_secs(2))
-            ]
-        );
-        assert_eq!(
-            step(State::Killing, Event::KillTimerFired).map(|r| r.1),
-            Ok(vec![Effect::ForceKill])
-        );
-    }
-
-    #[test]
-    fn cleanup_failures_are_all_reported() {
-        let (_, effects) = step(
-            State::ReattachFailed,
-            Event::CleanupFinished {
-                reason: "supervisor gone".into(),
-                failures: vec!["a".into(), "b".into()],
-            },
-        )
-        .expect("legal");
-        let Some(Effect::DeliverExit(r)) = effects.first() else {
-            panic!("{effects:?}")
-        };
-        assert_eq!(
-            r.error.as_deref(),
-            Some("supervisor gone; cleanup failed: a; b")
-        );
-    }
-
-    #[test]
     fn kill_timeout_is_capped() {
-        let s = Duration::from_secs;
         assert_eq!(kill_timeout(s(5), s(30)), s(5));
         assert_eq!(kill_timeout(s(60), s(30)), s(30));
     }
 
     #[test]
-    fn signaled_exit_uses_shell_convention() {
-        assert_eq!(ExitStatus::signaled(Signal::SIGKILL).exit_code, 137);
+    fn timeouts_are_normalized() {
+        let t = Timeouts {
+            answer: s(9),
+            force: s(5),
+            overrun: s(2),
+            ..Timeouts::default()
+        }
+        .normalized();
+        assert_eq!((t.answer, t.force, t.overrun), (s(2), s(2), s(2)));
     }
 }

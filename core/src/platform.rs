@@ -3,16 +3,21 @@
 //! The Linux backend implements it with a supervisor process, cgroups and namespaces; the mock
 //! backend implements it in memory with a virtual clock. Time comes from here too, so that
 //! kill timeouts and wait deadlines run on the mock's virtual clock in tests.
+//!
+//! Every call that talks to a supervisor or cleans up takes a deadline on the platform's
+//! clock and returns by it: the lifecycle machine computes the deadlines, so a kill ends
+//! within its bound whatever the supervisor does.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Add;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::handle::{HandleId, ProcessIdentity, SupervisorIdentity};
-use crate::lifecycle::ExitStatus;
+use crate::outcome::ExitStatus;
 use crate::signal::Signal;
 use crate::spec::TaskSpec;
 
@@ -87,19 +92,38 @@ pub struct TaskStats {
     pub timestamp: Timestamp,
 }
 
+/// What the platform recorded about a task it started: everything needed to find it again.
+/// The driver turns it into the [`HandleId`] an agent persists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub task_id: String,
+    /// Its supervisor.
+    pub supervisor: SupervisorIdentity,
+    /// Its main process.
+    pub task: ProcessIdentity,
+    /// Its cgroup name under the driver's parent.
+    pub cgroup: String,
+    /// Its state dir.
+    pub state_dir: PathBuf,
+    /// Its task dir.
+    pub task_dir: PathBuf,
+    /// Its allocation dir.
+    pub alloc_dir: PathBuf,
+    /// The kill timeout its spec asked for.
+    pub kill_timeout: Duration,
+    /// The graceful signal its spec named.
+    pub kill_signal: Signal,
+}
+
 /// A task the platform has started.
 #[derive(Debug)]
 pub struct Spawned<S> {
     /// The live connection to its supervisor.
     pub supervisor: S,
-    /// The supervisor's identity, for the handle id.
-    pub identity: SupervisorIdentity,
-    /// The task's main process.
-    pub task: ProcessIdentity,
-    /// The task's cgroup name under the driver's parent.
-    pub cgroup: String,
-    /// The task's state dir.
-    pub state_dir: std::path::PathBuf,
+    /// Where it can be found again.
+    pub record: TaskRecord,
 }
 
 /// What reconnecting from a handle id found.
@@ -107,6 +131,14 @@ pub struct Spawned<S> {
 pub enum Reattach<S> {
     /// The supervisor is alive and is the one recorded.
     Live(S),
+    /// The supervisor is alive (its process is the recorded one) but did not answer in
+    /// time: a connection to it, on which a kill still works (by cgroup, if need be).
+    Unresponsive {
+        /// The connection.
+        supervisor: S,
+        /// What was observed.
+        reason: String,
+    },
     /// The supervisor is gone but recorded the task's exit.
     Exited(ExitStatus),
     /// Neither a supervisor nor a result: the task must be cleaned up.
@@ -116,23 +148,298 @@ pub enum Reattach<S> {
     },
 }
 
-/// A platform operation that failed.
+/// What a platform knows of a task id in its data dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundTask {
+    /// It was started: open it from this record.
+    Started(TaskRecord),
+    /// A start of it is under way in some process: leave it alone.
+    Starting,
+    /// A start of it was abandoned half-way (its starter died): only debris is left, which
+    /// [`Platform::discard_incomplete`] removes.
+    Incomplete {
+        /// What is left.
+        reason: String,
+    },
+}
+
+/// Which output stream of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LogStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a log reader is in a task's rotated output; [`LogCursor::default`] is the oldest
+/// byte still kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct LogCursor {
+    /// The rotation index of the file.
+    pub file: u64,
+    /// The byte offset in it.
+    pub offset: u64,
+}
+
+/// Output read from a task's logs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogChunk {
+    /// The bytes, in order.
+    pub data: Vec<u8>,
+    /// Where the next read starts.
+    pub next: LogCursor,
+    /// Bytes that were rotated away before they could be read.
+    pub skipped: u64,
+    /// Whether more may come: the task (or its supervisor, which writes the logs) still runs.
+    pub more_may_come: bool,
+}
+
+/// Why the platform refused to act on a handle or task; nothing was touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The handle is not one this platform would write: a path outside its data dir, a
+    /// cgroup that is not the task's.
+    NotOurs,
+    /// The task id was collected and reused: the supervisor, record or socket found belong to
+    /// another task.
+    Reused,
+    /// There is no state of the task: it was already collected, or never started here.
+    Collected,
+    /// The recorded process is alive but is not the task's supervisor.
+    NotSupervisor,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::NotOurs => "not this driver's",
+            Refusal::Reused => "task id reused",
+            Refusal::Collected => "already collected",
+            Refusal::NotSupervisor => "not the supervisor",
+        })
+    }
+}
+
+/// The step of a start that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SpawnStep {
+    /// The task's dirs, as given in the spec.
+    Dirs,
+    /// Claiming the task id (its state dir): taken when the id is already in use.
+    Claim,
+    /// Writing the task's records into its state dir.
+    Records,
+    /// Starting the supervisor or reading its reports.
+    Supervisor,
+    /// Creating the task's cgroup with its limits.
+    Cgroup,
+    /// Opening the task's log files.
+    Logs,
+    /// Setting up the task's isolation (namespaces, root, user) and executing it.
+    Launch,
+}
+
+impl fmt::Display for SpawnStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpawnStep::Dirs => "checking the task dirs",
+            SpawnStep::Claim => "claiming the task id",
+            SpawnStep::Records => "writing the task records",
+            SpawnStep::Supervisor => "starting the supervisor",
+            SpawnStep::Cgroup => "creating the task cgroup",
+            SpawnStep::Logs => "opening the task logs",
+            SpawnStep::Launch => "launching the task",
+        })
+    }
+}
+
+/// A platform operation that failed, by kind; each message says what and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlatformError {
-    /// The supervisor is unreachable or died: the driver cleans up by cgroup.
-    #[error("supervisor lost: {0}")]
-    SupervisorLost(String),
-    /// The platform refused to act on what it was given (a forged or foreign handle id,
-    /// a path outside the data dir); nothing was touched.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// Any other failure, with a message that says what and where.
-    #[error("{0}")]
-    Failed(String),
+    /// The supervisor is dead and left no exit record: the driver cleans up by cgroup.
+    #[error("supervisor lost: {reason}")]
+    SupervisorGone {
+        /// What was observed.
+        reason: String,
+    },
+    /// The supervisor is alive, or may be, but did not answer by the call's deadline.
+    #[error("supervisor unresponsive: {reason}")]
+    Unresponsive {
+        /// What was observed.
+        reason: String,
+    },
+    /// The platform refused what it was given; nothing was touched.
+    #[error("refused ({kind}): {reason}")]
+    Refused {
+        /// Why, as a kind.
+        kind: Refusal,
+        /// Why, in words.
+        reason: String,
+    },
+    /// No task of that id is known to this platform.
+    #[error("{reason}")]
+    NotFound {
+        /// The task id looked up.
+        task_id: String,
+        /// Where it was looked for.
+        reason: String,
+    },
+    /// Starting a task failed at `step`; the platform left nothing behind unless the
+    /// message says what it kept and why.
+    #[error("{step} failed: {reason}")]
+    Spawn {
+        /// The step.
+        step: SpawnStep,
+        /// What failed.
+        reason: String,
+    },
+    /// A cgroup operation failed.
+    #[error("{reason}")]
+    Cgroup {
+        /// What failed, naming the cgroup.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{reason}")]
+    Io {
+        /// The file or dir.
+        path: PathBuf,
+        /// The OS error's kind.
+        kind: std::io::ErrorKind,
+        /// What failed, naming the path.
+        reason: String,
+    },
+    /// Anything else.
+    #[error("{reason}")]
+    Other {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// [`PlatformError`] without its data: for results and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PlatformErrorKind {
+    /// [`PlatformError::SupervisorGone`].
+    SupervisorGone,
+    /// [`PlatformError::Unresponsive`].
+    Unresponsive,
+    /// [`PlatformError::Refused`].
+    Refused,
+    /// [`PlatformError::NotFound`].
+    NotFound,
+    /// [`PlatformError::Spawn`].
+    Spawn,
+    /// [`PlatformError::Cgroup`].
+    Cgroup,
+    /// [`PlatformError::Io`].
+    Io,
+    /// [`PlatformError::Other`].
+    Other,
+}
+
+impl PlatformError {
+    /// The error's kind.
+    pub fn kind(&self) -> PlatformErrorKind {
+        match self {
+            PlatformError::SupervisorGone { .. } => PlatformErrorKind::SupervisorGone,
+            PlatformError::Unresponsive { .. } => PlatformErrorKind::Unresponsive,
+            PlatformError::Refused { .. } => PlatformErrorKind::Refused,
+            PlatformError::NotFound { .. } => PlatformErrorKind::NotFound,
+            PlatformError::Spawn { .. } => PlatformErrorKind::Spawn,
+            PlatformError::Cgroup { .. } => PlatformErrorKind::Cgroup,
+            PlatformError::Io { .. } => PlatformErrorKind::Io,
+            PlatformError::Other { .. } => PlatformErrorKind::Other,
+        }
+    }
+
+    /// A [`PlatformError::SupervisorGone`].
+    pub fn gone(reason: impl Into<String>) -> Self {
+        PlatformError::SupervisorGone {
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Unresponsive`].
+    pub fn unresponsive(reason: impl Into<String>) -> Self {
+        PlatformError::Unresponsive {
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Refused`].
+    pub fn refused(kind: Refusal, reason: impl Into<String>) -> Self {
+        PlatformError::Refused {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Spawn`].
+    pub fn spawn(step: SpawnStep, reason: impl Into<String>) -> Self {
+        PlatformError::Spawn {
+            step,
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Cgroup`].
+    pub fn cgroup(reason: impl Into<String>) -> Self {
+        PlatformError::Cgroup {
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Io`] about `path`; `reason` should name it.
+    pub fn io(
+        path: impl Into<PathBuf>,
+        kind: std::io::ErrorKind,
+        reason: impl Into<String>,
+    ) -> Self {
+        PlatformError::Io {
+            path: path.into(),
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// A [`PlatformError::Other`].
+    pub fn other(reason: impl Into<String>) -> Self {
+        PlatformError::Other {
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed: the supervisor is alive but did not answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PlatformError::Unresponsive { .. })
+    }
 }
 
 /// The operating system as the driver needs it. Implementations are thread-safe: a
 /// [`crate::TaskHandle`] may wait in one thread while another kills.
+///
+/// A call given a `deadline` returns by it (plus the system calls under way), with
+/// [`PlatformError::Unresponsive`] when the supervisor did not answer in time.
 #[cfg_attr(feature = "mock", mockall::automock(type Supervisor = MockSupervisor;))]
 pub trait Platform: Send + Sync {
     /// A live connection to one task's supervisor.
@@ -144,51 +451,101 @@ pub trait Platform: Send + Sync {
     /// Whether and how tasks can run here.
     fn fingerprint(&self) -> Fingerprint;
 
-    /// Starts a supervisor and the task under it; on error, leaves nothing behind.
+    /// Starts a supervisor and the task under it, and records the task so that
+    /// [`Platform::find_task`] finds it from any process from then on, even if the caller dies
+    /// right after. On error, leaves nothing behind (or says what it kept).
     fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<Self::Supervisor>, PlatformError>;
 
-    /// Reconnects to the supervisor of a parsed handle id, after confining its paths.
-    fn reattach(&self, handle: &HandleId) -> Result<Reattach<Self::Supervisor>, PlatformError>;
+    /// The ids of every task in this platform's data dir, started, starting or debris.
+    fn task_ids(&self) -> Result<Vec<String>, PlatformError>;
+
+    /// What is known of `task_id`; [`PlatformError::NotFound`] when nothing is.
+    fn find_task(&self, task_id: &str) -> Result<FoundTask, PlatformError>;
+
+    /// Removes what an abandoned start of `task_id` left ([`FoundTask::Incomplete`]); refuses
+    /// a task that is started or starting.
+    fn discard_incomplete(&self, task_id: &str, deadline: Timestamp) -> Result<(), PlatformError>;
+
+    /// Reconnects to the supervisor of a parsed handle id, after confining its paths. Nothing
+    /// is changed: a supervisor that does not answer by `deadline` is
+    /// [`PlatformError::Unresponsive`].
+    fn reattach(
+        &self,
+        handle: &HandleId,
+        deadline: Timestamp,
+    ) -> Result<Reattach<Self::Supervisor>, PlatformError>;
 
     /// Sends `signal` to the task's main process.
-    fn signal(&self, supervisor: &Self::Supervisor, signal: Signal) -> Result<(), PlatformError>;
+    fn signal(
+        &self,
+        supervisor: &Self::Supervisor,
+        signal: Signal,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError>;
 
-    /// Waits for the task's exit until `deadline` (forever if `None`); `Ok(None)` on timeout.
+    /// Starts a kill: sends `signal`, and has the supervisor kill everything of the task
+    /// `grace` after it unless it has exited, so a kill that was started finishes even if
+    /// the agent dies during the grace.
+    fn begin_kill(
+        &self,
+        supervisor: &Self::Supervisor,
+        signal: Signal,
+        grace: Duration,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError>;
+
+    /// Waits for the task's exit until `until` (forever if `None`); `Ok(None)` when the
+    /// supervisor said at `until` that the task still runs.
     fn wait(
         &self,
         supervisor: &Self::Supervisor,
-        deadline: Option<Timestamp>,
+        until: Option<Timestamp>,
     ) -> Result<Option<ExitStatus>, PlatformError>;
 
-    /// Asks the platform to force-kill the task `after` this long unless it has exited, so
-    /// a kill that was started finishes even if the agent dies during the grace period. The
-    /// driver still force-kills at the same deadline itself; this is the platform's backup.
-    fn schedule_force_kill(
+    /// Kills every process of the task now, through its supervisor.
+    fn force_kill(
         &self,
         supervisor: &Self::Supervisor,
-        after: Duration,
-    ) -> Result<(), PlatformError> {
-        let _ = (supervisor, after);
-        Ok(())
-    }
-
-    /// Kills every process of the task at once.
-    fn force_kill(&self, supervisor: &Self::Supervisor) -> Result<(), PlatformError>;
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError>;
 
     /// Reads the task's resource use.
-    fn stats(&self, supervisor: &Self::Supervisor) -> Result<TaskStats, PlatformError>;
+    fn stats(
+        &self,
+        supervisor: &Self::Supervisor,
+        deadline: Timestamp,
+    ) -> Result<TaskStats, PlatformError>;
 
     /// After an exit was collected: the supervisor removes the cgroup and state, then exits.
-    fn release(&self, supervisor: &Self::Supervisor) -> Result<(), PlatformError>;
+    fn release(
+        &self,
+        supervisor: &Self::Supervisor,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError>;
+
+    /// Reads the task's output from `cursor`, at most `max` bytes, without blocking. With
+    /// the task's live `supervisor` connection, the logs stay readable after the task was
+    /// collected (its files outlive its state); with the handle alone, the task's state is
+    /// needed to find them.
+    // The lifetime is named for mockall, which cannot mock an elided one inside an Option.
+    #[allow(clippy::needless_lifetimes)]
+    fn read_logs<'a>(
+        &self,
+        handle: &HandleId,
+        supervisor: Option<&'a Self::Supervisor>,
+        stream: LogStream,
+        cursor: LogCursor,
+        max: usize,
+    ) -> Result<LogChunk, PlatformError>;
 
     /// Orphan cleanup: kills the supervisor if it is still the process the handle recorded.
-    fn kill_supervisor(&self, handle: &HandleId) -> Result<(), PlatformError>;
+    fn kill_supervisor(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
 
     /// Orphan cleanup: kills every process in the task's cgroup.
-    fn kill_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError>;
+    fn kill_cgroup(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
 
     /// Orphan cleanup: removes the task's cgroup.
-    fn destroy_cgroup(&self, handle: &HandleId) -> Result<(), PlatformError>;
+    fn destroy_cgroup(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
 
     /// Orphan cleanup: removes the task's state dir.
     fn remove_state(&self, handle: &HandleId) -> Result<(), PlatformError>;

@@ -66,6 +66,10 @@ impl Signal {
     pub const SIGUSR2: Signal = Signal(12);
     /// Terminate.
     pub const SIGTERM: Signal = Signal(15);
+    /// Continue a stopped process.
+    pub const SIGCONT: Signal = Signal(18);
+    /// Stop, which cannot be caught.
+    pub const SIGSTOP: Signal = Signal(19);
 
     /// The signal with this number, if Linux has one.
     pub fn new(number: i32) -> Result<Self, SignalError> {

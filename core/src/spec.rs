@@ -17,6 +17,11 @@ use crate::signal::Signal;
 pub const MIN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
 /// The cgroup v1 `cpu.shares` range.
 pub const CPU_SHARES_RANGE: std::ops::RangeInclusive<u64> = 2..=262_144;
+/// The smallest hard cpu limit, in millicores (0.01 cpu): below it the kernel's 1 ms
+/// minimum quota per 100 ms period would be undercut.
+pub const MIN_CPU_MAX_MILLICORES: u64 = 10;
+/// The largest hard cpu limit, in millicores (1024 cpus).
+pub const MAX_CPU_MAX_MILLICORES: u64 = 1024 * 1000;
 /// Longest task id: it becomes part of a cgroup name and of paths.
 pub const MAX_TASK_ID_LEN: usize = 64;
 /// Longest task name: it becomes part of log file names.
@@ -77,6 +82,24 @@ pub enum SpecError {
     /// cpu shares outside the kernel's range.
     #[error("cpu shares {0} is outside the range 2 to 262144")]
     CpuShares(u64),
+    /// A hard cpu limit outside what the kernel can enforce.
+    #[error(
+        "cpu max {millicores} millicores is outside the range {min} (0.01 cpu) to {max} (1024 cpus)",
+        min = MIN_CPU_MAX_MILLICORES,
+        max = MAX_CPU_MAX_MILLICORES
+    )]
+    CpuMax {
+        /// The limit given.
+        millicores: u64,
+    },
+    /// A cpu count that is not a positive decimal number of at most three decimals.
+    #[error("cpus {text:?} is not usable: {why}")]
+    Cpus {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A pids limit of zero, which would stop the task from starting.
     #[error("pids max must be at least 1, got 0")]
     ZeroPids,
@@ -108,10 +131,15 @@ pub struct Resources {
     pub cpu_shares: u64,
     /// The memory limit in bytes; the task is OOM-killed above it.
     pub memory_limit_bytes: u64,
-    /// A hard maximum above the limit (v2 `memory.max` with `memory.high` at the limit).
+    /// A hard maximum above the limit: v2 `memory.max` with `memory.high` at the limit; v1
+    /// `memory.limit_in_bytes` with `memory.soft_limit_in_bytes` at the limit.
     pub memory_max_bytes: Option<u64>,
     /// Most processes and threads the task may have at once.
     pub pids_max: u64,
+    /// A hard cpu limit in thousandths of a cpu (1500 = 1.5 cpus), `None` for none: v1
+    /// `cpu.cfs_quota_us` over a 100 ms `cpu.cfs_period_us`, v2 `cpu.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max_millicores: Option<u64>,
 }
 
 impl Default for Resources {
@@ -121,6 +149,7 @@ impl Default for Resources {
             memory_limit_bytes: 300 * 1024 * 1024,
             memory_max_bytes: None,
             pids_max: 4096,
+            cpu_max_millicores: None,
         }
     }
 }
@@ -147,8 +176,61 @@ impl Resources {
         if self.pids_max == 0 {
             return Err(SpecError::ZeroPids);
         }
+        if let Some(millicores) = self.cpu_max_millicores
+            && !(MIN_CPU_MAX_MILLICORES..=MAX_CPU_MAX_MILLICORES).contains(&millicores)
+        {
+            return Err(SpecError::CpuMax { millicores });
+        }
         Ok(())
     }
+}
+
+/// Parses a cpu count as a decimal (`2`, `1.5`, `0.25`) into millicores, the unit of
+/// [`Resources::cpu_max_millicores`]. More than three decimals, zero, signs, exponents and
+/// anything but digits and one `.` are refused; the range is checked as by
+/// [`Resources::validate`].
+pub fn parse_cpus(text: &str) -> Result<u64, SpecError> {
+    let bad = |why| SpecError::Cpus {
+        text: text.to_owned(),
+        why,
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if trimmed.starts_with('-') {
+        return Err(bad("it is negative"));
+    }
+    let (whole, fraction) = trimmed.split_once('.').unwrap_or((trimmed, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return Err(bad("use a decimal number of cpus such as 2 or 1.5"));
+    }
+    if fraction.len() > 3 {
+        return Err(bad("at most three decimals (a thousandth of a cpu)"));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        // Digits only, so the only failure is overflow.
+        whole.parse().map_err(|_| bad("far too many cpus"))?
+    };
+    let milli: u64 = fraction
+        .bytes()
+        .zip([100, 10, 1])
+        .map(|(b, scale)| u64::from(b - b'0') * scale)
+        .sum();
+    let millicores = whole
+        .checked_mul(1000)
+        .and_then(|m| m.checked_add(milli))
+        .ok_or_else(|| bad("far too many cpus"))?;
+    if millicores == 0 {
+        return Err(bad("it must be above 0 (leave it out for no limit)"));
+    }
+    if !(MIN_CPU_MAX_MILLICORES..=MAX_CPU_MAX_MILLICORES).contains(&millicores) {
+        return Err(SpecError::CpuMax { millicores });
+    }
+    Ok(millicores)
 }
 
 /// How the task's stdout and stderr files are rotated.
@@ -414,6 +496,11 @@ mod tests {
             ),
             (|s| s.resources.cpu_shares = 1, "cpu shares"),
             (|s| s.resources.pids_max = 0, "pids max"),
+            (|s| s.resources.cpu_max_millicores = Some(9), "cpu max 9"),
+            (
+                |s| s.resources.cpu_max_millicores = Some(MAX_CPU_MAX_MILLICORES + 1),
+                "1024 cpus",
+            ),
             (
                 |s| s.kill_timeout = Duration::from_secs(31),
                 "above the maximum",
@@ -429,6 +516,67 @@ mod tests {
                 "{err} should mention {needle}"
             );
         }
+    }
+
+    #[test]
+    fn cpu_max_bounds_are_accepted() {
+        for ok in [MIN_CPU_MAX_MILLICORES, 1500, MAX_CPU_MAX_MILLICORES] {
+            let mut s = spec();
+            s.resources.cpu_max_millicores = Some(ok);
+            assert_eq!(s.validate(MAX), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn cpus_parse_as_millicores() {
+        for (text, want) in [
+            ("1", 1000),
+            ("1.5", 1500),
+            ("0.5", 500),
+            (".25", 250),
+            ("2.", 2000),
+            (" 0.01 ", 10),
+            ("0.125", 125),
+            ("1024", 1_024_000),
+        ] {
+            assert_eq!(parse_cpus(text), Ok(want), "{text:?}");
+        }
+        for (text, needle) in [
+            ("0", "above 0"),
+            ("0.000", "above 0"),
+            ("-1", "negative"),
+            ("-0.5", "negative"),
+            ("", "empty"),
+            ("   ", "empty"),
+            ("abc", "decimal"),
+            ("1.5.2", "decimal"),
+            ("1e3", "decimal"),
+            ("+2", "decimal"),
+            (".", "decimal"),
+            ("1,5", "decimal"),
+            ("0.0001", "three decimals"),
+            ("0.001", "0.01 cpu"),
+            ("1025", "1024 cpus"),
+            ("99999999999999999999999", "too many"),
+        ] {
+            let err = parse_cpus(text).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn resources_without_cpu_max_still_parse() {
+        let old = r#"{"cpu_shares":1024,"memory_limit_bytes":314572800,"memory_max_bytes":null,"pids_max":4096}"#;
+        let r: Resources = serde_json::from_str(old).expect("an old spec parses");
+        assert_eq!(r, Resources::default());
+        // Not written when unset, so an older reader (deny_unknown_fields) still parses it.
+        assert_eq!(serde_json::to_string(&r).expect("serialize"), old);
+        let limited = Resources {
+            cpu_max_millicores: Some(1500),
+            ..Resources::default()
+        };
+        let text = serde_json::to_string(&limited).expect("serialize");
+        assert_eq!(serde_json::from_str::<Resources>(&text).ok(), Some(limited));
     }
 
     #[test]

@@ -1,25 +1,29 @@
-//! Fuzzes the lifecycle state machine with arbitrary event sequences through `step`.
+//! Fuzzes the lifecycle machine with arbitrary event sequences on an arbitrary clock.
 //!
 //! Invariants checked after every event:
-//! - a legal event moves to exactly the state `lifecycle::TRANSITIONS` says, and only
-//!   legal events succeed;
+//! - a legal event moves to exactly the state `lifecycle::TRANSITIONS` says, and only legal
+//!   events succeed; a `Timeout` before the machine's deadline changes nothing;
 //! - an illegal event returns a `TransitionError` naming the current state and the event,
-//!   and the state is kept;
+//!   and the machine is unchanged;
 //! - `Exited` is entered at most once and is final: every event after it is refused;
-//! - `DeliverExit` is emitted exactly once, as the last effect of the step entering
-//!   `Exited`, carrying the result the event described, and never otherwise.
+//! - `DeliverExit` is emitted exactly once, as the only effect of the step entering
+//!   `Exited`, and never otherwise;
+//! - while a kill runs, the wake-up time and every deadline an effect carries lie within
+//!   the kill's bound (its timeout plus the overrun), unless the event came after it.
 //!
 //! Input format, chosen so seeds can be written by hand (see `fuzz/README.md`): byte 0 picks
-//! the entry point (even: `start`, odd: `recover`); then each event is a tag byte (`tag % 10`
-//! picks the kind, in `EventKind` order) followed by that kind's payload. Missing payload
-//! bytes read as 0.
+//! the entry point (even: a spawned task, odd: a recovering one); then each event is a tag
+//! byte (`tag % 12` picks the kind, in `EventKind` order), a time byte (milliseconds x 10
+//! that pass before it; a `Timeout` instead jumps to the machine's deadline when it has
+//! one), then that kind's payload. Missing bytes read as 0.
 #![no_main]
 
 use std::time::Duration;
 
-use execdriver_core::lifecycle::{legal_next as expected, recover, start};
+use execdriver_core::lifecycle::legal_next as expected;
 use execdriver_core::{
-    Effect, Event, ExitStatus, Signal, State, TransitionError, WaitResult, step,
+    CleanupFailure, CleanupStep, Effect, Event, ExitStatus, Lifecycle, PlatformErrorKind, Signal,
+    State, Timeouts, Timestamp, TransitionError,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -66,106 +70,129 @@ impl Bytes<'_> {
         status
     }
 
-    fn event(&mut self) -> Option<Event> {
+    fn failure(&mut self) -> CleanupFailure {
+        CleanupFailure {
+            step: CleanupStep::KillCgroup,
+            kind: PlatformErrorKind::Other,
+            message: self.string(),
+        }
+    }
+
+    /// The next event and the milliseconds that pass before it.
+    fn event(&mut self) -> Option<(u64, Event)> {
         let tag = *self.0.first()?;
         self.byte();
-        Some(match tag % 10 {
-            0 => Event::Spawned,
-            1 => Event::SpawnFailed {
-                error: self.string(),
-            },
-            2 => Event::Reattached,
-            3 => Event::FoundExitRecord(self.exit_status()),
-            4 => Event::SupervisorLost {
+        let elapsed = u64::from(self.byte()) * 10;
+        let event = match tag % 12 {
+            0 => Event::Reattached,
+            1 => Event::FoundExitRecord(self.exit_status()),
+            2 => Event::SupervisorLost {
                 reason: self.string(),
             },
-            5 => {
-                let reason = self.string();
-                let failures = (0..self.byte() % 4).map(|_| self.string()).collect();
-                Event::CleanupFinished { reason, failures }
-            }
-            6 => Event::KillRequested {
+            3 => Event::SupervisorUnresponsive {
+                reason: self.string(),
+            },
+            4 => Event::KillRequested {
                 signal: self.signal(),
                 timeout: Duration::from_millis(u64::from(self.byte()) * 100),
             },
-            7 => Event::SignalRequested(self.signal()),
-            8 => Event::KillTimerFired,
-            _ => Event::TaskExited(self.exit_status()),
-        })
+            5 => Event::KillSignalFailed {
+                error: self.string(),
+            },
+            6 => Event::SignalRequested(self.signal()),
+            7 => Event::Timeout,
+            8 => Event::ForceKillFailed {
+                error: self.string(),
+            },
+            9 => Event::TaskExited(self.exit_status()),
+            10 => Event::ReleaseFailed(self.failure()),
+            _ => {
+                let count = self.byte() % 4;
+                Event::CleanupFinished {
+                    failures: (0..count).map(|_| self.failure()).collect(),
+                }
+            }
+        };
+        Some((elapsed, event))
     }
 }
 
-/// Checks the result an entry into `Exited` delivers against the event that caused it.
-fn check_result(event: &Event, result: &WaitResult) {
-    match event {
-        Event::TaskExited(status) | Event::FoundExitRecord(status) => {
-            assert_eq!(*result, WaitResult::from(*status), "result of {event:?}");
-        }
-        Event::SpawnFailed { error } => {
-            assert_eq!(
-                *result,
-                WaitResult::failed(error.clone()),
-                "result of {event:?}"
-            );
-        }
-        Event::CleanupFinished { reason, failures } => {
-            assert_eq!(result.exit_code, -1, "result of {event:?}");
-            let error = result.error.as_deref().unwrap_or_default();
-            for part in std::iter::once(reason).chain(failures) {
-                assert!(error.contains(part.as_str()), "{error:?} hides {part:?}");
-            }
-        }
-        _ => panic!("{event:?} delivered {result:?}"),
+fn deadline_of(effect: &Effect) -> Option<Timestamp> {
+    match effect {
+        Effect::SendSignal { .. } | Effect::NotifyRunning | Effect::DeliverExit(_) => None,
+        Effect::BeginKill { deadline, .. }
+        | Effect::ForceKill { deadline }
+        | Effect::Release { deadline }
+        | Effect::OrphanCleanup { deadline } => Some(*deadline),
     }
 }
 
 fuzz_target!(|data: &[u8]| {
+    let timeouts = Timeouts::default();
     let mut input = Bytes(data);
-    let (mut state, effects) = if input.byte() % 2 == 0 {
-        start()
+    let mut machine = if input.byte() % 2 == 0 {
+        let (machine, effects) = Lifecycle::running(timeouts);
+        assert_eq!(effects, vec![Effect::NotifyRunning]);
+        machine
     } else {
-        recover()
+        Lifecycle::recovering(timeouts)
     };
-    assert!(
-        !effects.iter().any(|e| matches!(e, Effect::DeliverExit(_))),
-        "entry point delivered a result: {effects:?}"
-    );
-    let mut deliveries = 0usize;
+    let mut now = Timestamp::default();
     let mut exits = 0usize;
-    while let Some(event) = input.event() {
+    while let Some((elapsed, event)) = input.event() {
+        now = match (&event, machine.poll_timeout()) {
+            (Event::Timeout, Some(due)) if elapsed % 20 != 0 => due.max(now),
+            _ => now + Duration::from_millis(elapsed),
+        };
+        let state = machine.state();
         let kind = event.kind();
+        let due = machine.poll_timeout().is_some_and(|d| now >= d);
         let want = expected(state, kind);
-        match step(state, event.clone()) {
-            Ok((next, effects)) => {
-                assert_eq!(Some(next), want, "{state:?} + {event:?} went to {next:?}");
-                let delivered: Vec<&WaitResult> = effects
-                    .iter()
-                    .filter_map(|e| match e {
-                        Effect::DeliverExit(r) => Some(r),
-                        _ => None,
-                    })
-                    .collect();
-                if next == State::Exited {
-                    exits += 1;
-                    assert_eq!(delivered.len(), 1, "{state:?} + {event:?}: {effects:?}");
+        let before = machine.clone();
+        match machine.handle(now, event.clone()) {
+            Ok(effects) => {
+                let next = machine.state();
+                if kind == execdriver_core::EventKind::Timeout && !due {
+                    assert_eq!(machine, before, "an early wake-up changed the machine");
                     assert!(
-                        matches!(effects.last(), Some(Effect::DeliverExit(_))),
-                        "the result must be delivered after the cleanup: {effects:?}"
+                        effects.is_empty(),
+                        "an early wake-up had effects: {effects:?}"
                     );
-                    check_result(&event, delivered[0]);
                 } else {
-                    assert!(delivered.is_empty(), "{state:?} + {event:?}: {effects:?}");
+                    assert_eq!(Some(next), want, "{state:?} + {event:?} went to {next:?}");
                 }
-                deliveries += delivered.len();
-                state = next;
+                let delivered = effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::DeliverExit(_)))
+                    .count();
+                if next == State::Exited && state != State::Exited {
+                    exits += 1;
+                    assert_eq!(delivered, 1, "{state:?} + {event:?}: {effects:?}");
+                    assert_eq!(effects.len(), 1, "{effects:?}");
+                } else {
+                    assert_eq!(delivered, 0, "{state:?} + {event:?}: {effects:?}");
+                }
+                if let Some(bound) = before.kill_bound().or(machine.kill_bound()) {
+                    let slack = now + timeouts.answer;
+                    for effect in &effects {
+                        if let Some(deadline) = deadline_of(effect) {
+                            assert!(
+                                deadline <= bound.max(slack),
+                                "{effect:?} past the kill's bound {bound:?} at {now:?}"
+                            );
+                        }
+                    }
+                    if let Some(wake) = machine.poll_timeout() {
+                        assert!(wake <= bound, "wake-up {wake:?} past the bound {bound:?}");
+                    }
+                }
             }
             Err(e) => {
                 assert_eq!(want, None, "{state:?} + {event:?} refused: {e}");
                 assert_eq!(e, TransitionError { state, event: kind });
+                assert_eq!(machine, before, "a refused event changed the machine");
             }
         }
         assert!(exits <= 1, "Exited entered {exits} times");
-        assert_eq!(deliveries, exits, "deliveries and exits disagree");
     }
-    assert_eq!(deliveries, usize::from(state == State::Exited));
 });

@@ -117,7 +117,9 @@ func (h *harness) launch() {
 func (h *harness) configure() {
 	schema, err := h.c.base.ConfigSchema(ctx(10*time.Second), &base.ConfigSchemaRequest{})
 	check(err, "ConfigSchema")
-	config := fmt.Sprintf("data_dir = %q\nmax_kill_timeout = \"20s\"\n", h.dataDir)
+	// A slice of its own: the node's execdriver.slice is never touched; run.sh removes it.
+	config := fmt.Sprintf("data_dir = %q\nslice_name = %q\nmax_kill_timeout = \"20s\"\n",
+		h.dataDir, os.Getenv("EXECDRIVER_ACCEPTANCE_SLICE"))
 	encoded, value, err := encodeHCL(schema.GetSpec(), config)
 	check(err, "encoding the plugin config against its schema")
 	if got := value.GetAttr("default_user").AsString(); got != "nobody" {

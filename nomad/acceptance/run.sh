@@ -46,8 +46,23 @@ echo "== building the plugin"
 plugin="$repo/target/debug/execdriver-nomad"
 
 work="$(mktemp -d /tmp/execdriver-acceptance.XXXXXX)"
+export EXECDRIVER_ACCEPTANCE_SLICE="execdriver-test-acceptance-$$"
 cleanup() {
     local rc=$?
+    # The harness's own driver slice: its supervisors cgroup, then the slice, in every
+    # hierarchy (empty once every supervisor has exited).
+    local d
+    for d in /sys/fs/cgroup/"$EXECDRIVER_ACCEPTANCE_SLICE.slice" /sys/fs/cgroup/*/"$EXECDRIVER_ACCEPTANCE_SLICE.slice"; do
+        [ -d "$d" ] || continue
+        for _ in $(seq 50); do
+            rmdir "$d/supervisors" 2>/dev/null; rmdir "$d" 2>/dev/null && break
+            sleep 0.1
+        done
+        if [ -d "$d" ]; then
+            echo "FAIL: $d is left behind" >&2
+            rc=1
+        fi
+    done
     # A supervisor still running from our data dir means the harness left a task behind.
     if ps -eo args | grep -F -- "--state-dir $work/" | grep -v grep >/dev/null; then
         echo "FAIL: supervisors of $work are still running:" >&2

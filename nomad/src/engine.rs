@@ -6,13 +6,12 @@
 //! blocking pool or in a task's own waiter thread.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use execdriver_core::{
-    Driver, DriverConfig, DriverError, HandleId, PlatformError, Signal, State, TaskConfig,
-    TaskHandle, TaskSpec, WaitResult,
+    Driver, DriverConfig, DriverError, HandleId, PlatformError, Signal, SpawnStep, State,
+    TaskConfig, TaskHandle, TaskSpec, WaitResult,
 };
 use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
@@ -56,20 +55,35 @@ impl EngineError {
 
 impl From<DriverError> for EngineError {
     fn from(e: DriverError) -> Self {
+        let of_platform = |source: &PlatformError| match source {
+            PlatformError::SupervisorGone { .. } => ErrorKind::Lost,
+            PlatformError::Unresponsive { .. } => ErrorKind::Transient,
+            PlatformError::Refused { .. } => ErrorKind::Refused,
+            PlatformError::NotFound { .. } => ErrorKind::Invalid,
+            // What the task's own config decides (its dirs, user, command, id) cannot get
+            // better by retrying; the node's side (cgroups, records, the supervisor) may.
+            PlatformError::Spawn {
+                step: SpawnStep::Dirs | SpawnStep::Claim | SpawnStep::Launch,
+                ..
+            } => ErrorKind::Invalid,
+            _ => ErrorKind::Transient,
+        };
         let kind = match &e {
             DriverError::Spec(_) | DriverError::Handle(_) => ErrorKind::Invalid,
-            // Today's engine does not say which spawn failures are lasting; a retry by the
-            // agent is the safer reading.
-            DriverError::Spawn { .. } => ErrorKind::Transient,
-            DriverError::ReattachRefused { .. } => ErrorKind::Refused,
-            DriverError::ReattachFailed { .. } => ErrorKind::Lost,
-            DriverError::KillIncomplete { .. } => ErrorKind::Failed,
-            DriverError::Platform { source, .. } => match source {
-                PlatformError::SupervisorLost(_) => ErrorKind::Lost,
-                PlatformError::Refused(_) => ErrorKind::Refused,
-                PlatformError::Failed(_) => ErrorKind::Transient,
+            DriverError::Spawn { source, .. } => of_platform(source),
+            DriverError::NotFound { .. } => ErrorKind::Invalid,
+            DriverError::Starting { .. } => ErrorKind::Transient,
+            DriverError::NeverStarted { .. } | DriverError::ReattachFailed { .. } => {
+                ErrorKind::Lost
+            }
+            DriverError::ReattachRefused { source, .. } => match source {
+                PlatformError::Unresponsive { .. } => ErrorKind::Transient,
+                _ => ErrorKind::Refused,
             },
+            DriverError::KillIncomplete { .. } => ErrorKind::Failed,
+            DriverError::Platform { source, .. } => of_platform(source),
             DriverError::NotRunning { .. } | DriverError::Transition(_) => ErrorKind::NotRunning,
+            _ => ErrorKind::Failed,
         };
         Self::new(kind, e.to_string())
     }
@@ -130,7 +144,7 @@ impl From<WaitResult> for Exit {
             exit_code: r.exit_code,
             signal: r.signal.map_or(0, Signal::number),
             oom_killed: r.oom_killed,
-            error: r.error,
+            error: r.error.map(|e| e.to_string()),
         }
     }
 }
@@ -171,15 +185,15 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine; cheap: nothing on the node is touched until a task starts.
     pub fn new(settings: &Settings) -> Self {
-        let mut config = LinuxConfig::new(&settings.data_dir);
-        config.cgroup_parent.clone_from(&settings.cgroup_parent);
+        let mut config = LinuxConfig::new(&settings.data_dir).with_slice_name(&settings.slice_name);
+        if let Some(parent) = &settings.cgroup_parent {
+            config = config.with_cgroup_parent(parent);
+        }
         // The plugin binary serves `supervise` itself (see [`supervisor_main`]), so the
         // default, the running executable, is right: one file to install.
-        let driver_config = DriverConfig {
-            max_kill_timeout: settings.max_kill_timeout,
-            fingerprint_period: settings.fingerprint_period,
-            ..DriverConfig::default()
-        };
+        let driver_config = DriverConfig::default()
+            .with_max_kill_timeout(settings.max_kill_timeout)
+            .with_fingerprint_period(settings.fingerprint_period);
         Self {
             driver: Driver::with_config(LinuxPlatform::new(config), driver_config),
             chroot_env: settings.chroot_env.clone(),
@@ -262,7 +276,10 @@ impl Task {
 
     /// Whether the task still runs (or is being killed).
     pub fn is_running(&self) -> bool {
-        matches!(self.handle.state(), State::Running | State::Killing)
+        matches!(
+            self.handle.state(),
+            State::Running | State::Killing | State::Forcing
+        )
     }
 
     /// The result, if it has exited; never blocks.
@@ -331,60 +348,8 @@ impl Task {
     }
 }
 
-/// When this process was started as a task's supervisor (`<binary> supervise --state-dir
-/// DIR --linger-ms N [--cgroup-parent P]`, as the engine starts it), runs it and returns its
-/// exit code; `None` for any other command line.
-///
-/// ENGINE REQUEST: the arguments are the engine's private format, repeated here; an entry
-/// point in execdriver-linux taking the raw arguments would keep them in one place.
-pub fn supervisor_main(args: &[OsString]) -> Option<i32> {
-    if args.get(1).map(OsString::as_os_str) != Some("supervise".as_ref()) {
-        return None;
-    }
-    let mut state_dir = None;
-    let mut linger = execdriver_linux::supervisor::DEFAULT_LINGER;
-    let mut cgroup_parent = None;
-    let mut rest = args.iter().skip(2);
-    while let Some(flag) = rest.next() {
-        let value = rest.next();
-        match (flag.to_str(), value) {
-            (Some("--state-dir"), Some(v)) => state_dir = Some(PathBuf::from(v)),
-            (Some("--cgroup-parent"), Some(v)) => {
-                cgroup_parent = Some(v.to_string_lossy().into_owned());
-            }
-            (Some("--linger-ms"), Some(v)) => match v.to_str().and_then(|v| v.parse().ok()) {
-                Some(ms) => linger = Duration::from_millis(ms),
-                None => return Some(usage_error(&format!("bad --linger-ms {v:?}"))),
-            },
-            _ => return Some(usage_error(&format!("unexpected argument {flag:?}"))),
-        }
-    }
-    let Some(state_dir) = state_dir else {
-        return Some(usage_error("--state-dir is missing"));
-    };
-    // A bug in one connection thread must not take the task down with the supervisor: the
-    // line goes to the supervisor log (its stderr), and the thread ends.
-    std::panic::set_hook(Box::new(|info| {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "supervisor: internal error: {}",
-            info.to_string().replace('\n', " ")
-        );
-    }));
-    let options = execdriver_linux::supervisor::SuperviseOptions {
-        state_dir,
-        cgroup_parent,
-        linger,
-    };
-    Some(execdriver_linux::supervisor::run(&options))
-}
-
-fn usage_error(why: &str) -> i32 {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "execdriver-nomad supervise: {why}; this mode is started by the plugin itself"
-    );
-    2
+/// When this process was started as a task's supervisor (`<binary> supervise ...`, as the
+/// engine starts it), runs it and returns its exit code; `None` for any other command line.
+pub fn supervisor_main() -> Option<i32> {
+    execdriver_linux::supervise_main()
 }

@@ -138,7 +138,8 @@ async fn serve(socket_dir: &SocketDir) -> i32 {
 
 /// The process entry point: the supervisor mode, or the plugin.
 pub fn main_with_args(args: &[OsString]) -> i32 {
-    if let Some(code) = crate::engine::supervisor_main(args) {
+    let _ = args;
+    if let Some(code) = crate::engine::supervisor_main() {
         return code;
     }
     // Nomad's agent gets Ctrl-C as a process group; the plugin must outlive it. Ignored

@@ -28,8 +28,12 @@ pub struct Settings {
     /// Where task state (one dir per task) is kept.
     pub data_dir: PathBuf,
     /// The cgroup parent of task cgroups, relative to each hierarchy root; `None`: the
-    /// engine's default (the plugin's own cgroup).
+    /// engine's default (the plugin's own cgroup where it can host them, else the slice).
     pub cgroup_parent: Option<String>,
+    /// The driver's own top-level cgroup slice, `/<slice_name>.slice`: supervisors live in
+    /// it (outside the Nomad agent's cgroup), and tasks when the plugin's cgroup cannot
+    /// host them.
+    pub slice_name: String,
     /// Host dirs bind-mounted read-only into every task root.
     pub chroot_env: Vec<PathBuf>,
     /// The user of a task whose job sets none.
@@ -47,6 +51,7 @@ impl Default for Settings {
         Self {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             cgroup_parent: None,
+            slice_name: "execdriver".to_owned(),
             chroot_env: execdriver_core::spec::DEFAULT_CHROOT_ENV
                 .iter()
                 .map(PathBuf::from)
@@ -74,6 +79,11 @@ pub fn fields() -> Vec<Field> {
             hclspec::string_literal(&d.data_dir.display().to_string()),
         ),
         Field::optional("cgroup_parent", "string"),
+        Field::with_default(
+            "slice_name",
+            "string",
+            hclspec::string_literal(&d.slice_name),
+        ),
         Field::with_default(
             "chroot_env",
             "list(string)",
@@ -122,6 +132,9 @@ pub fn decode(msgpack: &[u8]) -> Result<Settings, DecodeError> {
         Some(p) => Some(cgroup_parent(&p)?),
         None => None,
     };
+    if let Some(name) = f.string("slice_name")? {
+        s.slice_name = slice_name(&name)?;
+    }
     if let Some(dirs) = f.string_list("chroot_env")? {
         s.chroot_env = dirs
             .iter()
@@ -207,6 +220,26 @@ fn cgroup_parent(text: &str) -> Result<String, DecodeError> {
             Problem::Invalid(format!(
                 "is {text:?}; it must be a cgroup path such as `execdriver.slice` or \
                  `/nomad/execdriver`, without `.` or `..`"
+            )),
+        ))
+    }
+}
+
+fn slice_name(text: &str) -> Result<String, DecodeError> {
+    let ok = !text.is_empty()
+        && text.len() <= 200
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !text.starts_with('.');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(DecodeError::at(
+            "slice_name",
+            Problem::Invalid(format!(
+                "is {text:?}; it must be a plain name such as `execdriver` (the slice is \
+                 /<name>.slice)"
             )),
         ))
     }

@@ -99,7 +99,8 @@ async fn base_plugin_answers_as_nomad_expects() {
             "data_dir",
             "default_user",
             "fingerprint_period",
-            "max_kill_timeout"
+            "max_kill_timeout",
+            "slice_name"
         ]
     );
 

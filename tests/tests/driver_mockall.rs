@@ -1,38 +1,46 @@
 //! The Driver against a mockall `Platform`: the exact order of the platform calls of a kill
-//! (graceful signal, the platform's backup force kill scheduled, wait, force kill) and of the cleanup after a failed reattach (every
-//! step attempted even when an earlier one fails, every failure reported together).
+//! (the kill signal with the supervisor's backup armed, the wait until the grace ends, the
+//! force kill, the wait for its effect, the release) with the deadline of each, the takeover
+//! by cgroup when the supervisor fails, and the cleanup after a failed reattach (every step
+//! attempted even when an earlier one fails, every failure reported together).
 //!
 //! mockall panics on any call without a matching expectation and, when the mock is dropped,
-//! on any expectation not met, so each test also proves that nothing else was called.
+//! on any expectation not met, so each test also proves that nothing else was called. The
+//! clock is the test's: it moves only when a wait or an unanswered call says time passed.
 
 #[allow(dead_code)]
 mod support;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use execdriver_core::handle::HANDLE_FORMAT_VERSION;
 use execdriver_core::{
-    Driver, DriverConfig, DriverError, ExitStatus, HandleId, MockPlatform, MockSupervisor,
-    PlatformError, ProcessIdentity, Reattach, Signal, Spawned, SupervisorIdentity, TaskSpec,
-    Timestamp, WaitResult,
+    CleanupStep, Driver, DriverConfig, DriverError, ExitStatus, HandleId, MockPlatform,
+    MockSupervisor, PlatformError, ProcessIdentity, Reattach, Refusal, Signal, Spawned,
+    SupervisorIdentity, TaskErrorKind, TaskRecord, TaskSpec, Timestamp, WaitResult,
 };
 use mockall::Sequence;
 use mockall::predicate::eq;
 use support::spec_with;
 
-/// The mock's clock: it never moves, so every deadline is this plus a known duration.
+/// When every test starts.
 const T0: Timestamp = Timestamp(Duration::from_secs(1000));
 const SUP: MockSupervisor = MockSupervisor(7);
 const KILL_TIMEOUT: Duration = Duration::from_secs(3);
-const GRACE: Duration = Duration::from_secs(2);
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+/// The default timeouts: what each step of a kill may take.
+const ANSWER: Duration = ms(500);
+const FORCE: Duration = ms(1000);
+const OVERRUN: Duration = ms(2000);
+const CALL: Duration = ms(5000);
+const CLEANUP: Duration = ms(10_000);
 
 fn config() -> DriverConfig {
-    DriverConfig {
-        max_kill_timeout: Duration::from_secs(10),
-        force_kill_grace: GRACE,
-        ..DriverConfig::default()
-    }
+    DriverConfig::default().with_max_kill_timeout(Duration::from_secs(10))
 }
 
 fn spec() -> TaskSpec {
@@ -43,19 +51,26 @@ fn spawned(spec: &TaskSpec) -> Spawned<MockSupervisor> {
     let state_dir = PathBuf::from("/state").join(&spec.task_id);
     Spawned {
         supervisor: SUP,
-        identity: SupervisorIdentity {
-            process: ProcessIdentity {
-                pid: 700,
-                start_time: 1,
+        record: TaskRecord {
+            task_id: spec.task_id.clone(),
+            supervisor: SupervisorIdentity {
+                process: ProcessIdentity {
+                    pid: 700,
+                    start_time: 1,
+                },
+                socket: state_dir.join("supervisor.sock"),
             },
-            socket: state_dir.join("supervisor.sock"),
+            task: ProcessIdentity {
+                pid: 701,
+                start_time: 2,
+            },
+            cgroup: format!("execdriver-{}", spec.task_id),
+            state_dir,
+            task_dir: spec.task_dir.clone(),
+            alloc_dir: spec.alloc_dir.clone(),
+            kill_timeout: spec.kill_timeout,
+            kill_signal: spec.kill_signal,
         },
-        task: ProcessIdentity {
-            pid: 701,
-            start_time: 2,
-        },
-        cgroup: format!("execdriver-{}", spec.task_id),
-        state_dir,
     }
 }
 
@@ -85,86 +100,129 @@ fn handle_id(kill_signal: Signal, kill_timeout_ms: u64) -> HandleId {
     }
 }
 
-/// A mock whose clock reads `T0`, and a sequence already holding a successful spawn.
-fn started() -> (MockPlatform, Sequence) {
+/// The test's clock, shared with the mock's `now`.
+#[derive(Clone)]
+struct Clock(Arc<Mutex<Timestamp>>);
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, t: Timestamp) {
+        let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = (*now).max(t);
+    }
+}
+
+/// A mock on the test's clock.
+fn platform() -> (MockPlatform, Clock) {
+    let clock = Clock(Arc::new(Mutex::new(T0)));
     let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let c = clock.clone();
+    p.expect_now().returning(move || c.now());
+    (p, clock)
+}
+
+/// A mock whose spawn succeeds, and a sequence already holding it.
+fn started() -> (MockPlatform, Sequence, Clock) {
+    let (mut p, clock) = platform();
     let mut seq = Sequence::new();
     p.expect_spawn()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|s| Ok(spawned(s)));
-    (p, seq)
+    (p, seq, clock)
 }
 
-/// Expects the four orphan cleanup steps, in order, on the handle of task t1, each returning
-/// the given result.
+/// Expects one wait until `until` that lets the time pass and reports the task running.
+fn expect_wait_out(p: &mut MockPlatform, seq: &mut Sequence, clock: &Clock, until: Timestamp) {
+    let c = clock.clone();
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(until)))
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_, until| {
+            if let Some(until) = until {
+                c.set(until);
+            }
+            Ok(None)
+        });
+}
+
+/// Expects the four orphan cleanup steps, in order, on the handle of task t1 with the
+/// deadline `deadline`, each returning the given result.
 fn expect_orphan_cleanup(
     p: &mut MockPlatform,
     seq: &mut Sequence,
+    deadline: Timestamp,
     results: [Result<(), PlatformError>; 4],
 ) {
     let [a, b, c, d] = results;
-    let for_t1 = |h: &HandleId| h.task_id == "t1" && h.cgroup == "execdriver-t1";
+    let for_t1 = move |h: &HandleId, at: &Timestamp| {
+        h.task_id == "t1" && h.cgroup == "execdriver-t1" && *at == deadline
+    };
     p.expect_kill_supervisor()
         .withf(for_t1)
         .times(1)
         .in_sequence(seq)
-        .return_once(move |_| a);
+        .return_once(move |_, _| a);
     p.expect_kill_cgroup()
         .withf(for_t1)
         .times(1)
         .in_sequence(seq)
-        .return_once(move |_| b);
+        .return_once(move |_, _| b);
     p.expect_destroy_cgroup()
         .withf(for_t1)
         .times(1)
         .in_sequence(seq)
-        .return_once(move |_| c);
+        .return_once(move |_, _| c);
     p.expect_remove_state()
-        .withf(for_t1)
+        .withf(|h| h.task_id == "t1")
         .times(1)
         .in_sequence(seq)
         .return_once(move |_| d);
 }
 
 fn failed(what: &str) -> Result<(), PlatformError> {
-    Err(PlatformError::Failed(what.to_owned()))
+    Err(PlatformError::other(what))
+}
+
+fn error_of(r: &WaitResult) -> (TaskErrorKind, String) {
+    let e = r.error.as_ref().expect("an error");
+    (e.kind, e.to_string())
 }
 
 #[test]
 fn kill_signals_waits_out_the_timeout_then_forces() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
-        .with(eq(SUP), eq(Signal::SIGTERM))
+    let (mut p, mut seq, clock) = started();
+    p.expect_begin_kill()
+        .with(
+            eq(SUP),
+            eq(Signal::SIGTERM),
+            eq(KILL_TIMEOUT),
+            eq(T0 + ANSWER),
+        )
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_schedule_force_kill()
-        .with(eq(SUP), eq(KILL_TIMEOUT))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + KILL_TIMEOUT)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(None));
+        .returning(|_, _, _, _| Ok(()));
+    let grace_ends = T0 + KILL_TIMEOUT;
+    expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
     p.expect_force_kill()
-        .with(eq(SUP))
+        .with(eq(SUP), eq(grace_ends + ANSWER))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + GRACE)))
+        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
     p.expect_release()
-        .with(eq(SUP))
+        .with(eq(SUP), eq(grace_ends + ANSWER))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
@@ -178,26 +236,21 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
 
 #[test]
 fn kill_stops_at_the_graceful_exit() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
-        .with(eq(SUP), eq(Signal::SIGTERM))
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_schedule_force_kill()
-        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + KILL_TIMEOUT)))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(Some(ExitStatus::code(0))));
     p.expect_release()
+        .with(eq(SUP), eq(T0 + ANSWER))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     p.expect_force_kill().never();
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
@@ -207,149 +260,155 @@ fn kill_stops_at_the_graceful_exit() {
 
 #[test]
 fn kill_forces_at_once_when_the_signal_cannot_be_sent() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::Failed("no such process".into())));
+        .returning(|_, _, _, _| Err(PlatformError::other("no such process")));
     p.expect_force_kill()
+        .with(eq(SUP), eq(T0 + ANSWER))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + GRACE)))
+        .with(eq(SUP), eq(Some(T0 + FORCE)))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
     p.expect_release()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
 }
 
 #[test]
-fn kill_forces_when_the_graceful_wait_fails() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+fn a_supervisor_that_fails_a_wait_during_the_kill_is_taken_over() {
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_schedule_force_kill()
-        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + KILL_TIMEOUT)))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::Failed("connection reset".into())));
-    p.expect_force_kill()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + GRACE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::Failed("connection reset".into())));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(|_, _| Err(PlatformError::other("connection reset")));
+    let bound = T0 + KILL_TIMEOUT + OVERRUN;
+    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(()), Ok(())]);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
-    let r = task.wait().expect("result");
+    let (kind, message) = error_of(&task.wait().expect("result"));
+    assert_eq!(kind, TaskErrorKind::SupervisorUnresponsive);
+    assert!(message.contains("connection reset"), "{message}");
+}
+
+#[test]
+fn an_unresponsive_supervisor_is_taken_over_within_the_bound() {
+    let (mut p, mut seq, clock) = started();
+    let c = clock.clone();
+    p.expect_begin_kill()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _, _, deadline| {
+            c.set(deadline);
+            Err(PlatformError::unresponsive("no answer within 500ms"))
+        });
+    let bound = T0 + KILL_TIMEOUT + OVERRUN;
+    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(()), Ok(())]);
+    p.expect_wait().never();
+    let driver = Driver::with_config(p, config());
+    let task = driver.start(&spec()).expect("start");
+    task.kill().expect("kill");
+    assert!(clock.now() <= bound);
+    let (kind, message) = error_of(&task.wait().expect("result"));
+    assert_eq!(kind, TaskErrorKind::SupervisorUnresponsive);
     assert!(
-        r.error
-            .as_deref()
-            .is_some_and(|e| e.contains("connection reset")),
-        "{r:?}"
+        message.contains("killed the task by its cgroup"),
+        "{message}"
     );
 }
 
 #[test]
 fn a_task_that_survives_the_force_kill_is_cleaned_up_by_cgroup() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+    let (mut p, mut seq, clock) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_schedule_force_kill()
-        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(None));
+        .returning(|_, _, _, _| Ok(()));
+    let grace_ends = T0 + KILL_TIMEOUT;
+    expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
     p.expect_force_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + GRACE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(None));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(|_, _| Ok(()));
+    expect_wait_out(&mut p, &mut seq, &clock, grace_ends + FORCE);
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        grace_ends + OVERRUN,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
     p.expect_release().never();
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
     let r = task.wait().expect("result");
     assert_eq!(r.exit_code, -1);
+    let (kind, message) = error_of(&r);
+    assert_eq!(kind, TaskErrorKind::ForceKillFailed);
     assert!(
-        r.error
-            .as_deref()
-            .is_some_and(|e| e.contains("did not exit within 2s of a force kill")),
-        "{r:?}"
+        message.contains("did not exit within 1s of a force kill"),
+        "{message}"
     );
+    assert!(clock.now() <= grace_ends + OVERRUN);
 }
 
 #[test]
 fn a_failing_force_kill_falls_back_to_the_cgroup() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+    let (mut p, mut seq, clock) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_schedule_force_kill()
-        .withf(|s, after| *s == SUP && *after <= KILL_TIMEOUT)
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(None));
+        .returning(|_, _, _, _| Ok(()));
+    expect_wait_out(&mut p, &mut seq, &clock, T0 + KILL_TIMEOUT);
     p.expect_force_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Err(PlatformError::Failed("stuck".into())));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(|_, _| Err(PlatformError::cgroup("stuck")));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + KILL_TIMEOUT + OVERRUN,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
-    let r = task.wait().expect("result");
+    let (kind, message) = error_of(&task.wait().expect("result"));
+    assert_eq!(kind, TaskErrorKind::ForceKillFailed);
     assert!(
-        r.error
-            .as_deref()
-            .is_some_and(|e| e.contains("force kill failed")),
-        "{r:?}"
+        message.contains("force kill through the supervisor failed: stuck"),
+        "{message}"
     );
 }
 
 #[test]
 fn kill_with_a_lost_supervisor_cleans_up_by_cgroup_without_waiting() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::SupervisorLost("eof".into())));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(|_, _, _, _| Err(PlatformError::gone("eof")));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + KILL_TIMEOUT + OVERRUN,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
     p.expect_wait().never();
     p.expect_force_kill().never();
     let driver = Driver::with_config(p, config());
@@ -357,19 +416,21 @@ fn kill_with_a_lost_supervisor_cleans_up_by_cgroup_without_waiting() {
     task.kill().expect("kill");
     let r = task.wait().expect("result");
     assert_eq!(r.exit_code, -1);
-    assert_eq!(r.error.as_deref(), Some("eof"));
+    assert_eq!(
+        error_of(&r),
+        (TaskErrorKind::SupervisorLost, "eof".to_owned())
+    );
 }
 
 #[test]
 fn reattach_failure_attempts_every_step_and_reports_every_failure() {
-    let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let (mut p, _) = platform();
     let mut seq = Sequence::new();
     p.expect_reattach()
-        .withf(|h| h.task_id == "t1")
+        .withf(|h, at| h.task_id == "t1" && *at == T0 + ANSWER)
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| {
+        .returning(|_, _| {
             Ok(Reattach::Gone {
                 reason: "supervisor pid 700 is gone".into(),
             })
@@ -377,6 +438,7 @@ fn reattach_failure_attempts_every_step_and_reports_every_failure() {
     expect_orphan_cleanup(
         &mut p,
         &mut seq,
+        T0 + CLEANUP,
         [
             failed("pid 700: permission denied"),
             failed("cgroup.kill: device busy"),
@@ -398,38 +460,48 @@ fn reattach_failure_attempts_every_step_and_reports_every_failure() {
     };
     assert_eq!(task_id, "t1");
     assert_eq!(reason, "supervisor pid 700 is gone");
+    let steps: Vec<CleanupStep> = failures.iter().map(|f| f.step).collect();
     assert_eq!(
-        failures,
-        &vec![
-            "kill supervisor: pid 700: permission denied".to_owned(),
-            "kill cgroup: cgroup.kill: device busy".to_owned(),
-            "remove state: /state/t1: read-only file system".to_owned(),
+        steps,
+        vec![
+            CleanupStep::KillSupervisor,
+            CleanupStep::KillCgroup,
+            CleanupStep::RemoveState
+        ]
+    );
+    let texts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "kill supervisor: pid 700: permission denied",
+            "kill cgroup: cgroup.kill: device busy",
+            "remove state: /state/t1: read-only file system",
         ]
     );
     let message = err.to_string();
-    for f in failures {
+    for f in &texts {
         assert!(message.contains(f.as_str()), "{message} lacks {f}");
     }
 }
 
 #[test]
 fn reattach_failure_with_every_step_failing_still_runs_them_all() {
-    let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let (mut p, _) = platform();
     let mut seq = Sequence::new();
     p.expect_reattach()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(Reattach::Gone { reason: "r".into() }));
+        .returning(|_, _| Ok(Reattach::Gone { reason: "r".into() }));
     expect_orphan_cleanup(
         &mut p,
         &mut seq,
+        T0 + CLEANUP,
         [failed("a"), failed("b"), failed("c"), failed("d")],
     );
     let driver = Driver::with_config(p, config());
     match driver.open(&handle_id(Signal::SIGINT, 1000).to_string()) {
         Err(DriverError::ReattachFailed { failures, .. }) => assert_eq!(
-            failures,
+            failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec![
                 "kill supervisor: a",
                 "kill cgroup: b",
@@ -443,8 +515,7 @@ fn reattach_failure_with_every_step_failing_still_runs_them_all() {
 
 #[test]
 fn reattach_finding_an_exit_record_cleans_up_and_reports_the_exit() {
-    let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let (mut p, _) = platform();
     let mut seq = Sequence::new();
     let oom = ExitStatus {
         oom_killed: true,
@@ -453,8 +524,13 @@ fn reattach_finding_an_exit_record_cleans_up_and_reports_the_exit() {
     p.expect_reattach()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(move |_| Ok(Reattach::Exited(oom)));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(move |_, _| Ok(Reattach::Exited(oom)));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + CLEANUP,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
     let driver = Driver::with_config(p, config());
     let task = driver
         .open(&handle_id(Signal::SIGINT, 1000).to_string())
@@ -464,11 +540,55 @@ fn reattach_finding_an_exit_record_cleans_up_and_reports_the_exit() {
 }
 
 #[test]
-fn a_refused_reattach_touches_nothing() {
-    let mut p = MockPlatform::new();
+fn an_unresponsive_supervisor_still_opens_and_is_killed_by_cgroup() {
+    let (mut p, clock) = platform();
+    let mut seq = Sequence::new();
     p.expect_reattach()
         .times(1)
-        .returning(|_| Err(PlatformError::Refused("not under the data dir".into())));
+        .in_sequence(&mut seq)
+        .returning(|_, _| {
+            Ok(Reattach::Unresponsive {
+                supervisor: SUP,
+                reason: "stopped".into(),
+            })
+        });
+    let c = clock.clone();
+    p.expect_begin_kill()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _, _, deadline| {
+            c.set(deadline);
+            Err(PlatformError::unresponsive("stopped"))
+        });
+    let start = T0 + ANSWER;
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + Duration::from_secs(1) + OVERRUN,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
+    let driver = Driver::with_config(p, config());
+    // The reattach itself took no time on this clock; the kill starts at T0.
+    let task = driver
+        .open(&handle_id(Signal::SIGINT, 1000).to_string())
+        .expect("an unresponsive supervisor still gives a handle");
+    task.kill().expect("kill");
+    assert!(clock.now() <= start);
+    assert_eq!(
+        task.result().and_then(|r| r.error).map(|e| e.kind),
+        Some(TaskErrorKind::SupervisorUnresponsive)
+    );
+}
+
+#[test]
+fn a_refused_reattach_touches_nothing() {
+    let (mut p, _) = platform();
+    p.expect_reattach().times(1).returning(|_, _| {
+        Err(PlatformError::refused(
+            Refusal::NotOurs,
+            "not under the data dir",
+        ))
+    });
     let driver = Driver::with_config(p, config());
     assert!(matches!(
         driver.open(&handle_id(Signal::SIGINT, 1000).to_string()),
@@ -489,28 +609,43 @@ fn a_forged_handle_id_reaches_no_platform_call() {
 #[test]
 fn a_failed_spawn_calls_nothing_else() {
     let mut p = MockPlatform::new();
-    p.expect_spawn()
-        .times(1)
-        .returning(|_| Err(PlatformError::Failed("no cgroup controllers".into())));
+    p.expect_spawn().times(1).returning(|_| {
+        Err(PlatformError::spawn(
+            execdriver_core::SpawnStep::Cgroup,
+            "no cgroup controllers",
+        ))
+    });
     let driver = Driver::with_config(p, config());
     assert!(matches!(
         driver.start(&spec()),
-        Err(DriverError::Spawn { .. })
+        Err(DriverError::Spawn {
+            source: PlatformError::Spawn {
+                step: execdriver_core::SpawnStep::Cgroup,
+                ..
+            },
+            ..
+        })
     ));
 }
 
 #[test]
 fn a_release_failure_repaired_by_the_fallback_is_not_an_error() {
-    let (mut p, mut seq) = started();
+    let (mut p, mut seq, _) = started();
     p.expect_wait()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(Some(ExitStatus::code(0))));
     p.expect_release()
+        .with(eq(SUP), eq(T0 + CALL))
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Err(PlatformError::SupervisorLost("eof".into())));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), Ok(()), Ok(())]);
+        .returning(|_, _| Err(PlatformError::gone("eof")));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + CLEANUP,
+        [Ok(()), Ok(()), Ok(()), Ok(())],
+    );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     let r = task.wait().expect("result");
@@ -519,7 +654,7 @@ fn a_release_failure_repaired_by_the_fallback_is_not_an_error() {
 
 #[test]
 fn a_release_failure_is_reported_with_the_fallback_failures() {
-    let (mut p, mut seq) = started();
+    let (mut p, mut seq, _) = started();
     p.expect_wait()
         .times(1)
         .in_sequence(&mut seq)
@@ -527,38 +662,46 @@ fn a_release_failure_is_reported_with_the_fallback_failures() {
     p.expect_release()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Err(PlatformError::Failed("timeout".into())));
-    expect_orphan_cleanup(&mut p, &mut seq, [Ok(()), Ok(()), failed("busy"), Ok(())]);
+        .returning(|_, _| Err(PlatformError::unresponsive("timeout")));
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        T0 + CLEANUP,
+        [Ok(()), Ok(()), failed("busy"), Ok(())],
+    );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     let r = task.wait().expect("result");
     assert_eq!(r.exit_code, 0);
-    assert_eq!(
-        r.error.as_deref(),
-        Some("cleanup failed: release supervisor: timeout; destroy cgroup: busy")
+    let (kind, message) = error_of(&r);
+    assert_eq!(kind, TaskErrorKind::CleanupFailed);
+    assert!(
+        message.ends_with(
+            "cleanup failed: release supervisor: supervisor unresponsive: timeout; destroy cgroup: busy"
+        ),
+        "{message}"
     );
 }
 
 #[test]
 fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
-    let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let (mut p, _) = platform();
     let mut seq = Sequence::new();
     p.expect_reattach()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(Reattach::Live(SUP)));
-    p.expect_signal()
-        .with(eq(SUP), eq(Signal::SIGUSR2))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _| Ok(Reattach::Live(SUP)));
     // The update asked for 10 s; the handle's maximum is 4 s.
-    p.expect_schedule_force_kill()
-        .with(eq(SUP), eq(Duration::from_secs(4)))
+    p.expect_begin_kill()
+        .with(
+            eq(SUP),
+            eq(Signal::SIGUSR2),
+            eq(Duration::from_secs(4)),
+            eq(T0 + ANSWER),
+        )
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _, _, _| Ok(()));
     p.expect_wait()
         .with(eq(SUP), eq(Some(T0 + Duration::from_secs(4))))
         .times(1)
@@ -567,7 +710,7 @@ fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
     p.expect_release()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let driver = Driver::with_config(p, config());
     let task = driver
         .open(&handle_id(Signal::SIGUSR2, 1000).to_string())
@@ -581,11 +724,10 @@ fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
 /// driver's maximum: open caps both timeouts.
 #[test]
 fn open_caps_the_handle_timeouts_at_the_drivers_maximum() {
-    let mut p = MockPlatform::new();
-    p.expect_now().return_const(T0);
+    let (mut p, _) = platform();
     p.expect_reattach()
         .times(1)
-        .returning(|_| Ok(Reattach::Live(SUP)));
+        .returning(|_, _| Ok(Reattach::Live(SUP)));
     let mut lax = handle_id(Signal::SIGTERM, 3_600_000);
     lax.max_kill_timeout_ms = u64::MAX;
     let d = Driver::with_config(p, config());
@@ -600,7 +742,7 @@ fn open_caps_the_handle_timeouts_at_the_drivers_maximum() {
 /// on a result nobody will deliver.
 #[test]
 fn a_panic_while_finishing_still_delivers_a_result() {
-    let (mut p, mut seq) = started();
+    let (mut p, mut seq, _) = started();
     p.expect_wait()
         .times(1)
         .in_sequence(&mut seq)
@@ -608,7 +750,7 @@ fn a_panic_while_finishing_still_delivers_a_result() {
     p.expect_release()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| panic!("release blew up"));
+        .returning(|_, _| panic!("release blew up"));
     let d = Driver::with_config(p, config());
     let task = d.start(&spec()).expect("start");
     let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.wait()));
@@ -623,7 +765,7 @@ fn a_panic_while_finishing_still_delivers_a_result() {
             .recv_timeout(Duration::from_secs(10))
             .expect("a later wait must not block forever");
         let result = later.expect("wait").expect("a result");
-        assert!(result.error.is_some_and(|e| e.contains("panicked")));
+        assert!(result.error.is_some_and(|e| e.message.contains("panicked")));
     });
     task.kill().expect("killing the finished task does nothing");
 }
@@ -640,7 +782,7 @@ fn a_panicking_hook_does_not_leak_the_task() {
             panic!("registry down");
         }
     }
-    let (mut p, mut seq) = started();
+    let (mut p, mut seq, _) = started();
     p.expect_wait()
         .times(1)
         .in_sequence(&mut seq)
@@ -648,7 +790,7 @@ fn a_panicking_hook_does_not_leak_the_task() {
     p.expect_release()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let d = Driver::with_config(p, config()).with_hooks(std::sync::Arc::new(Panicky));
     let task = d
         .start(&spec())
@@ -660,17 +802,18 @@ fn a_panicking_hook_does_not_leak_the_task() {
 /// the caller must not believe the task is gone.
 #[test]
 fn a_kill_whose_cleanup_fails_is_an_error() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::SupervisorLost("eof".into())));
+        .returning(|_, _, _, _| Err(PlatformError::gone("eof")));
     expect_orphan_cleanup(
         &mut p,
         &mut seq,
+        T0 + KILL_TIMEOUT + OVERRUN,
         [
             Ok(()),
-            Err(PlatformError::Failed("cgroup busy".into())),
+            Err(PlatformError::cgroup("cgroup busy")),
             Ok(()),
             Ok(()),
         ],
@@ -679,27 +822,31 @@ fn a_kill_whose_cleanup_fails_is_an_error() {
     let task = d.start(&spec()).expect("start");
     match task.kill() {
         Err(DriverError::KillIncomplete { failures, .. }) => {
-            assert_eq!(failures, vec!["kill cgroup: cgroup busy".to_owned()]);
+            assert_eq!(
+                failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                vec!["kill cgroup: cgroup busy".to_owned()]
+            );
         }
         other => panic!("expected KillIncomplete, got {other:?}"),
     }
     assert!(task.result().is_some_and(|r| r.error.is_some()));
 }
 
-/// A force kill the platform refuses (the supervisor it reached is not this task's, as after
-/// an id reuse) is an error, and nothing is cleaned up by cgroup: that would hit the other
-/// task.
+/// A kill the platform refuses (the supervisor it reached is not this task's, as after an id
+/// reuse) is an error, and nothing is cleaned up by cgroup: that would hit the other task.
 #[test]
-fn a_refused_force_kill_cleans_up_nothing() {
-    let (mut p, mut seq) = started();
-    p.expect_signal()
+fn a_refused_kill_cleans_up_nothing() {
+    let (mut p, mut seq, _) = started();
+    p.expect_begin_kill()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Err(PlatformError::Refused("another supervisor".into())));
-    p.expect_force_kill()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Err(PlatformError::Refused("another supervisor".into())));
+        .returning(|_, _, _, _| {
+            Err(PlatformError::refused(
+                Refusal::Reused,
+                "another supervisor",
+            ))
+        });
+    p.expect_force_kill().never();
     p.expect_kill_supervisor().never();
     p.expect_kill_cgroup().never();
     p.expect_destroy_cgroup().never();
@@ -709,7 +856,10 @@ fn a_refused_force_kill_cleans_up_nothing() {
     assert!(matches!(
         task.kill(),
         Err(DriverError::Platform {
-            source: PlatformError::Refused(_),
+            source: PlatformError::Refused {
+                kind: Refusal::Reused,
+                ..
+            },
             ..
         })
     ));

@@ -10,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
-    Driver, DriverConfig, ExitStatus, Fingerprint, HandleId, Platform, PlatformError,
-    ProcessIdentity, Reattach, Signal, Spawned, SupervisorIdentity, TaskSpec, TaskStats, Timestamp,
+    Driver, ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, Platform,
+    PlatformError, ProcessIdentity, Reattach, Signal, Spawned, SupervisorIdentity, TaskRecord,
+    TaskSpec, TaskStats, Timestamp,
 };
 use support::{Hook, Recorder, spec_with};
 
@@ -83,27 +84,73 @@ impl Platform for Blocking {
     fn spawn(&self, spec: &TaskSpec) -> Result<Spawned<()>, PlatformError> {
         Ok(Spawned {
             supervisor: (),
-            identity: SupervisorIdentity {
-                process: ProcessIdentity {
-                    pid: 10,
-                    start_time: 1,
+            record: TaskRecord {
+                task_id: spec.task_id.clone(),
+                supervisor: SupervisorIdentity {
+                    process: ProcessIdentity {
+                        pid: 10,
+                        start_time: 1,
+                    },
+                    socket: format!("/state/{}/supervisor.sock", spec.task_id).into(),
                 },
-                socket: format!("/state/{}/supervisor.sock", spec.task_id).into(),
+                task: ProcessIdentity {
+                    pid: 11,
+                    start_time: 2,
+                },
+                cgroup: format!("execdriver-{}", spec.task_id),
+                state_dir: format!("/state/{}", spec.task_id).into(),
+                task_dir: spec.task_dir.clone(),
+                alloc_dir: spec.alloc_dir.clone(),
+                kill_timeout: spec.kill_timeout,
+                kill_signal: spec.kill_signal,
             },
-            task: ProcessIdentity {
-                pid: 11,
-                start_time: 2,
-            },
-            cgroup: format!("execdriver-{}", spec.task_id),
-            state_dir: format!("/state/{}", spec.task_id).into(),
         })
     }
 
-    fn reattach(&self, _: &HandleId) -> Result<Reattach<()>, PlatformError> {
+    fn task_ids(&self) -> Result<Vec<String>, PlatformError> {
+        Ok(Vec::new())
+    }
+
+    fn find_task(&self, task_id: &str) -> Result<FoundTask, PlatformError> {
+        Err(PlatformError::NotFound {
+            task_id: task_id.to_owned(),
+            reason: "not kept".into(),
+        })
+    }
+
+    fn discard_incomplete(&self, _: &str, _: Timestamp) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    fn reattach(&self, _: &HandleId, _: Timestamp) -> Result<Reattach<()>, PlatformError> {
         Ok(Reattach::Live(()))
     }
 
-    fn signal(&self, _: &(), signal: Signal) -> Result<(), PlatformError> {
+    fn begin_kill(
+        &self,
+        sup: &(),
+        signal: Signal,
+        _: Duration,
+        deadline: Timestamp,
+    ) -> Result<(), PlatformError> {
+        self.signal(sup, signal, deadline)
+    }
+
+    fn read_logs(
+        &self,
+        _: &HandleId,
+        _: Option<&()>,
+        _: LogStream,
+        cursor: LogCursor,
+        _: usize,
+    ) -> Result<LogChunk, PlatformError> {
+        Ok(LogChunk {
+            next: cursor,
+            ..LogChunk::default()
+        })
+    }
+
+    fn signal(&self, _: &(), signal: Signal, _: Timestamp) -> Result<(), PlatformError> {
         self.set(|w| {
             if !w.stubborn && w.exit.is_none() {
                 w.exit = Some(ExitStatus::signaled(signal));
@@ -143,7 +190,7 @@ impl Platform for Blocking {
         }
     }
 
-    fn force_kill(&self, _: &()) -> Result<(), PlatformError> {
+    fn force_kill(&self, _: &(), _: Timestamp) -> Result<(), PlatformError> {
         self.set(|w| {
             w.force_kills += 1;
             if w.exit.is_none() {
@@ -153,11 +200,11 @@ impl Platform for Blocking {
         Ok(())
     }
 
-    fn stats(&self, _: &()) -> Result<TaskStats, PlatformError> {
+    fn stats(&self, _: &(), _: Timestamp) -> Result<TaskStats, PlatformError> {
         Ok(TaskStats::default())
     }
 
-    fn release(&self, _: &()) -> Result<(), PlatformError> {
+    fn release(&self, _: &(), _: Timestamp) -> Result<(), PlatformError> {
         let guard = self.lock();
         let mut guard = self
             .changed
@@ -167,15 +214,15 @@ impl Platform for Blocking {
         Ok(())
     }
 
-    fn kill_supervisor(&self, _: &HandleId) -> Result<(), PlatformError> {
+    fn kill_supervisor(&self, _: &HandleId, _: Timestamp) -> Result<(), PlatformError> {
         Ok(())
     }
 
-    fn kill_cgroup(&self, _: &HandleId) -> Result<(), PlatformError> {
+    fn kill_cgroup(&self, _: &HandleId, _: Timestamp) -> Result<(), PlatformError> {
         Ok(())
     }
 
-    fn destroy_cgroup(&self, _: &HandleId) -> Result<(), PlatformError> {
+    fn destroy_cgroup(&self, _: &HandleId, _: Timestamp) -> Result<(), PlatformError> {
         Ok(())
     }
 
@@ -188,11 +235,7 @@ impl Platform for Blocking {
 /// recorder.
 fn driver(platform: Blocking) -> (Driver<Blocking>, Arc<Recorder>) {
     let hooks = Arc::new(Recorder::default());
-    let config = DriverConfig {
-        force_kill_grace: Duration::from_secs(5),
-        ..DriverConfig::default()
-    };
-    let driver = Driver::with_config(platform, config).with_hooks(hooks.clone());
+    let driver = Driver::new(platform).with_hooks(hooks.clone());
     (driver, hooks)
 }
 

@@ -104,7 +104,7 @@ fn a_failed_reattach_reports_the_failure_once() {
     let calls = hooks.of("a");
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
-        matches!(&calls[1], Hook::Exited(WaitResult { exit_code: -1, error: Some(e), .. }) if e.contains("no exit record"))
+        matches!(&calls[1], Hook::Exited(WaitResult { exit_code: -1, error: Some(e), .. }) if e.message.contains("no exit record"))
     );
     assert!(mock.resources_of("a").is_empty());
 }

@@ -15,11 +15,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
-    Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Signal, State,
+    Driver, DriverError, HandleId, Platform, PlatformError, ProcessIdentity, Refusal, Signal,
+    State, TaskErrorKind,
 };
 use execdriver_linux::cgroups::{CgroupParent, cgroup_name};
-use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
 use execdriver_linux::process::Pidfd;
+use execdriver_linux::{LinuxConfig, LinuxPlatform};
 use linux_support::{
     DirGuard, TestEnv, alive, binary_from_target_dir, eventually, pids_with_cmdline, unique_id,
 };
@@ -180,15 +181,16 @@ fn a_kill_completes_when_the_agent_dies_in_the_grace_period() {
     thread::sleep(Duration::from_millis(300));
     // What kill() does before its wait, done by hand; then the "agent" is gone.
     let platform = env.platform();
-    let execdriver_core::Reattach::Live(conn) =
-        platform.reattach(&task.handle_id()).expect("reattach")
+    let soon = platform.now() + Duration::from_secs(5);
+    let execdriver_core::Reattach::Live(conn) = platform
+        .reattach(&task.handle_id(), soon)
+        .expect("reattach")
     else {
         panic!("the supervisor should be live");
     };
-    platform.signal(&conn, Signal::SIGINT).expect("signal");
     platform
-        .schedule_force_kill(&conn, Duration::from_secs(1))
-        .expect("schedule the force kill");
+        .begin_kill(&conn, Signal::SIGINT, Duration::from_secs(1), soon)
+        .expect("begin the kill");
     drop((conn, platform, task, driver));
 
     let started = Instant::now();
@@ -288,8 +290,9 @@ fn exit_record_outlives_the_supervisor() {
     let Some(env) = env("exit_record_outlives_the_supervisor") else {
         return;
     };
-    let mut config = env.config();
-    config.supervisor_linger = Duration::from_millis(200);
+    let config = env
+        .config()
+        .with_supervisor_linger(Duration::from_millis(200));
     let platform = execdriver_linux::LinuxPlatform::new(config);
     let driver = execdriver_core::Driver::new(platform);
     let task = driver
@@ -347,8 +350,9 @@ fn killed_supervisor_is_reported_and_the_task_cleaned_up() {
         .wait_timeout(Duration::from_secs(20))
         .expect("wait")
         .expect("a lost supervisor ends the wait");
-    let error = result.error.clone().unwrap_or_default();
-    assert!(error.contains("supervisor"), "{result:?}");
+    let error = result.error.clone().expect("an error");
+    assert_eq!(error.kind, TaskErrorKind::SupervisorLost, "{result:?}");
+    assert!(error.message.contains("supervisor"), "{result:?}");
     assert_eq!(result.exit_code, -1);
     env.assert_clean(CLEAN);
 }
@@ -371,76 +375,176 @@ fn state_is_kept_while_the_task_cgroup_remains() {
     let platform = env.platform();
     let kept = platform.remove_state(&handle);
     assert!(
-        matches!(&kept, Err(PlatformError::Failed(m)) if m.contains("still exists")),
+        matches!(&kept, Err(e) if e.to_string().contains("still exists")),
         "{kept:?}"
     );
     assert!(
         handle.state_dir.is_dir(),
         "the record went with the state dir"
     );
-    platform.kill_cgroup(&handle).expect("kill cgroup");
-    platform.destroy_cgroup(&handle).expect("destroy cgroup");
+    let soon = platform.now() + Duration::from_secs(10);
+    platform.kill_cgroup(&handle, soon).expect("kill cgroup");
+    platform
+        .destroy_cgroup(&handle, soon)
+        .expect("destroy cgroup");
     platform.remove_state(&handle).expect("remove state");
     assert!(!handle.state_dir.exists());
     env.assert_clean(CLEAN);
 }
 
-/// Keeps a stopped supervisor of our own from outliving its test: continued and killed on
-/// drop (a no-op once the kill cleaned it up; the pidfd can reach no other process).
-struct StoppedSupervisor(Pidfd);
+/// A supervisor of our own held by pidfd, so a test can stop or kill it; on drop it is
+/// killed and continued (a no-op once the kill cleaned it up; the pidfd reaches no other
+/// process), so a stopped supervisor never outlives its test.
+struct HeldSupervisor(Pidfd);
 
-impl Drop for StoppedSupervisor {
-    fn drop(&mut self) {
-        let _ = self.0.signal(Signal::SIGKILL);
-        let _ = self.0.signal(Signal::new(libc_sigcont()).expect("SIGCONT"));
+impl HeldSupervisor {
+    fn of(handle: &HandleId) -> Self {
+        Self(
+            Pidfd::open_verified(&handle.supervisor.process)
+                .expect("pidfd")
+                .expect("supervisor alive"),
+        )
+    }
+
+    fn stop(&self) {
+        // SIGSTOP: the kernel still queues connections for it, nobody answers them.
+        self.0.signal(Signal::SIGSTOP).expect("stop supervisor");
+    }
+
+    fn kill(&self) {
+        self.0.signal(Signal::SIGKILL).expect("kill supervisor");
     }
 }
 
-fn libc_sigcont() -> i32 {
-    18
+impl Drop for HeldSupervisor {
+    fn drop(&mut self) {
+        let _ = self.0.signal(Signal::SIGKILL);
+        let _ = self.0.signal(Signal::SIGCONT);
+    }
 }
 
-#[test]
-fn kill_with_a_stopped_supervisor_ends_within_a_bound() {
-    let Some(env) = env("kill_with_a_stopped_supervisor_ends_within_a_bound") else {
+/// What the supervisor does while a kill runs.
+#[derive(Debug, Clone, Copy)]
+enum Supervisor {
+    /// It answers every request.
+    Answers,
+    /// It is stopped before the kill starts: nothing it is asked is answered.
+    StoppedBefore,
+    /// It is stopped once the kill is under way, during the task's grace.
+    StoppedDuring,
+    /// It is killed once the kill is under way.
+    DiesDuring,
+}
+
+/// A kill returns within the kill timeout plus 2 s whatever the supervisor does, and leaves
+/// nothing: no cgroup, process or state.
+fn kill_is_bounded(test: &str, supervisor: Supervisor) {
+    let Some(env) = env(test) else {
         return;
     };
     let driver = env.driver();
-    let mut spec = env.spec("/bin/sleep", &["1000"]);
+    // Ignores the kill signal: every kill needs the force, the longest path.
+    let mut spec = env.spec(
+        "/bin/sh",
+        &["-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"],
+    );
     spec.kill_timeout = Duration::from_secs(1);
-    let task = driver.start(&spec).expect("start");
+    let task = Arc::new(driver.start(&spec).expect("start"));
     let handle = task.handle_id();
     env.track(handle.clone());
-    let supervisor = StoppedSupervisor(
-        Pidfd::open_verified(&handle.supervisor.process)
-            .expect("pidfd")
-            .expect("supervisor alive"),
-    );
-    // SIGSTOP (19): the kernel still queues connections for it, nobody answers them.
-    supervisor
-        .0
-        .signal(Signal::new(19).expect("SIGSTOP"))
-        .expect("stop supervisor");
-    // The documented bound: the signal call times out, the force kill's ping times out, then
-    // the cleanup by cgroup (kill the supervisor, kill and remove the cgroup) gets 10 s.
-    let bound = spec.kill_timeout
-        + execdriver_linux::platform::CALL_TIMEOUT
-        + execdriver_linux::platform::PING_TIMEOUT
-        + Duration::from_secs(10);
-    let started = Instant::now();
-    let killed = task.kill();
-    let took = started.elapsed();
-    assert!(killed.is_ok(), "{killed:?}");
-    assert!(took < bound, "kill took {took:?}, more than {bound:?}");
-    let result = task.wait().expect("wait");
-    assert!(result.error.is_some(), "{result:?}");
-    assert!(!alive(&handle.task), "the task survived the kill");
+    // The kill signal must find the trap set, or the shell dies of it at once.
     assert!(
-        !alive(&handle.supervisor.process),
-        "the hung supervisor survived"
+        eventually(Duration::from_secs(10), || {
+            task.read_logs(execdriver_core::LogStream::Stdout, Default::default(), 64)
+                .is_ok_and(|c| c.data.starts_with(b"ready"))
+        }),
+        "the task never got ready"
     );
-    drop(supervisor);
+    let held = HeldSupervisor::of(&handle);
+    if let Supervisor::StoppedBefore = supervisor {
+        held.stop();
+    }
+    let bound = spec.kill_timeout + Duration::from_secs(2);
+    let started = Instant::now();
+    let killed = thread::scope(|scope| {
+        let killer = {
+            let task = Arc::clone(&task);
+            scope.spawn(move || task.kill())
+        };
+        if matches!(
+            supervisor,
+            Supervisor::StoppedDuring | Supervisor::DiesDuring
+        ) {
+            assert!(
+                eventually(Duration::from_secs(5), || task.state() != State::Running),
+                "the kill never started"
+            );
+            match supervisor {
+                Supervisor::StoppedDuring => held.stop(),
+                _ => held.kill(),
+            }
+        }
+        killer.join().expect("kill thread")
+    });
+    let took = started.elapsed();
+    assert!(killed.is_ok(), "{supervisor:?}: {killed:?}");
+    assert!(
+        took <= bound,
+        "{supervisor:?}: kill took {took:?}, more than {bound:?}"
+    );
+    let result = task.wait().expect("wait");
+    match supervisor {
+        Supervisor::Answers => {
+            assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
+            assert_eq!(result.error, None, "{result:?}");
+        }
+        _ => assert!(result.error.is_some(), "{supervisor:?}: {result:?}"),
+    }
+    assert!(
+        !alive(&handle.task),
+        "{supervisor:?}: the task survived the kill"
+    );
+    // A released supervisor exits right after its answer.
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(
+            &handle.supervisor.process
+        )),
+        "{supervisor:?}: the supervisor survived"
+    );
+    drop(held);
     env.assert_clean(CLEAN);
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_answers() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_answers",
+        Supervisor::Answers,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_hangs() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_hangs",
+        Supervisor::StoppedBefore,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_is_stopped_mid_kill() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_is_stopped_mid_kill",
+        Supervisor::StoppedDuring,
+    );
+}
+
+#[test]
+fn kill_is_bounded_when_the_supervisor_dies_mid_kill() {
+    kill_is_bounded(
+        "kill_is_bounded_when_the_supervisor_dies_mid_kill",
+        Supervisor::DiesDuring,
+    );
 }
 
 /// A process of our own to stand in for someone else's: forged handles point at it.
@@ -546,20 +650,24 @@ fn forged_handles_are_refused_and_nothing_is_signalled() {
     // No state dir: refused as already collected, with nothing touched (no cgroup by name).
     match driver.open(&ghost) {
         Err(DriverError::ReattachRefused {
-            source: PlatformError::Refused(why),
+            source:
+                PlatformError::Refused {
+                    kind: Refusal::Collected,
+                    reason,
+                },
             ..
-        }) => assert!(why.contains("already collected"), "{why}"),
+        }) => assert!(reason.contains("already collected"), "{reason}"),
         other => panic!("ghost handle: {other:?}"),
     }
-    // With a state dir but no socket: the named supervisor (the bystander) is alive, so the
-    // task is not declared lost and nothing is cleaned up; the caller may retry.
+    // With a state dir but no task record there: it is not the handle's task (a start of
+    // that id under way, or abandoned), so nothing is signalled or cleaned up.
     let ghost_dir = linux_support::DirGuard(env.data.join("tasks").join("ghost"));
     std::fs::create_dir_all(&ghost_dir.0).expect("mkdir ghost");
     match driver.open(&ghost) {
         Err(DriverError::ReattachRefused {
-            source: PlatformError::Failed(why),
+            source: PlatformError::Refused { kind, .. },
             ..
-        }) => assert!(why.contains("alive"), "{why}"),
+        }) => assert_eq!(kind, Refusal::Reused),
         other => panic!("ghost handle with a state dir: {other:?}"),
     }
     assert!(
@@ -791,4 +899,165 @@ fn reattach_failed_cleanup_works_from_another_cgroup() {
     assert!(!alive(&handle.task), "the task survived the cleanup");
     env.assert_clean(CLEAN);
     drop(caller);
+}
+
+/// Hands the agent side of the service test its data dir, slice and supervisor binary.
+const AGENT_ENV: [&str; 3] = [
+    "EXECDRIVER_TEST_AGENT_DATA",
+    "EXECDRIVER_TEST_AGENT_SLICE",
+    "EXECDRIVER_TEST_AGENT_BINARY",
+];
+/// What the agent side prints before each handle id it started.
+const AGENT_HANDLE: &str = "agent started ";
+/// How many tasks the agent side starts.
+const AGENT_TASKS: usize = 2;
+
+/// The agent side of `stopping_the_agents_service_leaves_its_tasks_running`: once moved into
+/// its service cgroup, it starts tasks, prints their handle ids and waits to be killed with
+/// its service. Does nothing unless that test started it.
+#[test]
+fn agent_service_child_side() {
+    let [Some(data), Some(slice), Some(binary)] = AGENT_ENV.map(std::env::var_os) else {
+        return;
+    };
+    let mut line = String::new();
+    // Gate: the parent moves this process into the service cgroup before letting it go on.
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("read the gate");
+    let slice = slice.into_string().expect("utf-8 slice");
+    let config = LinuxConfig::new(&data)
+        .with_slice_name(slice)
+        .with_supervisor_binary(binary);
+    let driver = Driver::new(LinuxPlatform::new(config));
+    for i in 0..AGENT_TASKS {
+        let id = unique_id(&format!("agent{i}"));
+        let alloc = std::path::Path::new(&data).join("allocs").join(&id);
+        fs::create_dir_all(alloc.join("task")).expect("alloc dir");
+        let spec = execdriver_core::TaskSpec::new(
+            &id,
+            "task",
+            &alloc,
+            alloc.join("task"),
+            execdriver_core::TaskConfig::new(
+                "/bin/sh",
+                [
+                    "-c",
+                    "while [ ! -e /alloc/go ]; do sleep 0.05; done; exit 7",
+                ],
+            ),
+        );
+        let task = driver.start(&spec).expect("start");
+        println!("{AGENT_HANDLE}{}", task.id());
+    }
+    std::io::stdout().flush().expect("flush");
+    // Until the service is stopped: nothing more comes on stdin.
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// Stopping the agent's service (SIGKILL to every process in its cgroup, systemd's default)
+/// leaves the supervisors and their tasks running, since each supervisor moved itself into
+/// the driver's own supervisors cgroup before its task started; a new agent process then
+/// reattaches and collects every exit.
+#[test]
+fn stopping_the_agents_service_leaves_its_tasks_running() {
+    let Some(env) = env("stopping_the_agents_service_leaves_its_tasks_running") else {
+        return;
+    };
+    let service = execdriver_linux::cgroups::ServiceCgroup::create(&unique_id(
+        "execdriver-test-agent.service",
+    ))
+    .expect("a service-like cgroup below our own, in every hierarchy");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([
+            "agent_service_child_side",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(AGENT_ENV[0], &env.data)
+        .env(AGENT_ENV[1], &env.slice)
+        .env(AGENT_ENV[2], &env.binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the agent side");
+    // Our own child: if the test fails from here on, it dies with its service on drop.
+    struct Agent(Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent_pid = i32::try_from(child.id()).expect("pid");
+    service
+        .add(agent_pid)
+        .expect("move the agent into its service");
+    let mut gate = child.stdin.take().expect("agent stdin");
+    gate.write_all(b"go\n").expect("open the gate");
+    let stdout = child.stdout.take().expect("agent stdout");
+    let agent = Agent(child);
+    let mut handles = Vec::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.expect("agent output");
+        // libtest prints the test's name on the same line as its first output.
+        if let Some((_, id)) = line.split_once(AGENT_HANDLE) {
+            let handle = HandleId::parse(id).expect("handle id");
+            env.track(handle.clone());
+            handles.push(id.to_owned());
+            if handles.len() == AGENT_TASKS {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        handles.len(),
+        AGENT_TASKS,
+        "the agent side did not start its tasks"
+    );
+    let members = service.pids().expect("service members");
+    assert!(members.contains(&agent_pid), "{members:?}");
+    let parsed: Vec<HandleId> = handles
+        .iter()
+        .map(|h| HandleId::parse(h).expect("handle id"))
+        .collect();
+    for h in &parsed {
+        for (what, pid) in [
+            ("supervisor", h.supervisor.process.pid),
+            ("task", h.task.pid),
+        ] {
+            assert!(
+                !members.contains(&pid),
+                "the {what} of {} is in the agent's service cgroup",
+                h.task_id
+            );
+        }
+    }
+    // The service manager stops the agent.
+    let killed = service
+        .kill_every_process(Duration::from_secs(10))
+        .expect("the service stops");
+    assert!(killed.contains(&agent_pid), "{killed:?}");
+    drop((agent, gate));
+    for h in &parsed {
+        assert!(
+            alive(&h.supervisor.process),
+            "{}: supervisor died with the agent",
+            h.task_id
+        );
+        assert!(alive(&h.task), "{}: task died with the agent", h.task_id);
+    }
+    // A new agent collects every exit.
+    let driver = env.driver();
+    for (text, h) in handles.iter().zip(&parsed) {
+        fs::write(h.alloc_dir.join("go"), b"").expect("let the task go");
+        let task = driver.open(text).expect("reattach from a new agent");
+        assert_eq!(task.wait().expect("wait").exit_code, 7);
+    }
+    drop(service);
+    env.assert_clean(CLEAN);
 }

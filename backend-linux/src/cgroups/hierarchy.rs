@@ -1,8 +1,8 @@
 //! Where the cgroup hierarchies are mounted and which of them the driver uses.
 //!
-//! cgroups-rs finds v1 mounts too, but ignores the mount's root (the hierarchy path visible at
-//! the mountpoint, which differs from `/` in containers and after bind mounts), hardcodes
-//! `/sys/fs/cgroup` for v2, and panics on a node without cgroups; so mountinfo is read here.
+//! Read from /proc/self/mountinfo, with each mount's root (the hierarchy path visible at the
+//! mountpoint, which differs from `/` in containers and after bind mounts) kept, so that a
+//! path from `/proc/<pid>/cgroup` maps to the right directory.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,7 @@ pub(super) struct Hierarchy {
 }
 
 impl Hierarchy {
-    /// The key of this hierarchy's line in /proc/<pid>/cgroup (a controller on v1, "" on v2).
+    /// The key of this hierarchy's line in `/proc/<pid>/cgroup` (a controller on v1, "" on v2).
     pub fn proc_key(&self, version: CgroupVersion) -> &'static str {
         match version {
             CgroupVersion::V2 => "",
@@ -61,6 +61,134 @@ impl Hierarchy {
             }),
         }
     }
+}
+
+/// One hierarchy's directory of a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ControllerDir {
+    /// The hierarchy it lies in.
+    pub hierarchy: Hierarchy,
+    /// The cgroup's path within the hierarchy (as in `/proc/<pid>/cgroup`).
+    pub rel: String,
+    /// Where that is in the filesystem.
+    pub dir: PathBuf,
+}
+
+impl ControllerDir {
+    /// The hierarchy's root cgroup (refused when the mount shows only a subtree).
+    pub fn root_of(hierarchy: Hierarchy) -> Result<Self, CgroupError> {
+        Ok(Self {
+            dir: hierarchy.dir_of("/")?,
+            rel: "/".to_owned(),
+            hierarchy,
+        })
+    }
+
+    /// The cgroup `rel` of `hierarchy`.
+    pub fn at(hierarchy: Hierarchy, rel: &str) -> Result<Self, CgroupError> {
+        Ok(Self {
+            dir: hierarchy.dir_of(rel)?,
+            rel: rel.to_owned(),
+            hierarchy,
+        })
+    }
+
+    /// Its child cgroup `name` (one checked component).
+    pub fn child(&self, name: &str) -> Result<Self, CgroupError> {
+        Self::at(self.hierarchy.clone(), &join_rel(&self.rel, name))
+    }
+}
+
+/// `relative` below the hierarchy path `base`.
+pub(super) fn join_rel(base: &str, relative: &str) -> String {
+    format!("{}/{relative}", base.trim_end_matches('/'))
+}
+
+/// Whether the hierarchy path `path` is `rel` or lies below it.
+pub(super) fn is_within(path: &str, rel: &str) -> bool {
+    let base = rel.trim_end_matches('/');
+    path == rel || path.strip_prefix(base).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Every mounted cgroup hierarchy, each once, whatever its controllers: on v1 one per
+/// distinct set of superblock options (so a bind-mounted hierarchy counts once), `name=`
+/// hierarchies such as `name=systemd` and a hybrid node's unified mount included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AnyHierarchy {
+    /// Its key in `/proc/<pid>/cgroup`: the controllers and names joined by `,` as the kernel
+    /// lists them, or "" for the unified hierarchy.
+    pub key: String,
+    /// The mount (the first one listed).
+    pub mountpoint: PathBuf,
+    /// The hierarchy path at the mountpoint.
+    pub mount_root: String,
+}
+
+impl AnyHierarchy {
+    /// As a [`Hierarchy`] serving none of the required controllers, for path mapping.
+    pub fn as_hierarchy(&self) -> Hierarchy {
+        Hierarchy {
+            controllers: Vec::new(),
+            mountpoint: self.mountpoint.clone(),
+            mount_root: self.mount_root.clone(),
+        }
+    }
+}
+
+/// The hierarchies of [`AnyHierarchy`] among `mounts`.
+pub(super) fn all_hierarchies(mounts: &[Mount]) -> Vec<AnyHierarchy> {
+    let mut out: Vec<AnyHierarchy> = Vec::new();
+    for m in mounts {
+        let key = if m.fstype == "cgroup2" {
+            String::new()
+        } else {
+            // The superblock options name the hierarchy: its controllers and `name=`; the
+            // rest (rw, xattr, clone_children, release_agent=...) are flags.
+            let names: Vec<&str> = m
+                .super_opts
+                .iter()
+                .map(String::as_str)
+                .filter(|o| !is_mount_flag(o))
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            names.join(",")
+        };
+        if out.iter().any(|h| h.key == key) {
+            continue;
+        }
+        out.push(AnyHierarchy {
+            key,
+            mountpoint: m.mountpoint.clone(),
+            mount_root: m.root.clone(),
+        });
+    }
+    out
+}
+
+/// cgroup v1 superblock options that are flags, not controllers or names.
+fn is_mount_flag(option: &str) -> bool {
+    matches!(
+        option,
+        "rw" | "ro" | "xattr" | "noprefix" | "clone_children" | "cpuset_v2_mode" | "all" | "none"
+    ) || option.starts_with("release_agent=")
+        || option.starts_with("favordynmods")
+}
+
+/// The line of hierarchy `key` (as [`AnyHierarchy::key`]) in `/proc/<pid>/cgroup` text: the
+/// same controllers and names in any order.
+pub(super) fn proc_cgroup_path_of<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut wanted: Vec<&str> = key.split(',').filter(|k| !k.is_empty()).collect();
+    wanted.sort_unstable();
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let mut keys: Vec<&str> = parts.next()?.split(',').filter(|k| !k.is_empty()).collect();
+        keys.sort_unstable();
+        let path = parts.next()?;
+        (keys == wanted).then_some(path)
+    })
 }
 
 /// The hierarchies the driver uses.
@@ -219,7 +347,7 @@ pub(super) fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
-/// The path of hierarchy `key` (a v1 controller, or "" for v2) in /proc/<pid>/cgroup text.
+/// The path of hierarchy `key` (a v1 controller, or "" for v2) in `/proc/<pid>/cgroup` text.
 pub(super) fn proc_cgroup_path<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
@@ -337,6 +465,48 @@ mod tests {
         assert!(root.dir_of("/a/../b").is_err());
         assert!(root.dir_of("a").is_err());
         assert!(root.dir_of("/a//b").is_err());
+    }
+
+    #[test]
+    fn every_hierarchy_once_with_its_proc_key() {
+        let text = format!(
+            "{HYBRID}\
+33 25 0:26 / /mnt/again rw - cgroup cgroup rw,cpu,cpuacct
+34 25 0:31 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices,release_agent=/x,clone_children
+"
+        );
+        let all = all_hierarchies(&parse_mountinfo(&text));
+        let keys: Vec<&str> = all.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "",
+                "name=systemd",
+                "cpu,cpuacct",
+                "memory",
+                "pids",
+                "freezer",
+                "cpuset",
+                "devices"
+            ]
+        );
+        assert_eq!(all[2].mountpoint, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        let proc = "12:devices:/d\n4:cpuacct,cpu:/c\n1:name=systemd:/s\n0::/u\n";
+        assert_eq!(proc_cgroup_path_of(proc, "cpu,cpuacct"), Some("/c"));
+        assert_eq!(proc_cgroup_path_of(proc, "name=systemd"), Some("/s"));
+        assert_eq!(proc_cgroup_path_of(proc, ""), Some("/u"));
+        assert_eq!(proc_cgroup_path_of(proc, "cpu"), None);
+        assert_eq!(proc_cgroup_path_of(proc, "pids"), None);
+    }
+
+    #[test]
+    fn within_is_by_component() {
+        assert!(is_within("/a/b", "/a/b"));
+        assert!(is_within("/a/b/c", "/a/b"));
+        assert!(!is_within("/a/bc", "/a/b"));
+        assert!(is_within("/x", "/"));
+        assert_eq!(join_rel("/", "x"), "/x");
+        assert_eq!(join_rel("/a/b", "x"), "/a/b/x");
     }
 
     #[test]

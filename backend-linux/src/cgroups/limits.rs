@@ -1,168 +1,127 @@
-//! Applying a task's limits through cgroups-rs and reading every one of them back.
+//! A task's limits as control-file values: the pure conversions (cpu shares to weight, cpu
+//! millicores to a CFS quota, memory to whole pages), and the writer that applies a version's
+//! list of [`Setting`]s and reads every one back.
 //!
-//! cgroups-rs writes a value and returns; it never checks what the kernel kept (the kernel
-//! clamps cpu shares, rounds memory to pages, and silently ignores memsw when swap accounting
-//! is off), so each write here is followed by a read of the same file.
+//! The per-version lists are in `v1/limits.rs` and `v2/limits.rs`; both are pure functions of
+//! [`execdriver_core::Resources`] so that the values can be tested without a cgroup.
 
 use std::path::Path;
 
-use cgroups_rs::MaxValue;
-use cgroups_rs::cpu::CpuController;
-use cgroups_rs::memory::{MemController, SetMemory};
-use cgroups_rs::pid::PidController;
-use execdriver_core::Resources;
+use super::{AppliedLimit, CgroupError, fs};
 
-use super::{CgroupError, CgroupVersion, fs};
+/// The CFS period the driver uses for a hard cpu limit, in microseconds (the kernel default:
+/// 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Applies `resources` to a new task cgroup and verifies each value.
-/// `dir_of` maps a controller name to the task cgroup's directory for it.
-pub(super) fn apply<'a>(
-    version: CgroupVersion,
-    dir_of: impl Fn(&str) -> Result<&'a Path, CgroupError>,
-    resources: &Resources,
-) -> Result<(), CgroupError> {
-    let page = page_size();
-    let limit = page_floor(resources.memory_limit_bytes, page);
-    let hard = page_floor(
-        resources
-            .memory_max_bytes
-            .unwrap_or(resources.memory_limit_bytes),
-        page,
-    );
-    let v2 = version == CgroupVersion::V2;
+/// The cgroup v1 `cpu.shares` range.
+const SHARES_MIN: u64 = 2;
+const SHARES_MAX: u64 = 262_144;
+/// The cgroup v2 `cpu.weight` range.
+const WEIGHT_MIN: u64 = 1;
+const WEIGHT_MAX: u64 = 10_000;
 
-    let cpu_dir = dir_of("cpu")?;
-    let cpu = CpuController::new(cpu_dir.to_owned(), v2);
-    let (cpu_file, cpu_value) = if v2 {
-        ("cpu.weight", shares_to_weight(resources.cpu_shares))
-    } else {
-        ("cpu.shares", resources.cpu_shares)
-    };
-    cpu.set_shares(cpu_value)
-        .map_err(|e| lib_error(&cpu_dir.join(cpu_file), &cpu_value.to_string(), e))?;
-    expect_u64(&cpu_dir.join(cpu_file), cpu_value)?;
-
-    let mem_dir = dir_of("memory")?;
-    let mem = MemController::new(mem_dir.to_owned(), v2);
-    if v2 {
-        let high = resources.memory_max_bytes.map(|_| limit);
-        let to_max = |v: u64| i64::try_from(v).map(MaxValue::Value);
-        let set = SetMemory {
-            low: None,
-            min: None,
-            high: high
-                .map(to_max)
-                .transpose()
-                .map_err(|_| too_big(mem_dir, limit))?,
-            max: Some(to_max(hard).map_err(|_| too_big(mem_dir, hard))?),
-        };
-        mem.set_mem(set)
-            .map_err(|e| lib_error(&mem_dir.join("memory.max"), &hard.to_string(), e))?;
-        expect_u64(&mem_dir.join("memory.max"), hard)?;
-        if let Some(high) = high {
-            expect_u64(&mem_dir.join("memory.high"), high)?;
-        }
-        let swap = mem_dir.join("memory.swap.max");
-        if swap.exists() {
-            mem.set_memswap_limit(0)
-                .map_err(|e| lib_error(&swap, "0", e))?;
-            expect_u64(&swap, 0)?;
-        }
-    } else {
-        let hard_i = i64::try_from(hard).map_err(|_| too_big(mem_dir, hard))?;
-        let file = mem_dir.join("memory.limit_in_bytes");
-        mem.set_limit(hard_i)
-            .map_err(|e| lib_error(&file, &hard.to_string(), e))?;
-        expect_u64(&file, hard)?;
-        if resources.memory_max_bytes.is_some() {
-            // v1 has no memory.high; the soft limit is the closest: reclaimed to it under pressure.
-            let soft = mem_dir.join("memory.soft_limit_in_bytes");
-            let limit_i = i64::try_from(limit).map_err(|_| too_big(mem_dir, limit))?;
-            mem.set_soft_limit(limit_i)
-                .map_err(|e| lib_error(&soft, &limit.to_string(), e))?;
-            expect_u64(&soft, limit)?;
-        }
-        // memsw exists only with swap accounting; equal to the memory limit means no swap.
-        let memsw = mem_dir.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
-            mem.set_memswap_limit(hard_i)
-                .map_err(|e| lib_error(&memsw, &hard.to_string(), e))?;
-            expect_u64(&memsw, hard)?;
-        }
-        let swappiness = mem_dir.join("memory.swappiness");
-        // Some kernels refuse swappiness in non-root or hierarchical cgroups: "where allowed".
-        if swappiness.exists() && mem.set_swappiness(0).is_ok() {
-            expect_u64(&swappiness, 0)?;
-        }
-    }
-
-    let pids_dir = dir_of("pids")?;
-    let pids = PidController::new(pids_dir.to_owned(), v2);
-    let pids_file = pids_dir.join("pids.max");
-    let pids_max = i64::try_from(resources.pids_max).map_err(|_| CgroupError::Write {
-        path: pids_file.clone(),
-        value: resources.pids_max.to_string(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    pids.set_pid_max(MaxValue::Value(pids_max))
-        .map_err(|e| lib_error(&pids_file, &resources.pids_max.to_string(), e))?;
-    expect_u64(&pids_file, resources.pids_max)?;
-    Ok(())
+/// v1 cpu shares to v2 `cpu.weight`, linearly from [2, 262144] onto [1, 10000]:
+/// `weight = 1 + ((shares - 2) * 9999) / 262142` (integer division), so 2 -> 1,
+/// 1024 -> 39, 262144 -> 10000. This is the OCI runtimes' conversion (runc before 1.3.2, crun
+/// before 1.23, and Nomad through them); since then those two map on a curve that puts the
+/// v1 default 1024 at the v2 default 100, and systemd's `CPUShares=` uses
+/// `shares * 100 / 1024`. Shares outside the range are clamped first, as the kernel clamps
+/// `cpu.shares`.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(SHARES_MIN, SHARES_MAX);
+    WEIGHT_MIN + ((shares - SHARES_MIN) * (WEIGHT_MAX - WEIGHT_MIN)) / (SHARES_MAX - SHARES_MIN)
 }
 
-/// v1 cpu shares to v2 cpu.weight, the mapping runc and crun use: [2, 262144] -> [1, 10000].
-pub(super) fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
+/// A hard cpu limit in millicores as a CFS quota over [`CPU_PERIOD_US`]: 1000 millicores
+/// (one cpu) is the whole period, so the quota is `millicores * 100` microseconds.
+pub fn cpu_quota_us(millicores: u64) -> u64 {
+    millicores.saturating_mul(CPU_PERIOD_US / 1000)
 }
 
-/// The kernel keeps memory limits in whole pages, rounded down.
-pub(super) fn page_floor(bytes: u64, page: u64) -> u64 {
+/// The v2 `cpu.max` line for a hard cpu limit: `"<quota> <period>"`.
+pub fn cpu_max_line(millicores: u64) -> String {
+    format!("{} {CPU_PERIOD_US}", cpu_quota_us(millicores))
+}
+
+/// The kernel keeps memory limits in whole pages, rounded down; writing the rounded value
+/// makes the read-back exact.
+pub fn page_floor(bytes: u64, page: u64) -> u64 {
     bytes - bytes % page.max(1)
 }
 
-fn page_size() -> u64 {
+/// The page size of this machine.
+pub(super) fn page_size() -> u64 {
     // SAFETY: sysconf only reads a constant of the running system.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
 }
 
-fn expect_u64(path: &Path, wanted: u64) -> Result<(), CgroupError> {
-    let actual = fs::read(path)?;
-    let actual = actual.trim();
-    if actual.parse::<u64>().ok() == Some(wanted) {
-        Ok(())
-    } else {
-        Err(CgroupError::LimitMismatch {
-            path: path.to_owned(),
-            wanted: wanted.to_string(),
-            actual: actual.to_owned(),
-        })
+/// When a [`Setting`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    /// Always: a missing file or a refused write is an error.
+    Always,
+    /// Where the kernel has the file (a feature that may be compiled out or off, such as
+    /// swap accounting); skipped otherwise.
+    IfPresent,
+    /// Where the file exists and the kernel accepts the write (some refuse it in some
+    /// cgroups); skipped otherwise. A value it accepts is still read back.
+    IfAccepted,
+}
+
+/// One control-file value of a task's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Setting {
+    /// The controller whose directory holds the file.
+    pub controller: &'static str,
+    /// The file.
+    pub file: &'static str,
+    /// The value written, and expected back.
+    pub value: String,
+    /// When it is written.
+    pub when: When,
+}
+
+impl Setting {
+    /// A setting written always.
+    pub fn always(controller: &'static str, file: &'static str, value: impl ToString) -> Self {
+        Self {
+            controller,
+            file,
+            value: value.to_string(),
+            when: When::Always,
+        }
+    }
+
+    /// The same setting under another condition.
+    pub fn when(self, when: When) -> Self {
+        Self { when, ..self }
     }
 }
 
-fn too_big(dir: &Path, bytes: u64) -> CgroupError {
-    CgroupError::Write {
-        path: dir.to_owned(),
-        value: bytes.to_string(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "memory size out of range"),
+/// Writes each setting in order into the directory `dir_of` gives for its controller and
+/// reads it back; returns what was applied. Stops at the first failure (the caller removes
+/// the cgroup, which discards whatever was written).
+pub(super) fn apply<'a>(
+    settings: &[Setting],
+    dir_of: impl Fn(&str) -> Result<&'a Path, CgroupError>,
+) -> Result<Vec<AppliedLimit>, CgroupError> {
+    let mut applied = Vec::with_capacity(settings.len());
+    for s in settings {
+        let path = dir_of(s.controller)?.join(s.file);
+        if s.when != When::Always && !path.exists() {
+            continue;
+        }
+        if let Err(e) = fs::write(&path, &s.value) {
+            if s.when == When::IfAccepted {
+                continue;
+            }
+            return Err(e);
+        }
+        let value = fs::expect(&path, &s.value)?;
+        applied.push(AppliedLimit { path, value });
     }
-}
-
-/// A cgroups-rs failure as our error, with the OS error it wraps (its Display prints Debug).
-pub(super) fn lib_error(path: &Path, value: &str, err: cgroups_rs::error::Error) -> CgroupError {
-    let io = std::error::Error::source(&err)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(|e| match e.raw_os_error() {
-            Some(code) => std::io::Error::from_raw_os_error(code),
-            None => std::io::Error::new(e.kind(), e.to_string()),
-        })
-        .unwrap_or_else(|| std::io::Error::other(err.kind().to_string()));
-    CgroupError::Write {
-        path: path.to_owned(),
-        value: value.to_owned(),
-        source: io,
-    }
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -170,29 +129,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weight_mapping_ends_and_default() {
+    fn weight_mapping_ends_middle_and_default() {
         assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(3), 1);
         assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(512), 20);
+        assert_eq!(shares_to_weight(131_073), 5000);
+        assert_eq!(shares_to_weight(262_143), 9999);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        // Clamped like the kernel clamps cpu.shares.
         assert_eq!(shares_to_weight(0), 1);
         assert_eq!(shares_to_weight(u64::MAX), 10_000);
     }
 
     #[test]
-    fn read_back_mismatch_names_file_and_values() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("cpu.shares");
-        std::fs::write(&file, "2\n").unwrap();
-        expect_u64(&file, 2).unwrap();
-        let err = expect_u64(&file, 1).unwrap_err();
-        assert!(matches!(err, CgroupError::LimitMismatch { .. }));
-        let msg = err.to_string();
-        assert!(
-            msg.contains("cpu.shares") && msg.contains("wrote 1") && msg.contains("\"2\""),
-            "{msg}"
-        );
-        std::fs::write(&file, "max\n").unwrap();
-        assert!(expect_u64(&file, 5).is_err());
+    fn weight_mapping_is_monotonic_and_in_range() {
+        let mut last = 0;
+        for shares in (2..=262_144).step_by(97).chain([262_144]) {
+            let w = shares_to_weight(shares);
+            assert!((1..=10_000).contains(&w), "{shares} -> {w}");
+            assert!(w >= last, "{shares} -> {w} after {last}");
+            last = w;
+        }
+    }
+
+    #[test]
+    fn cpu_quota_and_max_line() {
+        assert_eq!(cpu_quota_us(10), 1_000);
+        assert_eq!(cpu_quota_us(500), 50_000);
+        assert_eq!(cpu_quota_us(1500), 150_000);
+        assert_eq!(cpu_quota_us(2000), 200_000);
+        assert_eq!(cpu_quota_us(1_024_000), 102_400_000);
+        assert_eq!(cpu_max_line(500), "50000 100000");
+        assert_eq!(cpu_max_line(1500), "150000 100000");
+        assert_eq!(cpu_max_line(2000), "200000 100000");
     }
 
     #[test]
@@ -201,5 +171,48 @@ mod tests {
         assert_eq!(page_floor(100_000_000, 4096), 99_999_744);
         assert_eq!(page_floor(4095, 4096), 0);
         assert_eq!(page_floor(5, 0), 5);
+        assert!(page_size() >= 4096);
+    }
+
+    #[test]
+    fn apply_writes_reads_back_and_skips_what_is_absent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        // Empty stand-ins: a plain file keeps what lies past a shorter write, cgroupfs does not.
+        std::fs::write(d.join("pids.max"), "").unwrap();
+        std::fs::write(d.join("memory.swap.max"), "").unwrap();
+        let settings = [
+            Setting::always("pids", "pids.max", 64),
+            Setting::always("memory", "memory.swap.max", 0).when(When::IfPresent),
+            Setting::always("memory", "memory.oom.group", 1).when(When::IfPresent),
+            Setting::always("memory", "memory.swappiness", 0).when(When::IfAccepted),
+        ];
+        let applied = apply(&settings, |_| Ok(d)).unwrap();
+        let got: Vec<(String, &str)> = applied
+            .iter()
+            .map(|a| {
+                (
+                    a.path.file_name().unwrap().to_string_lossy().into(),
+                    a.value.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("pids.max".to_owned(), "64"),
+                ("memory.swap.max".to_owned(), "0")
+            ]
+        );
+        assert!(!d.join("memory.oom.group").exists());
+        // A file that must be there and is not: an error naming it.
+        let err = apply(&[Setting::always("cpu", "cpu.weight", 39)], |_| Ok(d)).unwrap_err();
+        assert!(err.to_string().contains("cpu.weight"), "{err}");
+        // The directory lookup's error passes through.
+        let err = apply(&settings, |c| {
+            Err(CgroupError::MissingControllers(vec![c.to_owned()]))
+        })
+        .unwrap_err();
+        assert!(matches!(err, CgroupError::MissingControllers(_)));
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use execdriver_linux::platform::DEFAULT_DATA_DIR;
+use execdriver_linux::DEFAULT_DATA_DIR;
 
 /// Run commands isolated on this node: cgroup limits, a private root made of read-only host
 /// dirs, private namespaces and an unprivileged user; supervised so that they survive the
@@ -30,9 +30,27 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// cgroup parent of task cgroups, relative to each hierarchy root [default: the caller's own cgroup].
-    #[arg(long, global = true, value_name = "PATH")]
+    /// cgroup parent of task cgroups, relative to each hierarchy root [default: the caller's
+    /// own cgroup where it can host them, else /<slice>.slice].
+    #[arg(
+        long,
+        global = true,
+        env = "EXECDRIVER_CGROUP_PARENT",
+        value_name = "PATH"
+    )]
     pub cgroup_parent: Option<String>,
+
+    /// Name of the driver's own top-level cgroup slice (/<NAME>.slice): supervisors live in
+    /// its `supervisors` cgroup, outside the caller's, and tasks go under it when the
+    /// caller's own cgroup cannot host them.
+    #[arg(
+        long,
+        global = true,
+        env = "EXECDRIVER_SLICE",
+        default_value = "execdriver",
+        value_name = "NAME"
+    )]
+    pub slice: String,
 
     /// What to do.
     #[command(subcommand)]
@@ -74,7 +92,7 @@ pub enum Command {
         handle: String,
     },
 
-    /// Show whether a task runs, has exited, or was lost; changes nothing.
+    /// Show whether a task runs, has exited, is unresponsive, or was lost; changes nothing.
     Status {
         /// Print one JSON object.
         #[arg(long)]
@@ -141,6 +159,9 @@ pub enum Command {
         /// How long to stay after the exit when nobody collects it, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 300_000)]
         linger_ms: u64,
+        /// The fd on which the starter hands over the task's start lock.
+        #[arg(long, value_name = "FD")]
+        start_lock_fd: Option<i32>,
     },
 }
 
@@ -152,13 +173,20 @@ pub struct TaskOptions {
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
 
-    /// Hard memory maximum above --memory (cgroup v2 memory.max, with memory.high at --memory).
+    /// Hard memory maximum above --memory: the task is OOM-killed above it and reclaimed
+    /// towards --memory (cgroup v2 memory.max with memory.high at --memory; v1
+    /// memory.limit_in_bytes with memory.soft_limit_in_bytes at --memory).
     #[arg(long, value_name = "SIZE")]
     pub memory_max: Option<String>,
 
     /// Relative cpu weight, 2 to 262144 [default: 1024].
     #[arg(long, value_name = "N")]
     pub cpu_shares: Option<String>,
+
+    /// Hard cpu limit in cpus, 0.01 to 1024 (1.5 = one and a half cpus per 100 ms period;
+    /// cgroup v1 cpu.cfs_quota_us, v2 cpu.max) [default: no limit].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub cpus: Option<String>,
 
     /// Most processes and threads the task may have at once, counting its init (the
     /// task's pid 1 inside its namespace) [default: 4096].
@@ -231,6 +259,7 @@ mod tests {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.memory.as_deref(), Some("64M"));
+        assert_eq!(opts.cpus, None);
         assert_eq!(opts.env, vec!["A=1", "B=2"]);
         assert_eq!(opts.command, vec!["/bin/sh", "-c", "echo hi"]);
         let cli =
@@ -239,6 +268,12 @@ mod tests {
             panic!("not start: {:?}", cli.command);
         };
         assert_eq!(opts.command, vec!["/bin/echo", "-n", "--x"]);
+        let cli = Cli::try_parse_from(["execdriver", "run", "--cpus", "1.5", "/bin/true"])
+            .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert_eq!(opts.cpus.as_deref(), Some("1.5"));
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);

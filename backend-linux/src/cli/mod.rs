@@ -1,14 +1,24 @@
-//! The `execdriver` command line: thin commands over `Driver<LinuxPlatform>`.
+//! The `execdriver` command line: a thin face over `Driver<LinuxPlatform>`, one file per
+//! command. It calls no platform, protocol or record function itself: what it needs of a
+//! task (finding it by id, its liveness, its logs) is Driver API, shared with every face.
 //!
 //! `run` and `start` prepare an alloc dir under `<data dir>/allocs/<task id>/` (the task dir
 //! is `<alloc dir>/<task name>`), which is removed once the task's result is collected by
-//! `run`, `wait` or `kill`. `start` stores the handle id in the task's state dir so that the
-//! task id alone finds it again.
+//! `run`, `wait` or `kill`.
 
 mod args;
+mod context;
+mod fingerprint;
 mod follow;
+mod kill;
+mod logs;
+mod output;
 mod parse;
-mod tasks;
+mod run;
+mod signal;
+mod spec;
+mod status;
+mod wait;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -16,10 +26,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::Cli;
+use args::Command;
+use context::Ctx;
 
 /// Exit status when execdriver itself failed or refused its input.
 pub const EXIT_DRIVER_FAILED: u8 = 125;
-/// Exit status of `wait --timeout` when the task still runs.
+/// Exit status of `wait --timeout` when the task still runs (or its supervisor does not
+/// answer in time).
 pub const EXIT_STILL_RUNNING: u8 = 124;
 
 /// A failure of a command, printed as one line.
@@ -37,6 +50,9 @@ impl<E: std::error::Error> From<E> for CliError {
         CliError(e.to_string())
     }
 }
+
+/// What a command returns.
+type Result<T> = std::result::Result<T, CliError>;
 
 /// Writes one line to stderr, ignoring failure: stderr may be a closed pipe or a full disk,
 /// and `eprintln!` would panic there, turning a warning into an internal error.
@@ -63,34 +79,61 @@ pub fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    if let args::Command::Supervise {
+    if let Command::Supervise {
         state_dir,
         linger_ms,
+        start_lock_fd,
     } = &cli.command
     {
-        // A bug in one connection thread must not take the task down with the supervisor:
-        // note it in the supervisor log, without a backtrace, and let the thread end.
+        // A bug must not take the task down with it unnoticed: note it in the supervisor
+        // log, without a backtrace.
         std::panic::set_hook(Box::new(|info| {
             errln!("supervisor: internal error: {}", one_line(info));
         }));
-        let options = execdriver_linux::supervisor::SuperviseOptions {
-            state_dir: state_dir.clone(),
-            cgroup_parent: cli.cgroup_parent.clone(),
-            linger: std::time::Duration::from_millis(*linger_ms),
-        };
-        let code = execdriver_linux::supervisor::run(&options);
+        let options = execdriver_linux::SuperviseOptions::new(state_dir)
+            .with_slice(cli.slice.clone())
+            .with_linger(std::time::Duration::from_millis(*linger_ms))
+            .with_start_lock_fd(*start_lock_fd);
+        let code = execdriver_linux::supervise(&options);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     std::panic::set_hook(Box::new(|info| {
         errln!("execdriver: internal error: {}", one_line(info));
         std::process::exit(i32::from(EXIT_DRIVER_FAILED));
     }));
-    match tasks::dispatch(cli) {
+    match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             errln!("execdriver: {e}");
             ExitCode::from(EXIT_DRIVER_FAILED)
         }
+    }
+}
+
+/// Runs the parsed command; `Ok` carries the exit status.
+fn dispatch(cli: Cli) -> Result<u8> {
+    let ctx = Ctx::new(cli.data_dir, cli.cgroup_parent, cli.slice);
+    match cli.command {
+        Command::Run(opts) => run::run(&ctx, &opts),
+        Command::Start(opts) => run::start(&ctx, &opts),
+        Command::Wait {
+            timeout,
+            json,
+            handle,
+        } => wait::wait(&ctx, timeout.as_deref(), json, &handle),
+        Command::Kill { timeout, handle } => kill::kill(&ctx, timeout.as_deref(), &handle),
+        Command::Status { json, handle } => status::status(&ctx, json, &handle),
+        Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
+        Command::Stats { json, handle } => signal::stats(&ctx, json, &handle),
+        Command::Logs {
+            stderr,
+            follow,
+            handle,
+        } => logs::logs(&ctx, stderr, follow, &handle),
+        Command::List { json } => status::list(&ctx, json),
+        Command::Fingerprint { json } => fingerprint::fingerprint(&ctx, json),
+        // Handled before dispatch: it must not install the CLI's panic hook.
+        Command::Supervise { .. } => Err(fail!("supervise is handled by main")),
     }
 }
 

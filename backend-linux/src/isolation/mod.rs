@@ -57,6 +57,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
+#[cfg(any(test, feature = "test-support"))]
 use std::time::Duration;
 
 use execdriver_core::{ExitStatus, Signal, TaskSpec};
@@ -65,6 +66,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
 use crate::process::{Pidfd, ProcessError};
 
+#[cfg(any(test, feature = "test-support"))]
 pub use exec::{DEFAULT_PATH, TASK_CAPABILITIES, task_environment};
 use wire::{RECORD_LEN, Record};
 
@@ -222,6 +224,7 @@ pub struct LaunchedTask {
     pub init_pid: i32,
     /// A pidfd on the init.
     pub pidfd: Pidfd,
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))]
     pid_namespace: u64,
     report: OwnedFd,
     control: OwnedFd,
@@ -349,6 +352,7 @@ impl LaunchedTask {
     }
 
     /// Like [`LaunchedTask::wait`], but gives up after `timeout` with `Ok(None)`.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<ExitStatus>, IsolationError> {
         // try_lock: another thread blocked in wait() holds the lock, and waiting for it here
         // would ignore the timeout.
@@ -363,6 +367,7 @@ impl LaunchedTask {
         self.wait().map(Some)
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// The inode of the task's PID namespace (`/proc/<pid>/ns/pid`), recorded at launch: a
     /// process whose namespace has this inode belongs to the task, while the task lives
     /// (once the namespace is gone the kernel reuses the number for new namespaces).
@@ -514,6 +519,7 @@ fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationErro
 /// For tests: plan bind flags with MS_REMOUNT (the path for kernels older than 5.12, which
 /// lack mount_setattr, where binds are not recursive) instead of mount_setattr.
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub fn force_bind_remount_fallback(on: bool) {
     rootfs::FORCE_REMOUNT.store(on, std::sync::atomic::Ordering::Relaxed);
 }

@@ -9,8 +9,10 @@ mod pidfd;
 
 use std::io;
 
-pub use identity::{identity, is_gone_or_dead, parse_start_time, stat_field};
-pub use pidfd::Pidfd;
+pub use identity::{identity, is_gone_or_dead, stat_field};
+#[cfg(any(test, feature = "test-support"))]
+pub use identity::parse_start_time;
+pub use pidfd::{Pidfd, check_kernel_floor};
 
 /// A failed process operation, naming the pid.
 #[derive(Debug, thiserror::Error)]

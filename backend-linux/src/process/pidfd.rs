@@ -68,6 +68,7 @@ impl Pidfd {
         }
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     /// The pid the pidfd was opened on, as seen from this process's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid
@@ -143,6 +144,31 @@ impl Pidfd {
                 return Ok(false);
             }
         }
+    }
+}
+
+/// Whether this kernel has what launching and watching a task needs: `pidfd_open` (Linux
+/// 5.3) and `waitid(P_PIDFD)` (Linux 5.4). Probed by calling them on this process, which
+/// changes nothing; the error names what is missing.
+pub fn check_kernel_floor() -> Result<(), String> {
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let own = match Pidfd::open(me) {
+        Ok(pidfd) => pidfd,
+        Err(ProcessError::Syscall { source, .. }) if source.raw_os_error() == Some(libc::ENOSYS) => {
+            return Err("the kernel has no pidfd_open (Linux 5.3 or later is needed)".to_owned());
+        }
+        Err(e) => return Err(format!("pidfd_open on this process failed: {e}")),
+    };
+    // We are not our own child: a kernel that knows P_PIDFD answers ECHILD.
+    match rustix::process::waitid(
+        rustix::process::WaitId::PidFd(own.as_fd()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    ) {
+        Err(rustix::io::Errno::CHILD) | Ok(_) => Ok(()),
+        Err(rustix::io::Errno::INVAL) => Err(
+            "the kernel has no waitid(P_PIDFD) (Linux 5.4 or later is needed)".to_owned(),
+        ),
+        Err(e) => Err(format!("waitid(P_PIDFD) on this process failed: {e}")),
     }
 }
 

@@ -1,65 +1,84 @@
-//! The supervisor: `execdriver supervise --state-dir DIR`, one process per task.
+//! The supervisor: `<binary> supervise --state-dir DIR`, one process per task.
 //!
 //! The agent starts it; it daemonizes (setsid, then a second fork whose parent exits at once,
-//! so the agent only reaps that intermediate and the supervisor outlives the agent). While
-//! still single-threaded it creates the task's cgroup, the output pipes and the socket, and
-//! launches the task (launch forks and must not race other threads). Only then does it start
-//! threads: two log pumps, the waiter, and the socket server. It reports readiness, or why it
-//! could not start, as one JSON line on its stdout, which is a pipe the agent reads.
+//! so the agent only reaps that intermediate and the supervisor outlives the agent). It then
+//! creates the task's cgroup, the output pipes and the socket, and launches the task (see
+//! [`start`]); it records the task and reports readiness, or why it could not start, as one
+//! JSON line on its stdout, a pipe the agent reads. From then on one thread runs one event
+//! loop (see [`event_loop`]) over the socket, the task's pidfd, the log pipes, its signals
+//! and its timers, until the task's result is collected or its linger runs out.
 //!
 //! The supervisor is not in the task's cgroup, so its memory is never charged to the task.
 //! Its diagnostics go to its stderr, which the agent points at `<state dir>/supervisor.log`.
+//! It imports nothing of the agent side: only the protocol and the shared ground (state
+//! records, cgroups, isolation, processes, logs).
 
-/// The atomic `exit.json` record.
-pub mod exit_record;
-/// The socket protocol and its client.
-pub mod protocol;
-mod server;
+mod connection;
+mod event_loop;
+mod start;
 
 use std::fmt::Display;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use execdriver_core::{DRIVER_VERSION, ProcessIdentity, TaskSpec};
+use execdriver_core::SpawnStep;
 
-use crate::cgroups::{CgroupParent, TaskCgroup, cgroup_name};
-use crate::isolation::{self, LaunchRequest};
-use crate::logs::{self, Stream};
 use crate::process;
-use crate::state::{self, CgroupRecord, StatePaths};
-
-use protocol::{Hello, Ready};
-use server::{Supervisor, THREAD_STACK};
+use crate::protocol::{self, Ready};
+use crate::state::StatePaths;
 
 /// How long `destroy` waits for the task to die after killing its cgroup.
-pub const DESTROY_WAIT: Duration = Duration::from_secs(10);
-/// How long a supervisor stays after the exit when nobody collects it.
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(300);
-/// Largest spec file read.
-const MAX_SPEC: u64 = 1024 * 1024;
+pub(crate) const DESTROY_WAIT: Duration = Duration::from_secs(10);
 
-/// What `execdriver supervise` is told.
+/// What `supervise` is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SuperviseOptions {
     /// The task's state dir, holding `spec.json`.
     pub state_dir: PathBuf,
-    /// The cgroup parent relative to each hierarchy root; default: our own cgroup.
-    pub cgroup_parent: Option<String>,
+    /// The driver's slice: the supervisor moves itself into `/<slice>.slice/supervisors`.
+    pub slice: String,
     /// How long to stay after the exit without a `destroy`.
     pub linger: Duration,
+    /// The fd on which the agent handed over the task's start lock, if it did.
+    pub start_lock_fd: Option<i32>,
+}
+
+impl SuperviseOptions {
+    /// Options for the task whose state dir is `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            slice: crate::cgroups::DEFAULT_SLICE_NAME.to_owned(),
+            linger: crate::platform::DEFAULT_LINGER,
+            start_lock_fd: None,
+        }
+    }
+
+    /// These options with the driver's slice called `slice`.
+    pub fn with_slice(mut self, slice: impl Into<String>) -> Self {
+        self.slice = slice.into();
+        self
+    }
+
+    /// These options with a linger.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// These options with the start lock on `fd`.
+    pub fn with_start_lock_fd(mut self, fd: Option<i32>) -> Self {
+        self.start_lock_fd = fd;
+        self
+    }
 }
 
 /// Writes one line to the supervisor log (its stderr). A full disk or a closed stderr loses
-/// the line and nothing else: `eprintln!` would panic, and a panicking waiter thread would
-/// never publish the exit, leaving every `wait` blocked forever.
+/// the line and nothing else: `eprintln!` would panic.
 pub(crate) fn log(message: impl Display) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,312 +96,79 @@ pub(crate) fn log(message: impl Display) {
 pub fn run(options: &SuperviseOptions) -> i32 {
     // Whatever the agent left open without CLOEXEC (a pipe a shell's `| cat` reads, say)
     // would stay open for the supervisor's whole life and the task's: keep only stdin,
-    // stdout (the report pipe) and stderr (the log).
-    close_inherited_fds();
-    if let Err(e) = daemonize() {
+    // stdout (the report pipe), stderr (the log) and the start lock.
+    let lock_fd = options
+        .start_lock_fd
+        .filter(|fd| *fd == crate::platform::START_LOCK_FD && is_open(*fd));
+    close_inherited_fds(if lock_fd.is_some() { 4 } else { 3 });
+    // SAFETY: the fd is open, was handed to us by the agent as the start lock, and nothing
+    // else in this process owns it (every other inherited fd above stderr was just closed).
+    let start_lock = lock_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let fail_early = |message: String| {
         report(&Ready::Error {
-            message: format!("cannot daemonize the supervisor: {e}"),
+            message,
+            step: SpawnStep::Supervisor,
             cleanup_needed: false,
         });
-        return 1;
+        1
+    };
+    if let Err(e) = daemonize() {
+        return fail_early(format!("cannot daemonize the supervisor: {e}"));
     }
     // From here on we are the daemonized grandchild.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = std::env::set_current_dir("/");
     let me = match process::identity(std::process::id().cast_signed()) {
         Ok(me) => me,
-        Err(e) => {
-            report(&Ready::Error {
-                message: format!("reading the supervisor's own identity failed: {e}"),
-                cleanup_needed: false,
-            });
-            return 1;
-        }
+        Err(e) => return fail_early(format!("reading the supervisor's own identity failed: {e}")),
     };
+    let paths = StatePaths::at(&options.state_dir);
     if !report(&Ready::Started { supervisor: me }) {
-        log("the agent did not read the started report; exiting before creating anything");
+        // Nobody will ever know of this start: what the agent made goes too.
+        log("the agent did not read the started report; removing the state dir and exiting");
+        let _ = std::fs::remove_dir_all(&paths.dir);
         return 1;
     }
-    let paths = StatePaths::at(&options.state_dir);
-    let started = match start(options, &paths, me) {
+    let started = match start::start(options, &paths, me) {
         Ok(started) => started,
         Err(failure) => {
             log(format_args!("start failed: {}", failure.message));
             report(&Ready::Error {
                 message: failure.message,
+                step: failure.step,
                 cleanup_needed: failure.cleanup_needed,
             });
             return 1;
         }
     };
-    let Started {
-        supervisor,
-        listener,
-        ready,
-    } = started;
-    {
-        let me = Arc::clone(&supervisor);
-        if let Err(e) = thread::Builder::new()
-            .name("server".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || me.serve(listener))
-        {
-            abort(&supervisor, &format!("cannot start the socket server: {e}"));
-            return 1;
-        }
-    }
-    if !report(&ready) {
-        // The agent is gone before it learned of the task: nobody holds a handle to it.
-        abort(&supervisor, "the agent did not read the ready report");
+    let (mut supervisor, setup_error) = event_loop::Supervisor::new(started, options.linger);
+    if let Some(e) = setup_error {
+        supervisor.abort(&format!("cannot set up the event loop: {e}"));
+        report(&Ready::Error {
+            message: format!("setting up the supervisor's event loop failed: {e}"),
+            step: SpawnStep::Supervisor,
+            cleanup_needed: false,
+        });
         return 1;
     }
+    if !report(&supervisor.ready()) {
+        // The agent is gone before it learned of the task: nobody holds a handle to it.
+        supervisor.abort("the agent did not read the ready report");
+        return 1;
+    }
+    // The task record exists: the start is done, and the lock may go.
+    drop(start_lock);
     log("task running; ready report delivered");
     silence_stdout();
-    supervisor.wait_for_end(options.linger);
+    supervisor.run();
     log("exiting");
     0
 }
 
-struct Started {
-    supervisor: Arc<Supervisor>,
-    listener: UnixListener,
-    ready: Ready,
-}
-
-/// Why a start failed, and whether something it created could not be removed.
-struct StartFailure {
-    message: String,
-    cleanup_needed: bool,
-}
-
-impl From<String> for StartFailure {
-    fn from(message: String) -> Self {
-        Self {
-            message,
-            cleanup_needed: false,
-        }
-    }
-}
-
-/// Everything up to a running task; on error, what was created is removed (the agent removes
-/// the state dir it created), or the failure says that the cgroup could not be.
-fn start(
-    options: &SuperviseOptions,
-    paths: &StatePaths,
-    me: ProcessIdentity,
-) -> Result<Started, StartFailure> {
-    let spec = read_spec(&paths.spec())?;
-    let dir_name = paths.dir.file_name().and_then(|n| n.to_str());
-    if dir_name != Some(spec.task_id.as_str()) {
-        return Err(format!(
-            "state dir {} does not belong to task {}",
-            paths.dir.display(),
-            spec.task_id
-        )
-        .into());
-    }
-    spec.validate(Duration::MAX)
-        .map_err(|e| format!("invalid task spec: {e}"))?;
-    let parent = match &options.cgroup_parent {
-        Some(relative) => CgroupParent::at(relative),
-        None => CgroupParent::own(),
-    }
-    .map_err(|e| format!("resolving the cgroup parent failed: {e}"))?;
-    let name = cgroup_name(&spec.task_id);
-    check_cgroup_record(paths, options, &parent, &name)?;
-    // Opened (the dir created if missing, never through a symlink) before anything else is
-    // created and before the task runs: once it runs, a pump that cannot open its files
-    // could only drop its output.
-    let log_dir = spec.alloc_dir.join("logs");
-    let mut writers = Vec::with_capacity(2);
-    for stream in [Stream::Stdout, Stream::Stderr] {
-        let writer = logs::RotatingWriter::open(&log_dir, &spec.task_name, stream, &spec.logs)
-            .map_err(|e| format!("opening the task's {} log failed: {e}", stream.as_str()))?;
-        writers.push(writer);
-    }
-    let socket = paths.socket();
-    let listener = UnixListener::bind(&socket)
-        .map_err(|e| format!("binding socket {} failed: {e}", socket.display()))?;
-    let cleanup_socket = || {
-        let _ = fs::remove_file(&socket);
-    };
-    if let Err(e) = fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)) {
-        cleanup_socket();
-        return Err(format!("chmod of socket {} failed: {e}", socket.display()).into());
-    }
-    let cgroup = match TaskCgroup::create(&parent, &name, &spec.resources) {
-        Ok(cgroup) => cgroup,
-        Err(e) => {
-            cleanup_socket();
-            return Err(format!("creating cgroup {name} failed: {e}").into());
-        }
-    };
-    let fail = |cgroup: TaskCgroup, message: String| {
-        cleanup_socket();
-        match cgroup.destroy() {
-            Ok(()) => {
-                if let Err(e) = state::remove_cgroup_record(paths) {
-                    log(format_args!("after removing cgroup {name}: {e}"));
-                }
-                Err(StartFailure::from(message))
-            }
-            Err(e) => {
-                log(format_args!(
-                    "removing cgroup {name} after a failed start: {e}"
-                ));
-                Err(StartFailure {
-                    message: format!("{message}; removing cgroup {name} failed too: {e}"),
-                    cleanup_needed: true,
-                })
-            }
-        }
-    };
-    // Only now may a cleanup by the record touch a cgroup of this name: before, one of that
-    // name could belong to another data dir sharing the parent.
-    if let Err(e) = state::write_cgroup_created(&paths.cgroup_created()) {
-        return fail(
-            cgroup,
-            format!("recording that cgroup {name} was created failed: {e}"),
-        );
-    }
-    let pipes = match output_pipes() {
-        Ok(pipes) => pipes,
-        Err(e) => return fail(cgroup, e),
-    };
-    // Orphans of the task are reparented to its init, inside its namespace; this only
-    // matters for a process that gets out of it, which must still be reaped by us.
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        log(format_args!("cannot become a child subreaper: {e}"));
-    }
-    let ((out_r, out_w), (err_r, err_w)) = pipes;
-    let place = |pid: i32| cgroup.add_process(pid).map_err(|e| e.to_string());
-    let launched = isolation::launch(LaunchRequest {
-        spec: &spec,
-        stdout: out_w,
-        stderr: err_w,
-        place_in_cgroup: &place,
-    });
-    let task = match launched {
-        Ok(task) => task,
-        Err(e) => return fail(cgroup, format!("launching the task failed: {e}")),
-    };
-    let (sup_id, task_id) = match process::identity(task.init_pid) {
-        Ok(task_id) => (me, task_id),
-        Err(e) => {
-            let _ = cgroup.kill_all();
-            let _ = task.wait();
-            return fail(cgroup, format!("reading process identities failed: {e}"));
-        }
-    };
-    log(format_args!(
-        "task {} launched: init pid {}, cgroup {name}",
-        spec.task_id, task.init_pid
-    ));
-    let hello = Hello {
-        task_id: spec.task_id.clone(),
-        supervisor: sup_id,
-        task: task_id,
-        version: DRIVER_VERSION.to_owned(),
-    };
-    let supervisor = Arc::new(Supervisor::new(hello, task, cgroup, paths.clone()));
-    // Threads from here on: the task is launched.
-    let (done_tx, done_rx) = mpsc::channel();
-    let mut pump_count = 0;
-    for ((fd, stream), writer) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)]
-        .into_iter()
-        .zip(writers)
-    {
-        let done = done_tx.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("pump-{stream:?}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                if let Err(e) = logs::pump_into(fd, writer) {
-                    log(format_args!("log pump for {stream:?} failed: {e}"));
-                }
-                let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => pump_count += 1,
-            Err(e) => log(format_args!("cannot start the {stream:?} log pump: {e}")),
-        }
-    }
-    {
-        let me = Arc::clone(&supervisor);
-        let spawned = thread::Builder::new()
-            .name("waiter".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || me.run_waiter(done_rx, pump_count));
-        if let Err(e) = spawned {
-            abort(&supervisor, &format!("cannot start the waiter: {e}"));
-            return Err(format!("cannot start the waiter thread: {e}").into());
-        }
-    }
-    Ok(Started {
-        supervisor,
-        listener,
-        ready: Ready::Ready {
-            supervisor: sup_id,
-            task: task_id,
-            cgroup: name,
-        },
-    })
-}
-
-/// The agent recorded where the task cgroup goes before starting us: we must agree, or a
-/// later cleanup (which uses the record) would look somewhere else.
-fn check_cgroup_record(
-    paths: &StatePaths,
-    options: &SuperviseOptions,
-    parent: &CgroupParent,
-    name: &str,
-) -> Result<(), String> {
-    let path = paths.cgroup_record();
-    let record = CgroupRecord::read(&path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("cgroup record {} is missing", path.display()))?;
-    let mut ours: Vec<PathBuf> = parent.paths().iter().map(|p| p.join(name)).collect();
-    ours.sort();
-    let mut recorded = record.paths.clone();
-    recorded.sort();
-    if record.name != name || record.parent != options.cgroup_parent || recorded != ours {
-        return Err(format!(
-            "cgroup record {} ({} under {:?} at {recorded:?}) is not what the supervisor \
-             resolves ({name} under {:?} at {ours:?})",
-            path.display(),
-            record.name,
-            record.parent,
-            options.cgroup_parent
-        ));
-    }
-    Ok(())
-}
-
-fn read_spec(path: &Path) -> Result<TaskSpec, String> {
-    let mut text = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(MAX_SPEC).read_to_end(&mut text))
-        .map_err(|e| format!("reading task spec {} failed: {e}", path.display()))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| format!("task spec {} is invalid: {e}", path.display()))
-}
-
-type Pipe = (OwnedFd, OwnedFd);
-
-fn output_pipes() -> Result<(Pipe, Pipe), String> {
-    let pipe = || {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("creating an output pipe failed: {e}"))
-    };
-    Ok((pipe()?, pipe()?))
-}
-
-/// Tears everything down after a start the agent never learned of, removing the state dir.
-fn abort(supervisor: &Supervisor, why: &str) {
-    log(format_args!("aborting: {why}"));
-    if let protocol::Response::Error(e) = supervisor.destroy() {
-        log(format_args!("abort cleanup: {e}"));
-    }
+/// Whether `fd` is an open descriptor of this process.
+fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 /// Writes the ready line to stdout; false if the agent is not there to read it.
@@ -398,19 +184,19 @@ fn silence_stdout() {
     }
 }
 
-/// Closes every fd above stderr. Called first, before any thread or fd of our own exists.
-fn close_inherited_fds() {
+/// Closes every fd from `first` up. Called first, before any thread or fd of our own exists.
+fn close_inherited_fds(first: u32) {
     // SAFETY: close_range takes plain integers and only closes fds; nothing in this
-    // process holds a descriptor above 2 yet.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // process holds a descriptor at or above `first` yet.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
     if closed == 0 {
         return;
     }
     // Kernels before 5.9: close what /proc lists (the listing's own fd is gone by then).
-    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd > 2)
+                .filter(|fd: &i32| u32::try_from(*fd).is_ok_and(|fd| fd >= first))
                 .collect()
         })
         .unwrap_or_default();

@@ -214,9 +214,25 @@ pub fn strings(items: &[&str]) -> R {
     R::Array(items.iter().map(|s| R::from(*s)).collect())
 }
 
-/// The plugin config pointing at `data_dir`, every other setting default.
+/// The driver slice of a test's data dir: one of its own, so the node's `execdriver.slice`
+/// is never touched; [`TaskGuard`] removes it.
+pub fn slice_for(data_dir: &Path) -> String {
+    let name: String = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("execdriver-test-nomad-{name}")
+}
+
+/// The plugin config pointing at `data_dir` and its slice, every other setting default.
 pub fn plugin_config(data_dir: &Path) -> Vec<u8> {
-    msgpack(vec![("data_dir", R::from(data_dir.display().to_string()))])
+    msgpack(vec![
+        ("data_dir", R::from(data_dir.display().to_string())),
+        ("slice_name", R::from(slice_for(data_dir))),
+    ])
 }
 
 /// SetConfig with `config`.
@@ -353,18 +369,32 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let Some(handle_id) = self.handle_id.take() else {
+        let slice = slice_for(&self.data_dir);
+        if let Some(handle_id) = self.handle_id.take() {
+            let config = execdriver_linux::LinuxConfig::new(&self.data_dir)
+                .with_slice_name(&slice)
+                .with_supervisor_binary(binary());
+            let driver = execdriver_core::Driver::new(execdriver_linux::LinuxPlatform::new(config));
+            match driver.open(&handle_id) {
+                Ok(task) => {
+                    let _ = task.kill();
+                    let _ = task.wait();
+                }
+                Err(e) => eprintln!("task guard: {e}"),
+            }
+        }
+        // The slice goes once its supervisors have left it (each exits after its release).
+        let Ok(dirs) = execdriver_linux::cgroups::supervisors_cgroup_paths(&slice) else {
             return;
         };
-        let mut config = execdriver_linux::LinuxConfig::new(&self.data_dir);
-        config.supervisor_binary = Some(binary());
-        let driver = execdriver_core::Driver::new(execdriver_linux::LinuxPlatform::new(config));
-        match driver.open(&handle_id) {
-            Ok(task) => {
-                let _ = task.kill();
-                let _ = task.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for dir in dirs {
+            while dir.exists() && std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => eprintln!("task guard: {e}"),
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }

@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use execdriver_core::{Driver, DriverConfig, HandleId, Platform, TaskConfig, TaskSpec};
+use execdriver_core::{Driver, HandleId, Platform, TaskConfig, TaskSpec};
 use execdriver_linux::cgroups::cgroup_name;
-use execdriver_linux::platform::{LinuxConfig, LinuxPlatform};
+use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
 /// The `execdriver` binary next to this test's target dir (`target/<profile>/execdriver`).
 pub fn binary_from_target_dir() -> PathBuf {
@@ -61,10 +61,14 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
-/// One test's private world: a data dir, a platform on it, and the handles to clean up.
+/// One test's private world: a data dir, a driver slice of its own, a platform on them, and
+/// the handles to clean up.
 pub struct TestEnv {
     /// The data dir (canonical), removed on drop.
     pub data: PathBuf,
+    /// The name of this env's driver slice (`/<slice>.slice`, with the supervisors cgroup in
+    /// it), removed on drop: the shared node's own `execdriver.slice` is never touched.
+    pub slice: String,
     /// The execdriver binary.
     pub binary: PathBuf,
     handles: Mutex<Vec<HandleId>>,
@@ -79,6 +83,7 @@ impl TestEnv {
         let data = fs::canonicalize(&dir).expect("canonical data dir");
         Self {
             data,
+            slice: unique_id("execdriver-test"),
             binary,
             handles: Mutex::new(Vec::new()),
             task_ids: Mutex::new(Vec::new()),
@@ -88,10 +93,10 @@ impl TestEnv {
     /// The platform config of this env, with a short linger: a supervisor whose task a
     /// failed test never collected exits after 30 s instead of 5 minutes.
     pub fn config(&self) -> LinuxConfig {
-        let mut config = LinuxConfig::new(&self.data);
-        config.supervisor_binary = Some(self.binary.clone());
-        config.supervisor_linger = Duration::from_secs(30);
-        config
+        LinuxConfig::new(&self.data)
+            .with_slice_name(&self.slice)
+            .with_supervisor_binary(&self.binary)
+            .with_supervisor_linger(Duration::from_secs(30))
     }
 
     /// A platform on this env's data dir.
@@ -99,15 +104,9 @@ impl TestEnv {
         LinuxPlatform::new(self.config())
     }
 
-    /// A driver on this env's data dir, with a short force-kill grace.
+    /// A driver on this env's data dir.
     pub fn driver(&self) -> Driver<LinuxPlatform> {
-        Driver::with_config(
-            self.platform(),
-            DriverConfig {
-                force_kill_grace: Duration::from_secs(5),
-                ..DriverConfig::default()
-            },
-        )
+        Driver::new(self.platform())
     }
 
     /// A spec with a fresh task id, its alloc dir and task dir created, and short timeouts.
@@ -146,14 +145,16 @@ impl TestEnv {
         }
     }
 
-    /// Handles stored by `execdriver start` in this env's data dir.
+    /// The handles of every task recorded in this env's data dir (`execdriver start` and
+    /// friends record them there).
     fn stored_handles(&self) -> Vec<HandleId> {
+        let driver = self.driver();
         let Ok(dir) = fs::read_dir(self.data.join("tasks")) else {
             return Vec::new();
         };
         dir.flatten()
-            .filter_map(|e| fs::read_to_string(e.path().join("handle.json")).ok())
-            .filter_map(|text| HandleId::parse(text.trim()).ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter_map(|id| driver.handle_of(&id).ok())
             .collect()
     }
 
@@ -168,10 +169,11 @@ impl TestEnv {
         handles.extend(self.stored_handles());
         let mut failures = Vec::new();
         for h in &handles {
+            let deadline = platform.now() + Duration::from_secs(10);
             for (step, result) in [
-                ("kill supervisor", platform.kill_supervisor(h)),
-                ("kill cgroup", platform.kill_cgroup(h)),
-                ("destroy cgroup", platform.destroy_cgroup(h)),
+                ("kill supervisor", platform.kill_supervisor(h, deadline)),
+                ("kill cgroup", platform.kill_cgroup(h, deadline)),
+                ("destroy cgroup", platform.destroy_cgroup(h, deadline)),
                 ("remove state", platform.remove_state(h)),
             ] {
                 if let Err(e) = result {
@@ -237,9 +239,36 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Removes this env's slice (its supervisors cgroup, then the slice) in every
+    /// hierarchy; what could not be removed.
+    fn remove_slice(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let Ok(supervisors) = execdriver_linux::cgroups::supervisors_cgroup_paths(&self.slice)
+        else {
+            return failures;
+        };
+        for dir in supervisors {
+            // Supervisors leave it as they exit: give the last ones a moment.
+            let gone = eventually(Duration::from_secs(10), || {
+                fs::remove_dir(&dir).is_ok() || !dir.exists()
+            });
+            let slice = dir.parent().map(Path::to_owned);
+            let slice_gone = slice
+                .as_ref()
+                .is_none_or(|s| fs::remove_dir(s).is_ok() || !s.exists());
+            if !gone || !slice_gone {
+                failures.push(format!("slice dir {} or {slice:?} remains", dir.display()));
+            }
+        }
+        failures
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let failures = self.cleanup();
+        let mut failures = self.cleanup();
+        failures.extend(self.remove_slice());
         if !failures.is_empty() {
             eprintln!("cleanup of {}: {failures:#?}", self.data.display());
         }

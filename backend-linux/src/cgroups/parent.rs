@@ -1,0 +1,271 @@
+//! [`CgroupParent`]: where task cgroups are created (the caller's own cgroup, a configured
+//! path, or the driver's own slice), resolved in each hierarchy.
+
+use std::path::{Path, PathBuf};
+
+#[cfg(doc)]
+use super::DEFAULT_SLICE_NAME;
+use super::hierarchy::{ControllerDir, Layout, check_hierarchy_path, proc_cgroup_path};
+use super::placement::slice_dir_name;
+use super::v2::delegation;
+use super::{CgroupError, CgroupVersion, fs, validate_name};
+
+/// The parent under which task cgroups are created, resolved per controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupParent {
+    version: CgroupVersion,
+    dirs: Vec<ControllerDir>,
+    /// Created (or adopted) by this driver, so [`CgroupParent::remove`] may remove it.
+    ours: bool,
+}
+
+impl CgroupParent {
+    /// The calling process's own cgroup in each controller (from /proc/self/cgroup).
+    ///
+    /// On v2 a cgroup that holds processes cannot hand controllers to children, so task
+    /// cgroups can be created under the caller's own cgroup only when that is the root (or
+    /// already delegates cpu, memory and pids); otherwise `create` fails with
+    /// [`CgroupError::Delegate`] and a parent from [`CgroupParent::at`] is needed
+    /// ([`CgroupParent::can_host_tasks`] tells in advance).
+    pub fn own() -> Result<Self, CgroupError> {
+        let layout = Layout::detect_complete()?;
+        let path = Path::new("/proc/self/cgroup");
+        let text = fs::read(path)?;
+        let mut dirs = Vec::new();
+        for h in layout.hierarchies {
+            let key = h.proc_key(layout.version);
+            let rel = proc_cgroup_path(&text, key)
+                .ok_or_else(|| CgroupError::NoOwnCgroup {
+                    controller: key.to_owned(),
+                })?
+                .to_owned();
+            dirs.push(ControllerDir::at(h, &rel)?);
+        }
+        Ok(Self {
+            version: layout.version,
+            dirs,
+            ours: false,
+        })
+    }
+
+    /// A configured parent, relative to each hierarchy's root (e.g. `execdriver`), created in
+    /// every required hierarchy where missing. A leading `/` is allowed; empty, `.` and `..`
+    /// components are refused. The parent then counts as the driver's own: nothing else should
+    /// use it, and [`CgroupParent::remove`] may remove it.
+    pub fn at(relative: &str) -> Result<Self, CgroupError> {
+        let relative = check_relative(relative)?;
+        let layout = Layout::detect_complete()?;
+        // A mount that shows only a subtree (a container) cannot reach the root.
+        let bases = layout
+            .hierarchies
+            .into_iter()
+            .map(ControllerDir::root_of)
+            .collect::<Result<Vec<_>, CgroupError>>()?;
+        Self::create_below(layout.version, bases, relative)
+    }
+
+    /// A parent `relative` below the caller's own cgroup, created where missing, and the
+    /// driver's own as with [`CgroupParent::at`]. Useful to keep a driver's task cgroups together.
+    pub fn under_own(relative: &str) -> Result<Self, CgroupError> {
+        let relative = check_relative(relative)?;
+        let own = Self::own()?;
+        Self::create_below(own.version, own.dirs, relative)
+    }
+
+    fn create_below(
+        version: CgroupVersion,
+        bases: Vec<ControllerDir>,
+        relative: &str,
+    ) -> Result<Self, CgroupError> {
+        let mut dirs = Vec::new();
+        for base in bases {
+            let mut cur = base;
+            for component in relative.split('/') {
+                if version == CgroupVersion::V2 {
+                    delegation::enable_controllers(&cur.dir)?;
+                }
+                cur = cur.child(component)?;
+                fs::ensure_dir(&cur.dir)?;
+            }
+            dirs.push(cur);
+        }
+        Ok(Self {
+            version,
+            dirs,
+            ours: true,
+        })
+    }
+
+    /// The driver's own top-level slice, `/<name>.slice` in each required hierarchy (v2: the
+    /// unified one), created where missing and the driver's own as with [`CgroupParent::at`];
+    /// task cgroups go directly under it. On v2 cpu, memory and pids are enabled in the
+    /// root's and the slice's `cgroup.subtree_control` and nowhere else. `name` is one plain
+    /// name ([`validate_name`]) such as [`DEFAULT_SLICE_NAME`].
+    pub fn slice(name: &str) -> Result<Self, CgroupError> {
+        let slice = slice_dir_name(name)?;
+        let parent = Self::at(&slice)?;
+        if parent.version == CgroupVersion::V2 {
+            for d in &parent.dirs {
+                delegation::enable_controllers(&d.dir)?;
+            }
+        }
+        Ok(parent)
+    }
+
+    /// Its directory in each hierarchy, for the modules that build on it.
+    pub(super) fn dirs(&self) -> &[ControllerDir] {
+        &self.dirs
+    }
+
+    /// The hierarchy layout of this parent.
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// The parent's directory in each hierarchy.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.dir.clone()).collect()
+    }
+
+    /// Whether a task cgroup `name` exists under this parent in any hierarchy.
+    pub fn contains(&self, name: &str) -> Result<bool, CgroupError> {
+        validate_name(name)?;
+        for d in &self.dirs {
+            if d.child(name)?.dir.exists() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes a parent made by [`CgroupParent::at`] or [`CgroupParent::under_own`] (its last
+    /// component only) once it is empty; the caller's own cgroup is never removed.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            if !self.ours {
+                return Err(CgroupError::NotOurs {
+                    path: d.dir.clone(),
+                });
+            }
+            fs::remove_dir_verified(&d.dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl CgroupParent {
+    /// Whether task cgroups can be created under this parent, without changing anything.
+    ///
+    /// v1 has no rule against processes in inner cgroups, so any parent will do. On v2 each
+    /// directory must pass `check_v2_host` (`v2/delegation.rs`).
+    pub fn can_host_tasks(&self) -> Result<(), CgroupError> {
+        if self.version == CgroupVersion::V1 {
+            return Ok(());
+        }
+        self.dirs
+            .iter()
+            .try_for_each(|d| delegation::check_v2_host(&d.dir))
+    }
+
+    /// Whether the parent the driver would use (`relative` as for [`CgroupParent::at`], or the
+    /// caller's own cgroup when `None`) can hold task cgroups, without creating anything.
+    ///
+    /// [`CgroupParent::at`] would create the missing directories, so it is not called: instead
+    /// every directory along the would-be path that exists already (the hierarchy root, each
+    /// existing component, and the parent itself if it exists) is checked with
+    /// `check_v2_host` (`v2/delegation.rs`), since `at` enables the controllers in each of them on its way down.
+    /// Directories still to be made start empty and receive the controllers from their
+    /// checked parent, so they need no check.
+    pub fn check_would_host(relative: Option<&str>) -> Result<(), CgroupError> {
+        let Some(relative) = relative else {
+            return Self::own()?.can_host_tasks();
+        };
+        let relative = check_relative(relative)?;
+        let layout = Layout::detect_complete()?;
+        if layout.version == CgroupVersion::V1 {
+            return Ok(());
+        }
+        layout
+            .hierarchies
+            .iter()
+            .try_for_each(|h| delegation::check_v2_path(&h.dir_of("/")?, relative))
+    }
+}
+
+/// Validates a parent path given relative to a base, returning it without a leading `/`.
+fn check_relative(relative: &str) -> Result<&str, CgroupError> {
+    let trimmed = relative.strip_prefix('/').unwrap_or(relative);
+    if trimmed.is_empty() {
+        return Err(CgroupError::InvalidParent {
+            path: relative.to_owned(),
+            reason: "empty",
+        });
+    }
+    check_hierarchy_path(&format!("/{trimmed}")).map_err(|e| match e {
+        CgroupError::InvalidParent { reason, .. } => CgroupError::InvalidParent {
+            path: relative.to_owned(),
+            reason,
+        },
+        other => other,
+    })?;
+    for component in trimmed.split('/') {
+        validate_name(component).map_err(|e| match e {
+            CgroupError::InvalidName { reason, .. } => CgroupError::InvalidParent {
+                path: relative.to_owned(),
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::hierarchy::Hierarchy;
+    use super::*;
+
+    #[test]
+    fn relative_parents() {
+        assert_eq!(check_relative("execdriver").unwrap(), "execdriver");
+        assert_eq!(check_relative("/a/b").unwrap(), "a/b");
+        for bad in [
+            "", "/", "a//b", "a/", "../x", "a/../b", "./a", "//a", "a/.b",
+        ] {
+            assert!(check_relative(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn check_would_host_refuses_a_bad_parent_before_looking() {
+        for bad in ["", "a/../b", "a//b"] {
+            assert!(matches!(
+                CgroupParent::check_would_host(Some(bad)),
+                Err(CgroupError::InvalidParent { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn v1_parents_can_always_host() {
+        let p = CgroupParent {
+            version: CgroupVersion::V1,
+            dirs: vec![ControllerDir {
+                hierarchy: Hierarchy {
+                    controllers: vec!["memory"],
+                    mountpoint: PathBuf::from("/nonexistent/memory"),
+                    mount_root: "/".into(),
+                },
+                rel: "/x".into(),
+                dir: PathBuf::from("/nonexistent/memory/x"),
+            }],
+            ours: false,
+        };
+        p.can_host_tasks().unwrap();
+        let v2 = CgroupParent {
+            version: CgroupVersion::V2,
+            ..p
+        };
+        assert!(matches!(v2.can_host_tasks(), Err(CgroupError::Read { .. })));
+    }
+}

@@ -1,0 +1,151 @@
+//! `run` (start, follow the output, wait, exit with the task's status) and `start` (start in
+//! the background and print the handle id).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+
+use execdriver_core::{LogStream, TaskHandle};
+use execdriver_linux::{AllocDir, LinuxPlatform};
+
+use super::args::TaskOptions;
+use super::context::Ctx;
+use super::follow::{BrokenPipeTolerant, Follower};
+use super::output::{exit_code_of, out};
+use super::{Result, errln, fail, spec};
+
+/// Builds the spec, makes its alloc dir, and starts the task.
+fn start_task(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskHandle<LinuxPlatform>> {
+    let spec = spec::build(ctx, opts)?;
+    let alloc = AllocDir::create(&ctx.data_dir, &spec.task_id, &spec.task_name)?;
+    match ctx.driver().start(&spec) {
+        Ok(handle) => Ok(handle),
+        Err(e) => {
+            if let Err(rm) = AllocDir::remove(alloc.dir()) {
+                errln!("execdriver: {rm}");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+pub fn start(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+    let handle = start_task(ctx, opts)?;
+    out(&handle.id())?;
+    Ok(0)
+}
+
+pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+    // Blocked before any thread exists so that every thread inherits the mask and only the
+    // signal thread below receives them; the supervisor gets a clean mask from exec.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| fail!("blocking signals: {e}"))?;
+    let handle = Arc::new(start_task(ctx, opts)?);
+    watch_signals(&handle, signals);
+    // The followers end when the task has exited and its output is all read; only then is
+    // the task collected, since collecting removes its state (and with it the way to its
+    // logs).
+    let stderr_bytes = thread::scope(|scope| {
+        let follow = |stream: LogStream| {
+            let task = Arc::clone(&handle);
+            thread::Builder::new()
+                .name(format!("follow-{}", stream.as_str()))
+                .spawn_scoped(scope, move || {
+                    // Through the handle: the logs stay readable if a kill collects the
+                    // task before the last of its output is read.
+                    let read = |cursor, max| task.read_logs(stream, cursor, max);
+                    let mut follower = Follower::new(&read, stream);
+                    let followed = match stream {
+                        LogStream::Stdout => follower.follow(
+                            &mut BrokenPipeTolerant {
+                                inner: io::stdout(),
+                            },
+                            None::<&AtomicBool>,
+                        ),
+                        LogStream::Stderr => follower.follow(
+                            &mut BrokenPipeTolerant {
+                                inner: io::stderr(),
+                            },
+                            None,
+                        ),
+                    };
+                    if let Err(e) = followed {
+                        errln!("execdriver: following the task's {}: {e}", stream.as_str());
+                    }
+                    follower.copied
+                })
+        };
+        let threads: Vec<_> = [LogStream::Stdout, LogStream::Stderr]
+            .into_iter()
+            .map(|stream| (stream, follow(stream)))
+            .collect();
+        let mut stderr_bytes = 0;
+        for (stream, thread) in threads {
+            match thread {
+                Ok(thread) => {
+                    let copied = thread.join().unwrap_or(0);
+                    if stream == LogStream::Stderr {
+                        stderr_bytes = copied;
+                    }
+                }
+                // The task runs on; its output is still in the log files.
+                Err(e) => errln!(
+                    "execdriver: cannot follow the task's {} (see `execdriver logs`): {e}",
+                    stream.as_str()
+                ),
+            }
+        }
+        stderr_bytes
+    });
+    // Only a collected task's alloc dir goes: after a failed wait the task may still run
+    // in it (and `wait <task id>` can collect it later).
+    let result = handle.wait()?;
+    ctx.remove_alloc(handle.task_id(), None);
+    Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP kill the task gracefully, from a thread of their own.
+fn watch_signals(handle: &Arc<TaskHandle<LinuxPlatform>>, signals: nix::sys::signal::SigSet) {
+    let watched = Arc::clone(handle);
+    let spawned = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let handle = watched;
+            let mut killing = false;
+            while let Ok(sig) = signals.wait() {
+                if killing {
+                    errln!("execdriver: {sig} received again; the kill is under way");
+                    continue;
+                }
+                killing = true;
+                errln!(
+                    "execdriver: {sig} received: killing task {}",
+                    handle.task_id()
+                );
+                if let Err(e) = handle.kill() {
+                    errln!("execdriver: killing task {}: {e}", handle.task_id());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // With the signals blocked and nobody waiting for them, Ctrl-C would do nothing:
+        // a foreground task nobody can stop is worse than no task.
+        errln!(
+            "execdriver: cannot watch for Ctrl-C ({e}): killing task {}",
+            handle.task_id()
+        );
+        if let Err(e) = handle.kill() {
+            errln!("execdriver: killing task {}: {e}", handle.task_id());
+        }
+    }
+}
