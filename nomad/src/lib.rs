@@ -1,0 +1,33 @@
+//! execdriver-nomad: a Nomad task driver plugin (go-plugin, gRPC) over execdriver's engine.
+//!
+//! - [`server`]: the process: handshake, the gRPC server on its unix socket, exit.
+//! - [`handshake`]: go-plugin's cookie, versions, socket dir and stdout line.
+//! - [`go_plugin`]: health, controller, stdio and broker services go-plugin expects.
+//! - [`base_service`]: BasePlugin (PluginInfo, ConfigSchema, SetConfig).
+//! - [`driver_service`]: Nomad's Driver service.
+//! - [`engine`]: the one adapter over `Driver<LinuxPlatform>`; nothing else calls the engine.
+//! - [`start`]: Nomad's TaskConfig to a start request (resources, user policy, refusals).
+//! - [`tasks`]: the task table and the waiter threads that collect exits.
+//! - [`settings`], [`task_config`]: the two schemas and their decoding.
+//! - [`cty`], [`hclspec`]: go-cty msgpack decoding and hclspec building.
+//! - [`stats`], [`status`], [`duration`], [`hclog`]: small helpers.
+//! - [`proto`]: the code generated from our `.proto` files.
+
+pub mod base_service;
+pub mod cty;
+pub mod driver_service;
+pub mod duration;
+pub mod engine;
+pub mod go_plugin;
+pub mod handshake;
+pub mod hclog;
+pub mod hclspec;
+pub mod plugin;
+pub mod proto;
+pub mod server;
+pub mod settings;
+pub mod start;
+pub mod stats;
+pub mod status;
+pub mod task_config;
+pub mod tasks;

@@ -1,0 +1,385 @@
+//! From Nomad's `TaskConfig` to a [`StartRequest`]: the task config, the user policy, the
+//! resources, and a clear refusal of what the engine cannot do yet.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::engine::StartRequest;
+use crate::proto::drivers::{self, network_isolation_spec::NetworkIsolationMode};
+use crate::settings::Settings;
+use crate::task_config;
+
+const MIB: u64 = 1024 * 1024;
+/// The cgroup v1 `cpu.shares` range the engine accepts; Nomad's MHz figures are clamped in.
+const CPU_SHARES: (u64, u64) = (2, 262_144);
+/// The engine's task id limit.
+const MAX_ENGINE_ID: usize = 64;
+
+/// Why a task cannot be started as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The job's `config` block.
+    #[error("task config: {0}")]
+    Config(#[from] crate::cty::DecodeError),
+    /// A field Nomad always sets is missing.
+    #[error("the request has no {0}")]
+    Missing(&'static str),
+    /// The job names a user the operator does not allow.
+    #[error("user {user:?} is not allowed by this node's execdriver plugin; allowed: {allowed:?}")]
+    UserNotAllowed {
+        /// The user asked for.
+        user: String,
+        /// The plugin's `allowed_users`.
+        allowed: Vec<String>,
+    },
+    /// Something the task asks for that execdriver cannot do yet.
+    #[error("{0} is not supported by execdriver yet")]
+    Unsupported(String),
+}
+
+/// The engine task id for Nomad's task id.
+///
+/// Nomad's ids are `<alloc id>/<task name>/<8 hex>`: the name may hold anything and runs
+/// long, while the engine's id names a cgroup and a dir (at most 64 of `A-Za-z0-9._-`). The
+/// alloc id and the random suffix are unique together, so they make the id; an id of
+/// another shape is made safe character by character, with a hash to keep it unique.
+pub fn engine_task_id(nomad_id: &str) -> String {
+    let parts: Vec<&str> = nomad_id.split('/').collect();
+    if let [alloc, _, suffix] = parts.as_slice() {
+        let id = format!("{alloc}-{suffix}");
+        if is_engine_safe(&id) {
+            return id;
+        }
+    }
+    if is_engine_safe(nomad_id) {
+        return nomad_id.to_owned();
+    }
+    let safe: String = nomad_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_ENGINE_ID - 17)
+        .collect();
+    format!(
+        "{}-{:016x}",
+        safe.trim_start_matches(['-', '_']),
+        fnv1a(nomad_id)
+    )
+    .trim_start_matches('-')
+    .to_owned()
+}
+
+fn is_engine_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ENGINE_ID
+        && !id.starts_with(['.', '-'])
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// 64-bit FNV-1a: only to keep sanitized ids apart, not against an adversary (a collision
+/// is refused by the engine as an id in use).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Builds the start request for `task` under `settings`; errors before anything starts.
+pub fn start_request(
+    task: &drivers::TaskConfig,
+    settings: &Settings,
+) -> Result<StartRequest, StartError> {
+    if task.id.is_empty() {
+        return Err(StartError::Missing("task id"));
+    }
+    if task.name.is_empty() {
+        return Err(StartError::Missing("task name"));
+    }
+    if task.alloc_dir.is_empty() {
+        return Err(StartError::Missing("alloc dir"));
+    }
+    let config = task_config::decode(&task.msgpack_driver_config)?;
+    refuse_unsupported(task)?;
+    let user = if task.user.is_empty() {
+        settings.default_user.clone()
+    } else {
+        task.user.clone()
+    };
+    if !settings.allowed_users.is_empty() && !settings.allowed_users.contains(&user) {
+        return Err(StartError::UserNotAllowed {
+            user,
+            allowed: settings.allowed_users.clone(),
+        });
+    }
+    let mut env: BTreeMap<String, String> = task
+        .device_env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let (cpu_shares, memory_limit_bytes, memory_max_bytes) = resources(task.resources.as_ref());
+    Ok(StartRequest {
+        task_id: engine_task_id(&task.id),
+        name: task.name.clone(),
+        alloc_dir: PathBuf::from(&task.alloc_dir),
+        command: config.command,
+        args: config.args,
+        env,
+        user,
+        cpu_shares,
+        memory_limit_bytes,
+        memory_max_bytes,
+    })
+}
+
+fn refuse_unsupported(task: &drivers::TaskConfig) -> Result<(), StartError> {
+    if let Some(mount) = task.mounts.first() {
+        return Err(StartError::Unsupported(format!(
+            "mounting {:?} at {:?} (volume and host mounts)",
+            mount.host_path, mount.task_path
+        )));
+    }
+    if let Some(device) = task.devices.first() {
+        return Err(StartError::Unsupported(format!(
+            "device {:?} (devices)",
+            device.host_path
+        )));
+    }
+    if let Some(dns) = &task.dns
+        && (!dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty())
+    {
+        return Err(StartError::Unsupported(
+            "a dns block (task resolv.conf)".into(),
+        ));
+    }
+    if let Some(net) = &task.network_isolation_spec {
+        let host = net.mode == NetworkIsolationMode::Host as i32;
+        if !host || !net.path.is_empty() {
+            return Err(StartError::Unsupported(format!(
+                "joining the group network namespace {:?} (bridge or cni networking)",
+                net.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// cpu shares, memory limit and memory max from what Nomad allocated.
+fn resources(resources: Option<&drivers::Resources>) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let allocated = resources.and_then(|r| r.allocated_resources.as_ref());
+    let linux = resources.and_then(|r| r.linux_resources.as_ref());
+    let shares = allocated
+        .and_then(|a| a.cpu.as_ref())
+        .map(|c| c.cpu_shares)
+        .filter(|s| *s > 0)
+        .or_else(|| linux.map(|l| l.cpu_shares).filter(|s| *s > 0))
+        .map(|s| {
+            u64::try_from(s)
+                .unwrap_or(0)
+                .clamp(CPU_SHARES.0, CPU_SHARES.1)
+        });
+    let memory = allocated.and_then(|a| a.memory.as_ref());
+    let mb = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+    let limit = memory
+        .and_then(|m| mb(m.memory_mb))
+        .map(|v| v.saturating_mul(MIB))
+        .or_else(|| linux.and_then(|l| mb(l.memory_limit_bytes)));
+    let max = memory
+        .and_then(|m| mb(m.memory_max_mb))
+        .map(|v| v.saturating_mul(MIB))
+        .filter(|max| limit.is_none_or(|limit| *max > limit));
+    (shares, limit, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmpv::Value as R;
+
+    fn config(pairs: Vec<(&str, R)>) -> Vec<u8> {
+        let map = R::Map(pairs.into_iter().map(|(k, v)| (R::from(k), v)).collect());
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &map).expect("encode");
+        out
+    }
+
+    fn task() -> drivers::TaskConfig {
+        drivers::TaskConfig {
+            id: "0b4e2d6a-1f3c-4c55-9a0e-3c2c5f0d9e11/web/1a2b3c4d".into(),
+            name: "web".into(),
+            alloc_dir: "/var/nomad/alloc/0b4e2d6a".into(),
+            msgpack_driver_config: config(vec![
+                ("args", R::Array(vec![R::from("-c"), R::from("echo hi")])),
+                ("command", R::from("/bin/sh")),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nomad_ids_become_engine_ids() {
+        assert_eq!(
+            engine_task_id("0b4e2d6a-1f3c-4c55-9a0e-3c2c5f0d9e11/web server/1a2b3c4d"),
+            "0b4e2d6a-1f3c-4c55-9a0e-3c2c5f0d9e11-1a2b3c4d"
+        );
+        assert_eq!(engine_task_id("plain-id"), "plain-id");
+        let odd = engine_task_id("../a b/../c/d/e");
+        assert!(is_engine_safe(&odd), "{odd}");
+        assert_ne!(odd, engine_task_id("../a b/../c/d/f"));
+        let long = engine_task_id(&"x/".repeat(100));
+        assert!(is_engine_safe(&long), "{long}");
+        assert!(
+            is_engine_safe(&engine_task_id("-/.")),
+            "{}",
+            engine_task_id("-/.")
+        );
+    }
+
+    #[test]
+    fn a_plain_task_maps_to_a_start_request() {
+        let mut t = task();
+        t.env.insert("NOMAD_TASK_DIR".into(), "/local".into());
+        t.device_env.insert("DEV".into(), "1".into());
+        t.resources = Some(drivers::Resources {
+            allocated_resources: Some(drivers::AllocatedTaskResources {
+                cpu: Some(drivers::AllocatedCpuResources { cpu_shares: 500 }),
+                memory: Some(drivers::AllocatedMemoryResources {
+                    memory_mb: 256,
+                    memory_max_mb: 512,
+                }),
+                networks: vec![],
+            }),
+            ..Default::default()
+        });
+        let req = start_request(&t, &Settings::default()).expect("request");
+        assert_eq!(req.task_id, "0b4e2d6a-1f3c-4c55-9a0e-3c2c5f0d9e11-1a2b3c4d");
+        assert_eq!(req.command, "/bin/sh");
+        assert_eq!(req.args, vec!["-c".to_owned(), "echo hi".to_owned()]);
+        assert_eq!(req.user, "nobody");
+        assert_eq!(
+            req.env.get("NOMAD_TASK_DIR").map(String::as_str),
+            Some("/local")
+        );
+        assert_eq!(req.env.get("DEV").map(String::as_str), Some("1"));
+        assert_eq!(req.cpu_shares, Some(500));
+        assert_eq!(req.memory_limit_bytes, Some(256 * MIB));
+        assert_eq!(req.memory_max_bytes, Some(512 * MIB));
+        assert_eq!(req.alloc_dir, PathBuf::from("/var/nomad/alloc/0b4e2d6a"));
+    }
+
+    #[test]
+    fn resources_are_clamped_and_defaulted() {
+        assert_eq!(resources(None), (None, None, None));
+        let r = drivers::Resources {
+            allocated_resources: Some(drivers::AllocatedTaskResources {
+                cpu: Some(drivers::AllocatedCpuResources { cpu_shares: 1 }),
+                memory: Some(drivers::AllocatedMemoryResources {
+                    memory_mb: 100,
+                    memory_max_mb: 100,
+                }),
+                networks: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(resources(Some(&r)), (Some(2), Some(100 * MIB), None));
+    }
+
+    #[test]
+    fn the_user_policy_holds() {
+        let mut t = task();
+        t.user = "root".into();
+        let settings = Settings {
+            allowed_users: vec!["nobody".into()],
+            ..Settings::default()
+        };
+        let err = start_request(&t, &settings).expect_err("root not allowed");
+        assert!(
+            err.to_string().contains("user \"root\" is not allowed"),
+            "{err}"
+        );
+        assert_eq!(
+            start_request(&t, &Settings::default()).map(|r| r.user),
+            Ok("root".into())
+        );
+    }
+
+    #[test]
+    fn what_the_engine_cannot_do_is_refused_by_name() {
+        type Mutation = fn(&mut drivers::TaskConfig);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                |t| {
+                    t.mounts.push(drivers::Mount {
+                        host_path: "/data".into(),
+                        task_path: "/data".into(),
+                        ..Default::default()
+                    });
+                },
+                "volume and host mounts",
+            ),
+            (
+                |t| {
+                    t.devices.push(drivers::Device {
+                        host_path: "/dev/fuse".into(),
+                        ..Default::default()
+                    });
+                },
+                "devices",
+            ),
+            (
+                |t| {
+                    t.dns = Some(drivers::DnsConfig {
+                        servers: vec!["1.1.1.1".into()],
+                        ..Default::default()
+                    });
+                },
+                "dns",
+            ),
+            (
+                |t| {
+                    t.network_isolation_spec = Some(drivers::NetworkIsolationSpec {
+                        mode: NetworkIsolationMode::Group as i32,
+                        path: "/var/run/netns/x".into(),
+                        ..Default::default()
+                    });
+                },
+                "group network namespace",
+            ),
+        ];
+        for (mutate, needle) in cases {
+            let mut t = task();
+            mutate(&mut t);
+            let err = start_request(&t, &Settings::default()).expect_err(needle);
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(err.to_string().contains("not supported"), "{err}");
+        }
+        let mut t = task();
+        t.network_isolation_spec = Some(drivers::NetworkIsolationSpec::default());
+        t.dns = Some(drivers::DnsConfig::default());
+        assert!(start_request(&t, &Settings::default()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_task_config_is_named() {
+        let mut t = task();
+        t.msgpack_driver_config = config(vec![("command", R::from(1))]);
+        let err = start_request(&t, &Settings::default()).expect_err("bad");
+        assert_eq!(
+            err.to_string(),
+            "task config: `command` must be a string, found a number"
+        );
+        let mut t = task();
+        t.alloc_dir.clear();
+        assert_eq!(
+            start_request(&t, &Settings::default()).map_err(|e| e.to_string()),
+            Err("the request has no alloc dir".into())
+        );
+    }
+}
