@@ -1,11 +1,27 @@
 //! [`AllocDir`]: alloc dirs under the data dir, for callers that have none of their own (the
 //! `execdriver` CLI): `<data dir>/allocs/<task id>/`, with the task dir
 //! `<alloc dir>/<task name>`.
+//!
+//! A caller killed between making an alloc dir and starting its task leaves the dir behind
+//! with no task to collect it by. To tell that debris from a start under way, the dir is
+//! made under a temporary name, locked (flock on the dir itself, so the task sees no lock
+//! file), and renamed into place; the [`AllocDir`] value holds the lock until it is dropped,
+//! which is after the task's own state exists.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{FlockOperation, RenameFlags, flock, renameat_with};
+
+/// Prefix of an alloc dir still being made; never a valid task id.
+const NEW_PREFIX: &str = ".new-";
+/// How old an unlocked temporary alloc dir must be to be taken for abandoned: its maker locks
+/// it right after making it, so only the moment between the two is unlocked.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 
 /// Why an alloc dir could not be made or removed; each message names the path.
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +55,22 @@ pub enum AllocDirError {
     },
 }
 
-/// An alloc dir with one task dir in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An alloc dir with one task dir in it, locked against removal as debris while this value
+/// (or a clone) lives.
+#[derive(Debug, Clone)]
 pub struct AllocDir {
     dir: PathBuf,
     task_dir: PathBuf,
+    _creating: Arc<File>,
 }
+
+impl PartialEq for AllocDir {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir && self.task_dir == other.task_dir
+    }
+}
+
+impl Eq for AllocDir {}
 
 impl AllocDir {
     /// Where the alloc dir of `task_id` lives under `data_dir`.
@@ -77,33 +103,100 @@ impl AllocDir {
             .mode(0o711)
             .create(&allocs)
             .map_err(io_err("creating", &allocs))?;
+        sweep_abandoned(&allocs);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let temp = allocs.join(format!(
+            "{NEW_PREFIX}{task_id}-{}-{nanos}",
+            std::process::id()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&temp)
+            .map_err(io_err("creating", &temp))?;
         let dir = allocs.join(task_id);
-        match fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(AllocDirError::InUse {
+        let made = (|| {
+            let lock =
+                lock_dir(&temp, FlockOperation::LockExclusive).map_err(io_err("locking", &temp))?;
+            let task_dir = temp.join(task_name);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&task_dir)
+                .and_then(|()| {
+                    // The umask may have taken bits the task user needs to enter its dirs.
+                    for d in [&temp, &task_dir] {
+                        fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
+                    }
+                    Ok(())
+                })
+                .map_err(io_err("creating", &task_dir))?;
+            match renameat_with(
+                rustix::fs::CWD,
+                &temp,
+                rustix::fs::CWD,
+                &dir,
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => Ok(lock),
+                Err(rustix::io::Errno::EXIST) => Err(AllocDirError::InUse {
                     task_id: task_id.to_owned(),
-                    path: dir,
+                    path: dir.clone(),
+                }),
+                Err(e) => Err(io_err("renaming into place", &dir)(e.into())),
+            }
+        })();
+        match made {
+            Ok(lock) => Ok(Self {
+                task_dir: dir.join(task_name),
+                dir,
+                _creating: Arc::new(lock),
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the alloc dir of `task_id` under `data_dir` if it is debris: nobody is making
+    /// or starting it (its lock is free) and, asked while the lock is ours so that no start
+    /// can complete meanwhile, `unclaimed()` says no task of that id exists. True if removed.
+    pub fn remove_abandoned(
+        data_dir: impl AsRef<Path>,
+        task_id: &str,
+        unclaimed: impl FnOnce() -> bool,
+    ) -> Result<bool, AllocDirError> {
+        let data_dir = data_dir.as_ref();
+        let data_dir = match fs::canonicalize(data_dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(AllocDirError::Io {
+                    what: "resolving data dir",
+                    path: data_dir.to_owned(),
+                    source,
                 });
             }
-            Err(e) => return Err(io_err("creating", &dir)(e)),
+        };
+        let dir = Self::path(&data_dir, task_id);
+        let _lock = match lock_dir(&dir, FlockOperation::NonBlockingLockExclusive) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(source) => {
+                return Err(AllocDirError::Io {
+                    what: "locking",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        if !unclaimed() {
+            return Ok(false);
         }
-        let task_dir = dir.join(task_name);
-        let made = fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&task_dir)
-            .and_then(|()| {
-                // The umask may have taken bits the task user needs to enter its dirs.
-                for d in [&dir, &task_dir] {
-                    fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
-                }
-                Ok(())
-            });
-        if let Err(e) = made {
-            let _ = Self::remove(&dir);
-            return Err(io_err("creating", &task_dir)(e));
-        }
-        Ok(Self { dir, task_dir })
+        Self::remove(&dir).map(|()| true)
     }
 
     /// The alloc dir.
@@ -146,6 +239,38 @@ impl AllocDir {
     }
 }
 
+/// Opens `dir` (not following a symlink) and flocks it with `op`.
+fn lock_dir(dir: &Path, op: FlockOperation) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)?;
+    flock(&file, op).map_err(io::Error::from)?;
+    Ok(file)
+}
+
+/// Removes temporary alloc dirs whose maker died before renaming them into place.
+fn sweep_abandoned(allocs: &Path) {
+    let Ok(entries) = fs::read_dir(allocs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(NEW_PREFIX) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_AFTER);
+        if old && let Ok(_lock) = lock_dir(&entry.path(), FlockOperation::NonBlockingLockExclusive)
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +288,37 @@ mod tests {
         AllocDir::remove(a.dir()).expect("remove");
         assert!(!a.dir().exists());
         AllocDir::remove(a.dir()).expect("absent is fine");
+        let leftovers: Vec<_> = fs::read_dir(data.path().join("allocs"))
+            .expect("allocs")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn only_an_unlocked_unclaimed_dir_is_debris() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let a = AllocDir::create(data.path(), "t1", "web").expect("create");
+        // Its maker lives: not debris, and the claim check is not even asked.
+        assert!(matches!(
+            AllocDir::remove_abandoned(data.path(), "t1", || panic!("asked while locked")),
+            Ok(false)
+        ));
+        let dir = a.dir().to_owned();
+        drop(a);
+        // Its task exists: kept.
+        assert!(matches!(
+            AllocDir::remove_abandoned(data.path(), "t1", || false),
+            Ok(false)
+        ));
+        assert!(dir.is_dir());
+        assert!(matches!(
+            AllocDir::remove_abandoned(data.path(), "t1", || true),
+            Ok(true)
+        ));
+        assert!(!dir.exists());
+        assert!(matches!(
+            AllocDir::remove_abandoned(data.path(), "t1", || true),
+            Ok(false)
+        ));
     }
 }

@@ -113,17 +113,27 @@ impl Ctx {
         }
     }
 
-    /// A task id unknown to the driver whose alloc dir `run` or `start` made is the debris
-    /// of a caller killed before the task was claimed: say so, and remove it.
+    /// A task id unknown to the driver whose alloc dir `run` or `start` made, and which no
+    /// live `run` or `start` holds, is the debris of a caller killed before the task was
+    /// claimed: say so, and remove it.
     fn explain(&self, task_id: &str, e: DriverError) -> super::CliError {
         if let DriverError::NotFound { .. } = e {
-            let alloc = AllocDir::path(&self.data_dir, task_id);
-            if alloc.is_dir() {
-                self.remove_alloc(task_id, None);
-                return fail!(
-                    "task {task_id} never started (its starter died first); removed its alloc dir {}",
-                    alloc.display()
-                );
+            let unclaimed = || {
+                matches!(
+                    self.driver.probe_task(task_id),
+                    Err(DriverError::NotFound { .. })
+                )
+            };
+            match AllocDir::remove_abandoned(&self.data_dir, task_id, unclaimed) {
+                Ok(true) => {
+                    return fail!(
+                        "task {task_id} never started (its starter died first); removed its \
+                         alloc dir {}",
+                        AllocDir::path(&self.data_dir, task_id).display()
+                    );
+                }
+                Ok(false) => {}
+                Err(rm) => errln!("execdriver: {rm}"),
             }
         }
         e.into()
