@@ -324,17 +324,34 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
         ],
     )
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(Stdio::piped())
     .spawn()
     .expect("spawn");
-    let stored = env.data.join("tasks").join(&id).join("task.json");
-    assert!(eventually(Duration::from_secs(10), || stored.exists()));
+    // Running means the supervisor has reported the start; before that, a starter that dies
+    // takes its start with it (a_caller_killed_during_start_... covers that side).
+    let state = |env: &TestEnv| {
+        let out = cli(env, &["status", "--json", &id]);
+        match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            Ok(report) => report["state"].as_str().unwrap_or_default().to_owned(),
+            Err(_) => format!("no report: {}", text(&out.stderr)),
+        }
+    };
+    let mut last = String::new();
+    if !eventually(Duration::from_secs(10), || {
+        last = state(&env);
+        last == "running"
+    }) {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        panic!(
+            "the task never ran: {last}; run said: {}",
+            text(&out.stderr)
+        );
+    }
     // The agent dies without a chance to clean up; the supervisor carries on.
     child.kill().expect("kill run");
     let _ = child.wait();
-    let out = cli(&env, &["status", "--json", &id]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(report["state"], "running", "{report}");
+    assert_eq!(state(&env), "running");
     let_go(&env, &id);
     let out = cli(&env, &["wait", &id]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
@@ -439,4 +456,61 @@ fn fingerprint_is_healthy_here() {
     assert_eq!(fp["healthy"], true, "{fp}");
     assert_eq!(fp["attributes"]["driver.exec"], "1");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// A caller killed at any moment of a start leaves nothing that a new process cannot collect
+/// by task id: the task (killed), debris of a start abandoned half-way (removed), or its alloc
+/// dir alone (removed); afterwards nothing of any of them is left.
+#[test]
+fn a_caller_killed_during_start_leaves_only_what_its_task_id_collects() {
+    let Some(env) = env("a_caller_killed_during_start_leaves_only_what_its_task_id_collects")
+    else {
+        return;
+    };
+    let mut ids = Vec::new();
+    // The moments the caller dies at, after it was spawned: a fault injected at every stage
+    // of a start, from before the claim to after the ready report.
+    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 18, 25, 35, 50, 80] {
+        let id = unique_id("k");
+        env.track_id(&id);
+        let mut child = command(&env, &["run", "--id", &id, "--", "/bin/sleep", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn run");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        ids.push(id);
+    }
+    for id in &ids {
+        // A start still under way (a supervisor finishing or aborting its start) settles
+        // within its ready timeout; then the id is either a task, debris, or nothing.
+        let mut last = String::new();
+        let settled = eventually(Duration::from_secs(30), || {
+            let out = cli(&env, &["kill", id]);
+            last = text(&out.stderr);
+            !last.contains("still being started")
+        });
+        assert!(settled, "{id}: {last}");
+        let out = cli(&env, &["status", id]);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{id} still known: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            !env.data.join("allocs").join(id).exists(),
+            "{id}: its alloc dir is left"
+        );
+        assert!(
+            !env.data.join("tasks").join(id).exists(),
+            "{id}: its state dir is left"
+        );
+    }
+    let out = cli(&env, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list json");
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    env.assert_clean(CLEAN);
 }

@@ -144,12 +144,12 @@ fn kill_of_a_task_ignoring_sigint_ends_within_the_timeout() {
     let driver = env.driver();
     let mut spec = env.spec(
         "/bin/sh",
-        &["-c", "trap '' INT; while :; do sleep 0.1; done"],
+        &["-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"],
     );
     spec.kill_timeout = Duration::from_secs(1);
     let task = driver.start(&spec).expect("start");
     env.track(task.handle_id());
-    thread::sleep(Duration::from_millis(300));
+    wait_ready(&task);
     let started = Instant::now();
     task.kill().expect("kill");
     let took = started.elapsed();
@@ -172,13 +172,13 @@ fn a_kill_completes_when_the_agent_dies_in_the_grace_period() {
     let driver = env.driver();
     let mut spec = env.spec(
         "/bin/sh",
-        &["-c", "trap '' INT; while :; do sleep 0.1; done"],
+        &["-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"],
     );
     spec.kill_timeout = Duration::from_secs(1);
     let task = driver.start(&spec).expect("start");
     env.track(task.handle_id());
     let id = task.id();
-    thread::sleep(Duration::from_millis(300));
+    wait_ready(&task);
     // What kill() does before its wait, done by hand; then the "agent" is gone.
     let platform = env.platform();
     let soon = platform.now() + Duration::from_secs(5);
@@ -216,13 +216,16 @@ fn graceful_kill_lets_the_task_handle_its_signal() {
     let driver = env.driver();
     let mut spec = env.spec(
         "/bin/sh",
-        &["-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"],
+        &[
+            "-c",
+            "trap 'exit 9' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
     );
     spec.kill_signal = Signal::SIGTERM;
     spec.kill_timeout = Duration::from_secs(5);
     let task = driver.start(&spec).expect("start");
     env.track(task.handle_id());
-    thread::sleep(Duration::from_millis(300));
+    wait_ready(&task);
     let started = Instant::now();
     task.kill().expect("kill");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -452,14 +455,7 @@ fn kill_is_bounded(test: &str, supervisor: Supervisor) {
     let task = Arc::new(driver.start(&spec).expect("start"));
     let handle = task.handle_id();
     env.track(handle.clone());
-    // The kill signal must find the trap set, or the shell dies of it at once.
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            task.read_logs(execdriver_core::LogStream::Stdout, Default::default(), 64)
-                .is_ok_and(|c| c.data.starts_with(b"ready"))
-        }),
-        "the task never got ready"
-    );
+    wait_ready(&task);
     let held = HeldSupervisor::of(&handle);
     if let Supervisor::StoppedBefore = supervisor {
         held.stop();
@@ -1061,4 +1057,124 @@ fn stopping_the_agents_service_leaves_its_tasks_running() {
     }
     drop(service);
     env.assert_clean(CLEAN);
+}
+
+/// SIGTERM to a supervisor (a service manager stopping it, a node shutting down) is an
+/// orderly stop: the task gets its kill signal and grace, the exit is recorded, the cgroup
+/// removed, and the supervisor exits; a new agent then collects the recorded exit.
+#[test]
+fn sigterm_to_a_supervisor_stops_its_task_in_order() {
+    let Some(env) = env("sigterm_to_a_supervisor_stops_its_task_in_order") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec(
+        "/bin/sh",
+        &[
+            "-c",
+            "trap 'echo bye; exit 9' INT; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
+    spec.kill_timeout = Duration::from_secs(5);
+    let task = driver.start(&spec).expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            task.read_logs(execdriver_core::LogStream::Stdout, Default::default(), 64)
+                .is_ok_and(|c| c.data.starts_with(b"ready"))
+        }),
+        "the task never got ready"
+    );
+    let id = task.id();
+    drop(task);
+    let supervisor = HeldSupervisor::of(&handle);
+    supervisor.0.signal(Signal::SIGTERM).expect("SIGTERM");
+    assert!(
+        supervisor
+            .0
+            .wait_exit(Some(Duration::from_secs(20)))
+            .expect("wait for the supervisor"),
+        "the supervisor did not exit after SIGTERM"
+    );
+    assert!(!alive(&handle.task), "the task outlived its supervisor");
+    assert!(
+        handle.state_dir.join("exit.json").exists(),
+        "no exit record"
+    );
+    assert!(
+        linux_support::find_cgroup_dirs(&cgroup_name(&handle.task_id)).is_empty(),
+        "the task cgroup stayed"
+    );
+    let result = env.driver().open(&id).expect("open").wait().expect("wait");
+    assert_eq!(result.exit_code, 9, "{result:?}");
+    assert_eq!(result.error, None, "{result:?}");
+    env.assert_clean(CLEAN);
+}
+
+/// The number of threads of a live process.
+fn threads_of(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads line")
+}
+
+/// A supervisor is one thread whatever its clients do: hundreds of idle connections cost it
+/// no thread, connections beyond its bound are answered busy and closed, and it still
+/// serves its task.
+#[test]
+fn a_supervisor_serves_many_connections_on_one_thread_and_refuses_beyond_its_bound() {
+    let Some(env) =
+        env("a_supervisor_serves_many_connections_on_one_thread_and_refuses_beyond_its_bound")
+    else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let stream =
+            std::os::unix::net::UnixStream::connect(&handle.supervisor.socket).expect("connect");
+        held.push(stream);
+    }
+    // The ones past the bound get one busy answer, then end of file.
+    for stream in held.iter_mut().skip(64) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut answer = String::new();
+        if std::io::Read::read_to_string(stream, &mut answer).is_ok() && answer.contains("busy") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no connection beyond the bound was refused");
+    assert_eq!(threads_of(handle.supervisor.process.pid), 1);
+    // Still serving: the driver's own calls get through once the idle ones are gone.
+    drop(held);
+    if let Err(e) = task.stats() {
+        panic!("stats after the idle connections left: {e}");
+    }
+    assert_eq!(threads_of(handle.supervisor.process.pid), 1);
+    task.kill().expect("kill");
+    env.assert_clean(CLEAN);
+}
+
+/// Waits for the task's first line of output, `ready`: a kill signal sent before its shell
+/// set its trap would end it at once, the wrong path for a test of the trap.
+fn wait_ready(task: &execdriver_core::TaskHandle<impl execdriver_core::Platform>) {
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            task.read_logs(execdriver_core::LogStream::Stdout, Default::default(), 64)
+                .is_ok_and(|c| c.data.starts_with(b"ready"))
+        }),
+        "the task never got ready"
+    );
 }

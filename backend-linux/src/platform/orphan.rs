@@ -209,18 +209,25 @@ mod tests {
         // A process whose command line reads like a supervisor of /tmp/x (sh's $0 and
         // positional arguments land in its cmdline): it matches that dir and no other.
         let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", "read x", "sh", "supervise", "--state-dir", "/tmp/x"])
+            .args([
+                "-c",
+                "echo up; read x",
+                "sh",
+                "supervise",
+                "--state-dir",
+                "/tmp/x",
+            ])
             .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
         let pid = i32::try_from(child.id()).expect("pid");
-        // spawn returns while execve may still be swapping the image in, when the kernel
-        // shows an empty cmdline: wait (bounded) for the new one.
-        let cmdline = format!("/proc/{pid}/cmdline");
-        let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fs::read(&cmdline).map_or(true, |c| c.is_empty()) && std::time::Instant::now() < by {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        // Until execve is done the kernel shows the forking test's cmdline (or none): the
+        // shell's first line says its own is in place.
+        let mut up = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut up).expect("up");
+        assert_eq!(up, "up\n");
         let matched = is_supervisor_of(pid, Path::new("/tmp/x"));
         let other = is_supervisor_of(pid, Path::new("/tmp/y"));
         drop(child.stdin.take());
@@ -285,20 +292,22 @@ mod tests {
         let identity_of = |child: &std::process::Child| {
             crate::process::identity(i32::try_from(child.id()).expect("pid")).expect("identity")
         };
-        // Exits within the grace: what a supervisor leaving after its linger looks like.
-        let mut exiting = std::process::Command::new("/bin/sleep")
-            .arg("0.2")
+        // Exits within the grace (as soon as its stdin closes, which is just before the kill
+        // is asked for): what a supervisor leaving after its linger looks like.
+        let mut exiting = std::process::Command::new("/bin/sh")
+            .args(["-c", "echo up; read x; exit 0"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("sleep");
+            .expect("sh");
+        let mut up = String::new();
+        let stdout = exiting.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut up).expect("up");
+        let identity = identity_of(&exiting);
+        drop(exiting.stdin.take());
         let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(
-            kill_supervisor_process(&identity_of(&exiting), &paths, soon),
-            Ok(())
-        );
-        assert!(
-            exiting.wait().expect("wait").success(),
-            "it was not signalled"
-        );
+        assert_eq!(kill_supervisor_process(&identity, &paths, soon), Ok(()));
+        assert!(exiting.wait().expect("wait").success(), "it was signalled");
         let mut stranger = std::process::Command::new("/bin/sleep")
             .arg("30")
             .spawn()

@@ -4,7 +4,7 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use execdriver_core::{FoundTask, PlatformError, Refusal, validate_task_id};
 
@@ -57,27 +57,40 @@ pub(crate) fn find_task(
             paths.dir.display()
         )));
     }
-    if let Some(record) = read_task_record(&paths.task_record())
-        .map_err(|e| PlatformError::io(paths.task_record(), e.kind(), e.to_string()))?
-    {
-        return Ok(FoundTask::Started(record));
-    }
-    match StartLock::probe(&paths) {
-        Ok(LockState::Held) => Ok(FoundTask::Starting),
-        Ok(LockState::Free(_) | LockState::Missing) => Ok(FoundTask::Incomplete {
-            reason: format!(
-                "state dir {} has no task record and nobody is starting it: its starter died \
-                 before the task ran",
-                paths.dir.display()
-            ),
-        }),
-        Err(e) => Err(PlatformError::io(
-            paths.start_lock(),
-            e.kind(),
-            e.to_string(),
-        )),
+    // A task record appears before its supervisor has told the starter about it, and the
+    // supervisor aborts the task if the starter is gone by then: until the start lock is
+    // free the task is starting, not started. That window is one pipe write, so a record
+    // under a held lock is waited out briefly rather than reported as a start under way.
+    let settle_by = Instant::now() + REPORT_SETTLE;
+    loop {
+        let lock = StartLock::probe(&paths)
+            .map_err(|e| PlatformError::io(paths.start_lock(), e.kind(), e.to_string()))?;
+        let record = read_task_record(&paths.task_record())
+            .map_err(|e| PlatformError::io(paths.task_record(), e.kind(), e.to_string()))?;
+        return match (lock, record) {
+            (LockState::Held, Some(_)) if Instant::now() < settle_by => {
+                std::thread::sleep(REPORT_SETTLE_POLL);
+                continue;
+            }
+            (LockState::Held, _) => Ok(FoundTask::Starting),
+            (LockState::Free(_) | LockState::Missing, Some(record)) => {
+                Ok(FoundTask::Started(record))
+            }
+            (LockState::Free(_) | LockState::Missing, None) => Ok(FoundTask::Incomplete {
+                reason: format!(
+                    "state dir {} has no task record and nobody is starting it: its starter \
+                     died before the task ran",
+                    paths.dir.display()
+                ),
+            }),
+        };
     }
 }
+
+/// How long a task record under a held start lock is given to become a started task.
+const REPORT_SETTLE: Duration = Duration::from_secs(1);
+/// How often the start lock is looked at meanwhile.
+const REPORT_SETTLE_POLL: Duration = Duration::from_millis(2);
 
 /// Removes what an abandoned start of `task_id` left: its cgroup, if the supervisor got as
 /// far as making it (whatever runs in it is killed), then its state dir. Holds the start
