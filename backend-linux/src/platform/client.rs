@@ -4,7 +4,7 @@
 //! A request that gets no answer is settled by [`liveness::settle`]; an error answer is
 //! turned into the [`PlatformError`] of its kind.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use execdriver_core::{PlatformError, ProcessIdentity, Refusal};
 
@@ -109,10 +109,29 @@ pub(crate) fn call(
     deadline: Instant,
 ) -> Result<Response, Unanswered> {
     let settle = |e: CallError| unanswered(conn, e, deadline);
-    let mut client = Client::connect(&conn.paths.socket(), deadline).map_err(settle)?;
-    check_peer(&client, conn)?;
-    client.call(request, deadline).map_err(settle)
+    // A supervisor at its connection bound says busy before it reads the request, and hangs
+    // up; slots come free as other clients leave, so the call is tried again until its
+    // deadline. (A destroy's busy means another destroy runs: that one is the answer.)
+    let retry_busy = !matches!(request, Request::Destroy);
+    let mut pause = BUSY_RETRY_FIRST;
+    loop {
+        let mut client = Client::connect(&conn.paths.socket(), deadline).map_err(settle)?;
+        check_peer(&client, conn)?;
+        let response = client.call(request, deadline).map_err(settle)?;
+        let busy = matches!(&response, Response::Error(reply) if reply.code == ErrorCode::Busy);
+        if !busy || !retry_busy || Instant::now() + pause >= deadline {
+            return Ok(response);
+        }
+        drop(client);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(BUSY_RETRY_MAX);
+    }
 }
+
+/// The first pause before a call refused as busy is tried again; it doubles up to the next.
+const BUSY_RETRY_FIRST: Duration = Duration::from_millis(5);
+/// The longest pause between tries of a busy call.
+const BUSY_RETRY_MAX: Duration = Duration::from_millis(100);
 
 fn unanswered(conn: &SupervisorConn, e: CallError, deadline: Instant) -> Unanswered {
     if e.may_be_gone() || matches!(e, CallError::Timeout(_)) {

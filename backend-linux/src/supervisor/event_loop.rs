@@ -475,7 +475,10 @@ impl Supervisor {
                             continue;
                         }
                     };
-                    if self.conns.len() >= MAX_CONNECTIONS {
+                    // Connections whose peers left in this same poll still sit in the list
+                    // until the end of the round: they do not count against the bound.
+                    let serving = self.conns.iter().filter(|c| !c.is_done()).count();
+                    if serving >= MAX_CONNECTIONS {
                         conn.answer(&Response::error(
                             ErrorCode::Busy,
                             format!("the supervisor serves {MAX_CONNECTIONS} connections already"),
