@@ -37,6 +37,13 @@
 //! - the ground both stand on: `state/` (the state dir records), `cgroups/`, `isolation/`,
 //!   `process/` (identities and pidfds), `logs/`, `mountinfo`, `fingerprint`.
 
+// What only the workspace's tests use through `test-support` looks dead in a unit-test
+// build without it (`cargo test -p execdriver-linux --lib`).
+#![cfg_attr(
+    all(test, not(feature = "test-support")),
+    allow(dead_code, unused_imports)
+)]
+
 // The internals are public only to this workspace's tests, behind `test-support`.
 macro_rules! internal {
     ($($(#[$attr:meta])* mod $name:ident;)*) => {$(
@@ -67,6 +74,8 @@ mod supervisor;
 #[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub mod testing;
+#[cfg(all(test, not(feature = "test-support")))]
+mod testing;
 
 pub use allocdir::{AllocDir, AllocDirError};
 pub use platform::{
