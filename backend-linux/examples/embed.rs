@@ -1,39 +1,46 @@
-//! Embedding execdriver in an agent: start a task with `Driver<LinuxPlatform>`, persist its
-//! handle id, reattach from it as a restarted agent would, and collect the exit.
+//! Embedding execdriver in an agent: the agent's own binary serves the supervisor, starts a
+//! task with `Driver<LinuxPlatform>`, persists its handle id, reattaches from it as a
+//! restarted agent would, collects the exit, and branches on error kinds, not on messages.
 //!
-//! As root, after `cargo build -p execdriver-linux` (the supervisor is the `execdriver` binary):
-//! `cargo run -p execdriver-linux --example embed`
+//! As root: `cargo run -p execdriver-linux --example embed` (set `EXECDRIVER_SLICE` to keep
+//! its supervisors out of the node's `execdriver.slice`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use execdriver_core::{Driver, DriverConfig, TaskConfig, TaskSpec};
-use execdriver_linux::{LinuxConfig, LinuxPlatform};
+use execdriver_core::{
+    Driver, DriverError, LogCursor, LogStream, PlatformError, Refusal, SpawnStep, TaskConfig,
+    TaskErrorKind, TaskSpec,
+};
+use execdriver_linux::{AllocDir, LinuxConfig, LinuxPlatform};
+
+/// Removes the example's own data dir, also when it fails half-way.
+struct Work(PathBuf);
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let work = std::env::temp_dir().join(format!("execdriver-embed-{}", std::process::id()));
-    let alloc_dir = work.join("alloc");
-    let task_dir = work.join("hello");
-    std::fs::create_dir_all(&alloc_dir)?;
-    std::fs::create_dir_all(&task_dir)?;
-
-    let mut config = LinuxConfig::new(work.join("data"));
-    // The agent is not the execdriver binary, so it names the one that serves `supervise`.
-    let exe = std::env::current_exe()?;
-    let target = exe.parent().and_then(|examples| examples.parent());
-    config.supervisor_binary = target
-        .map(|dir| dir.join("execdriver"))
-        .filter(|p| p.exists());
-    if config.supervisor_binary.is_none() {
-        return Err("build the execdriver binary first: cargo build -p execdriver-linux".into());
+    // First thing: the driver starts this very binary as `<it> supervise ...` for each task.
+    if let Some(code) = execdriver_linux::supervise_main() {
+        std::process::exit(code);
     }
-    let driver = Driver::with_config(LinuxPlatform::new(config.clone()), DriverConfig::default());
+    let work = Work(std::env::temp_dir().join(format!("execdriver-embed-{}", std::process::id())));
+    let data: &Path = &work.0;
+    let slice = std::env::var("EXECDRIVER_SLICE").unwrap_or_else(|_| "execdriver".to_owned());
+    let config = LinuxConfig::new(data).with_slice_name(slice);
+    let driver = Driver::new(LinuxPlatform::new(config.clone()));
 
+    let id = format!("embed-{}", std::process::id());
+    let alloc = AllocDir::create(data, &id, "hello")?;
     let mut spec = TaskSpec::new(
-        format!("embed-{}", std::process::id()),
+        &id,
         "hello",
-        &alloc_dir,
-        &task_dir,
+        alloc.dir(),
+        alloc.task_dir(),
         TaskConfig::new(
             "/bin/sh",
             ["-c", "echo hello from the task; sleep 1; exit 3"],
@@ -42,7 +49,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     spec.resources.memory_limit_bytes = 64 << 20;
     spec.kill_timeout = Duration::from_secs(2);
 
-    let task = driver.start(&spec)?;
+    let task = match driver.start(&spec) {
+        Ok(task) => task,
+        // What the task asked for cannot work here: tell the job's owner.
+        Err(DriverError::Spawn {
+            source:
+                PlatformError::Spawn {
+                    step: SpawnStep::Launch | SpawnStep::Dirs,
+                    reason,
+                },
+            ..
+        }) => return Err(format!("the task cannot run: {reason}").into()),
+        // The node's side failed (cgroups, records): worth another try elsewhere or later.
+        Err(e @ DriverError::Spawn { .. }) => return Err(format!("node problem: {e}").into()),
+        Err(e) => return Err(e.into()),
+    };
     let handle_id = task.id(); // persist this in the agent's state store
     drop(task);
     drop(driver); // the agent "restarts"; the supervisor and the task go on
@@ -50,15 +71,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let driver = Driver::new(LinuxPlatform::new(config));
     let task = driver.open(&handle_id)?;
     let result = task.wait()?;
-    println!(
-        "exit code {} (signal {:?}, oom {})",
-        result.exit_code, result.signal, result.oom_killed
-    );
-    let log: PathBuf = alloc_dir.join("logs").join("hello.stdout.0");
-    print!(
-        "stdout: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    std::fs::remove_dir_all(&work)?;
+    match &result.error {
+        None => println!(
+            "exit code {} (signal {:?}, oom {})",
+            result.exit_code, result.signal, result.oom_killed
+        ),
+        Some(e) if e.kind == TaskErrorKind::SupervisorLost => {
+            println!("the supervisor was lost; the exit code is unknown: {e}")
+        }
+        Some(e) => println!("the task ended, but: {e}"),
+    }
+    // Through the handle: readable even though collecting the exit removed the task's state.
+    let out = task.read_logs(LogStream::Stdout, LogCursor::default(), 4096)?;
+    print!("stdout: {}", String::from_utf8_lossy(&out.data));
+
+    // A handle whose task was collected touches nothing: the refusal says why, by kind.
+    match driver.open(&handle_id) {
+        Err(DriverError::ReattachRefused {
+            source:
+                PlatformError::Refused {
+                    kind: Refusal::Collected,
+                    ..
+                },
+            ..
+        }) => println!("reopening the collected task is refused, as it should be"),
+        other => return Err(format!("unexpected: {other:?}").into()),
+    }
+    match driver.open_task("no-such-task") {
+        Err(DriverError::NotFound { task_id, .. }) => println!("no task {task_id}, as expected"),
+        other => return Err(format!("unexpected: {other:?}").into()),
+    }
+    AllocDir::remove(alloc.dir())?;
     Ok(())
 }
