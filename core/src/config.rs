@@ -69,7 +69,7 @@ pub enum ConfigError {
 pub struct TaskConfig {
     /// The program: a path, or a name looked up in the task root's PATH.
     pub command: String,
-    /// Its arguments, without argv[0].
+    /// Its arguments, without `argv[0]`.
     #[serde(default)]
     pub args: Vec<String>,
 }

@@ -128,7 +128,7 @@ pub enum Problem {
     /// More bytes after the value.
     #[error("has {0} bytes after its end")]
     Trailing(usize),
-    /// Nested deeper than [`MAX_DEPTH`].
+    /// Nested deeper than the decoder allows (`MAX_DEPTH` levels).
     #[error("is nested more than {MAX_DEPTH} levels deep")]
     TooDeep,
     /// A key the schema does not have.

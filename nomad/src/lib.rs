@@ -12,6 +12,24 @@
 //! - [`cty`], [`hclspec`]: go-cty msgpack decoding and hclspec building.
 //! - [`stats`], [`status`], [`duration`], [`hclog`]: small helpers.
 //! - [`proto`]: the code generated from our `.proto` files.
+//!
+//! The plugin's binary is all of `main`; a Nomad agent starts it and speaks go-plugin on its
+//! stdout:
+//!
+//! ```no_run
+//! fn main() {
+//!     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+//!     std::process::exit(execdriver_nomad::server::main_with_args(&args));
+//! }
+//! ```
+//!
+//! Durations in its settings and jobs are written as Nomad's users write them:
+//!
+//! ```
+//! use std::time::Duration;
+//! assert_eq!(execdriver_nomad::duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+//! assert!(execdriver_nomad::duration::parse("-5s").is_err());
+//! ```
 
 pub mod base_service;
 pub mod cty;

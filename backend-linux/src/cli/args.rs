@@ -2,6 +2,10 @@
 //!
 //! Values that need checking (sizes, durations, numbers, signals) are taken as strings and
 //! parsed afterwards, so that a bad one is reported as one line naming it, with status 125.
+//!
+//! The doc comments here are the `--help` text, read in a terminal: `<id>` there is a
+//! placeholder for people, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 
