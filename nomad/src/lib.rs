@@ -17,10 +17,8 @@
 //! stdout:
 //!
 //! ```no_run
-//! fn main() {
-//!     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-//!     std::process::exit(execdriver_nomad::server::main_with_args(&args));
-//! }
+//! let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+//! std::process::exit(execdriver_nomad::server::main_with_args(&args));
 //! ```
 //!
 //! Durations in its settings and jobs are written as Nomad's users write them:
