@@ -1,9 +1,11 @@
-//! [`Pidfd`]: `pidfd_open`, `pidfd_send_signal` and polling for exit, through libc::syscall
-//! (nix 0.29 has no wrappers for them).
+//! [`Pidfd`]: `pidfd_open`, `pidfd_send_signal` and polling for exit, through rustix (nix
+//! 0.29 has no wrappers for them).
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
 
 use execdriver_core::{ProcessIdentity, Signal};
 
@@ -22,27 +24,19 @@ impl Pidfd {
         if pid <= 0 {
             return Err(ProcessError::InvalidPid { pid });
         }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::ESRCH) {
-                ProcessError::NotFound { pid }
-            } else {
-                ProcessError::Syscall {
-                    call: "pidfd_open",
-                    pid,
-                    source: err,
+        let not_a_pid = || ProcessError::InvalidPid { pid };
+        let fd = pidfd_open(Pid::from_raw(pid).ok_or_else(not_a_pid)?, PidfdFlags::empty())
+            .map_err(|e| {
+                if e == rustix::io::Errno::SRCH {
+                    ProcessError::NotFound { pid }
+                } else {
+                    ProcessError::Syscall {
+                        call: "pidfd_open",
+                        pid,
+                        source: e.into(),
+                    }
                 }
-            });
-        }
-        let raw = RawFd::try_from(ret).map_err(|_| ProcessError::Syscall {
-            call: "pidfd_open",
-            pid,
-            source: io::Error::other("fd out of range"),
-        })?;
-        // SAFETY: the kernel just returned this fd to us (O_CLOEXEC is implied for pidfds).
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            })?;
         Ok(Self { fd, pid })
     }
 
@@ -76,71 +70,52 @@ impl Pidfd {
 
     /// Sends `signal` (pidfd_send_signal); a process that already exited is not an error.
     pub fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
-        // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) sends like kill(2); a null siginfo
-        // makes the kernel fill in SI_USER with our pid and uid.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal.number(),
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(());
-            }
-            return Err(ProcessError::Syscall {
+        // SAFETY: a core Signal is a number from 1 to 64, the kernel's own range (rustix
+        // names only the standard signals, and tasks may be sent real-time ones).
+        let sig = unsafe { rustix::process::Signal::from_raw_unchecked(signal.number()) };
+        match pidfd_send_signal(&self.fd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(ProcessError::Syscall {
                 call: "pidfd_send_signal",
                 pid: self.pid,
-                source: err,
-            });
+                source: e.into(),
+            }),
         }
-        Ok(())
     }
 
     /// Waits until the process exits or `timeout` passes; true if it exited.
     ///
     /// Exited means dead, not reaped: a zombie counts, and the parent still has to reap it.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> Result<bool, ProcessError> {
-        let deadline = timeout.map(|t| Instant::now().checked_add(t));
+        // A timeout too large for the clock is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            let wait_ms: libc::c_int = match deadline {
-                None | Some(None) => -1,
-                Some(Some(deadline)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    // Round up so a sub-millisecond remainder does not spin at 0 ms.
-                    let ms = left.as_nanos().div_ceil(1_000_000);
-                    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let wait = left.map(|left| Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            });
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, wait.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(ProcessError::Syscall {
+                        call: "poll",
+                        pid: self.pid,
+                        source: e.into(),
+                    });
                 }
-            };
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, count 1.
-            let ret = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
-            if ret < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(ProcessError::Syscall {
-                    call: "poll",
-                    pid: self.pid,
-                    source: err,
-                });
             }
-            if ret > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            if fds[0]
+                .revents()
+                .intersects(PollFlags::IN | PollFlags::HUP)
+            {
                 return Ok(true);
             }
-            if wait_ms == 0 {
-                return Ok(false);
-            }
-            if ret == 0 && matches!(deadline, Some(Some(d)) if Instant::now() >= d) {
+            if left.is_some_and(|l| l.is_zero())
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return Ok(false);
             }
         }
