@@ -5,9 +5,14 @@
 //! - `launch`: `isolation::launch` of `/bin/true` (namespaces, task root, user drop, exec);
 //! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record).
 //!
-//! Then the supervisor's VmRSS and Pss while a `sleep` task runs.
+//! With `EXECDRIVER_BENCH_BASELINE=<an older execdriver binary>`, that binary's `run` is
+//! timed in the same rounds, for a before/after ratio.
 //!
-//! Run as root: `cargo bench -p execdriver-linux --bench startup [-- ROUNDS]` (default 20).
+//! Then the supervisor's VmRSS, Pss and threads while a `sleep` task runs.
+//!
+//! Run as root: `cargo bench -p execdriver-linux --features test-support --bench startup
+//! [-- ROUNDS]` (default 20). Its supervisors and cgroups go to a slice of its own, removed
+//! at the end; the node's `execdriver.slice` is not touched.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -44,33 +49,52 @@ fn main() {
         TaskConfig::new("/bin/true", Vec::<String>::new()),
     );
     let binary = Path::new(env!("CARGO_BIN_EXE_execdriver"));
+    let baseline = std::env::var_os("EXECDRIVER_BENCH_BASELINE").map(std::path::PathBuf::from);
+    let slice = Slice(format!("execdriver-bench-{}", std::process::id()));
+    // SAFETY: set before any thread is started; the children inherit it (an older binary
+    // without slices ignores it).
+    unsafe { std::env::set_var("EXECDRIVER_SLICE", &slice.0) };
+    let run_true = |binary: &Path| {
+        let status = Command::new(binary)
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--", "/bin/true"])
+            .status()
+            .expect("spawn execdriver run");
+        assert!(
+            status.success(),
+            "{} run -- /bin/true: {status}",
+            binary.display()
+        );
+    };
 
-    let (mut exec, mut launch, mut run) = (Vec::new(), Vec::new(), Vec::new());
-    // Interleaved rounds: a burst of load hits all three alike.
+    let (mut exec, mut launch, mut run, mut before) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Interleaved rounds: a burst of load hits all alike.
     for _ in 0..rounds {
         exec.push(time(|| {
             let status = Command::new("/bin/true").status().expect("spawn /bin/true");
             assert!(status.success());
         }));
         launch.push(time(|| launch_true(&spec)));
-        run.push(time(|| {
-            let status = Command::new(binary)
-                .arg("run")
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--", "/bin/true"])
-                .status()
-                .expect("spawn execdriver run");
-            assert!(status.success(), "execdriver run -- /bin/true: {status}");
-        }));
+        run.push(time(|| run_true(binary)));
+        if let Some(old) = &baseline {
+            before.push(time(|| run_true(old)));
+        }
     }
     let base = median(&mut exec);
     println!("start-up of /bin/true, median of {rounds} interleaved rounds:");
+    let run_median = median(&mut run);
     for (name, samples) in [
         ("fork+exec", &mut exec),
         ("isolation::launch", &mut launch),
         ("execdriver run", &mut run),
+        ("baseline run", &mut before),
     ] {
+        if samples.is_empty() {
+            continue;
+        }
         let m = median(samples);
         println!(
             "  {name:<18} median {:>8.2} ms  min {:>8.2} ms  max {:>8.2} ms  ({:.1}x fork+exec)",
@@ -80,7 +104,38 @@ fn main() {
             m.as_secs_f64() / base.as_secs_f64()
         );
     }
+    if !before.is_empty() {
+        let old = median(&mut before);
+        println!(
+            "  execdriver run / baseline run: {:.2}",
+            run_median.as_secs_f64() / old.as_secs_f64()
+        );
+    }
     supervisor_memory(binary, &data_dir);
+}
+
+/// The bench's own driver slice, removed (supervisors cgroup, then the slice, in every
+/// hierarchy) once its last supervisor has left.
+struct Slice(String);
+
+impl Drop for Slice {
+    fn drop(&mut self) {
+        let Ok(dirs) = execdriver_linux::cgroups::supervisors_cgroup_paths(&self.0) else {
+            return;
+        };
+        for dir in dirs {
+            let by = Instant::now() + Duration::from_secs(10);
+            while dir.exists() && std::fs::remove_dir(&dir).is_err() && Instant::now() < by {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(slice) = dir.parent()
+                && slice.exists()
+                && let Err(e) = std::fs::remove_dir(slice)
+            {
+                eprintln!("bench slice {} remains: {e}", slice.display());
+            }
+        }
+    }
 }
 
 fn time(f: impl FnOnce()) -> Duration {
