@@ -10,8 +10,12 @@ use execdriver_core::{DriverError, LogChunk, LogCursor, LogStream};
 
 use super::errln;
 
-/// How often the logs are looked at while following.
-const POLL: Duration = Duration::from_millis(50);
+/// How soon the logs are looked at again after output came (or the task started), so that
+/// output appears about when it is written. (The task's end needs no look: `run` wakes the
+/// followers when it has waited for the exit.)
+const POLL_FIRST: Duration = Duration::from_millis(5);
+/// How often, at most, while the task is quiet: the pause doubles up to this.
+const POLL_MAX: Duration = Duration::from_millis(50);
 /// Bytes asked for per read.
 const CHUNK: usize = 64 * 1024;
 
@@ -66,12 +70,19 @@ impl<'a> Follower<'a> {
         out: &mut dyn Write,
         stop: Option<&AtomicBool>,
     ) -> Result<(), DriverError> {
+        let mut pause = POLL_FIRST;
         loop {
             let last = stop.is_some_and(|s| s.load(Ordering::Acquire));
+            let before = self.copied;
             if !self.poll(out)? || last {
                 return Ok(());
             }
-            std::thread::park_timeout(POLL);
+            pause = if self.copied > before {
+                POLL_FIRST
+            } else {
+                (pause * 2).min(POLL_MAX)
+            };
+            std::thread::park_timeout(pause);
         }
     }
 }

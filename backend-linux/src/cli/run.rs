@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use execdriver_core::{LogStream, TaskHandle};
@@ -52,17 +52,19 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
         .map_err(|e| fail!("blocking signals: {e}"))?;
     let handle = Arc::new(start_task(ctx, opts)?);
     watch_signals(&handle, signals);
-    // The followers end when the task has exited and its output is all read; only then is
-    // the task collected, since collecting removes its state (and with it the way to its
-    // logs).
-    let stderr_bytes = thread::scope(|scope| {
+    // The followers copy the output while the task runs; this thread waits for the exit
+    // (which the supervisor records only once the task's pipes are drained into the log
+    // files) and then tells them to drain once more and stop, so a short task's `run` ends
+    // when the task does, not at the followers' next look. The logs stay readable through
+    // the handle after the task is collected: they are in the alloc dir.
+    let done = AtomicBool::new(false);
+    let (result, stderr_bytes) = thread::scope(|scope| {
         let follow = |stream: LogStream| {
             let task = Arc::clone(&handle);
+            let done = &done;
             thread::Builder::new()
                 .name(format!("follow-{}", stream.as_str()))
                 .spawn_scoped(scope, move || {
-                    // Through the handle: the logs stay readable if a kill collects the
-                    // task before the last of its output is read.
                     let read = |cursor, max| task.read_logs(stream, cursor, max);
                     let mut follower = Follower::new(&read, stream);
                     let followed = match stream {
@@ -70,13 +72,13 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
                             &mut BrokenPipeTolerant {
                                 inner: io::stdout(),
                             },
-                            None::<&AtomicBool>,
+                            Some(done),
                         ),
                         LogStream::Stderr => follower.follow(
                             &mut BrokenPipeTolerant {
                                 inner: io::stderr(),
                             },
-                            None,
+                            Some(done),
                         ),
                     };
                     if let Err(e) = followed {
@@ -89,10 +91,13 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
             .into_iter()
             .map(|stream| (stream, follow(stream)))
             .collect();
+        let result = handle.wait();
+        done.store(true, Ordering::Release);
         let mut stderr_bytes = 0;
         for (stream, thread) in threads {
             match thread {
                 Ok(thread) => {
+                    thread.thread().unpark();
                     let copied = thread.join().unwrap_or(0);
                     if stream == LogStream::Stderr {
                         stderr_bytes = copied;
@@ -105,11 +110,11 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
                 ),
             }
         }
-        stderr_bytes
+        (result, stderr_bytes)
     });
     // Only a collected task's alloc dir goes: after a failed wait the task may still run
     // in it (and `wait <task id>` can collect it later).
-    let result = handle.wait()?;
+    let result = result?;
     ctx.remove_alloc(handle.task_id(), None);
     Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
 }
