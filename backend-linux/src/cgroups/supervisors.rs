@@ -68,7 +68,15 @@ pub fn supervisors_cgroup_paths(slice_name: &str) -> Result<Vec<PathBuf>, Cgroup
 /// enabled anywhere. Then /proc/self/cgroup is checked to show the new place in each hierarchy.
 pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, CgroupError> {
     let dirs = supervisors_dirs(slice_name)?;
+    let pid = std::process::id().to_string();
     for (h, sup) in &dirs {
+        let procs = sup.dir.join("cgroup.procs");
+        // Made once per node and then joined by every supervisor: try the join first. A
+        // cgroup that another supervisor is still setting up (its cpuset still empty) fails
+        // the write and is set up here too, which is idempotent.
+        if sup.dir.is_dir() && fs::write(&procs, &pid).is_ok() {
+            continue;
+        }
         let Some(slice) = sup.dir.parent() else {
             continue;
         };
@@ -81,10 +89,7 @@ pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, Cg
             }
             inherit_cpuset(slice, &sup.dir)?;
         }
-    }
-    let pid = std::process::id().to_string();
-    for (_, sup) in &dirs {
-        fs::write(&sup.dir.join("cgroup.procs"), &pid)?;
+        fs::write(&procs, &pid)?;
     }
     let text = fs::read(Path::new("/proc/self/cgroup"))?;
     for (h, sup) in &dirs {

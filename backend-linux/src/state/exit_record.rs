@@ -46,7 +46,8 @@ impl ExitRecord {
 /// Largest exit record read back; a real one is under 100 bytes.
 const MAX_RECORD: u64 = 4096;
 
-/// Writes `record` to `path` atomically and durably: the exit status depends on it.
+/// Writes `record` to `path` atomically, synced (see [`super::write_atomic`]): the exit
+/// status depends on it.
 pub(crate) fn write(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let text = serde_json::to_vec(record).map_err(io::Error::other)?;
     super::write_atomic(path, &text, true)
