@@ -202,9 +202,9 @@ fn start_then_wait_from_another_process() {
     assert_eq!(result["exit_code"], 2);
     assert_eq!(result["oom_killed"], false);
     assert!(result["error"].is_null());
-    // Collected: the task id no longer resolves.
+    // Collected: the task id no longer resolves (1, as docker gives for an unknown container).
     let out = cli(&env, &["wait", &id]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no task"),
         "{}",
@@ -380,7 +380,10 @@ fn bad_input_is_one_line_and_status_125() {
             "NOEQUALS",
         ),
         (vec!["run", "--", "/bin/echo hi"], "whitespace"),
-        (vec!["wait", "no-such-task"], "no-such-task"),
+        (
+            vec!["run", "--pids-max", "1", "--", "/bin/true"],
+            "pids max 1",
+        ),
         (vec!["wait", "{\"format\":1}"], "handle id"),
         (vec!["wait", "--timeout", "soon", "x"], "soon"),
         (vec!["signal", "x", "NOPE"], "NOPE"),
@@ -392,8 +395,20 @@ fn bad_input_is_one_line_and_status_125() {
         assert!(err.contains(needle), "{args:?}: {err}");
         no_backtrace(&out);
     }
+    // A usage error is execdriver refusing its input too: 125, as docker and podman give.
     let out = cli(&env, &["run", "--no-such-option", "--", "/bin/true"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
+    // An unknown task is 1, as `docker inspect` gives for an unknown container.
+    for sub in ["wait", "status", "kill", "signal", "stats", "logs"] {
+        let mut args = vec![sub, "no-such-task"];
+        if sub == "signal" {
+            args.push("TERM");
+        }
+        let out = cli(&env, &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no-such-task"), "{args:?}: {err}");
+    }
     for sub in [
         "run",
         "start",
@@ -496,7 +511,7 @@ fn a_caller_killed_during_start_leaves_only_what_its_task_id_collects() {
         let out = cli(&env, &["status", id]);
         assert_eq!(
             out.status.code(),
-            Some(125),
+            Some(1),
             "{id} still known: {}",
             text(&out.stdout)
         );

@@ -286,7 +286,7 @@ pub enum PlatformError {
         reason: String,
     },
     /// The platform refused what it was given; nothing was touched.
-    #[error("refused ({kind}): {reason}")]
+    #[error("{kind}: {reason}")]
     Refused {
         /// Why, as a kind.
         kind: Refusal,

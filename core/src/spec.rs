@@ -100,9 +100,15 @@ pub enum SpecError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// A pids limit of zero, which would stop the task from starting.
-    #[error("pids max must be at least 1, got 0")]
-    ZeroPids,
+    /// A pids limit below what the task needs to exist: its init and the task itself.
+    #[error(
+        "pids max {pids_max} is too low: at least {MIN_PIDS_MAX} are needed (the task's init and \
+         the task itself each count)"
+    )]
+    PidsTooLow {
+        /// The limit asked for.
+        pids_max: u64,
+    },
     /// A kill timeout longer than the driver allows.
     #[error("kill timeout {timeout:?} is above the maximum of {max:?}")]
     KillTimeoutAboveMax {
@@ -173,8 +179,10 @@ impl Resources {
                 limit: self.memory_limit_bytes,
             });
         }
-        if self.pids_max == 0 {
-            return Err(SpecError::ZeroPids);
+        if self.pids_max < MIN_PIDS_MAX {
+            return Err(SpecError::PidsTooLow {
+                pids_max: self.pids_max,
+            });
         }
         if let Some(millicores) = self.cpu_max_millicores
             && !(MIN_CPU_MAX_MILLICORES..=MAX_CPU_MAX_MILLICORES).contains(&millicores)
@@ -263,6 +271,10 @@ pub const DEFAULT_CHROOT_ENV: [&str; 8] = [
     "/sbin",
     "/usr",
 ];
+
+/// The lowest pids limit a task can start under: its init (pid 1 of its namespace) and the
+/// task process.
+pub const MIN_PIDS_MAX: u64 = 2;
 
 /// The default kill timeout, as in the reference (5 s).
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -495,7 +507,8 @@ mod tests {
                 "memory max",
             ),
             (|s| s.resources.cpu_shares = 1, "cpu shares"),
-            (|s| s.resources.pids_max = 0, "pids max"),
+            (|s| s.resources.pids_max = 0, "pids max 0"),
+            (|s| s.resources.pids_max = 1, "pids max 1"),
             (|s| s.resources.cpu_max_millicores = Some(9), "cpu max 9"),
             (
                 |s| s.resources.cpu_max_millicores = Some(MAX_CPU_MAX_MILLICORES + 1),

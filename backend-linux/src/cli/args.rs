@@ -20,8 +20,9 @@ use execdriver_linux::DEFAULT_DATA_DIR;
 #[command(name = "execdriver", version, propagate_version = true)]
 #[command(
     after_help = "Exit status of run and wait: the task's own status, 128+N when \
-it was killed by signal N, 125 when execdriver itself failed, 126 when the command is not \
-executable, 127 when it is not found."
+it was killed by signal N, 125 when execdriver itself failed or refused its input (usage \
+errors included), 126 when the command is not executable, 127 when it is not found. Every \
+command exits 1 when the task it names does not exist."
 )]
 pub struct Cli {
     /// Where task state (tasks/<id>/) and the alloc dirs of run and start (allocs/<id>/) live.

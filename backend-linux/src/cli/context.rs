@@ -126,11 +126,11 @@ impl Ctx {
             };
             match AllocDir::remove_abandoned(&self.data_dir, task_id, unclaimed) {
                 Ok(true) => {
-                    return fail!(
+                    return super::CliError::no_such_task(format!(
                         "task {task_id} never started (its starter died first); removed its \
                          alloc dir {}",
                         AllocDir::path(&self.data_dir, task_id).display()
-                    );
+                    ));
                 }
                 Ok(false) => {}
                 Err(rm) => errln!("execdriver: {rm}"),

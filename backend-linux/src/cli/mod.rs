@@ -35,21 +35,79 @@ pub const EXIT_DRIVER_FAILED: u8 = 125;
 /// answer in time).
 pub const EXIT_STILL_RUNNING: u8 = 124;
 
-/// A failure of a command, printed as one line.
+/// Exit status when the task named does not exist (or was removed), as `docker inspect`
+/// gives for an unknown container.
+pub const EXIT_NO_SUCH_TASK: u8 = 1;
+
+/// A failure of a command, printed as one line, and the exit status it gives.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    /// A failure of execdriver itself or of its input: status 125.
+    pub fn new(message: String) -> Self {
+        Self {
+            message,
+            code: EXIT_DRIVER_FAILED,
+        }
+    }
+
+    /// The task named is not there: status 1.
+    pub fn no_such_task(message: String) -> Self {
+        Self {
+            message,
+            code: EXIT_NO_SUCH_TASK,
+        }
+    }
+}
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl<E: std::error::Error> From<E> for CliError {
-    fn from(e: E) -> Self {
-        CliError(e.to_string())
+impl From<execdriver_core::DriverError> for CliError {
+    fn from(e: execdriver_core::DriverError) -> Self {
+        use execdriver_core::{DriverError, PlatformError, Refusal};
+        let gone = matches!(
+            &e,
+            DriverError::NotFound { .. }
+                | DriverError::ReattachRefused {
+                    source: PlatformError::Refused {
+                        kind: Refusal::Collected,
+                        ..
+                    },
+                    ..
+                }
+        );
+        if gone {
+            Self::no_such_task(e.to_string())
+        } else {
+            Self::new(e.to_string())
+        }
     }
 }
+
+macro_rules! from_error {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                Self::new(e.to_string())
+            }
+        }
+    )*};
+}
+from_error!(
+    std::io::Error,
+    execdriver_linux::AllocDirError,
+    execdriver_core::SpecError,
+    execdriver_core::HandleError,
+    serde_json::Error,
+);
 
 /// What a command returns.
 type Result<T> = std::result::Result<T, CliError>;
@@ -66,7 +124,7 @@ pub(crate) use errln;
 
 /// Builds a [`CliError`] from a format string.
 macro_rules! fail {
-    ($($arg:tt)*) => { $crate::cli::CliError(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::CliError::new(format!($($arg)*)) };
 }
 pub(crate) use fail;
 
@@ -76,7 +134,13 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            // Help and version are answers (0); every usage error is execdriver refusing its
+            // input, 125 as docker and podman give.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_DRIVER_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if let Command::Supervise {
@@ -105,7 +169,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             errln!("execdriver: {e}");
-            ExitCode::from(EXIT_DRIVER_FAILED)
+            ExitCode::from(e.code)
         }
     }
 }

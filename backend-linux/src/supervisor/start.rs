@@ -200,11 +200,8 @@ pub(super) fn start(
     let task = match launched {
         Ok(task) => task,
         Err(e) => {
-            return fail(
-                cgroup,
-                SpawnStep::Launch,
-                format!("launching the task failed: {e}"),
-            );
+            // The step names the launch already; the error says what in it failed.
+            return fail(cgroup, SpawnStep::Launch, e.to_string());
         }
     };
     let task_identity = match process::identity(task.init_pid) {
