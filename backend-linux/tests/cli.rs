@@ -529,3 +529,31 @@ fn a_caller_killed_during_start_leaves_only_what_its_task_id_collects() {
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
     env.assert_clean(CLEAN);
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    let Some(env) = env("completions_and_man_pages_come_from_the_cli_definition") else {
+        return;
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli(&env, &["completion", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(
+            script.contains("execdriver") && script.contains("kill-timeout"),
+            "{shell}"
+        );
+    }
+    let out = cli(&env, &["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = cli(&env, &["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(".TH execdriver 1"));
+    let pages = env.data.join("man");
+    let out = cli(&env, &["man", "--dir", pages.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for page in ["execdriver.1", "execdriver-run.1", "execdriver-kill.1"] {
+        let roff = std::fs::read_to_string(pages.join(page)).expect(page);
+        assert!(roff.contains(".TH"), "{page}");
+    }
+}

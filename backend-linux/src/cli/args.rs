@@ -155,6 +155,22 @@ pub enum Command {
         json: bool,
     },
 
+    /// Print a shell completion script (e.g. `execdriver completion bash >
+    /// /etc/bash_completion.d/execdriver`).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff), or write one page per command into DIR (`execdriver.1`,
+    /// `execdriver-run.1`, ...).
+    Man {
+        /// Write every page into this dir instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+
     /// Supervise one task (started by execdriver itself, not by hand).
     #[command(hide = true)]
     Supervise {

@@ -8,6 +8,7 @@
 
 mod args;
 mod context;
+mod docs;
 mod fingerprint;
 mod follow;
 mod kill;
@@ -196,6 +197,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         } => logs::logs(&ctx, stderr, follow, &handle),
         Command::List { json } => status::list(&ctx, json),
         Command::Fingerprint { json } => fingerprint::fingerprint(&ctx, json),
+        Command::Completion { shell } => docs::completion(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
         // Handled before dispatch: it must not install the CLI's panic hook.
         Command::Supervise { .. } => Err(fail!("supervise is handled by main")),
     }
