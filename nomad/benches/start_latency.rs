@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use execdriver_nomad::proto::drivers as d;
-use support::{AllocDir, PluginProcess, plugin_config, set_config_request, task_config};
+use support::{AllocDir, PluginProcess, TaskGuard, plugin_config, set_config_request, task_config};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -70,6 +70,8 @@ async fn main() {
         .unwrap_or(10);
     let plugin = PluginProcess::start();
     let data = tempfile::tempdir().expect("data dir");
+    // Removes the bench's own driver slice at the end, once its supervisors have left.
+    let _slice = TaskGuard::new(data.path());
     let mut c = plugin.clients().await;
     c.base
         .set_config(set_config_request(plugin_config(data.path())))
@@ -145,6 +147,8 @@ async fn main() {
                 .arg("run")
                 .arg("--data-dir")
                 .arg(cli_data.path())
+                // The plugin's slice, which the guard removes; never the node's own.
+                .env("EXECDRIVER_SLICE", support::slice_for(data.path()))
                 .args(["--", "/bin/true"])
                 .status()
                 .expect("execdriver run");
