@@ -674,6 +674,23 @@ fn check_mount_table(mounts: &[(String, String)]) {
             "{point} is writable: {o:?}"
         );
     }
+    // The default masks over what this host has: read-only, nothing to run or open as a
+    // device (with mount_setattr and with the remount fallback alike).
+    let mut masked = 0;
+    for point in execdriver_core::spec::DEFAULT_MASKED_PATHS
+        .iter()
+        .filter(|p| !p.contains('*') && Path::new(p).exists())
+    {
+        let o = opts(point);
+        for flag in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(o.contains(&flag), "mask {point} lacks {flag}: {o:?}");
+        }
+        masked += 1;
+    }
+    assert!(
+        masked > 0 || !Path::new("/etc/shadow").exists(),
+        "no mask in {mounts:#?}"
+    );
     // Only what the plan mounts: nothing of the host's other mounts (/sys, /mnt, ...).
     let allowed = |p: &str| {
         ["/", "/etc", "/usr", "/proc", "/alloc", "/secrets", "/tmp"].contains(&p)
