@@ -1304,7 +1304,8 @@ fn launches_from_many_threads_at_once_do_not_interfere() {
 }
 
 /// A chroot env dir of the test's own with planted secrets, so the masking tests do not
-/// depend on what this host has in /etc. Outside /tmp, which is the task's own.
+/// depend on what this host has in /etc. In /var/tmp: not in /tmp, which is the task's own,
+/// and writable in the CI's cgroup v2 guest too (where the target dir is read-only).
 struct Planted {
     dir: tempfile::TempDir,
 }
@@ -1313,7 +1314,7 @@ impl Planted {
     fn new() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("execdriver-planted-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in("/var/tmp")
             .expect("planted dir");
         let etc = dir.path().join("etc");
         for d in ["", "ssh", "sudoers.d", "ssl/private"] {
