@@ -3,7 +3,8 @@
 //!
 //! - `fork+exec`: `/bin/true` started by std::process, the floor;
 //! - `launch`: `isolation::launch` of `/bin/true` (namespaces, task root, user drop, exec);
-//! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record).
+//! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record);
+//! - `run --network none`: the same in a network namespace of its own, loopback up.
 //!
 //! With `EXECDRIVER_BENCH_BASELINE=<an older execdriver binary>`, that binary's `run` is
 //! timed in the same rounds, for a before/after ratio.
@@ -54,11 +55,12 @@ fn main() {
     // SAFETY: set before any thread is started; the children inherit it (an older binary
     // without slices ignores it).
     unsafe { std::env::set_var("EXECDRIVER_SLICE", &slice.0) };
-    let run_true = |binary: &Path| {
+    let run_true_with = |binary: &Path, options: &[&str]| {
         let status = Command::new(binary)
             .arg("run")
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(options)
             .args(["--", "/bin/true"])
             .status()
             .expect("spawn execdriver run");
@@ -68,9 +70,10 @@ fn main() {
             binary.display()
         );
     };
+    let run_true = |binary: &Path| run_true_with(binary, &[]);
 
-    let (mut exec, mut launch, mut run, mut before) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut exec, mut launch, mut run, mut run_netns, mut before) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Interleaved rounds: a burst of load hits all alike.
     for _ in 0..rounds {
         exec.push(time(|| {
@@ -79,6 +82,7 @@ fn main() {
         }));
         launch.push(time(|| launch_true(&spec)));
         run.push(time(|| run_true(binary)));
+        run_netns.push(time(|| run_true_with(binary, &["--network", "none"])));
         if let Some(old) = &baseline {
             before.push(time(|| run_true(old)));
         }
@@ -90,6 +94,7 @@ fn main() {
         ("fork+exec", &mut exec),
         ("isolation::launch", &mut launch),
         ("execdriver run", &mut run),
+        ("run --network none", &mut run_netns),
         ("baseline run", &mut before),
     ] {
         if samples.is_empty() {
@@ -104,6 +109,10 @@ fn main() {
             m.as_secs_f64() / base.as_secs_f64()
         );
     }
+    println!(
+        "  run --network none / execdriver run: {:.2}",
+        median(&mut run_netns).as_secs_f64() / run_median.as_secs_f64()
+    );
     if !before.is_empty() {
         let old = median(&mut before);
         println!(

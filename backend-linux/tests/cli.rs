@@ -557,3 +557,108 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
         assert!(roff.contains(".TH"), "{page}");
     }
 }
+
+#[test]
+fn default_masks_hide_the_hosts_shadow_and_can_be_added_to_or_cleared() {
+    let Some(env) = env("default_masks_hide_the_hosts_shadow_and_can_be_added_to_or_cleared")
+    else {
+        return;
+    };
+    let probe = "echo shadow=$(cat /etc/shadow 2>/dev/null | wc -c); \
+                 echo passwd=$(grep -c '^root:' /etc/passwd)";
+    for user in ["nobody", "root"] {
+        let (_, out) = run_task(&env, &["--user", user, "--", "/bin/sh", "-c", probe]);
+        assert_eq!(out.status.code(), Some(0), "{user}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "shadow=0\npasswd=1\n", "{user}");
+    }
+    let (_, out) = run_task(
+        &env,
+        &[
+            "--mask",
+            "/etc/hostname",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo \"[$(cat /etc/hostname)]\"; echo shadow=$(cat /etc/shadow | wc -c)",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "[]\nshadow=0\n",
+        "--mask adds to the defaults"
+    );
+    // Cleared defaults: root reads the host's shadow again (compared by size only).
+    let host_shadow = std::fs::metadata("/etc/shadow")
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        host_shadow > 0,
+        "this test needs a non-empty /etc/shadow on the host"
+    );
+    let (_, out) = run_task(
+        &env,
+        &[
+            "--user",
+            "root",
+            "--no-default-masks",
+            "--",
+            "/bin/sh",
+            "-c",
+            "wc -c < /etc/shadow",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), host_shadow.to_string());
+    for (mask, needle) in [
+        ("etc/shadow", "absolute"),
+        ("/etc/../root", "absolute"),
+        ("/etc/*/key", "last component"),
+        ("/proc/kcore", "/proc"),
+    ] {
+        let (_, out) = run_task(&env, &["--mask", mask, "--", "/bin/true"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{mask}: {err}");
+        assert!(err.contains(mask) && err.contains(needle), "{mask}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{mask}: {err}");
+        no_backtrace(&out);
+    }
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn network_none_has_only_loopback_and_a_bad_network_is_refused() {
+    let Some(env) = env("network_none_has_only_loopback_and_a_bad_network_is_refused") else {
+        return;
+    };
+    let names = "sed -n '3,$p' /proc/net/dev | cut -d: -f1 | tr -d ' '";
+    let (_, out) = run_task(&env, &["--network", "none", "--", "/bin/sh", "-c", names]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "lo\n");
+    // The default is the host's network.
+    let (_, out) = run_task(&env, &["--", "/bin/sh", "-c", names]);
+    let host = std::fs::read_to_string("/proc/self/net/dev").expect("net dev");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        host.lines().count() - 2,
+        "{}",
+        text(&out.stdout)
+    );
+    for (network, needle) in [
+        ("/etc/passwd", "not a namespace file"),
+        ("/proc/self/ns/pid", "not a network namespace"),
+        ("/no/such/netns", "/no/such/netns"),
+        ("bridge", "host"),
+        ("netns/x", "absolute"),
+    ] {
+        let (_, out) = run_task(&env, &["--network", network, "--", "/bin/true"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{network}: {err}");
+        assert!(
+            err.contains(network) && err.contains(needle),
+            "{network}: {err}"
+        );
+        no_backtrace(&out);
+    }
+    env.assert_clean(CLEAN);
+}

@@ -674,6 +674,23 @@ fn check_mount_table(mounts: &[(String, String)]) {
             "{point} is writable: {o:?}"
         );
     }
+    // The default masks over what this host has: read-only, nothing to run or open as a
+    // device (with mount_setattr and with the remount fallback alike).
+    let mut masked = 0;
+    for point in execdriver_core::spec::DEFAULT_MASKED_PATHS
+        .iter()
+        .filter(|p| !p.contains('*') && Path::new(p).exists())
+    {
+        let o = opts(point);
+        for flag in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(o.contains(&flag), "mask {point} lacks {flag}: {o:?}");
+        }
+        masked += 1;
+    }
+    assert!(
+        masked > 0 || !Path::new("/etc/shadow").exists(),
+        "no mask in {mounts:#?}"
+    );
     // Only what the plan mounts: nothing of the host's other mounts (/sys, /mnt, ...).
     let allowed = |p: &str| {
         ["/", "/etc", "/usr", "/proc", "/alloc", "/secrets", "/tmp"].contains(&p)
@@ -1284,4 +1301,351 @@ fn launches_from_many_threads_at_once_do_not_interfere() {
         }
     });
     fx.assert_no_host_mounts();
+}
+
+/// A chroot env dir of the test's own with planted secrets, so the masking tests do not
+/// depend on what this host has in /etc. In /var/tmp: not in /tmp, which is the task's own,
+/// and writable in the CI's cgroup v2 guest too (where the target dir is read-only).
+struct Planted {
+    dir: tempfile::TempDir,
+}
+
+impl Planted {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("execdriver-planted-")
+            .tempdir_in("/var/tmp")
+            .expect("planted dir");
+        let etc = dir.path().join("etc");
+        for d in ["", "ssh", "sudoers.d", "ssl/private"] {
+            std::fs::create_dir_all(etc.join(d)).expect("mkdir");
+        }
+        for (file, content, mode) in [
+            ("shadow", "root:planted-hash:19000::::::\n", 0o640),
+            ("gshadow", "root:planted-ghash::\n", 0o640),
+            ("passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+            ("sudoers.d/admins", "planted ALL=(ALL) ALL\n", 0o440),
+            ("ssl/private/node.key", "PLANTED TLS KEY\n", 0o600),
+            ("ssh/ssh_host_ed25519_key", "PLANTED PRIVATE KEY\n", 0o600),
+            (
+                "ssh/ssh_host_ed25519_key.pub",
+                "ssh-ed25519 PLANTED\n",
+                0o644,
+            ),
+        ] {
+            let path = etc.join(file);
+            std::fs::write(&path, content).expect("plant");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod planted dir");
+        Self { dir }
+    }
+
+    /// The planted copy of an /etc path.
+    fn path(&self, etc_path: &str) -> PathBuf {
+        self.dir.path().join(etc_path.trim_start_matches('/'))
+    }
+
+    /// `spec` with the planted dir in its chroot env and the default masks moved into it.
+    fn apply(&self, spec: &mut TaskSpec) {
+        spec.chroot_env.push(self.dir.path().to_owned());
+        spec.masked_paths = execdriver_core::spec::DEFAULT_MASKED_PATHS
+            .iter()
+            .map(|m| self.path(m))
+            .collect();
+    }
+}
+
+#[test]
+fn the_default_masks_hide_the_secrets_of_etc_from_root_and_nobody() {
+    if !require_root(
+        "the_default_masks_hide_the_secrets_of_etc_from_root_and_nobody",
+        NEEDS_ROOT,
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let planted = Planted::new();
+    let show = |name: &str, path: PathBuf| {
+        format!(
+            "echo \"{name}=[$(cat {} 2>&1 | tr '\\n' ' ')]\"; ",
+            path.display()
+        )
+    };
+    let mut script = String::new();
+    for (name, path) in [
+        ("shadow", "/etc/shadow"),
+        ("gshadow", "/etc/gshadow"),
+        ("key", "/etc/ssh/ssh_host_ed25519_key"),
+        ("pub", "/etc/ssh/ssh_host_ed25519_key.pub"),
+        ("passwd", "/etc/passwd"),
+    ] {
+        script.push_str(&show(name, planted.path(path)));
+    }
+    script.push_str(&format!(
+        "echo \"sudoers.d=[$(ls -A {})]\"; echo \"tls=[$(ls -A {} 2>&1)]\"; \
+         (echo x > {}) 2>/dev/null && echo wrote-shadow; \
+         echo \"host-passwd=$(grep -c '^root:' /etc/passwd)\"; \
+         grep -F {} /proc/self/mountinfo | cut -d' ' -f5,6",
+        planted.path("/etc/sudoers.d").display(),
+        planted.path("/etc/ssl/private").display(),
+        planted.path("/etc/shadow").display(),
+        planted.path("/etc").display(),
+    ));
+    for user in ["nobody", "root"] {
+        let mut spec = fx.sh(&script);
+        spec.user = user.into();
+        planted.apply(&mut spec);
+        let out = run(&fx, &spec);
+        assert_eq!(out.status, exited(0), "{user}: {out:?}");
+        for line in [
+            "shadow=[]",
+            "gshadow=[]",
+            "key=[]",
+            "pub=[ssh-ed25519 PLANTED ]",
+            "passwd=[root:x:0:0:root:/root:/bin/sh ]",
+            "sudoers.d=[]",
+            "tls=[]",
+            "host-passwd=1",
+        ] {
+            assert!(
+                out.stdout.lines().any(|l| l == line),
+                "{user}: no {line:?} in {out:?}"
+            );
+        }
+        assert!(!out.stdout.contains("wrote-shadow"), "{user}: {out:?}");
+        assert!(!out.stdout.contains("PLANTED PRIVATE"), "{user}: {out:?}");
+        // Each mask is a read-only mount of its own with nothing to run or use as a device.
+        let masks: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| {
+                ["/shadow ", "/gshadow ", "_key ", "/sudoers.d ", "/private "]
+                    .iter()
+                    .any(|m| l.contains(m))
+            })
+            .collect();
+        assert_eq!(masks.len(), 5, "{user}: {out:?}");
+        for mask in masks {
+            let opts: Vec<&str> = mask.split(' ').nth(1).unwrap_or("").split(',').collect();
+            for flag in ["ro", "nosuid", "nodev", "noexec"] {
+                assert!(opts.contains(&flag), "{user}: {mask} lacks {flag}");
+            }
+        }
+    }
+    // Without masks root reads them all.
+    let mut spec = fx.sh(&show("shadow", planted.path("/etc/shadow")));
+    spec.user = "root".into();
+    planted.apply(&mut spec);
+    spec.masked_paths.clear();
+    let out = run(&fx, &spec);
+    assert_eq!(
+        out.stdout, "shadow=[root:planted-hash:19000:::::: ]\n",
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_mask_outside_the_chroot_env_or_on_the_tasks_own_dirs() {
+    if !require_root(
+        "a_mask_outside_the_chroot_env_or_on_the_tasks_own_dirs",
+        NEEDS_ROOT,
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let planted = Planted::new();
+    // A host symlink to a file out of the task's sight is not followed there: the task sees
+    // a dangling link, and the file outside is not touched.
+    let outside = planted.path("/outside");
+    std::fs::write(&outside, "host file").expect("write");
+    std::os::unix::fs::symlink(&outside, planted.path("/etc/out")).expect("symlink");
+    let mut spec = fx.sh(&format!(
+        "cat {} 2>/dev/null || echo unreadable",
+        planted.path("/etc/out").display()
+    ));
+    spec.chroot_env.push(planted.path("/etc"));
+    spec.masked_paths = vec![planted.path("/etc/out")];
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(out.stdout, "unreadable\n", "{out:?}");
+    for path in ["/proc/kcore", "/tmp/x", "/alloc/data"] {
+        let mut spec = fx.spec("/bin/true", &[]);
+        spec.masked_paths.push(path.into());
+        let err = start_with(&spec, &|_| panic!("must not clone"))
+            .err()
+            .expect(path);
+        assert!(
+            matches!(err, IsolationError::MaskedPath { .. }) && err.to_string().contains(path),
+            "{err}"
+        );
+    }
+}
+
+/// A process in a network namespace of its own; killed and reaped on drop, which ends the
+/// namespace with it.
+struct NetnsHolder(std::process::Child);
+
+impl NetnsHolder {
+    fn new() -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/bin/sleep");
+        cmd.arg("600")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        // SAFETY: unshare is a system call, fine between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            })
+        };
+        // spawn returns once the exec succeeded, so the unshare is done by then.
+        Self(cmd.spawn().expect("sleep in a new network namespace"))
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.0.id()))
+    }
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The interface names in a /proc/net/dev text.
+fn interfaces(net_dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_owned())
+        .filter(|name| !name.contains('|'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a task prints of its network: its namespace, then its /proc/net/dev.
+const SHOW_NETWORK: &str = "readlink /proc/self/ns/net; cat /proc/net/dev";
+
+fn netns_inode(link: &str) -> u64 {
+    link.trim()
+        .strip_prefix("net:[")
+        .and_then(|l| l.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a netns link: {link:?}"))
+}
+
+#[test]
+fn network_none_has_only_loopback_and_it_is_up() {
+    if !require_root("network_none_has_only_loopback_and_it_is_up", NEEDS_ROOT) {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.sh(SHOW_NETWORK);
+    spec.network = execdriver_core::Network::None;
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .expect("own netns")
+        .ino();
+    let (link, dev) = out.stdout.split_once('\n').expect("two parts");
+    assert_ne!(netns_inode(link), own, "the task is in the host's netns");
+    assert_eq!(interfaces(dev), vec!["lo"], "{out:?}");
+    // Loopback is up: a listener on 127.0.0.1 accepts a connection (perl is in Debian's
+    // essential set; `ip` shows the flag where it is installed).
+    assert!(
+        Path::new("/usr/bin/perl").exists(),
+        "this test needs /usr/bin/perl for its loopback listener"
+    );
+    let mut spec = fx.spec(
+        "/usr/bin/perl",
+        &[
+            "-MIO::Socket::INET",
+            "-e",
+            "my $l = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) \
+               or die \"listen: $!\\n\"; \
+             my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $l->sockport) \
+               or die \"connect: $!\\n\"; \
+             my $a = $l->accept or die \"accept: $!\\n\"; \
+             print $c \"ping\\n\"; print scalar <$a>;",
+        ],
+    );
+    spec.network = execdriver_core::Network::None;
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert_eq!(out.stdout, "ping\n", "{out:?}");
+    if let Some(ip) = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    {
+        let mut spec = fx.spec(ip, &["-o", "link", "show"]);
+        spec.network = execdriver_core::Network::None;
+        let out = run(&fx, &spec);
+        assert_eq!(out.status, exited(0), "{out:?}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(lines[0].contains(": lo: <LOOPBACK,UP,LOWER_UP>"), "{out:?}");
+    }
+}
+
+#[test]
+fn network_host_is_the_hosts_namespace() {
+    if !require_root("network_host_is_the_hosts_namespace", NEEDS_ROOT) {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(&fx, &fx.sh(SHOW_NETWORK));
+    assert_eq!(out.status, exited(0), "{out:?}");
+    let (link, dev) = out.stdout.split_once('\n').expect("two parts");
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .expect("own netns")
+        .ino();
+    assert_eq!(netns_inode(link), own);
+    let host = std::fs::read_to_string("/proc/self/net/dev").expect("host net dev");
+    assert_eq!(interfaces(dev), interfaces(&host), "{out:?}");
+}
+
+#[test]
+fn network_path_joins_that_namespace() {
+    if !require_root("network_path_joins_that_namespace", NEEDS_ROOT) {
+        return;
+    }
+    let fx = Fixture::new();
+    let holder = NetnsHolder::new();
+    let want = std::fs::metadata(holder.path())
+        .expect("holder's netns")
+        .ino();
+    let mut spec = fx.sh(SHOW_NETWORK);
+    spec.network = execdriver_core::Network::Path(holder.path());
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    let (link, dev) = out.stdout.split_once('\n').expect("two parts");
+    assert_eq!(netns_inode(link), want, "{out:?}");
+    // A fresh namespace: loopback only, and the driver leaves it as it found it (down).
+    assert_eq!(interfaces(dev), vec!["lo"], "{out:?}");
+    drop(holder);
+
+    // Files that are not a network namespace are refused before anything starts.
+    for path in [
+        "/proc/self/ns/pid",
+        "/etc/passwd",
+        "/dev/null",
+        "/no/such/netns",
+    ] {
+        let mut spec = fx.spec("/bin/true", &[]);
+        spec.network = execdriver_core::Network::Path(path.into());
+        let err = start_with(&spec, &|_| panic!("must not clone"))
+            .err()
+            .expect(path);
+        assert!(
+            matches!(err, IsolationError::NetworkNamespace { .. })
+                && err.to_string().contains(path),
+            "{err}"
+        );
+    }
 }

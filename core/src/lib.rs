@@ -56,7 +56,7 @@ pub use platform::{
     Timestamp,
 };
 pub use signal::{Signal, SignalError};
-pub use spec::{LogRotation, Resources, SpecError, TaskSpec, validate_task_id};
+pub use spec::{LogRotation, Network, Resources, SpecError, TaskSpec, validate_task_id};
 
 #[cfg(feature = "mock")]
 pub use platform::{MockPlatform, MockSupervisor};

@@ -117,6 +117,19 @@ pub enum SpecError {
         /// The driver's maximum.
         max: Duration,
     },
+    /// A masked path that cannot be placed inside the task root.
+    #[error("masked path {path:?} is not usable: {why}")]
+    MaskedPath {
+        /// The path as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A network mode that is neither `host`, `none` nor a plain absolute path.
+    #[error(
+        "network {0:?} is not usable: use `host`, `none`, or the absolute path (without `..`) of a network namespace file such as /var/run/netns/NAME or /proc/PID/ns/net"
+    )]
+    Network(String),
     /// A log rotation that keeps no file or files of no size.
     #[error(
         "log rotation needs at least 1 file of at least 1 byte, got {max_files} files of {max_file_size_bytes} bytes"
@@ -276,6 +289,128 @@ pub const DEFAULT_CHROOT_ENV: [&str; 8] = [
 /// task process.
 pub const MIN_PIDS_MAX: u64 = 2;
 
+/// What of the chroot env a task sees as an empty read-only file or dir when the spec says
+/// nothing else: what no task needs and a task run as root could otherwise read.
+/// - `/etc/shadow`, `/etc/gshadow` and their `-` backups: password hashes.
+/// - `/etc/security/opasswd`: old password hashes kept by pam_pwhistory.
+/// - `/etc/sudoers`, `/etc/sudoers.d`: who may become root and how, a map for escalation.
+/// - `/etc/ssh/ssh_host_*_key`: the node's ssh identity (the `.pub` halves stay).
+/// - `/etc/ssl/private`: TLS private keys (Debian's `ssl-cert` dir).
+/// - `/etc/krb5.keytab`: the node's Kerberos keys, enough to pose as the host in its realm.
+/// - `/etc/wireguard`, `/etc/ipsec.secrets`: VPN private keys and pre-shared secrets.
+/// - `/etc/execdriver`: the driver's own configuration.
+/// - `/etc/nomad.d`, `/etc/consul.d`: the configuration of the agents that run tasks on a
+///   Nomad node (gossip encryption keys, ACL tokens, TLS key paths).
+pub const DEFAULT_MASKED_PATHS: [&str; 15] = [
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/security/opasswd",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh/ssh_host_*_key",
+    "/etc/ssl/private",
+    "/etc/krb5.keytab",
+    "/etc/wireguard",
+    "/etc/ipsec.secrets",
+    "/etc/execdriver",
+    "/etc/nomad.d",
+    "/etc/consul.d",
+];
+
+/// [`DEFAULT_MASKED_PATHS`] as a spec field holds them.
+pub fn default_masked_paths() -> Vec<PathBuf> {
+    DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect()
+}
+
+fn is_default_masked_paths(paths: &[PathBuf]) -> bool {
+    paths.len() == DEFAULT_MASKED_PATHS.len()
+        && paths
+            .iter()
+            .zip(DEFAULT_MASKED_PATHS)
+            .all(|(p, d)| p == Path::new(d))
+}
+
+/// The network a task is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Network {
+    /// The host's network namespace, as with Nomad's `exec` driver (`host`).
+    #[default]
+    Host,
+    /// A network namespace of its own with only the loopback interface, up (`none`).
+    None,
+    /// The existing network namespace behind this nsfs file, such as
+    /// `/var/run/netns/NAME` or `/proc/PID/ns/net` (a plain absolute path).
+    Path(PathBuf),
+}
+
+impl Network {
+    /// Whether this is [`Network::Host`], the default.
+    pub fn is_host(&self) -> bool {
+        *self == Network::Host
+    }
+
+    /// Refuses a [`Network::Path`] that is not plain and absolute.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match self {
+            Network::Path(path) if !is_plain_absolute(path) || path.parent().is_none() => {
+                Err(SpecError::Network(path.to_string_lossy().into_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = SpecError;
+
+    /// `host`, `none`, or an absolute path.
+    fn from_str(text: &str) -> Result<Self, SpecError> {
+        let network = match text {
+            "host" => Network::Host,
+            "none" => Network::None,
+            _ if text.starts_with('/') => Network::Path(PathBuf::from(text)),
+            _ => return Err(SpecError::Network(text.to_owned())),
+        };
+        network.validate()?;
+        Ok(network)
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::Host => f.write_str("host"),
+            Network::None => f.write_str("none"),
+            Network::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Network::Host => serializer.serialize_str("host"),
+            Network::None => serializer.serialize_str("none"),
+            Network::Path(path) => match path.to_str() {
+                Some(text) => serializer.serialize_str(text),
+                None => Err(serde::ser::Error::custom(format!(
+                    "network namespace path {path:?} is not valid UTF-8"
+                ))),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The default kill timeout, as in the reference (5 s).
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -307,6 +442,17 @@ pub struct TaskSpec {
     pub logs: LogRotation,
     /// Host dirs bind-mounted read-only into the task root.
     pub chroot_env: Vec<PathBuf>,
+    /// Paths inside the chroot env the task sees as an empty read-only file (or dir, for a
+    /// dir); `*` in the last component matches any run of characters. What does not exist
+    /// on the host, or is not inside the chroot env, is left alone.
+    #[serde(
+        default = "default_masked_paths",
+        skip_serializing_if = "is_default_masked_paths"
+    )]
+    pub masked_paths: Vec<PathBuf>,
+    /// The task's network namespace.
+    #[serde(default, skip_serializing_if = "Network::is_host")]
+    pub network: Network,
 }
 
 impl TaskSpec {
@@ -331,6 +477,8 @@ impl TaskSpec {
             kill_signal: Signal::SIGINT,
             logs: LogRotation::default(),
             chroot_env: DEFAULT_CHROOT_ENV.iter().map(PathBuf::from).collect(),
+            masked_paths: default_masked_paths(),
+            network: Network::Host,
         }
     }
 
@@ -352,6 +500,10 @@ impl TaskSpec {
         {
             return Err(SpecError::RootDir(field));
         }
+        for path in &self.masked_paths {
+            validate_masked_path(path)?;
+        }
+        self.network.validate()?;
         self.config.validate()?;
         for (key, value) in &self.env {
             validate_env(key, value)?;
@@ -428,6 +580,30 @@ fn validate_abs_path(field: &'static str, path: &Path) -> Result<(), SpecError> 
             field,
             path: path.to_owned(),
         })
+    }
+}
+
+/// Refuses a masked path that is not a plain absolute path below `/`, or that has a `*`
+/// anywhere but in its last component.
+pub fn validate_masked_path(path: &Path) -> Result<(), SpecError> {
+    let why = if !is_plain_absolute(path) {
+        Some("it must be an absolute path without `..` or nul")
+    } else if path.file_name().is_none() {
+        Some("it cannot be `/`, the whole root")
+    } else if path
+        .parent()
+        .is_some_and(|p| p.as_os_str().as_encoded_bytes().contains(&b'*'))
+    {
+        Some("`*` may only appear in its last component")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(SpecError::MaskedPath {
+            path: path.to_owned(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -519,6 +695,21 @@ mod tests {
                 "above the maximum",
             ),
             (|s| s.logs.max_files = 0, "log rotation"),
+            (
+                |s| s.masked_paths = vec!["etc/shadow".into()],
+                "masked path",
+            ),
+            (|s| s.masked_paths = vec!["/etc/../x".into()], "masked path"),
+            (|s| s.masked_paths = vec!["/".into()], "whole root"),
+            (
+                |s| s.masked_paths = vec!["/etc/*/key".into()],
+                "last component",
+            ),
+            (
+                |s| s.network = Network::Path("/run/netns/../x".into()),
+                "network",
+            ),
+            (|s| s.network = Network::Path("/".into()), "network"),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();
@@ -590,6 +781,65 @@ mod tests {
         };
         let text = serde_json::to_string(&limited).expect("serialize");
         assert_eq!(serde_json::from_str::<Resources>(&text).ok(), Some(limited));
+    }
+
+    #[test]
+    fn masked_paths_default_to_the_secrets_of_etc_and_take_a_glob_at_the_end() {
+        let s = spec();
+        assert!(s.masked_paths.contains(&PathBuf::from("/etc/shadow")));
+        assert!(
+            s.masked_paths
+                .contains(&PathBuf::from("/etc/ssh/ssh_host_*_key"))
+        );
+        for ok in ["/etc/hostname", "/etc/ssh/*", "/x/a..b", "/etc/sudoers.d/"] {
+            assert_eq!(validate_masked_path(Path::new(ok)), Ok(()), "{ok}");
+        }
+        let mut cleared = spec();
+        cleared.masked_paths.clear();
+        assert_eq!(cleared.validate(MAX), Ok(()));
+    }
+
+    #[test]
+    fn network_modes_parse_and_print_as_given() {
+        for (text, want) in [
+            ("host", Network::Host),
+            ("none", Network::None),
+            (
+                "/var/run/netns/web",
+                Network::Path("/var/run/netns/web".into()),
+            ),
+        ] {
+            let parsed: Network = text.parse().expect(text);
+            assert_eq!(parsed, want);
+            assert_eq!(parsed.to_string(), text);
+        }
+        for bad in ["", "bridge", "netns/web", "/a/../b", "/", "Host"] {
+            let err = bad.parse::<Network>().expect_err(bad);
+            assert!(err.to_string().contains("host"), "{bad}: {err}");
+        }
+        assert_eq!(Network::default(), Network::Host);
+    }
+
+    #[test]
+    fn default_masks_and_network_are_not_written_so_older_readers_parse_the_spec() {
+        let s = spec();
+        let text = serde_json::to_string(&s).expect("serialize");
+        assert!(
+            !text.contains("masked_paths") && !text.contains("network"),
+            "{text}"
+        );
+        let mut custom = spec();
+        custom.masked_paths = vec!["/etc/hostname".into()];
+        custom.network = Network::Path("/proc/1/ns/net".into());
+        let text = serde_json::to_string(&custom).expect("serialize");
+        assert!(text.contains(r#""network":"/proc/1/ns/net""#), "{text}");
+        assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(custom));
+        let none = text.replace("/proc/1/ns/net", "none");
+        let parsed: TaskSpec = serde_json::from_str(&none).expect("none");
+        assert_eq!(parsed.network, Network::None);
+        let bad = text.replace("/proc/1/ns/net", "bridge");
+        let err = serde_json::from_str::<TaskSpec>(&bad).expect_err("bridge");
+        assert!(err.to_string().contains("bridge"), "{err}");
     }
 
     #[test]

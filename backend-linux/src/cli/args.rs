@@ -235,6 +235,23 @@ pub struct TaskOptions {
     #[arg(long, value_name = "DIR")]
     pub chroot_env: Vec<PathBuf>,
 
+    /// A path inside the chroot env the task sees as an empty read-only file or dir
+    /// (repeatable; adds to the defaults: /etc/shadow, /etc/gshadow, /etc/sudoers, ssh host
+    /// private keys and the like, see the README). `*` in the last component matches any
+    /// run of characters.
+    #[arg(long = "mask", value_name = "PATH")]
+    pub mask: Vec<PathBuf>,
+
+    /// Mask none of the default paths; only those given with --mask.
+    #[arg(long)]
+    pub no_default_masks: bool,
+
+    /// The task's network: `host` (the host's network namespace), `none` (a private one with
+    /// only loopback, up), or the path of a network namespace to join (such as
+    /// /var/run/netns/NAME or /proc/PID/ns/net) [default: host].
+    #[arg(long, value_name = "host|none|PATH")]
+    pub network: Option<String>,
+
     /// The task's name; names its log files and its dir in the alloc dir, so `logs` and
     /// `alloc` are reserved [default: the command's file name].
     #[arg(long, value_name = "NAME")]

@@ -81,6 +81,13 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
     if !opts.chroot_env.is_empty() {
         spec.chroot_env = opts.chroot_env.clone();
     }
+    if opts.no_default_masks {
+        spec.masked_paths.clear();
+    }
+    spec.masked_paths.extend(opts.mask.iter().cloned());
+    if let Some(text) = &opts.network {
+        spec.network = text.parse().map_err(|e| fail!("--network: {e}"))?;
+    }
     spec.validate(MAX_KILL_TIMEOUT)?;
     Ok(spec)
 }

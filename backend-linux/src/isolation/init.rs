@@ -12,6 +12,7 @@
 use std::os::fd::RawFd;
 
 use super::exec::{self, ExecPlan, step::TASK_EXEC};
+use super::network::NetworkPlan;
 use super::rootfs::RootPlan;
 use super::sys::{self, check_int};
 use super::wire::{RECORD_LEN, Record};
@@ -20,6 +21,9 @@ use super::wire::{RECORD_LEN, Record};
 const CTL_FD: RawFd = 3;
 /// The init's report pipe (to the supervisor) after the fds are arranged.
 const REPORT_FD: RawFd = 4;
+/// The network namespace to join, when there is one, after the fds are arranged (closed
+/// once joined).
+const NETNS_FD: RawFd = 5;
 
 /// The init's exit code when it gives up during setup (after reporting why).
 pub(crate) const INIT_SETUP_FAILED: i32 = 125;
@@ -34,6 +38,8 @@ pub(crate) mod step {
     pub const INIT_FORK: u32 = 0xFFFF_0003;
     /// Resetting a negative oom_score_adj inherited from the supervisor.
     pub const INIT_OOM_SCORE: u32 = 0xFFFF_0004;
+    /// Joining the network namespace, or bringing loopback up in a new one.
+    pub const INIT_NETWORK: u32 = 0xFFFF_0005;
 }
 
 /// The oom_score_adj the init should set given the one it inherited, if any: a supervisor
@@ -106,6 +112,8 @@ pub(crate) struct ChildContext<'a> {
     pub report: RawFd,
     /// The root setup.
     pub root: &'a RootPlan,
+    /// The network namespace to enter.
+    pub network: &'a NetworkPlan,
     /// The exec of the task.
     pub exec: &'a ExecPlan,
     /// What `ps` should show for the init instead of the supervisor's command line.
@@ -147,23 +155,37 @@ fn set_title(cx: &ChildContext<'_>) {
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// Moves the fds the init keeps to 0..=4 (stdin, stdout, stderr, control, report) and
-/// closes everything else the supervisor had open.
+/// Moves the fds the init keeps to 0..=4 (stdin, stdout, stderr, control, report), and the
+/// network namespace to join, if any, to [`NETNS_FD`]; closes everything else the
+/// supervisor had open.
 fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
-    let wanted = [cx.null, cx.stdout, cx.stderr, cx.ctl, cx.report];
-    let mut high = [0; 5];
-    // Copy all of them above 4 first, so placing one cannot close another still needed.
+    let netns = cx.network.join_fd();
+    let wanted = [
+        cx.null,
+        cx.stdout,
+        cx.stderr,
+        cx.ctl,
+        cx.report,
+        netns.unwrap_or(-1),
+    ];
+    let mut high = [-1; 6];
+    // Copy all of them above 5 first, so placing one cannot close another still needed.
     for (slot, fd) in high.iter_mut().zip(wanted) {
-        // SAFETY: duplicating an fd we inherited.
-        *slot = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 5) })?;
+        if fd >= 0 {
+            // SAFETY: duplicating an fd we inherited.
+            *slot = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 6) })?;
+        }
     }
     for (target, fd) in high.into_iter().enumerate() {
+        if fd < 0 {
+            continue;
+        }
         let target = target as RawFd;
         let flags = if target >= CTL_FD { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: dup3 onto a low fd number; fd >= 5 so they never coincide.
+        // SAFETY: dup3 onto a low fd number; fd >= 6 so they never coincide.
         check_int(unsafe { libc::dup3(fd, target, flags) })?;
     }
-    sys::close_from(5);
+    sys::close_from(if netns.is_some() { NETNS_FD + 1 } else { NETNS_FD });
     Ok(())
 }
 
@@ -234,6 +256,12 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
         // On the host's /proc, before the root is built; the task inherits the value.
         if let Err(errno) = reset_oom_score() {
             give_up(step::INIT_OOM_SCORE, errno);
+        }
+        if let Err(errno) = cx.network.enter(NETNS_FD) {
+            give_up(step::INIT_NETWORK, errno);
+        }
+        if cx.network.join_fd().is_some() {
+            libc::close(NETNS_FD);
         }
 
         for (i, step) in cx.root.steps.iter().enumerate() {

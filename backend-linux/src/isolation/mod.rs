@@ -5,12 +5,16 @@
 //! The sequence, from [`launch`]:
 //! 1. In the supervisor: look up the user, create the (empty) mount points in the task dir,
 //!    plan every mount as a list of steps with ready-made C strings, build argv and envp.
-//! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS). The child is the
-//!    namespace's init (module `init`): it closes the supervisor's fds and waits.
+//!    The network plan (module `network`) opens the namespace file to join, if any.
+//! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS, plus CLONE_NEWNET for
+//!    `--network none`). The child is the namespace's init (module `init`): it closes the
+//!    supervisor's fds and waits.
 //! 3. The supervisor calls `place_in_cgroup(init_pid)`, then sends "go".
-//! 4. The init makes the mount tree private, binds the task dir onto itself, binds the
-//!    chroot env read-only, mounts proc (it is in the new PID namespace already), /dev,
-//!    alloc, secrets and /tmp, sets the hostname, pivot_roots, and forks the task.
+//! 4. The init joins the planned network namespace (or brings `lo` up in its new one),
+//!    makes the mount tree private, binds the task dir onto itself, binds the chroot env
+//!    read-only, covers the masked paths, mounts proc (it is in the new PID namespace
+//!    already), /dev, alloc, secrets and /tmp, sets the hostname, pivot_roots, and forks
+//!    the task.
 //! 5. The task (module `exec`) does setsid, no_new_privs, drops capabilities outside
 //!    [`TASK_CAPABILITIES`] (bounding set included), setgroups/setgid/setuid, closes
 //!    stray fds and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
@@ -26,6 +30,12 @@
 //! - the chroot env dirs that exist on the host, bound read-only,nosuid,nodev (recursively,
 //!   submounts read-only too, where mount_setattr exists); host symlinks such as the merged
 //!   /usr `/bin -> usr/bin` are recreated as symlinks. Nothing is copied.
+//! - the spec's masked paths (by default /etc/shadow, /etc/gshadow, sudoers, ssh host
+//!   private keys and the like: `execdriver_core::spec::DEFAULT_MASKED_PATHS`) that exist
+//!   inside the chroot env: each covered by an empty file or dir, read-only, bound from a
+//!   tmpfs of the driver's own that nothing else reaches.
+//! - network: the host's namespace (default), a private one with only `lo`, up (`none`),
+//!   or an existing one joined through its nsfs file.
 //! - `/proc` (its own PID namespace only), `/dev` (tmpfs with null, zero, full, random,
 //!   urandom, tty bound from the host, nosuid,noexec but not nodev; a new devpts at
 //!   `/dev/pts` with `/dev/ptmx`; tmpfs `/dev/shm`; fd, stdin, stdout, stderr links),
@@ -47,6 +57,7 @@
 
 mod exec;
 mod init;
+mod network;
 mod rootfs;
 mod sys;
 mod user;
@@ -122,6 +133,33 @@ pub enum IsolationError {
         path: PathBuf,
         /// The reserved top-level name.
         name: &'static str,
+    },
+    /// A masked path of the spec that cannot be masked.
+    #[error("masked path {path:?} cannot be masked: {why}")]
+    MaskedPath {
+        /// The path (or what it resolved to).
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A network namespace file that cannot be joined.
+    #[error("network namespace {path:?} cannot be used: {why}")]
+    NetworkNamespace {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// `none` asked of a kernel without network namespaces.
+    #[error(
+        "network `none` needs network namespaces, which this kernel lacks (no /proc/self/ns/net: CONFIG_NET_NS is off)"
+    )]
+    NoNetworkNamespaces,
+    /// A network mode this backend does not know (a newer core).
+    #[error("network {network:?} is not supported by this driver")]
+    UnsupportedNetwork {
+        /// The mode, as the spec writes it.
+        network: String,
     },
     /// A mount point in the task dir could not be created or used.
     #[error("cannot prepare mount point {path:?} in the task dir: {why}")]
@@ -460,13 +498,19 @@ impl InitGuard {
     }
 }
 
-fn describe_step(step: u32, root: &rootfs::RootPlan, user: &user::TaskUser) -> String {
+fn describe_step(
+    step: u32,
+    root: &rootfs::RootPlan,
+    network: &network::NetworkPlan,
+    user: &user::TaskUser,
+) -> String {
     use exec::step::*;
     use init::step::*;
     if let Some(s) = root.steps.get(step as usize) {
         return format!("while {}", s.describe());
     }
     match step {
+        INIT_NETWORK => network.describe(),
         INIT_SIGNALS => "while setting up the init's signal handling".to_owned(),
         INIT_PIPE => "while creating the exec status pipe".to_owned(),
         INIT_FORK => "while forking the task from its init".to_owned(),
@@ -542,6 +586,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     } = request;
     let user = user::lookup(&spec.user)?;
     let root = rootfs::plan(spec, &user)?;
+    let network = network::NetworkPlan::new(&spec.network)?;
     let exec = exec::ExecPlan::new(spec, &user)?;
 
     let null = nix::fcntl::open(
@@ -570,6 +615,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         ctl: control_child.as_raw_fd(),
         report: report_w.as_raw_fd(),
         root: &root,
+        network: &network,
         exec: &exec,
         title: title.as_bytes(),
         arg_area: own_arg_area(),
@@ -580,7 +626,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     let blocked = sys::block_all_signals();
     // SAFETY: the child runs only init_main, which makes system calls on data prepared
     // above and leaves with _exit.
-    let cloned = unsafe { sys::clone_fork(NAMESPACES) };
+    let cloned = unsafe { sys::clone_fork(NAMESPACES | network.clone_flags()) };
     if let Ok(0) = cloned {
         // SAFETY: as above; never returns.
         unsafe { init::init_main(&cx) }
@@ -631,7 +677,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         (RECORD_LEN, Some(Record::SetupFailed { step, errno })) => {
             let _ = guard.reap();
             return Err(IsolationError::Setup {
-                step: describe_step(step, &root, &user),
+                step: describe_step(step, &root, &network, &user),
                 source: io::Error::from_raw_os_error(errno),
             });
         }
@@ -673,13 +719,19 @@ mod tests {
             gid: 65534,
             groups: vec![65534],
         };
+        let net = network::NetworkPlan::Private;
         assert_eq!(
-            describe_step(0, &root, &user),
+            describe_step(0, &root, &net, &user),
             "while bind-mounting \"/usr\" read-only at \"/tasks/web/usr\""
         );
-        assert!(describe_step(exec::step::TASK_SETUID, &root, &user).contains("setuid 65534"));
-        assert!(describe_step(init::step::INIT_FORK, &root, &user).contains("forking the task"));
-        assert!(describe_step(7, &root, &user).contains("unknown step 7"));
+        assert!(
+            describe_step(exec::step::TASK_SETUID, &root, &net, &user).contains("setuid 65534")
+        );
+        assert!(
+            describe_step(init::step::INIT_FORK, &root, &net, &user).contains("forking the task")
+        );
+        assert!(describe_step(init::step::INIT_NETWORK, &root, &net, &user).contains("loopback"));
+        assert!(describe_step(7, &root, &net, &user).contains("unknown step 7"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use execdriver_core::TaskSpec;
+use execdriver_core::{SpecError, TaskSpec};
 
 use super::IsolationError;
 use super::sys::{
@@ -44,6 +44,15 @@ pub(crate) const PROC_MASKED: [&str; 6] = [
     "acpi",
     "scsi",
 ];
+
+/// The flags of a mask: nothing to write, run, or use as a device.
+const MASK_ATTRS: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+/// The empty file and dir masks are bound from, in a tmpfs of their own that the child
+/// mounts on the task's `tmp` dir and detaches again (the binds keep it alive, nothing else
+/// reaches it) before the task's own /tmp goes there: never a host file, nothing on disk.
+const MASK_FILE: &str = "file";
+const MASK_DIR: &str = "dir";
+const MASK_TMPFS_OPTIONS: &CStr = c"mode=755,size=4k,nr_inodes=8";
 
 /// Size of the secrets tmpfs, as in Nomad.
 const SECRETS_SIZE: &str = "1m";
@@ -83,9 +92,23 @@ pub(crate) enum Step {
         /// Mode.
         mode: libc::mode_t,
     },
-    /// Create an empty file to bind a device node on.
+    /// Create an empty file (to bind a device node on, or to mask a file with).
     MakeFile {
         /// Path.
+        path: CString,
+        /// Mode, set whatever the umask.
+        mode: libc::mode_t,
+    },
+    /// Bind the empty file or dir `src` over `dst`, read-only: a masked path.
+    Mask {
+        /// The empty file or dir (in the mask tmpfs).
+        src: CString,
+        /// What it covers, in the task root.
+        dst: CString,
+    },
+    /// Detach the mount at `path` (the mask tmpfs, once its files are bound where needed).
+    Unmount {
+        /// Mount point.
         path: CString,
     },
     /// Create a symlink (inside a tmpfs the child just mounted).
@@ -266,6 +289,138 @@ fn sorted_unique(mut entries: Vec<HostEntry>) -> Vec<HostEntry> {
     entries.sort_by(|a, b| a.path().cmp(b.path()));
     entries.dedup_by(|a, b| a.path() == b.path());
     entries
+}
+
+/// A masked path as found on the host: where the task would reach it, and whether it is a
+/// dir (covered by an empty dir) or anything else (covered by an empty file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mask {
+    host: PathBuf,
+    dir: bool,
+}
+
+fn mask_error(path: &Path, why: impl Into<String>) -> IsolationError {
+    IsolationError::MaskedPath {
+        path: path.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of bytes (greedy with
+/// backtracking to the last star: linear in practice, never exponential).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&b) if b == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+/// Errors of a lookup that mean there is nothing there for the task to read.
+fn is_absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP))
+}
+
+/// The host paths a mask pattern names: itself, or with a `*` in its last component, the
+/// matching entries of its parent dir.
+fn expand_mask(pattern: &Path) -> Result<Vec<PathBuf>, IsolationError> {
+    let name = pattern.file_name().unwrap_or_default().as_bytes();
+    if !name.contains(&b'*') {
+        return Ok(vec![pattern.to_owned()]);
+    }
+    let parent = pattern.parent().unwrap_or(Path::new("/"));
+    let dir = match std::fs::read_dir(parent) {
+        Ok(dir) => dir,
+        Err(e) if is_absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(mask_error(pattern, format!("cannot list {parent:?}: {e}"))),
+    };
+    let mut found = Vec::new();
+    for entry in dir {
+        let entry =
+            entry.map_err(|e| mask_error(pattern, format!("cannot list {parent:?}: {e}")))?;
+        if glob_match(name, entry.file_name().as_bytes()) {
+            found.push(parent.join(entry.file_name()));
+        }
+    }
+    Ok(found)
+}
+
+/// Resolves the masked paths against the host and the chroot env: each is followed to what
+/// the task would reach there (a host symlink is followed as the task would follow it, and
+/// what it leads to is masked only if the task can see that), and kept only if that lies in
+/// a chroot env dir or is a chroot env file. Sorted; a mask inside a masked dir is dropped
+/// (it is hidden already, and its mount point is gone).
+fn resolve_masks(
+    patterns: &[PathBuf],
+    entries: &[HostEntry],
+) -> Result<Vec<Mask>, IsolationError> {
+    let mut masks = Vec::new();
+    for pattern in patterns {
+        execdriver_core::spec::validate_masked_path(pattern).map_err(|e| match e {
+            SpecError::MaskedPath { why, .. } => mask_error(pattern, why),
+            other => mask_error(pattern, other.to_string()),
+        })?;
+        if let Some(name) = reserved_name(pattern) {
+            return Err(mask_error(
+                pattern,
+                format!(
+                    "it is in the task's own /{name}, which the driver mounts itself; only \
+                     paths in the chroot env can be masked"
+                ),
+            ));
+        }
+        for path in expand_mask(pattern)? {
+            // The chroot env dirs are at their host paths in the task root, so the host's
+            // resolution is the task's as long as the result is inside one of them.
+            let real = match std::fs::canonicalize(&path) {
+                Ok(real) => real,
+                Err(e) if is_absent(&e) => continue,
+                Err(e) => return Err(mask_error(&path, format!("cannot resolve it: {e}"))),
+            };
+            let visible = entries.iter().any(|e| match e {
+                HostEntry::Dir(dir) => real.starts_with(dir),
+                HostEntry::File(file) => real == *file,
+                HostEntry::Symlink(..) => false,
+            });
+            if !visible {
+                continue;
+            }
+            let meta = std::fs::metadata(&real)
+                .map_err(|e| mask_error(&path, format!("cannot stat {real:?}: {e}")))?;
+            masks.push(Mask {
+                host: real,
+                dir: meta.is_dir(),
+            });
+        }
+    }
+    masks.sort_by(|a, b| a.host.cmp(&b.host));
+    masks.dedup_by(|a, b| a.host == b.host);
+    let mut kept: Vec<Mask> = Vec::new();
+    for mask in masks {
+        if !kept.iter().any(|k| k.dir && mask.host.starts_with(&k.host)) {
+            kept.push(mask);
+        }
+    }
+    Ok(kept)
 }
 
 /// Creates `rel` under `root` as a directory (and its parents), refusing to go through a
@@ -488,6 +643,35 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
     ensure_local(&root, user)?;
 
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // After every chroot env bind, so each mask lands on top of what it hides.
+    let masks = resolve_masks(&spec.masked_paths, &entries)?;
+    if !masks.is_empty() {
+        let (file, dir) = (cstring(&tmp.join(MASK_FILE))?, cstring(&tmp.join(MASK_DIR))?);
+        steps.push(Step::Mount {
+            fstype: c"tmpfs",
+            dst: cstring(&tmp)?,
+            flags: nosuid_nodev_noexec,
+            data: MASK_TMPFS_OPTIONS.to_owned(),
+        });
+        steps.push(Step::MakeFile {
+            path: file.clone(),
+            mode: 0o444,
+        });
+        steps.push(Step::MakeDir {
+            path: dir.clone(),
+            mode: 0o555,
+        });
+        for mask in &masks {
+            let rel = mask.host.strip_prefix("/").unwrap_or(&mask.host);
+            steps.push(Step::Mask {
+                src: if mask.dir { dir.clone() } else { file.clone() },
+                dst: cstring(&root.join(rel))?,
+            });
+        }
+        steps.push(Step::Unmount {
+            path: cstring(&tmp)?,
+        });
+    }
     steps.push(Step::Mount {
         fstype: c"proc",
         dst: cstring(&proc_dir)?,
@@ -510,7 +694,10 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             continue;
         }
         let dst = cstring(&dev.join(name))?;
-        steps.push(Step::MakeFile { path: dst.clone() });
+        steps.push(Step::MakeFile {
+            path: dst.clone(),
+            mode: 0o644,
+        });
         // Device nodes are the one bind that must keep device access.
         steps.push(Step::Bind {
             src: cstring(&host)?,
@@ -638,7 +825,9 @@ impl Step {
                 format!("mounting {} at {}", fstype.to_string_lossy(), show(dst))
             }
             Step::MakeDir { path, .. } => format!("creating directory {}", show(path)),
-            Step::MakeFile { path } => format!("creating device mount point {}", show(path)),
+            Step::MakeFile { path, .. } => format!("creating file {}", show(path)),
+            Step::Mask { dst, .. } => format!("masking {} (binding an empty one over it)", show(dst)),
+            Step::Unmount { path } => format!("unmounting {}", show(path)),
             Step::Symlink { target, path } => {
                 format!("creating symlink {} -> {}", show(path), show(target))
             }
@@ -682,24 +871,11 @@ impl Step {
                 dst,
                 recursive,
                 attrs,
-            } => {
-                let rec = if *recursive { libc::MS_REC } else { 0 };
-                mount(Some(src), dst, None, libc::MS_BIND | rec, None)?;
-                if have_setattr {
-                    return sys::mount_setattr(dst, *attrs, *recursive);
-                }
-                let mut flags = libc::MS_REMOUNT | libc::MS_BIND | sys::kept_mount_flags(dst)?;
-                for (attr, ms) in [
-                    (MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
-                    (MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
-                    (MOUNT_ATTR_NODEV, libc::MS_NODEV),
-                    (MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
-                ] {
-                    if attrs & attr != 0 {
-                        flags |= ms;
-                    }
-                }
-                mount(None, dst, None, flags, None)
+            } => bind(src, dst, *recursive, *attrs, have_setattr),
+            Step::Mask { src, dst } => bind(src, dst, false, MASK_ATTRS, have_setattr),
+            Step::Unmount { path } => {
+                // SAFETY: valid C string.
+                check_int(unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }).map(|_| ())
             }
             Step::Mount {
                 fstype,
@@ -716,18 +892,19 @@ impl Step {
                 // SAFETY: valid C string.
                 check_int(unsafe { libc::chmod(path.as_ptr(), *mode) }).map(|_| ())
             }
-            Step::MakeFile { path } => {
+            Step::MakeFile { path, mode } => {
                 // SAFETY: valid C string; the fd is closed right away.
                 let fd = check_int(unsafe {
                     libc::open(
                         path.as_ptr(),
                         libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                        0o644 as libc::c_uint,
+                        *mode as libc::c_uint,
                     )
                 })?;
-                // SAFETY: we own fd.
+                // SAFETY: fchmod then close an fd we own (open applied the umask).
+                let result = check_int(unsafe { libc::fchmod(fd, *mode) }).map(|_| ());
                 unsafe { libc::close(fd) };
-                Ok(())
+                result
             }
             Step::Symlink { target, path } => {
                 // SAFETY: valid C strings.
@@ -746,6 +923,34 @@ impl Step {
             Step::EnterRoot { root, allow_chroot } => enter_root(root, *allow_chroot),
         }
     }
+}
+
+/// Binds `src` on `dst` and adds the `MOUNT_ATTR_*` bits in `attrs`, in the child. No
+/// allocation.
+fn bind(
+    src: &CStr,
+    dst: &CStr,
+    recursive: bool,
+    attrs: u64,
+    have_setattr: bool,
+) -> Result<(), i32> {
+    let rec = if recursive { libc::MS_REC } else { 0 };
+    mount(Some(src), dst, None, libc::MS_BIND | rec, None)?;
+    if have_setattr {
+        return sys::mount_setattr(dst, attrs, recursive);
+    }
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | sys::kept_mount_flags(dst)?;
+    for (attr, ms) in [
+        (MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (MOUNT_ATTR_NODEV, libc::MS_NODEV),
+        (MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if attrs & attr != 0 {
+            flags |= ms;
+        }
+    }
+    mount(None, dst, None, flags, None)
 }
 
 /// [`Step::GuardProc`], in the child. No allocation.
@@ -931,6 +1136,107 @@ mod tests {
                 HostEntry::Dir(base.join("usr"))
             ]
         );
+    }
+
+    #[test]
+    fn globs_match_any_run_of_characters_in_linear_time() {
+        let m = |p: &str, n: &str| glob_match(p.as_bytes(), n.as_bytes());
+        assert!(m("ssh_host_*_key", "ssh_host_ed25519_key"));
+        assert!(m("ssh_host_*_key", "ssh_host__key"));
+        assert!(!m("ssh_host_*_key", "ssh_host_ed25519_key.pub"));
+        assert!(!m("ssh_host_*_key", "ssh_host_rsa_key2"));
+        assert!(m("*", ".hidden"));
+        assert!(m("a*b*c", "aXbYbZc"));
+        assert!(!m("a*b*c", "aXbYbZ"));
+        assert!(m("shadow", "shadow") && !m("shadow", "shadow-"));
+        // Many stars against a long near-miss: quadratic at worst, not exponential.
+        let pattern = "*a".repeat(40);
+        assert!(!m(&pattern, &"a".repeat(39)));
+    }
+
+    #[test]
+    fn masks_follow_host_links_only_to_what_the_task_can_see() {
+        // Not under /tmp, which is the task's own and cannot hold a mask.
+        let host = tempfile::Builder::new()
+            .prefix("execdriver-masks-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir in /var/tmp");
+        let base = std::fs::canonicalize(host.path()).expect("canonical");
+        let etc = base.join("etc");
+        let outside = base.join("outside");
+        for d in [&etc, &etc.join("ssh"), &etc.join("sudoers.d"), &outside] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        for f in [
+            "shadow",
+            "passwd",
+            "ssh/ssh_host_ed25519_key",
+            "ssh/ssh_host_ed25519_key.pub",
+            "ssh/ssh_host_rsa_key",
+            "sudoers.d/admins",
+        ] {
+            std::fs::write(etc.join(f), "x").expect("write");
+        }
+        std::fs::write(outside.join("secret"), "x").expect("write");
+        // One link to a file the task sees (masked where it leads), one out of the chroot
+        // env (left alone: the task sees a dangling link), one dangling.
+        std::os::unix::fs::symlink("shadow", etc.join("shadow-link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.join("secret"), etc.join("out")).expect("symlink");
+        std::os::unix::fs::symlink("/no/such/file", etc.join("dangling")).expect("symlink");
+        let entries = vec![HostEntry::Dir(etc.clone())];
+        let patterns: Vec<PathBuf> = [
+            "shadow-link",
+            "out",
+            "dangling",
+            "missing",
+            "ssh/ssh_host_*_key",
+            "sudoers.d",
+            "sudoers.d/admins",
+            "shadow",
+        ]
+        .iter()
+        .map(|p| etc.join(p))
+        .chain([outside.join("secret")])
+        .collect();
+        let masks = resolve_masks(&patterns, &entries).expect("resolve");
+        let want = vec![
+            Mask {
+                host: etc.join("shadow"),
+                dir: false,
+            },
+            Mask {
+                host: etc.join("ssh/ssh_host_ed25519_key"),
+                dir: false,
+            },
+            Mask {
+                host: etc.join("ssh/ssh_host_rsa_key"),
+                dir: false,
+            },
+            Mask {
+                host: etc.join("sudoers.d"),
+                dir: true,
+            },
+        ];
+        assert_eq!(masks, want);
+        // A chroot env file is masked when named; nothing is visible through a symlink entry.
+        let file = vec![HostEntry::File(etc.join("passwd"))];
+        assert_eq!(
+            resolve_masks(&[etc.join("passwd")], &file).expect("file"),
+            vec![Mask {
+                host: etc.join("passwd"),
+                dir: false
+            }]
+        );
+        for (bad, needle) in [
+            ("/proc/kcore", "/proc"),
+            ("/tmp/x", "/tmp"),
+            ("etc/shadow", "absolute"),
+            ("/", "whole root"),
+        ] {
+            let err = resolve_masks(&[PathBuf::from(bad)], &entries).expect_err(bad);
+            let text = err.to_string();
+            assert!(text.contains(needle) && text.contains(bad), "{bad}: {text}");
+        }
     }
 
     #[test]
