@@ -82,15 +82,28 @@ fn main() {
     let (mut exec, mut launch, mut launch_unconfined) = (Vec::new(), Vec::new(), Vec::new());
     let (mut run, mut run_unconfined, mut before) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved rounds: a burst of load hits all alike.
-    for _ in 0..rounds {
+    for round in 0..rounds {
         exec.push(time(|| {
             let status = Command::new("/bin/true").status().expect("spawn /bin/true");
             assert!(status.success());
         }));
-        launch.push(time(|| launch_true(&spec)));
-        launch_unconfined.push(time(|| launch_true(&unconfined)));
-        run.push(time(|| run_true(binary, &[])));
-        run_unconfined.push(time(|| run_true(binary, &["--seccomp", "unconfined"])));
+        // The pairs swap places every round: the first of two like runs costs more (by some
+        // milliseconds for `run`), which would otherwise be charged to one side.
+        let swap = round % 2 == 1;
+        for unconfined_now in [swap, !swap] {
+            if unconfined_now {
+                launch_unconfined.push(time(|| launch_true(&unconfined)));
+            } else {
+                launch.push(time(|| launch_true(&spec)));
+            }
+        }
+        for unconfined_now in [swap, !swap] {
+            if unconfined_now {
+                run_unconfined.push(time(|| run_true(binary, &["--seccomp", "unconfined"])));
+            } else {
+                run.push(time(|| run_true(binary, &[])));
+            }
+        }
         if let Some(old) = &baseline {
             before.push(time(|| run_true(old, &[])));
         }
