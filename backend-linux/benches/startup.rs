@@ -2,9 +2,14 @@
 //! hold on a noisy machine:
 //!
 //! - `fork+exec`: `/bin/true` started by std::process, the floor;
-//! - `launch`: `isolation::launch` of `/bin/true` (namespaces, task root, user drop, exec);
-//! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record);
+//! - `launch`: `isolation::launch` of `/bin/true` (namespaces, task root, user drop, seccomp
+//!   filter, exec), and the same with `Seccomp::Unconfined`;
+//! - `run`: `execdriver run -- /bin/true` end to end (CLI, supervisor, cgroup, exit record),
+//!   and the same with `--seccomp unconfined`: the difference is the filter's share (building
+//!   it in the CLI's check and in the supervisor, installing it in the task);
 //! - `run --network none`: the same in a network namespace of its own, loopback up.
+//!
+//! Then the cost of building the default filter program alone.
 //!
 //! With `EXECDRIVER_BENCH_BASELINE=<an older execdriver binary>`, that binary's `run` is
 //! timed in the same rounds, for a before/after ratio.
@@ -20,7 +25,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use execdriver_core::{TaskConfig, TaskSpec};
+use execdriver_core::{Seccomp, TaskConfig, TaskSpec};
 use execdriver_linux::isolation::{self, LaunchRequest};
 
 fn main() {
@@ -49,13 +54,17 @@ fn main() {
         &task_dir,
         TaskConfig::new("/bin/true", Vec::<String>::new()),
     );
+    let unconfined = TaskSpec {
+        seccomp: Seccomp::Unconfined,
+        ..spec.clone()
+    };
     let binary = Path::new(env!("CARGO_BIN_EXE_execdriver"));
     let baseline = std::env::var_os("EXECDRIVER_BENCH_BASELINE").map(std::path::PathBuf::from);
     let slice = Slice(format!("execdriver-bench-{}", std::process::id()));
     // SAFETY: set before any thread is started; the children inherit it (an older binary
     // without slices ignores it).
     unsafe { std::env::set_var("EXECDRIVER_SLICE", &slice.0) };
-    let run_true_with = |binary: &Path, options: &[&str]| {
+    let run_true = |binary: &Path, options: &[&str]| {
         let status = Command::new(binary)
             .arg("run")
             .arg("--data-dir")
@@ -70,30 +79,50 @@ fn main() {
             binary.display()
         );
     };
-    let run_true = |binary: &Path| run_true_with(binary, &[]);
 
-    let (mut exec, mut launch, mut run, mut run_netns, mut before) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut exec, mut launch, mut launch_unconfined) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut run, mut run_unconfined, mut run_netns, mut before) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Interleaved rounds: a burst of load hits all alike.
-    for _ in 0..rounds {
+    for round in 0..rounds {
         exec.push(time(|| {
             let status = Command::new("/bin/true").status().expect("spawn /bin/true");
             assert!(status.success());
         }));
-        launch.push(time(|| launch_true(&spec)));
-        run.push(time(|| run_true(binary)));
-        run_netns.push(time(|| run_true_with(binary, &["--network", "none"])));
+        // The pairs swap places every round: the first of two like runs costs more (by some
+        // milliseconds for `run`), which would otherwise be charged to one side.
+        let swap = round % 2 == 1;
+        for unconfined_now in [swap, !swap] {
+            if unconfined_now {
+                launch_unconfined.push(time(|| launch_true(&unconfined)));
+            } else {
+                launch.push(time(|| launch_true(&spec)));
+            }
+        }
+        for unconfined_now in [swap, !swap] {
+            if unconfined_now {
+                run_unconfined.push(time(|| run_true(binary, &["--seccomp", "unconfined"])));
+            } else {
+                run.push(time(|| run_true(binary, &[])));
+            }
+        }
+        run_netns.push(time(|| run_true(binary, &["--network", "none"])));
         if let Some(old) = &baseline {
-            before.push(time(|| run_true(old)));
+            before.push(time(|| run_true(old, &[])));
         }
     }
     let base = median(&mut exec);
     println!("start-up of /bin/true, median of {rounds} interleaved rounds:");
     let run_median = median(&mut run);
+    let run_unconfined_median = median(&mut run_unconfined);
+    let launch_median = median(&mut launch);
+    let launch_unconfined_median = median(&mut launch_unconfined);
     for (name, samples) in [
         ("fork+exec", &mut exec),
         ("isolation::launch", &mut launch),
+        ("launch unconfined", &mut launch_unconfined),
         ("execdriver run", &mut run),
+        ("run unconfined", &mut run_unconfined),
         ("run --network none", &mut run_netns),
         ("baseline run", &mut before),
     ] {
@@ -112,6 +141,31 @@ fn main() {
     println!(
         "  run --network none / execdriver run: {:.2}",
         median(&mut run_netns).as_secs_f64() / run_median.as_secs_f64()
+    );
+    for (what, filtered, unfiltered) in [
+        ("run", run_median, run_unconfined_median),
+        ("launch", launch_median, launch_unconfined_median),
+    ] {
+        println!(
+            "  {what} default / unconfined seccomp: {:.3} (the filter's share {:+.3} ms, {:+.1}%)",
+            filtered.as_secs_f64() / unfiltered.as_secs_f64(),
+            ms(filtered) - ms(unfiltered),
+            100.0 * (filtered.as_secs_f64() - unfiltered.as_secs_f64()) / filtered.as_secs_f64()
+        );
+    }
+    let mut builds: Vec<Duration> = (0..200)
+        .map(|_| {
+            time(|| {
+                let program = execdriver_linux::seccomp::program(&Seccomp::Default)
+                    .expect("build the default filter");
+                assert!(program.is_some_and(|p| !p.is_empty()));
+            })
+        })
+        .collect();
+    let build = median(&mut builds);
+    println!(
+        "  building the default seccomp program: median {:.1} us of 200",
+        build.as_secs_f64() * 1e6
     );
     if !before.is_empty() {
         let old = median(&mut before);

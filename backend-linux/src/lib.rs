@@ -35,7 +35,7 @@
 //! - `protocol`: the supervisor protocol, the one thing both sides share about talking;
 //! - `supervisor/`: the daemon, one event loop (it imports nothing of `platform/`);
 //! - the ground both stand on: `state/` (the state dir records), `cgroups/`, `isolation/`,
-//!   `process/` (identities and pidfds), `logs/`, `mountinfo`, `fingerprint`.
+//!   `process/` (identities and pidfds), `logs/`, `mountinfo`, `fingerprint`, `seccomp`.
 
 // What only the workspace's tests use through `test-support` looks dead in a unit-test
 // build without it (`cargo test -p execdriver-linux --lib`).
@@ -65,6 +65,7 @@ internal! {
     mod logs;
     mod mountinfo;
     mod protocol;
+    mod seccomp;
 }
 
 mod allocdir;
@@ -82,12 +83,20 @@ pub use platform::{
     DEFAULT_DATA_DIR, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, LinuxConfig, LinuxPlatform,
     SupervisorConn,
 };
+pub use seccomp::SeccompError;
 pub use supervisor::SuperviseOptions;
 
 /// Runs the supervisor of one task with `options`: what `<binary> supervise ...` does.
 /// Returns the process exit code; call it in a process of its own (it daemonizes).
 pub fn supervise(options: &SuperviseOptions) -> i32 {
     supervisor::run(options)
+}
+
+/// Checks that a task's seccomp setting can be built into a filter on this node (the
+/// system call names, the ABIs, the size), without starting anything: what a start would
+/// refuse, refused early, naming the profile's field.
+pub fn check_seccomp(seccomp: &execdriver_core::Seccomp) -> Result<(), SeccompError> {
+    seccomp::check(seccomp)
 }
 
 /// The supervisor entry point for an agent's own binary: when the process was started as

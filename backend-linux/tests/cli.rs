@@ -434,6 +434,105 @@ fn bad_input_is_one_line_and_status_125() {
 }
 
 #[test]
+fn seccomp_default_unconfined_or_a_profile_file() {
+    let Some(env) = env("seccomp_default_unconfined_or_a_profile_file") else {
+        return;
+    };
+    let status = ["--", "/bin/grep", "^Seccomp:", "/proc/self/status"];
+    let (_, out) = run_task(&env, &status);
+    assert_eq!(text(&out.stdout), "Seccomp:\t2\n", "{}", text(&out.stderr));
+    for user in ["nobody", "root"] {
+        let (_, out) = run_task(
+            &env,
+            &[
+                "--user",
+                user,
+                "--",
+                "/bin/sh",
+                "-c",
+                "/usr/bin/unshare -U -r true || /usr/bin/unshare -m true || exit 9",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(9),
+            "as {user}: {}",
+            text(&out.stderr)
+        );
+    }
+    let mut unconfined = vec!["--seccomp", "unconfined"];
+    unconfined.extend_from_slice(&status);
+    let (_, out) = run_task(&env, &unconfined);
+    assert_eq!(text(&out.stdout), "Seccomp:\t0\n", "{}", text(&out.stderr));
+
+    // A profile file, through start (the spec the supervisor reads) and wait.
+    let profile = env.data.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 28, "comment": "ENOSPC"}]}"#,
+    )
+    .expect("write profile");
+    let profile = profile.to_string_lossy().into_owned();
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--seccomp",
+            &profile,
+            "--",
+            "/bin/sh",
+            "-c",
+            "mkdir /tmp/d 2>&1; exit 4",
+        ],
+    );
+    let out = cli(&env, &["logs", "--follow", &id]);
+    assert!(
+        text(&out.stdout).contains("No space left on device"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    // Refused at run, naming the field, before anything exists.
+    let bad = env.data.join("bad.json");
+    for (content, needle) in [
+        (
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_EPERM"}]}"#,
+            "syscalls[0].action",
+        ),
+        (
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdri"], "action": "SCMP_ACT_ERRNO"}]}"#,
+            "syscalls[0].names[0]",
+        ),
+        (
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}"#,
+            "listenerPath",
+        ),
+        (r#"{"defaultAction": "#, "not valid JSON"),
+    ] {
+        std::fs::write(&bad, content).expect("write profile");
+        let bad = bad.to_string_lossy().into_owned();
+        let (id, out) = run_task(&env, &["--seccomp", &bad, "--", "/bin/true"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{content}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err} should name {needle}");
+        assert!(err.contains("--seccomp"), "{err}");
+        assert!(!env.data.join("tasks").join(&id).exists());
+        no_backtrace(&out);
+    }
+    let (_, out) = run_task(
+        &env,
+        &["--seccomp", "/no/such/profile.json", "--", "/bin/true"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("/no/such/profile.json"));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
 fn forged_handle_is_refused_by_wait() {
     let Some(env) = env("forged_handle_is_refused_by_wait") else {
         return;

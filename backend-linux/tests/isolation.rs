@@ -1649,3 +1649,187 @@ fn network_path_joins_that_namespace() {
         );
     }
 }
+
+/// Tells [`seccomp_probe_in_task`] to probe.
+const SECCOMP_PROBE_ENV: &str = "EXECDRIVER_TEST_SECCOMP_PROBE";
+
+/// Not a test of its own: run inside a task by the seccomp tests (this test binary, as
+/// `/probe` in the task dir), it makes a keyctl and a bpf call that fail whatever
+/// the filter (ENOKEY and EINVAL unfiltered, so nothing is created) and prints their
+/// errnos. Without the variable it does nothing.
+#[test]
+fn seccomp_probe_in_task() {
+    if std::env::var_os(SECCOMP_PROBE_ENV).is_none() {
+        return;
+    }
+    let errno = |ret: libc::c_long| {
+        if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        } else {
+            0
+        }
+    };
+    // KEYCTL_GET_KEYRING_ID of the thread keyring, not created: ENOKEY unfiltered.
+    // SAFETY: a call with integer arguments only.
+    let keyctl = errno(unsafe { libc::syscall(libc::SYS_keyctl, 0, -1, 0) });
+    // A bpf command that does not exist, with no attr: EINVAL unfiltered.
+    // SAFETY: as above; the null attr of size 0 is never read.
+    let bpf = errno(unsafe { libc::syscall(libc::SYS_bpf, 1000, 0, 0) });
+    println!("\nSECCOMP-PROBE keyctl={keyctl} bpf={bpf}");
+}
+
+/// Whether this kernel lets an unprivileged process make a user namespace (the control
+/// case of the seccomp tests needs it).
+fn user_namespaces_allowed() -> bool {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    read("/proc/sys/user/max_user_namespaces").is_some_and(|n| n > 0)
+        && read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|n| n != 0)
+        && read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_none_or(|n| n == 0)
+}
+
+/// A task (as `user`, with `seccomp`) that reports its seccomp mode, tries the namespace and
+/// mount calls through the host's own tools, then runs [`seccomp_probe_in_task`] from
+/// `/probe`: this test binary, linked (or copied) into the task dir, since its own dir may
+/// be under /tmp, which no chroot env dir may be.
+fn seccomp_probe_spec(fx: &Fixture, user: &str, seccomp: execdriver_core::Seccomp) -> TaskSpec {
+    let probe = fx.task_dir.join("probe");
+    if !probe.exists() {
+        let exe = std::env::current_exe().expect("current exe");
+        if std::fs::hard_link(&exe, &probe).is_err() {
+            write_program(&probe, &std::fs::read(&exe).expect("read the test binary"));
+            std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod probe");
+        }
+    }
+    let mut spec = fx.sh("grep '^Seccomp:' /proc/self/status; \
+         /usr/bin/unshare -U -r true; echo userns=$?; \
+         /usr/bin/unshare -m true; echo mountns=$?; \
+         /bin/mount -t tmpfs x /tmp; echo mount=$?; \
+         /probe --exact seccomp_probe_in_task --nocapture --test-threads=1");
+    spec.user = user.into();
+    spec.seccomp = seccomp;
+    spec.env.insert(SECCOMP_PROBE_ENV.into(), "1".into());
+    spec
+}
+
+fn probe_line(out: &Outcome) -> &str {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SECCOMP-PROBE "))
+        .unwrap_or_else(|| panic!("the probe did not run: {out:?}"))
+}
+
+#[test]
+fn a_default_task_has_a_seccomp_filter_denying_namespaces_mounts_keyrings_and_bpf() {
+    if !require_root(
+        "a_default_task_has_a_seccomp_filter_denying_namespaces_mounts_keyrings_and_bpf",
+        NEEDS_ROOT,
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    for user in ["nobody", "root"] {
+        let spec = seccomp_probe_spec(&fx, user, execdriver_core::Seccomp::Default);
+        let out = run(&fx, &spec);
+        assert_eq!(out.status, exited(0), "as {user}: {out:?}");
+        assert!(
+            out.stdout.starts_with("Seccomp:\t2\n"),
+            "as {user}: {out:?}"
+        );
+        for refused in ["userns=", "mountns=", "mount="] {
+            assert!(
+                !out.stdout.contains(&format!("{refused}0")),
+                "{refused} succeeded as {user}: {out:?}"
+            );
+        }
+        assert!(
+            out.stderr
+                .contains("unshare failed: Operation not permitted"),
+            "as {user}: {out:?}"
+        );
+        assert_eq!(probe_line(&out), "keyctl=1 bpf=1", "as {user}: {out:?}");
+    }
+}
+
+#[test]
+fn an_unconfined_task_has_no_filter() {
+    if !require_root("an_unconfined_task_has_no_filter", NEEDS_ROOT) {
+        return;
+    }
+    let fx = Fixture::new();
+    let spec = seccomp_probe_spec(&fx, "nobody", execdriver_core::Seccomp::Unconfined);
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert!(out.stdout.starts_with("Seccomp:\t0\n"), "{out:?}");
+    // The calls reach the kernel, which answers for itself: ENOKEY, and EINVAL for bpf (or
+    // EPERM where the kernel refuses every bpf command to the unprivileged, before 6.x).
+    let probe = probe_line(&out);
+    assert!(
+        ["keyctl=126 bpf=22", "keyctl=126 bpf=1"].contains(&probe),
+        "{out:?}"
+    );
+    if user_namespaces_allowed() {
+        assert!(out.stdout.contains("userns=0"), "{out:?}");
+    }
+}
+
+#[test]
+fn a_seccomp_profile_replaces_the_default() {
+    if !require_root("a_seccomp_profile_replaces_the_default", NEEDS_ROOT) {
+        return;
+    }
+    let fx = Fixture::new();
+    let profile = execdriver_core::SeccompProfile::from_json(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 28}]}"#,
+    )
+    .expect("profile");
+    let mut spec = fx.sh(
+        "grep '^Seccomp:' /proc/self/status; mkdir /tmp/d; echo mkdir=$?; \
+         /usr/bin/unshare -U -r true; echo userns=$?; test -d /tmp/d || echo absent",
+    );
+    spec.seccomp = execdriver_core::Seccomp::Profile(profile);
+    let out = run(&fx, &spec);
+    assert_eq!(out.status, exited(0), "{out:?}");
+    assert!(out.stdout.starts_with("Seccomp:\t2\n"), "{out:?}");
+    assert!(out.stdout.contains("mkdir=1"), "{out:?}");
+    assert!(out.stdout.contains("absent"), "{out:?}");
+    assert!(out.stderr.contains("No space left on device"), "{out:?}");
+    // Only the profile applies: what the default denies is up to it.
+    if user_namespaces_allowed() {
+        assert!(out.stdout.contains("userns=0"), "{out:?}");
+    }
+}
+
+#[test]
+fn an_unusable_profile_is_refused_before_anything_runs() {
+    if !require_root(
+        "an_unusable_profile_is_refused_before_anything_runs",
+        NEEDS_ROOT,
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let profile = execdriver_core::SeccompProfile::from_json(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["no_such_call"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("the shape is right");
+    let marker = fx.task_dir.join("ran");
+    let mut spec = fx.sh(&format!("touch {}", marker.display()));
+    spec.seccomp = execdriver_core::Seccomp::Profile(profile);
+    match start_with(&spec, &|_| Ok(())) {
+        Err(IsolationError::Seccomp(e)) => {
+            assert!(e.to_string().contains("syscalls[0].names[0]"), "{e}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("the task was started"),
+    }
+    assert!(!marker.exists());
+    fx.assert_no_host_mounts();
+}

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: the user's task config (`command`, `args`), weakly typed like the reference.
 //! - [`spec`]: [`TaskSpec`], everything a start needs, with field-by-field validation.
+//! - [`seccomp`]: the task's system call filter, and profiles in the OCI JSON format.
 //! - [`lifecycle`]: the task state machine, [`Lifecycle`], which owns the kill's deadlines.
 //! - [`outcome`]: how a task ended ([`WaitResult`]) and the typed errors a result carries.
 //! - [`handle`]: [`HandleId`], the serialized record from which a restarted agent reattaches.
@@ -37,6 +38,7 @@ pub mod handle;
 pub mod lifecycle;
 pub mod outcome;
 pub mod platform;
+pub mod seccomp;
 pub mod signal;
 pub mod spec;
 
@@ -55,6 +57,7 @@ pub use platform::{
     PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskRecord, TaskStats,
     Timestamp,
 };
+pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};
 pub use spec::{LogRotation, Network, Resources, SpecError, TaskSpec, validate_task_id};
 

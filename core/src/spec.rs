@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, TaskConfig};
+use crate::seccomp::{Seccomp, SeccompProfileError};
 use crate::signal::Signal;
 
 /// The smallest memory limit accepted: below this even a shell fails to start, and the
@@ -33,6 +34,9 @@ pub enum SpecError {
     /// The command or its arguments.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A seccomp profile that cannot be used.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompProfileError),
     /// A task id that is not safe to put in a cgroup name or a path.
     #[error(
         "task id {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
@@ -453,6 +457,10 @@ pub struct TaskSpec {
     /// The task's network namespace.
     #[serde(default, skip_serializing_if = "Network::is_host")]
     pub network: Network,
+    /// The task's system call filter. Left out of the JSON when default, so that a spec
+    /// without one still reads the same for a reader that does not know the field.
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
 }
 
 impl TaskSpec {
@@ -479,6 +487,7 @@ impl TaskSpec {
             chroot_env: DEFAULT_CHROOT_ENV.iter().map(PathBuf::from).collect(),
             masked_paths: default_masked_paths(),
             network: Network::Host,
+            seccomp: Seccomp::Default,
         }
     }
 
@@ -518,6 +527,7 @@ impl TaskSpec {
             return Err(SpecError::User(self.user.clone()));
         }
         self.resources.validate()?;
+        self.seccomp.validate()?;
         if self.kill_timeout > max_kill_timeout {
             return Err(SpecError::KillTimeoutAboveMax {
                 timeout: self.kill_timeout,
@@ -846,6 +856,45 @@ mod tests {
     fn spec_round_trips_through_json() {
         let s = spec();
         let text = serde_json::to_string(&s).expect("serialize");
-        assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(s));
+        assert!(!text.contains("seccomp"), "the default is left out: {text}");
+        assert_eq!(
+            serde_json::from_str::<TaskSpec>(&text).ok(),
+            Some(s.clone())
+        );
+        let profile = crate::seccomp::SeccompProfile::from_json(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28}]}"#,
+        )
+        .expect("profile");
+        for seccomp in [Seccomp::Unconfined, Seccomp::Profile(profile)] {
+            let s = TaskSpec {
+                seccomp,
+                ..s.clone()
+            };
+            let text = serde_json::to_string(&s).expect("serialize");
+            assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(s));
+        }
+    }
+
+    #[test]
+    fn a_bad_seccomp_profile_in_a_spec_is_named() {
+        let mut s = spec();
+        s.seccomp = Seccomp::Profile(crate::seccomp::SeccompProfile {
+            default_action: crate::seccomp::SeccompAction::Allow,
+            architectures: vec![],
+            syscalls: vec![crate::seccomp::SyscallRule {
+                names: vec![],
+                action: crate::seccomp::SeccompAction::Log,
+                args: vec![],
+            }],
+        });
+        let err = s.validate(MAX).expect_err("empty names");
+        assert!(matches!(err, SpecError::Seccomp(_)), "{err:?}");
+        assert!(err.to_string().contains("syscalls[0].names"), "{err}");
+        // A profile that does not parse does not make a spec either.
+        let mut value = serde_json::to_value(spec()).expect("serialize");
+        value["seccomp"] = serde_json::json!({"profile": {"defaultAction": "SCMP_ACT_BOGUS"}});
+        let err = serde_json::from_value::<TaskSpec>(value).expect_err("bad action");
+        assert!(err.to_string().contains("defaultAction"), "{err}");
     }
 }

@@ -725,6 +725,56 @@ fn failed_start_leaves_nothing_behind() {
 }
 
 #[test]
+fn the_specs_seccomp_setting_reaches_the_task() {
+    let Some(env) = env("the_specs_seccomp_setting_reaches_the_task") else {
+        return;
+    };
+    let driver = env.driver();
+    let profile = execdriver_core::SeccompProfile::from_json(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("profile");
+    for (seccomp, script) in [
+        (
+            execdriver_core::Seccomp::Default,
+            "grep -q '^Seccomp:.2$' /proc/self/status || exit 10; \
+             /usr/bin/unshare -m true 2>/dev/null && exit 11; mkdir /tmp/d || exit 12",
+        ),
+        (
+            execdriver_core::Seccomp::Unconfined,
+            "grep -q '^Seccomp:.0$' /proc/self/status || exit 10",
+        ),
+        (
+            execdriver_core::Seccomp::Profile(profile),
+            "grep -q '^Seccomp:.2$' /proc/self/status || exit 10; \
+             mkdir /tmp/d 2>/dev/null && exit 11; exit 0",
+        ),
+    ] {
+        let mut spec = env.spec("/bin/sh", &["-c", script]);
+        spec.seccomp = seccomp.clone();
+        let task = driver.start(&spec).expect("start");
+        env.track(task.handle_id());
+        let result = task.wait().expect("wait");
+        assert_eq!(result.exit_code, 0, "{seccomp:?}: {result:?}");
+    }
+    // A profile naming no system call of this machine: refused by the start, nothing left.
+    let mut spec = env.spec("/bin/true", &[]);
+    spec.seccomp = execdriver_core::Seccomp::Profile(
+        execdriver_core::SeccompProfile::from_json(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdri"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        )
+        .expect("the shape is right"),
+    );
+    let id = spec.task_id.clone();
+    let err = driver.start(&spec).expect_err("unknown system call");
+    assert!(err.to_string().contains("syscalls[0].names[0]"), "{err}");
+    assert!(!env.data.join("tasks").join(&id).exists());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
 fn a_planted_log_dir_symlink_fails_the_start_before_the_task_runs() {
     let Some(env) = env("a_planted_log_dir_symlink_fails_the_start_before_the_task_runs") else {
         return;

@@ -252,6 +252,13 @@ pub struct TaskOptions {
     #[arg(long, value_name = "host|none|PATH")]
     pub network: Option<String>,
 
+    /// The task's system call filter: `default` (the namespace, mount, module, keyring,
+    /// bpf, perf, ptrace, clock, reboot and swap families fail with EPERM), `unconfined`
+    /// (none), or a FILE holding a profile in the OCI/Docker JSON format (`./default` for a
+    /// file of that name) [default: default].
+    #[arg(long, value_name = "unconfined|default|FILE")]
+    pub seccomp: Option<String>,
+
     /// The task's name; names its log files and its dir in the alloc dir, so `logs` and
     /// `alloc` are reserved [default: the command's file name].
     #[arg(long, value_name = "NAME")]
@@ -312,6 +319,19 @@ mod tests {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.cpus.as_deref(), Some("1.5"));
+        assert_eq!(opts.seccomp, None);
+        let cli = Cli::try_parse_from([
+            "execdriver",
+            "start",
+            "--seccomp",
+            "unconfined",
+            "/bin/true",
+        ])
+        .expect("parse");
+        let Command::Start(opts) = cli.command else {
+            panic!("not start: {:?}", cli.command);
+        };
+        assert_eq!(opts.seccomp.as_deref(), Some("unconfined"));
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);

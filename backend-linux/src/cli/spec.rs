@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use execdriver_core::{Signal, TaskConfig, TaskSpec, validate_task_id};
+use execdriver_core::seccomp::MAX_PROFILE_BYTES;
+use execdriver_core::{Seccomp, SeccompProfile, Signal, TaskConfig, TaskSpec, validate_task_id};
 use execdriver_linux::AllocDir;
 
 use super::args::TaskOptions;
@@ -88,8 +89,39 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
     if let Some(text) = &opts.network {
         spec.network = text.parse().map_err(|e| fail!("--network: {e}"))?;
     }
+    if let Some(text) = &opts.seccomp {
+        spec.seccomp = seccomp(text).map_err(|e| fail!("--seccomp {text}: {e}"))?;
+    }
     spec.validate(MAX_KILL_TIMEOUT)?;
+    // What names the kernel knows and which ABIs are filtered is the platform's to say:
+    // asked here, so a bad profile is refused before anything exists.
+    execdriver_linux::check_seccomp(&spec.seccomp).map_err(|e| {
+        fail!(
+            "--seccomp {}: {e}",
+            opts.seccomp.as_deref().unwrap_or("default")
+        )
+    })?;
     Ok(spec)
+}
+
+/// `default`, `unconfined`, or a profile file read and checked.
+fn seccomp(text: &str) -> std::result::Result<Seccomp, String> {
+    match text {
+        "default" => return Ok(Seccomp::Default),
+        "unconfined" => return Ok(Seccomp::Unconfined),
+        _ => {}
+    }
+    let file = std::fs::File::open(text).map_err(|e| format!("cannot open the profile: {e}"))?;
+    let mut body = String::new();
+    // One byte past the limit is enough to refuse it, without reading a huge file whole.
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_PROFILE_BYTES as u64 + 1),
+        &mut body,
+    )
+    .map_err(|e| format!("cannot read the profile: {e}"))?;
+    SeccompProfile::from_json(&body)
+        .map(Seccomp::Profile)
+        .map_err(|e| e.to_string())
 }
 
 /// The task's name: `--name`, else the command's file name unless that is reserved.

@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 use execdriver_core::TaskSpec;
 
 use super::IsolationError;
+use crate::seccomp::SeccompProgram;
 use super::sys::{self, check, check_int};
 use super::user::TaskUser;
 use super::wire::{FLAG_MISSING_INTERPRETER, FLAG_SEARCHED_PATH, Record};
@@ -36,6 +37,8 @@ pub(crate) mod step {
     pub const TASK_EXEC: u32 = 0xFFFF_0107;
     /// Dropping capabilities outside [`super::TASK_CAPABILITIES`].
     pub const TASK_CAPABILITIES: u32 = 0xFFFF_0108;
+    /// Installing the seccomp filter.
+    pub const TASK_SECCOMP: u32 = 0xFFFF_0109;
 }
 
 /// The capabilities a task may keep, as in Docker's default set less NET_RAW and MKNOD:
@@ -193,6 +196,8 @@ pub(crate) struct ExecPlan {
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
     last_cap: u32,
+    /// The seccomp filter, built here so that the task only installs it.
+    seccomp: Option<SeccompProgram>,
 }
 
 fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
@@ -240,6 +245,7 @@ impl ExecPlan {
             gid: user.gid,
             groups: user.groups.clone(),
             last_cap: cap_last_cap(),
+            seccomp: crate::seccomp::program(&spec.seccomp)?,
         })
     }
 }
@@ -318,6 +324,14 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
             fail(exec_w, step::TASK_CHDIR, e, 0, 126);
         }
         sys::close_all_but(exec_w);
+        // Last, so nothing above needs what it denies; no_new_privs (set above) lets an
+        // unprivileged task install it. From here on only faccessat, execve, write and
+        // _exit are made, none of which the default denies.
+        if let Some(program) = &plan.seccomp
+            && let Err(e) = sys::install_seccomp_filter(&program.fprog())
+        {
+            fail(exec_w, step::TASK_SECCOMP, e, 0, 126);
+        }
         let (errno, flags) = exec_search(plan);
         fail(
             exec_w,

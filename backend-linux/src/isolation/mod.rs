@@ -4,8 +4,9 @@
 //!
 //! The sequence, from [`launch`]:
 //! 1. In the supervisor: look up the user, create the (empty) mount points in the task dir,
-//!    plan every mount as a list of steps with ready-made C strings, build argv and envp.
-//!    The network plan (module `network`) opens the namespace file to join, if any.
+//!    plan every mount as a list of steps with ready-made C strings, build argv and envp
+//!    and the seccomp filter program. The network plan (module `network`) opens the
+//!    namespace file to join, if any.
 //! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS, plus CLONE_NEWNET for
 //!    `--network none`). The child is the namespace's init (module `init`): it closes the
 //!    supervisor's fds and waits.
@@ -17,7 +18,7 @@
 //!    the task.
 //! 5. The task (module `exec`) does setsid, no_new_privs, drops capabilities outside
 //!    [`TASK_CAPABILITIES`] (bounding set included), setgroups/setgid/setuid, closes
-//!    stray fds and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
+//!    stray fds, installs the seccomp filter built in step 1 (`crate::seccomp`) and execs. An exec failure becomes exit 126/127 plus a line on its stderr.
 //! 6. The init reports "started", forwards signals, reaps, and when the task exits writes
 //!    the task's status on the report pipe and exits: the kernel kills what is left.
 //!
@@ -51,6 +52,8 @@
 //!   signal at its default and unblocked; no_new_privs; no capabilities, and a task run as
 //!   root keeps only [`TASK_CAPABILITIES`] (Docker's default set less NET_RAW and MKNOD), in
 //!   its bounding set too: it cannot mount, mknod, load modules, trace or chroot.
+//! - seccomp (`Seccomp: 2`): the default denylist of `crate::seccomp` unless the spec
+//!   says unconfined or gives a profile.
 //! - exec failure: exit 127 when nothing was found (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG),
 //!   126 when it was found but could not run (EACCES, ENOEXEC, ...), with
 //!   `execdriver: cannot run "<command>": <reason>` on the task's stderr.
@@ -59,7 +62,7 @@ mod exec;
 mod init;
 mod network;
 mod rootfs;
-mod sys;
+pub(crate) mod sys;
 mod user;
 mod wire;
 
@@ -228,6 +231,9 @@ pub enum IsolationError {
     /// A pidfd operation.
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The task's seccomp filter could not be built; nothing was started.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// Everything needed to start a task in its isolated root.
@@ -537,6 +543,7 @@ fn describe_step(
             "while dropping the capabilities a task may not have (capset, PR_CAPBSET_DROP)"
                 .to_owned()
         }
+        TASK_SECCOMP => "while installing the seccomp filter".to_owned(),
         _ => format!("at unknown step {step}"),
     }
 }

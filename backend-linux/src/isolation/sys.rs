@@ -131,6 +131,21 @@ pub(crate) fn close_all_but(keep: RawFd) {
     close_from(keep.max(2) + 1);
 }
 
+/// Installs a seccomp filter built before the clone (the caller has set no_new_privs).
+/// No allocation: the kernel copies the program it is pointed at.
+pub(crate) fn install_seccomp_filter(program: &crate::seccomp::SockFprog) -> Result<(), i32> {
+    // SAFETY: `program` is a sock_fprog pointing at live instructions of the length it says.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0u32,
+            program as *const crate::seccomp::SockFprog,
+        )
+    };
+    check(ret).map(|_| ())
+}
+
 /// Writes all of `buf` to `fd`, retrying on EINTR; errors are dropped (the reader will
 /// notice the missing bytes).
 pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) {

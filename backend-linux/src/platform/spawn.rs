@@ -62,6 +62,9 @@ pub(crate) fn spawn(
     let fail = PlatformError::spawn;
     execdriver_core::validate_task_id(&spec.task_id)
         .map_err(|e| fail(SpawnStep::Dirs, e.to_string()))?;
+    // The supervisor builds the filter again before its clone; a profile it would refuse is
+    // refused here, before any state, cgroup or process exists.
+    crate::seccomp::check(&spec.seccomp).map_err(|e| fail(SpawnStep::Launch, e.to_string()))?;
     for (what, dir) in [("task dir", &spec.task_dir), ("alloc dir", &spec.alloc_dir)] {
         if !dir.is_absolute() || !is_dir(dir) {
             return Err(fail(
