@@ -242,15 +242,13 @@ impl Supervisor {
                 PollFlags::empty()
             },
         ));
-        let watch_task = self.draining.is_none() && self.exit.is_none();
-        fds.push(PollFd::new(
-            &self.task.pidfd,
-            if watch_task {
-                PollFlags::IN
-            } else {
-                PollFlags::empty()
-            },
-        ));
+        // Once reaped, a pidfd reports a hang-up even with no events asked for: left in, it
+        // would spin the loop for the whole linger.
+        if self.draining.is_none() && self.exit.is_none() {
+            fds.push(PollFd::new(&self.task.pidfd, PollFlags::IN));
+        } else {
+            fds.push(PollFd::new(&self.listener, PollFlags::empty()));
+        }
         for output in &self.outputs {
             match output {
                 Some(o) => fds.push(PollFd::new(&o.pipe, PollFlags::IN)),
