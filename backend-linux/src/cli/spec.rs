@@ -78,11 +78,27 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
             .parse::<Signal>()
             .map_err(|e| fail!("--kill-signal: {e}"))?;
     }
+    if let Some(text) = &opts.log_rate {
+        spec.logs.rate_bytes_per_sec = log_rate(text)?;
+    }
     if !opts.chroot_env.is_empty() {
         spec.chroot_env = opts.chroot_env.clone();
     }
     spec.validate(MAX_KILL_TIMEOUT)?;
     Ok(spec)
+}
+
+/// A `--log-rate`: a size per second, or `unlimited`.
+fn log_rate(text: &str) -> Result<Option<u64>> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    match parse::size(text).map_err(|e| fail!("--log-rate: {e}, or unlimited"))? {
+        0 => Err(fail!(
+            "--log-rate: 0 would drop everything the task writes; use unlimited for no limit"
+        )),
+        rate => Ok(Some(rate)),
+    }
 }
 
 /// The task's name: `--name`, else the command's file name unless that is reserved.
