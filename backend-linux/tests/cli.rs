@@ -387,6 +387,11 @@ fn bad_input_is_one_line_and_status_125() {
         (vec!["wait", "{\"format\":1}"], "handle id"),
         (vec!["wait", "--timeout", "soon", "x"], "soon"),
         (vec!["signal", "x", "NOPE"], "NOPE"),
+        (
+            vec!["run", "--log-rate", "0", "--", "/bin/true"],
+            "unlimited",
+        ),
+        (vec!["run", "--log-rate", "fast", "--", "/bin/true"], "fast"),
     ] {
         let out = cli(&env, &args);
         let err = text(&out.stderr);
@@ -431,6 +436,52 @@ fn bad_input_is_one_line_and_status_125() {
             .map(|d| d.count() == 0)
             .unwrap_or(true)
     );
+}
+
+/// A task that removes its live log file (as root, from inside) does not lose what it
+/// writes afterwards: the supervisor notices and goes on in a new file, which `logs` shows.
+#[test]
+fn output_after_the_live_log_file_is_removed_is_in_a_new_file_logs_shows() {
+    let Some(env) = env("output_after_the_live_log_file_is_removed_is_in_a_new_file_logs_shows")
+    else {
+        return;
+    };
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--user",
+            "root",
+            "--name",
+            "web",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo first; until grep -q first /alloc/logs/web.stdout.0; do sleep 0.05; done; \
+             rm /alloc/logs/web.stdout.0 || exit 3; echo second; \
+             while [ ! -e /alloc/go ]; do sleep 0.05; done; echo third; exit 7",
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            text(&cli(&env, &["logs", &id]).stdout).contains("second")
+        }),
+        "what the task wrote after removing its log file is lost: {}",
+        text(&cli(&env, &["logs", &id]).stdout)
+    );
+    let_go(&env, &id);
+    assert!(eventually(Duration::from_secs(10), || {
+        text(&cli(&env, &["logs", &id]).stdout).contains("third")
+    }));
+    let logs = env.data.join("allocs").join(&id).join("logs");
+    assert!(!logs.join("web.stdout.0").exists());
+    assert_eq!(
+        std::fs::read_to_string(logs.join("web.stdout.1")).expect("the new live file"),
+        "second\nthird\n"
+    );
+    assert_eq!(text(&cli(&env, &["logs", &id]).stdout), "second\nthird\n");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
 }
 
 #[test]

@@ -1049,6 +1049,13 @@ impl TestCgroup {
             .map_err(|e| e.to_string())
     }
 
+    /// Writes `max` into the cgroup's pids limit, below what a spec may ask for.
+    fn set_pids_max(&self, max: u64) {
+        let cg = self.0.as_ref().expect("not destroyed");
+        let dir = cg.controller_path("pids").expect("pids controller");
+        std::fs::write(dir.join("pids.max"), max.to_string()).expect("write pids.max");
+    }
+
     fn add(&self, pid: i32) -> Result<(), String> {
         self.0
             .as_ref()
@@ -1085,10 +1092,12 @@ fn the_init_runs_in_the_cgroup_from_the_start() {
         return;
     }
     // pids.max = 1 holds the init alone: if it is in the cgroup before it does anything,
-    // forking the task fails, and that is reported as a setup error naming the step.
-    let Some(cg) = test_cgroup_or_skip("the_init_runs_in_the_cgroup_from_the_start", 1) else {
+    // forking the task fails, and that is reported as a setup error naming the step. (A
+    // spec cannot ask for 1, which no task can start under: the test writes it itself.)
+    let Some(cg) = test_cgroup_or_skip("the_init_runs_in_the_cgroup_from_the_start", 2) else {
         return;
     };
+    cg.set_pids_max(1);
     let fx = Fixture::new();
     let err = start_with(&fx.spec("/bin/true", &[]), &|pid| cg.add(pid))
         .err()

@@ -79,6 +79,15 @@ pub struct CpuStats {
     pub throttled_ns: u64,
 }
 
+/// What became of a task's output on its way to the log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogStats {
+    /// Bytes of stdout dropped because the task wrote them faster than its log rate.
+    pub stdout_dropped_bytes: u64,
+    /// Bytes of stderr dropped because the task wrote them faster than its log rate.
+    pub stderr_dropped_bytes: u64,
+}
+
 /// Resource use of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TaskStats {
@@ -88,6 +97,9 @@ pub struct TaskStats {
     pub cpu: CpuStats,
     /// Processes and threads in the cgroup now.
     pub pids: u64,
+    /// The task's output dropped over its log rate; zero from a supervisor that predates it.
+    #[serde(default)]
+    pub logs: LogStats,
     /// When the stats were read, on the platform clock.
     pub timestamp: Timestamp,
 }

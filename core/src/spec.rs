@@ -144,6 +144,9 @@ pub enum SpecError {
         /// Size at which a file is rotated.
         max_file_size_bytes: u64,
     },
+    /// A log rate of zero, which would drop everything the task writes.
+    #[error("log rate must be at least 1 byte per second, got 0 (null means no limit)")]
+    ZeroLogRate,
 }
 
 /// Resource limits applied through the task's cgroup.
@@ -258,7 +261,11 @@ pub fn parse_cpus(text: &str) -> Result<u64, SpecError> {
     Ok(millicores)
 }
 
-/// How the task's stdout and stderr files are rotated.
+/// The default log rate of each stream, in bytes per second (4 MiB/s).
+pub const DEFAULT_LOG_RATE_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+
+/// How the task's stdout and stderr are written to their files: rotated by size, at most at
+/// a rate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogRotation {
@@ -266,6 +273,23 @@ pub struct LogRotation {
     pub max_files: u32,
     /// Size at which the live file is rotated.
     pub max_file_size_bytes: u64,
+    /// Most bytes per second of each stream written to its files, `None` for no limit. A
+    /// task writing faster is held back, and what it writes beyond the rate for longer than
+    /// a second is dropped, counted and marked in the log. Left out of the JSON when it is
+    /// the default, so an older reader still parses the spec.
+    #[serde(
+        default = "default_log_rate",
+        skip_serializing_if = "is_default_log_rate"
+    )]
+    pub rate_bytes_per_sec: Option<u64>,
+}
+
+fn default_log_rate() -> Option<u64> {
+    Some(DEFAULT_LOG_RATE_BYTES_PER_SEC)
+}
+
+fn is_default_log_rate(rate: &Option<u64>) -> bool {
+    *rate == default_log_rate()
 }
 
 impl Default for LogRotation {
@@ -273,6 +297,7 @@ impl Default for LogRotation {
         Self {
             max_files: 10,
             max_file_size_bytes: 10 * 1024 * 1024,
+            rate_bytes_per_sec: default_log_rate(),
         }
     }
 }
@@ -540,6 +565,9 @@ impl TaskSpec {
                 max_file_size_bytes: self.logs.max_file_size_bytes,
             });
         }
+        if self.logs.rate_bytes_per_sec == Some(0) {
+            return Err(SpecError::ZeroLogRate);
+        }
         Ok(())
     }
 }
@@ -720,6 +748,7 @@ mod tests {
                 "network",
             ),
             (|s| s.network = Network::Path("/".into()), "network"),
+            (|s| s.logs.rate_bytes_per_sec = Some(0), "log rate"),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();
@@ -850,6 +879,24 @@ mod tests {
         let bad = text.replace("/proc/1/ns/net", "bridge");
         let err = serde_json::from_str::<TaskSpec>(&bad).expect_err("bridge");
         assert!(err.to_string().contains("bridge"), "{err}");
+    }
+
+    #[test]
+    fn log_rate_is_left_out_when_default_and_null_when_unlimited() {
+        let old = r#"{"max_files":10,"max_file_size_bytes":10485760}"#;
+        let logs: LogRotation = serde_json::from_str(old).expect("an old spec parses");
+        assert_eq!(logs, LogRotation::default());
+        assert_eq!(serde_json::to_string(&logs).expect("serialize"), old);
+        let unlimited = LogRotation {
+            rate_bytes_per_sec: None,
+            ..LogRotation::default()
+        };
+        let text = serde_json::to_string(&unlimited).expect("serialize");
+        assert!(text.contains(r#""rate_bytes_per_sec":null"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<LogRotation>(&text).ok(),
+            Some(unlimited)
+        );
     }
 
     #[test]

@@ -230,6 +230,13 @@ pub struct TaskOptions {
     #[arg(long, value_name = "SIG")]
     pub kill_signal: Option<String>,
 
+    /// Most bytes per second of each of stdout and stderr written to the task's logs (4M,
+    /// 512K, or unlimited). A task writing faster is held back; after a second of that, what
+    /// it writes beyond the rate is dropped, counted in `stats` and marked in the log
+    /// [default: 4M].
+    #[arg(long, value_name = "SIZE")]
+    pub log_rate: Option<String>,
+
     /// A host dir made visible read-only in the task's root (repeatable; replaces the
     /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr).
     #[arg(long, value_name = "DIR")]
@@ -332,6 +339,13 @@ mod tests {
             panic!("not start: {:?}", cli.command);
         };
         assert_eq!(opts.seccomp.as_deref(), Some("unconfined"));
+        assert_eq!(opts.log_rate, None);
+        let cli = Cli::try_parse_from(["execdriver", "run", "--log-rate", "512K", "/bin/true"])
+            .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert_eq!(opts.log_rate.as_deref(), Some("512K"));
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);

@@ -48,7 +48,7 @@ impl<'a> Follower<'a> {
             let chunk = (self.read)(self.cursor, CHUNK)?;
             if chunk.skipped > 0 {
                 errln!(
-                    "execdriver: {} bytes of the task's {} were rotated away before they were read",
+                    "execdriver: up to {} bytes of the task's {} were rotated away or removed before they were read",
                     chunk.skipped,
                     self.stream.as_str()
                 );

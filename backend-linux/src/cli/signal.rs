@@ -38,7 +38,7 @@ pub fn stats(ctx: &Ctx, as_json: bool, arg: &str) -> Result<u8> {
         let m = stats.memory;
         let c = stats.cpu;
         out(&format!(
-            "{}: memory rss {} cache {} swap {} max {}; cpu user {:.3}s system {:.3}s throttled {} periods {:.3}s; pids {}",
+            "{}: memory rss {} cache {} swap {} max {}; cpu user {:.3}s system {:.3}s throttled {} periods {:.3}s; pids {}; logs dropped stdout {} stderr {} bytes",
             task.task_id(),
             m.rss,
             m.cache,
@@ -48,7 +48,9 @@ pub fn stats(ctx: &Ctx, as_json: bool, arg: &str) -> Result<u8> {
             c.system_ns as f64 / 1e9,
             c.throttled_periods,
             c.throttled_ns as f64 / 1e9,
-            stats.pids
+            stats.pids,
+            stats.logs.stdout_dropped_bytes,
+            stats.logs.stderr_dropped_bytes
         ))?;
     }
     Ok(0)

@@ -79,6 +79,9 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
             .parse::<Signal>()
             .map_err(|e| fail!("--kill-signal: {e}"))?;
     }
+    if let Some(text) = &opts.log_rate {
+        spec.logs.rate_bytes_per_sec = log_rate(text)?;
+    }
     if !opts.chroot_env.is_empty() {
         spec.chroot_env = opts.chroot_env.clone();
     }
@@ -122,6 +125,19 @@ fn seccomp(text: &str) -> std::result::Result<Seccomp, String> {
     SeccompProfile::from_json(&body)
         .map(Seccomp::Profile)
         .map_err(|e| e.to_string())
+}
+
+/// A `--log-rate`: a size per second, or `unlimited`.
+fn log_rate(text: &str) -> Result<Option<u64>> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    match parse::size(text).map_err(|e| fail!("--log-rate: {e}, or unlimited"))? {
+        0 => Err(fail!(
+            "--log-rate: 0 would drop everything the task writes; use unlimited for no limit"
+        )),
+        rate => Ok(Some(rate)),
+    }
 }
 
 /// The task's name: `--name`, else the command's file name unless that is reserved.

@@ -7,8 +7,14 @@
 //! one included) are deleted. Files are never renamed, so a reader following the live file is
 //! never moved under, and every byte read from the task is in exactly one file: concatenating
 //! [`log_files`] oldest first gives the stream, less what rotation deleted. Every file but the
-//! live one is exactly `max_file_size_bytes` long. A pump started again (a restarted
-//! supervisor) appends to the highest-numbered file.
+//! live one is exactly `max_file_size_bytes` long, except one whose live file was removed or
+//! replaced from under the writer (by the task, or by an operator): the writer notices before
+//! its next chunk and goes on in the next index, so that what the task writes afterwards is
+//! not lost in an unlinked file. A pump started again (a restarted supervisor) appends to the
+//! highest-numbered file.
+//!
+//! How fast a task's output is read, and what happens when it writes faster, is in [`rate`];
+//! the drops it decides on are counted and marked in the log by [`LogPump`].
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -16,6 +22,7 @@ use std::io::{self, Write};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use execdriver_core::LogRotation;
 use nix::fcntl::OFlag;
@@ -30,7 +37,11 @@ const DIR_MODE: u32 = 0o755;
 /// Mode of a log file the pump creates.
 const FILE_MODE: u32 = 0o640;
 
+pub(crate) mod rate;
 pub(crate) mod reader;
+
+/// While a stream is being dropped, a marker line is written at most this often.
+const MARKER_EVERY: Duration = Duration::from_secs(1);
 
 /// Which stream a log file holds.
 pub(crate) use execdriver_core::LogStream as Stream;
@@ -99,7 +110,7 @@ pub(crate) fn pump(
 pub(crate) fn pump_into(source: OwnedFd, writer: RotatingWriter) -> io::Result<u64> {
     let stream = writer.stream;
     let mut source = File::from(source);
-    let mut pump = LogPump::new(writer);
+    let mut pump = LogPump::new(writer, None);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match source.read(&mut buf) {
@@ -113,7 +124,7 @@ pub(crate) fn pump_into(source: OwnedFd, writer: RotatingWriter) -> io::Result<u
                 ));
             }
         };
-        pump.write(&buf[..n]);
+        pump.write(&buf[..n], Instant::now());
     }
     Ok(pump.written())
 }
@@ -126,21 +137,92 @@ pub(crate) const PUMP_CHUNK: usize = CHUNK;
 /// would die of SIGPIPE on a closed pipe. The failure is reported once on this process's
 /// stderr, what the task writes meanwhile is dropped, and each later chunk tries the live
 /// file again.
+///
+/// Output dropped over the log rate (see [`rate`]) is counted here, and marked in the log by
+/// a line of its own, `[execdriver: N bytes dropped, over the log rate of R bytes/s]`: before
+/// the next output written after a drop, at most once a [`MARKER_EVERY`] while a flood
+/// lasts, and once more when it ends (the pipe found empty) or the stream closes.
 #[derive(Debug)]
 pub(crate) struct LogPump {
     writer: RotatingWriter,
     failing: bool,
     written: u64,
+    /// The rate the markers name.
+    rate: Option<u64>,
+    /// Bytes dropped over the rate, in all.
+    dropped: u64,
+    /// Bytes dropped since the last marker.
+    unmarked: u64,
+    /// When the last marker was written.
+    marked_at: Option<Instant>,
+    /// Nothing was written yet, or the last byte written ended a line: a marker needs no
+    /// line break of its own before it.
+    at_line_start: bool,
 }
 
 impl LogPump {
-    /// A pump into `writer`.
-    pub(crate) fn new(writer: RotatingWriter) -> Self {
+    /// A pump into `writer`, whose markers name `rate` (bytes per second).
+    pub(crate) fn new(writer: RotatingWriter, rate: Option<u64>) -> Self {
         Self {
             writer,
             failing: false,
             written: 0,
+            rate,
+            dropped: 0,
+            unmarked: 0,
+            marked_at: None,
+            at_line_start: true,
         }
+    }
+
+    /// Which stream this pump writes.
+    pub(crate) fn stream(&self) -> Stream {
+        self.writer.stream
+    }
+
+    /// The bytes dropped over the rate so far.
+    pub(crate) fn dropped_bytes(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Counts `bytes` of the task's output dropped over the rate; the marker follows.
+    pub(crate) fn dropped(&mut self, bytes: u64) {
+        self.dropped = self.dropped.saturating_add(bytes);
+        self.unmarked = self.unmarked.saturating_add(bytes);
+    }
+
+    /// The drops are over for now (the pipe was found empty, or it closed): marks what was
+    /// dropped since the last marker, if anything was.
+    pub(crate) fn settle(&mut self, now: Instant) {
+        if self.unmarked > 0 {
+            self.mark(now);
+        }
+    }
+
+    /// Writes one chunk the task wrote, after the marker of what was dropped before it when
+    /// one is due.
+    pub(crate) fn write(&mut self, chunk: &[u8], now: Instant) {
+        let due = self
+            .marked_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= MARKER_EVERY);
+        if self.unmarked > 0 && due {
+            self.mark(now);
+        }
+        self.put(chunk);
+    }
+
+    fn mark(&mut self, now: Instant) {
+        let lead = if self.at_line_start { "" } else { "\n" };
+        let rate = self
+            .rate
+            .map_or_else(|| "no limit".to_owned(), |r| format!("{r} bytes/s"));
+        let line = format!(
+            "{lead}[execdriver: {} bytes dropped, over the log rate of {rate}]\n",
+            self.unmarked
+        );
+        self.unmarked = 0;
+        self.marked_at = Some(now);
+        self.put(line.as_bytes());
     }
 
     /// The bytes written to the files so far.
@@ -149,8 +231,11 @@ impl LogPump {
         self.written
     }
 
-    /// Writes one chunk the task wrote.
-    pub(crate) fn write(&mut self, chunk: &[u8]) {
+    /// Writes `chunk` to the files, or counts it lost when that fails.
+    fn put(&mut self, chunk: &[u8]) {
+        let Some(&last) = chunk.last() else {
+            return;
+        };
         let stream = self.writer.stream;
         let written = if self.failing {
             self.writer
@@ -170,6 +255,7 @@ impl LogPump {
                 }
                 self.failing = false;
                 self.written += chunk.len() as u64;
+                self.at_line_start = last == b'\n';
             }
             Err(e) => {
                 if !self.failing {
@@ -201,6 +287,8 @@ pub(crate) struct RotatingWriter {
     max_size: u64,
     index: u64,
     file: File,
+    /// Device and inode of `file`: the live file's name must still lead to it.
+    file_id: (u64, u64),
     size: u64,
 }
 
@@ -303,12 +391,8 @@ impl RotatingWriter {
             .copied()
             .unwrap_or(0);
         let name = log_file_name(task_name, stream, index);
-        let file = open_log_file(&dir_fd, &name, false)
+        let (file, meta) = open_log_file(&dir_fd, &name, false)
             .map_err(|e| context(e, "opening log file", &log_dir.join(&name)))?;
-        let size = file
-            .metadata()
-            .map_err(|e| context(e, "reading log file size", &log_dir.join(&name)))?
-            .len();
         let mut writer = Self {
             dir: log_dir.to_owned(),
             dir_fd,
@@ -318,7 +402,8 @@ impl RotatingWriter {
             max_size: rotation.max_file_size_bytes,
             index,
             file,
-            size,
+            file_id: id_of(&meta),
+            size: meta.len(),
         };
         writer.prune()?;
         Ok(writer)
@@ -329,8 +414,10 @@ impl RotatingWriter {
         self.path_of(self.index)
     }
 
-    /// Writes all of `buf`, splitting it at file boundaries.
+    /// Writes all of `buf`, splitting it at file boundaries; in a new live file if the one
+    /// being written was removed or replaced.
     pub fn write_chunk(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        self.follow_live()?;
         while !buf.is_empty() {
             if self.size >= self.max_size {
                 self.rotate()?;
@@ -350,13 +437,46 @@ impl RotatingWriter {
     /// disk: after a failed write neither the old fd nor the counted size can be trusted.
     pub fn reopen(&mut self) -> io::Result<()> {
         let name = self.name_of(self.index);
-        let file = open_log_file(&self.dir_fd, &name, false)
+        let (file, meta) = open_log_file(&self.dir_fd, &name, false)
             .map_err(|e| context(e, "opening log file", &self.live_path()))?;
-        self.size = file
-            .metadata()
-            .map_err(|e| context(e, "reading log file size", &self.live_path()))?
-            .len();
+        self.size = meta.len();
+        self.file_id = id_of(&meta);
         self.file = file;
+        Ok(())
+    }
+
+    /// Goes on in a new live file when the live file's name no longer leads to the file
+    /// being written (removed, renamed, or something else put in its place): writes to an
+    /// unlinked file reach nobody. One `fstatat` per chunk, which is cheap next to the
+    /// chunk's write. The next index rather than the same name: a reader part-way into the
+    /// old file would otherwise take up at its old offset in the new one and miss its start.
+    /// A log dir removed as a whole is made again by its path, never through a symlink.
+    fn follow_live(&mut self) -> io::Result<()> {
+        let name = self.name_of(self.index);
+        match nix::sys::stat::fstatat(
+            Some(self.dir_fd.as_raw_fd()),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) if (st.st_dev, st.st_ino) == self.file_id => return Ok(()),
+            Ok(_) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(nix_context(e, "checking log file", &self.live_path())),
+        }
+        let dir_gone = nix::sys::stat::fstat(self.dir_fd.as_raw_fd())
+            .map_err(|e| nix_context(e, "checking log dir", &self.dir))?
+            .st_nlink
+            == 0;
+        if dir_gone {
+            self.dir_fd = open_log_dir(&self.dir)?;
+        }
+        let was = self.live_path();
+        self.rotate()?;
+        report(format_args!(
+            "execdriver: log file {} was removed or replaced{}; writing on in {}",
+            was.display(),
+            if dir_gone { " with its dir" } else { "" },
+            self.live_path().display()
+        ));
         Ok(())
     }
 
@@ -370,18 +490,19 @@ impl RotatingWriter {
 
     fn rotate(&mut self) -> io::Result<()> {
         let mut next = self.index;
-        let file = loop {
+        let (file, file_id) = loop {
             next = next.checked_add(1).ok_or_else(|| {
                 io::Error::other(format!("log file index overflow in {}", self.dir.display()))
             })?;
             // create_new: a file someone else left at the next index is skipped, not clobbered.
             match open_log_file(&self.dir_fd, &self.name_of(next), true) {
-                Ok(file) => break file,
+                Ok((file, meta)) => break (file, id_of(&meta)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(context(e, "creating log file", &self.path_of(next))),
             }
         };
         self.file = file;
+        self.file_id = file_id;
         self.index = next;
         self.size = 0;
         self.prune()
@@ -419,7 +540,11 @@ impl RotatingWriter {
 /// if it does not exist yet). Never follows a symlink, never blocks on a FIFO, and refuses
 /// anything but a regular file with a single link (a hard link planted by the task could
 /// point at any file of the host on the same filesystem).
-fn open_log_file(dir_fd: &OwnedFd, name: &str, create_new: bool) -> io::Result<File> {
+fn open_log_file(
+    dir_fd: &OwnedFd,
+    name: &str,
+    create_new: bool,
+) -> io::Result<(File, std::fs::Metadata)> {
     let mut flags = OFlag::O_WRONLY
         | OFlag::O_APPEND
         | OFlag::O_CREAT
@@ -451,7 +576,13 @@ fn open_log_file(dir_fd: &OwnedFd, name: &str, create_new: bool) -> io::Result<F
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_APPEND),
     )
     .map_err(io::Error::from)?;
-    Ok(file)
+    Ok((file, meta))
+}
+
+/// Device and inode, as `fstatat` gives them.
+fn id_of(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl Write for RotatingWriter {
@@ -514,6 +645,7 @@ mod tests {
         LogRotation {
             max_files,
             max_file_size_bytes,
+            ..LogRotation::default()
         }
     }
 
@@ -877,5 +1009,97 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         }
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_removed_live_file_is_followed_by_a_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(tmp.path(), "t", Stream::Stdout, &rotation(5, 100)).unwrap();
+        w.write_chunk(b"before\n").unwrap();
+        std::fs::remove_file(tmp.path().join("t.stdout.0")).unwrap();
+        w.write_chunk(b"after\n").unwrap();
+        w.write_chunk(b"more\n").unwrap();
+        assert_eq!(names(tmp.path(), "t", Stream::Stdout), ["t.stdout.1"]);
+        assert_eq!(contents(tmp.path(), "t", Stream::Stdout), [b"after\nmore\n".to_vec()]);
+        // Renamed away counts as removed: its name no longer leads to it.
+        std::fs::rename(tmp.path().join("t.stdout.1"), tmp.path().join("elsewhere")).unwrap();
+        w.write_chunk(b"third\n").unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("elsewhere")).unwrap(), b"after\nmore\n");
+        assert_eq!(contents(tmp.path(), "t", Stream::Stdout), [b"third\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_live_file_replaced_by_a_link_or_fifo_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let mut w = RotatingWriter::open(&logs, "t", Stream::Stdout, &rotation(10, 100)).unwrap();
+        w.write_chunk(b"0").unwrap();
+        // The live name becomes a symlink to a host file, and the next index a FIFO.
+        std::fs::remove_file(logs.join("t.stdout.0")).unwrap();
+        std::os::unix::fs::symlink(&victim, logs.join("t.stdout.0")).unwrap();
+        nix::unistd::mkfifo(&logs.join("t.stdout.1"), Mode::from_bits_truncate(0o600)).unwrap();
+        // Never blocks on the FIFO, never writes through the link: on to index 2.
+        w.write_chunk(b"1").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(logs.join("t.stdout.2")).unwrap(), b"1");
+        // A hard link to a host file put in place of the live one is left alone too.
+        std::fs::remove_file(logs.join("t.stdout.2")).unwrap();
+        std::fs::hard_link(&victim, logs.join("t.stdout.2")).unwrap();
+        w.write_chunk(b"2").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(logs.join("t.stdout.3")).unwrap(), b"2");
+    }
+
+    #[test]
+    fn a_removed_log_dir_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        let mut w = RotatingWriter::open(&logs, "t", Stream::Stderr, &rotation(3, 100)).unwrap();
+        w.write_chunk(b"a").unwrap();
+        std::fs::remove_dir_all(&logs).unwrap();
+        w.write_chunk(b"b").unwrap();
+        assert_eq!(contents(&logs, "t", Stream::Stderr), [b"b".to_vec()]);
+        // Replaced by a symlink instead: refused, and nothing is written through it.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_dir_all(&logs).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &logs).unwrap();
+        assert!(w.write_chunk(b"c").is_err());
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn drops_are_counted_and_marked_on_a_line_of_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = RotatingWriter::open(tmp.path(), "t", Stream::Stdout, &rotation(5, 1 << 20)).unwrap();
+        let mut pump = LogPump::new(w, Some(1000));
+        let t0 = Instant::now();
+        pump.write(b"partial", t0);
+        pump.dropped(4096);
+        // A marker is due at once (none written yet), on a new line.
+        pump.write(b"next\n", t0);
+        pump.dropped(10);
+        // Another within MARKER_EVERY waits; the drops add up until it is due.
+        pump.write(b"x\n", t0 + MARKER_EVERY / 2);
+        pump.dropped(5);
+        pump.write(b"y\n", t0 + MARKER_EVERY);
+        pump.dropped(7);
+        // The flood is over: the last marker is written without waiting.
+        pump.settle(t0 + MARKER_EVERY);
+        pump.settle(t0 + MARKER_EVERY);
+        assert_eq!(pump.dropped_bytes(), 4096 + 10 + 5 + 7);
+        let text = String::from_utf8(contents(tmp.path(), "t", Stream::Stdout).concat()).unwrap();
+        let marker = |n: u64| format!("[execdriver: {n} bytes dropped, over the log rate of 1000 bytes/s]\n");
+        assert_eq!(
+            text,
+            format!(
+                "partial\n{}next\nx\n{}y\n{}",
+                marker(4096),
+                marker(15),
+                marker(7)
+            )
+        );
     }
 }

@@ -22,7 +22,8 @@ pub(crate) struct Read {
     pub data: Vec<u8>,
     /// Where the next read starts.
     pub next: LogCursor,
-    /// Bytes rotated away before they could be read (whole files are the rotation size).
+    /// Bytes rotated away before they could be read (whole files are the rotation size; at
+    /// most that for a live file removed from under the writer before it was full).
     pub skipped: u64,
 }
 
@@ -162,6 +163,7 @@ mod tests {
         LogRotation {
             max_files: 3,
             max_file_size_bytes: 4,
+            ..LogRotation::default()
         }
     }
 

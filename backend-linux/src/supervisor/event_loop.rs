@@ -13,6 +13,23 @@
 //! kill: the task gets its kill signal and its kill timeout, then everything in its cgroup is
 //! killed; the exit is recorded, the cgroup removed, and the supervisor exits without
 //! lingering, leaving the state dir with the exit record for a later `wait` to collect.
+//!
+//! The log pumps are bounded by a rate per stream (the spec's `logs.rate_bytes_per_sec`,
+//! 4 MiB/s by default), not by charging their cpu to the task. Copying output costs the
+//! supervisor about a millisecond of cpu per MiB, and the supervisor sits in the driver's
+//! supervisors cgroup, so unbounded that cost lands on nobody: a task writing flat out kept
+//! most of a core busy. Charging it to the task instead would need the pump in the task's
+//! cgroup, where the task's kill-all, freezer and memory limit reach it (and the exit
+//! record it must write after them), and the cost would still be unbounded for a task
+//! without a cpu limit. A rate bounds the work per task whatever the task does: at most the
+//! rate's worth of copying, plus a wake-up per tick while dropping. A stream over its rate
+//! is not read (its pipe, enlarged to [`PIPE_SIZE`], fills and blocks the task's writes:
+//! backpressure, nothing lost); one held back for a second has what waits dropped every
+//! tick, counted in `stats` and marked in the log (see [`crate::logs::rate`]). The pipe is
+//! then neither watched nor read between the limiter's wake-ups, which are timers of this
+//! loop like any other, so a flooding task cannot make the loop spin, and `kill`, `wait` and
+//! `stats` are served as promptly as ever. Once the task has exited its pipes are read
+//! without a limit: what is left is at most a pipe-full each.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -20,7 +37,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use execdriver_core::{ExitStatus, Signal, TaskSpec};
+use execdriver_core::{ExitStatus, LogStats, Signal, TaskSpec};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -30,7 +47,8 @@ use super::start::Started;
 use super::{DESTROY_WAIT, log};
 use crate::cgroups::TaskCgroup;
 use crate::isolation::LaunchedTask;
-use crate::logs::{LogPump, PUMP_CHUNK};
+use crate::logs::rate::{HOLD_LIMIT, Limiter, Next};
+use crate::logs::{LogPump, PUMP_CHUNK, Stream};
 use crate::protocol::{ErrorCode, Hello, Ready, Request, Response};
 use crate::state::{StatePaths, exit_record, recorded_cgroup, remove_cgroup_record};
 
@@ -40,11 +58,19 @@ const PUMP_DRAIN: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 64;
 /// How long a connection may sit without a request before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The size asked for each output pipe (the kernel's default `pipe-max-size`): the more a
+/// pipe holds, the more a task over its rate gets through per drop, for the same wake-ups.
+const PIPE_SIZE: usize = 1024 * 1024;
 
 /// One of the task's output pipes and where it goes.
 struct Output {
     pipe: File,
     pump: LogPump,
+    limiter: Limiter,
+    /// The pipe is left alone until then: the stream is over its rate.
+    wake: Option<Instant>,
+    /// The first drop was reported in the supervisor log.
+    drop_reported: bool,
 }
 
 /// A `destroy` under way.
@@ -66,6 +92,12 @@ pub(super) struct Supervisor {
     listener: UnixListener,
     signals: Option<SignalFd>,
     outputs: Vec<Option<Output>>,
+    /// Where dropped output goes by splice, without being copied: `/dev/null`.
+    sink: Option<File>,
+    /// The pumps' read buffer.
+    buf: Vec<u8>,
+    /// Output dropped over the rate, the closed pumps' included.
+    dropped: LogStats,
     conns: Vec<Connection>,
     /// The id the next connection gets.
     next_conn: u64,
@@ -128,19 +160,42 @@ impl Supervisor {
         if let Err(e) = listener.set_nonblocking(true) {
             errors.push(format!("making the socket non-blocking failed: {e}"));
         }
+        let now = Instant::now();
+        let rate = spec.logs.rate_bytes_per_sec;
         let outputs = outputs
             .into_iter()
             .map(|(fd, writer)| match set_nonblocking(&fd) {
-                Ok(()) => Some(Output {
-                    pipe: File::from(fd),
-                    pump: LogPump::new(writer),
-                }),
+                Ok(()) => {
+                    // A smaller pipe only lets less through while dropping.
+                    if let Err(e) = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE) {
+                        log(format_args!(
+                            "cannot enlarge a log pipe to {PIPE_SIZE} bytes: {e}"
+                        ));
+                    }
+                    Some(Output {
+                        pipe: File::from(fd),
+                        pump: LogPump::new(writer, rate),
+                        limiter: Limiter::new(rate, now),
+                        wake: None,
+                        drop_reported: false,
+                    })
+                }
                 Err(e) => {
                     errors.push(format!("making a log pipe non-blocking failed: {e}"));
                     None
                 }
             })
             .collect();
+        // Without it dropped output is read and thrown away: a copy more, nothing else.
+        let sink = match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log(format_args!(
+                    "cannot open /dev/null ({e}); output over the log rate is read to drop it"
+                ));
+                None
+            }
+        };
         let supervisor = Self {
             spec,
             paths,
@@ -150,6 +205,9 @@ impl Supervisor {
             listener,
             signals,
             outputs,
+            sink,
+            buf: vec![0u8; PUMP_CHUNK],
+            dropped: LogStats::default(),
             conns: Vec::new(),
             next_conn: 0,
             linger,
@@ -242,19 +300,19 @@ impl Supervisor {
                 PollFlags::empty()
             },
         ));
-        let watch_task = self.draining.is_none() && self.exit.is_none();
-        fds.push(PollFd::new(
-            &self.task.pidfd,
-            if watch_task {
-                PollFlags::IN
-            } else {
-                PollFlags::empty()
-            },
-        ));
+        // Once reaped, a pidfd reports a hang-up even with no events asked for: left in, it
+        // would spin the loop for the whole linger.
+        if self.draining.is_none() && self.exit.is_none() {
+            fds.push(PollFd::new(&self.task.pidfd, PollFlags::IN));
+        } else {
+            fds.push(PollFd::new(&self.listener, PollFlags::empty()));
+        }
         for output in &self.outputs {
             match output {
-                Some(o) => fds.push(PollFd::new(&o.pipe, PollFlags::IN)),
-                None => fds.push(PollFd::new(&self.listener, PollFlags::empty())),
+                // A pipe over its rate is left out altogether: a hang-up would still be
+                // reported with no events asked for, and spin the loop.
+                Some(o) if o.wake.is_none() => fds.push(PollFd::new(&o.pipe, PollFlags::IN)),
+                _ => fds.push(PollFd::new(&self.listener, PollFlags::empty())),
             }
         }
         for conn in &self.conns {
@@ -300,7 +358,7 @@ impl Supervisor {
         }
         for (i, hit) in ready.outputs.iter().enumerate() {
             if *hit {
-                self.pump(i);
+                self.pump(i, now);
             }
         }
         for (i, hit) in ready.conns.iter().enumerate() {
@@ -383,28 +441,101 @@ impl Supervisor {
             }
         }
         self.draining = Some((status, now + PUMP_DRAIN));
+        // What is left in the pipes is at most a pipe-full each: read it all, at once.
+        for output in self.outputs.iter_mut().flatten() {
+            output.limiter.lift();
+            output.wake = None;
+        }
     }
 
-    fn pump(&mut self, i: usize) {
+    /// Copies what the rate allows from output `i` to its log, drops what waits when the
+    /// stream has been held back too long, and says when to look at the pipe again.
+    fn pump(&mut self, i: usize, now: Instant) {
         let Some(output) = self.outputs[i].as_mut() else {
             return;
         };
-        let mut buf = vec![0u8; PUMP_CHUNK];
+        output.wake = None;
+        let mut empty = false;
         // Bounded per wake-up, so a task writing flat out cannot starve the socket.
         for _ in 0..16 {
-            match output.pipe.read(&mut buf) {
-                Ok(0) => {
-                    self.outputs[i] = None;
-                    return;
+            let allowed = output.limiter.allowance(now, self.buf.len());
+            if allowed == 0 {
+                break;
+            }
+            match output.pipe.read(&mut self.buf[..allowed]) {
+                Ok(0) => return self.close_output(i, now),
+                Ok(n) => {
+                    output.limiter.spend(n);
+                    output.pump.write(&self.buf[..n], now);
                 }
-                Ok(n) => output.pump.write(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    empty = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log(format_args!("reading a log pipe failed: {e}"));
-                    self.outputs[i] = None;
-                    return;
+                    return self.close_output(i, now);
                 }
+            }
+        }
+        // Unknown is taken for waiting: held back at worst, never spinning.
+        let waiting = if empty {
+            0
+        } else {
+            rustix::io::ioctl_fionread(&output.pipe).unwrap_or(1)
+        };
+        if waiting == 0 {
+            output.pump.settle(now);
+        }
+        let wake = match output.limiter.after(now, waiting) {
+            Next::Watch => return,
+            Next::WakeAt(at) => at,
+            Next::DropAndWakeAt(at) => at,
+        };
+        output.wake = Some(wake);
+        if !output.limiter.dropping(now) {
+            return;
+        }
+        let stream = output.pump.stream();
+        if !output.drop_reported {
+            output.drop_reported = true;
+            log(format_args!(
+                "the task's {} was held back over its log rate of {} bytes/s for {HOLD_LIMIT:?}: \
+                 dropping what it writes beyond the rate (counted in stats, marked in the log)",
+                stream.as_str(),
+                output.limiter.rate().unwrap_or_default(),
+            ));
+        }
+        match discard(&output.pipe, self.sink.as_ref(), &mut self.buf) {
+            Ok((n, eof)) => {
+                output.pump.dropped(n);
+                let total = match stream {
+                    Stream::Stdout => &mut self.dropped.stdout_dropped_bytes,
+                    Stream::Stderr => &mut self.dropped.stderr_dropped_bytes,
+                };
+                *total = total.saturating_add(n);
+                if eof {
+                    self.close_output(i, now);
+                }
+            }
+            Err(e) => {
+                log(format_args!("dropping from a log pipe failed: {e}"));
+                self.close_output(i, now);
+            }
+        }
+    }
+
+    /// Output `i` is done with (its end, or an error): its last marker goes to the log.
+    fn close_output(&mut self, i: usize, now: Instant) {
+        if let Some(mut output) = self.outputs[i].take() {
+            output.pump.settle(now);
+            let dropped = output.pump.dropped_bytes();
+            if dropped > 0 {
+                log(format_args!(
+                    "the task's {} closed; {dropped} bytes of it were dropped over its log rate",
+                    output.pump.stream().as_str()
+                ));
             }
         }
     }
@@ -421,7 +552,10 @@ impl Supervisor {
         }
         if !drained {
             log("log pumps did not finish in time; the log may miss its tail");
-            self.outputs.iter_mut().for_each(|o| *o = None);
+            let now = Instant::now();
+            for i in 0..self.outputs.len() {
+                self.close_output(i, now);
+            }
         }
         self.draining = None;
         let record = exit_record::ExitRecord {
@@ -560,7 +694,10 @@ impl Supervisor {
             }
             Request::Stats => match self.cgroup.as_ref() {
                 Some(cgroup) if self.exit.is_none() => match cgroup.stats() {
-                    Ok(stats) => Response::Stats(stats),
+                    Ok(stats) => Response::Stats(execdriver_core::TaskStats {
+                        logs: self.dropped,
+                        ..stats
+                    }),
                     Err(e) => {
                         Response::error(ErrorCode::Cgroup, format!("reading stats failed: {e}"))
                     }
@@ -740,6 +877,15 @@ impl Supervisor {
             }
         }
         self.drop_finished_connections();
+        for i in 0..self.outputs.len() {
+            let due = self.outputs[i]
+                .as_ref()
+                .and_then(|o| o.wake)
+                .is_some_and(|at| now >= at);
+            if due {
+                self.pump(i, now);
+            }
+        }
         if let Some(exited) = self.exited_at
             && self.destroy.is_none()
             && !self.unrecorded
@@ -762,6 +908,9 @@ impl Supervisor {
         }
         if let Some((_, t)) = self.draining {
             consider(t);
+        }
+        for at in self.outputs.iter().flatten().filter_map(|o| o.wake) {
+            consider(at);
         }
         if let Some(d) = &self.destroy
             && self.exit.is_none()
@@ -803,6 +952,43 @@ fn timespec(d: Duration) -> rustix::event::Timespec {
         tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(d.subsec_nanos()),
     }
+}
+
+/// Empties what waits in `pipe`: into `sink` by splice when there is one (no copy, and one
+/// call takes a whole pipe-full), else read into `buf` and thrown away. At most about a
+/// pipe-full, since the task may be refilling it as fast. The bytes dropped, and whether the
+/// pipe reached its end.
+fn discard(pipe: &File, sink: Option<&File>, buf: &mut [u8]) -> io::Result<(u64, bool)> {
+    let mut dropped = 0u64;
+    let mut calls = match sink {
+        Some(_) => 1,
+        None => PIPE_SIZE.div_ceil(buf.len().max(1)),
+    };
+    while calls > 0 {
+        let n = match sink {
+            Some(sink) => rustix::pipe::splice(
+                pipe,
+                None,
+                sink,
+                None,
+                PIPE_SIZE,
+                rustix::pipe::SpliceFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from),
+            None => (&*pipe).read(buf),
+        };
+        match n {
+            Ok(0) => return Ok((dropped, true)),
+            Ok(n) => {
+                dropped = dropped.saturating_add(n as u64);
+                calls -= 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((dropped, false))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {

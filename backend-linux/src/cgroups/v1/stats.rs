@@ -18,6 +18,8 @@ pub(super) fn read(
         cpu: cpu_stats(cpu, cpuacct)?,
         pids: fs::read_u64(&pids.join("pids.current"))?,
         timestamp: Default::default(),
+        // The supervisor fills these in: the cgroup knows nothing of logs.
+        logs: Default::default(),
     })
 }
 

@@ -13,6 +13,8 @@ pub(super) fn read(dir: &Path) -> Result<TaskStats, CgroupError> {
         cpu: cpu_stats(dir)?,
         pids: fs::read_u64(&dir.join("pids.current"))?,
         timestamp: Default::default(),
+        // The supervisor fills these in: the cgroup knows nothing of logs.
+        logs: Default::default(),
     })
 }
 
