@@ -8,7 +8,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -672,6 +672,16 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             path: cstring(&tmp)?,
         });
     }
+    // After the chroot env binds and the masks, so it lands on top of the host's file.
+    if let Some(dns) = spec.dns.as_ref() {
+        let (src, dst) = plan_resolv_conf(&root, &entries, dns)?;
+        steps.push(Step::Bind {
+            src: cstring(&src)?,
+            dst: cstring(&dst)?,
+            recursive: false,
+            attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        });
+    }
     steps.push(Step::Mount {
         fstype: c"proc",
         dst: cstring(&proc_dir)?,
@@ -800,6 +810,76 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
         steps,
         have_setattr,
     })
+}
+
+/// The name of the task's own resolv.conf in its task dir (outside /etc, which the task
+/// sees read-only from the chroot env).
+const RESOLV_CONF: &str = "resolv.conf";
+const RESOLV_CONF_PATH: &str = "/etc/resolv.conf";
+
+/// Writes the task's resolv.conf into its task dir and says where it goes in the root: over
+/// `/etc/resolv.conf` as the chroot env shows it, or over the file that one links to (a
+/// resolvconf or systemd-resolved node) when that is in the chroot env too; `/etc` not in
+/// the chroot env at all gets a mount point of its own in the task dir.
+fn plan_resolv_conf(
+    root: &Path,
+    entries: &[HostEntry],
+    dns: &execdriver_core::DnsConfig,
+) -> Result<(PathBuf, PathBuf), IsolationError> {
+    let host = Path::new(RESOLV_CONF_PATH);
+    let covers = |path: &Path| {
+        entries.iter().any(|e| match e {
+            HostEntry::Dir(d) => path.starts_with(d),
+            HostEntry::File(f) | HostEntry::Symlink(f, _) => path == f,
+        })
+    };
+    let in_root = |path: &Path| root.join(path.strip_prefix("/").unwrap_or(path));
+    let dst = if !covers(host) {
+        ensure_file(root, Path::new("etc/resolv.conf"))?
+    } else {
+        let unusable = |why: String| IsolationError::MountPoint {
+            path: host.to_owned(),
+            why: format!("the task's dns settings cannot cover it: {why}"),
+        };
+        let meta = std::fs::symlink_metadata(host)
+            .map_err(|e| unusable(format!("the chroot env has no file there ({e})")))?;
+        if meta.is_file() {
+            in_root(host)
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::canonicalize(host)
+                .map_err(|e| unusable(format!("it is a symlink that does not resolve ({e})")))?;
+            if !covers(&target) || !target.is_file() {
+                return Err(unusable(format!(
+                    "it links to {target:?}, which is not a file in the chroot env; add its dir to the chroot env"
+                )));
+            }
+            in_root(&target)
+        } else {
+            return Err(unusable("it is not a regular file".to_owned()));
+        }
+    };
+    let src = root.join(RESOLV_CONF);
+    write_nofollow(&src, dns.resolv_conf().as_bytes())
+        .map_err(|e| mount_point_error(&src, format!("cannot write the task's resolv.conf: {e}")))?;
+    Ok((src, dst))
+}
+
+/// Replaces the contents of the regular file `path` (created 0644 if missing), never
+/// through a symlink: the task dir is the task's own.
+fn write_nofollow(path: &Path, text: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    file.write_all(text)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
 fn show(c: &CStr) -> String {
