@@ -245,10 +245,11 @@ impl LogPump {
                 self.unread
             ));
         }
-        self.marked_at = Some(now);
         // A marker goes in whole or not at all (a FIFO takes a short write whole or
-        // nothing): one that did not fit is tried again with the next chunk.
+        // nothing): one that did not fit is tried again before the next chunk, so that
+        // it comes before the output that follows the drop.
         if self.put(line.as_bytes()) == line.len() {
+            self.marked_at = Some(now);
             self.unmarked = 0;
             self.unread = 0;
         }
