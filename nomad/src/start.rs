@@ -153,8 +153,25 @@ fn refuse_unsupported(task: &drivers::TaskConfig) -> Result<(), StartError> {
     }
     if let Some(device) = task.devices.first() {
         return Err(StartError::Unsupported(format!(
-            "device {:?} (devices)",
+            "device {:?} (devices: the task's /dev has only null, zero, full, random, urandom \
+             and tty, and its cgroup joins no devices hierarchy; on cgroup v2 device access \
+             needs a BPF program)",
             device.host_path
+        )));
+    }
+    // Reserved cores (`resources { cores = N }`) are a promise of cpus no other task uses:
+    // refused rather than run on shared cpus behind the job's back, since the task cgroup
+    // joins no cpuset hierarchy yet. Nomad's `cpuset_cgroup` (its own cgroup for the task)
+    // is not used: the engine creates, kills by and removes only cgroups of its own.
+    if let Some(cpus) = task
+        .resources
+        .as_ref()
+        .and_then(|r| r.linux_resources.as_ref())
+        .map(|l| l.cpuset_cpus.as_str())
+        .filter(|c| !c.is_empty())
+    {
+        return Err(StartError::Unsupported(format!(
+            "pinning the task to cpus {cpus:?} (reserved cores: resources.cores)"
         )));
     }
     Ok(())
@@ -364,6 +381,18 @@ mod tests {
                     });
                 },
                 "devices",
+            ),
+            (
+                |t| {
+                    t.resources = Some(drivers::Resources {
+                        linux_resources: Some(drivers::LinuxResources {
+                            cpuset_cpus: "2-3".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                },
+                "reserved cores",
             ),
             (
                 |t| {

@@ -826,7 +826,16 @@ fn plan_resolv_conf(
     entries: &[HostEntry],
     dns: &execdriver_core::DnsConfig,
 ) -> Result<(PathBuf, PathBuf), IsolationError> {
-    let host = Path::new(RESOLV_CONF_PATH);
+    plan_resolv_conf_over(Path::new(RESOLV_CONF_PATH), root, entries, dns)
+}
+
+/// [`plan_resolv_conf`] for the host file `host` (a test's own).
+fn plan_resolv_conf_over(
+    host: &Path,
+    root: &Path,
+    entries: &[HostEntry],
+    dns: &execdriver_core::DnsConfig,
+) -> Result<(PathBuf, PathBuf), IsolationError> {
     let covers = |path: &Path| {
         entries.iter().any(|e| match e {
             HostEntry::Dir(d) => path.starts_with(d),
@@ -835,7 +844,7 @@ fn plan_resolv_conf(
     };
     let in_root = |path: &Path| root.join(path.strip_prefix("/").unwrap_or(path));
     let dst = if !covers(host) {
-        ensure_file(root, Path::new("etc/resolv.conf"))?
+        ensure_file(root, host.strip_prefix("/").unwrap_or(host))?
     } else {
         let unusable = |why: String| IsolationError::MountPoint {
             path: host.to_owned(),
@@ -1317,6 +1326,57 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(needle) && text.contains(bad), "{bad}: {text}");
         }
+    }
+
+    #[test]
+    fn the_tasks_resolv_conf_covers_the_chroot_envs_or_the_file_it_links_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (host, root) = (tmp.path().join("host"), tmp.path().join("root"));
+        for dir in ["etc", "run/resolved", "other"] {
+            std::fs::create_dir_all(host.join(dir)).unwrap();
+        }
+        std::fs::create_dir(&root).unwrap();
+        let dns = execdriver_core::DnsConfig {
+            servers: vec!["10.0.0.2".into()],
+            ..Default::default()
+        };
+        let etc = HostEntry::Dir(host.join("etc"));
+        let resolv = host.join("etc/resolv.conf");
+        let rel = |p: &Path| root.join(p.strip_prefix("/").unwrap());
+
+        // A plain file in the chroot env's /etc: covered where it is.
+        std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+        let (src, dst) =
+            plan_resolv_conf_over(&resolv, &root, std::slice::from_ref(&etc), &dns).unwrap();
+        assert_eq!((src.clone(), dst), (root.join("resolv.conf"), rel(&resolv)));
+        assert_eq!(std::fs::read_to_string(&src).unwrap(), dns.resolv_conf());
+
+        // A link to a file in the chroot env: the file it links to is covered.
+        std::fs::remove_file(&resolv).unwrap();
+        let stub = host.join("run/resolved/stub.conf");
+        std::fs::write(&stub, "nameserver 127.0.0.53\n").unwrap();
+        std::os::unix::fs::symlink(&stub, &resolv).unwrap();
+        let run = HostEntry::Dir(host.join("run/resolved"));
+        let (_, dst) =
+            plan_resolv_conf_over(&resolv, &root, &[etc.clone(), run], &dns).unwrap();
+        assert_eq!(dst, rel(&stub));
+        // ... and refused, naming the fix, when the task root would not have it.
+        let err = plan_resolv_conf_over(&resolv, &root, std::slice::from_ref(&etc), &dns)
+            .expect_err("target outside the chroot env");
+        assert!(err.to_string().contains("add its dir to the chroot env"), "{err}");
+
+        // /etc not in the chroot env: a mount point of its own in the task dir.
+        let (_, dst) = plan_resolv_conf_over(&resolv, &root, &[], &dns).unwrap();
+        assert_eq!(dst, rel(&resolv));
+        assert!(dst.is_file());
+
+        // A planted link in the task dir is not written through.
+        std::fs::remove_file(root.join("resolv.conf")).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("resolv.conf")).unwrap();
+        plan_resolv_conf_over(&resolv, &root, &[], &dns).expect_err("planted link");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 
     #[test]
