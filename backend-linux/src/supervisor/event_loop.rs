@@ -540,7 +540,7 @@ impl Supervisor {
             let dropped = output.pump.dropped_bytes();
             if dropped > 0 {
                 log(format_args!(
-                    "the task's {} closed; {dropped} bytes of it were dropped over its log rate",
+                    "the task's {} closed; {dropped} bytes of it were dropped (over its log rate, or not taken by a full log output)",
                     output.pump.stream().as_str()
                 ));
             }
