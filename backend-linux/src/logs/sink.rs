@@ -12,8 +12,9 @@
 //! pipe to the supervisor is read at the usual rate whatever the FIFO does.
 //!
 //! The path is opened once, before the task starts, without following a symlink in its last
-//! component, and must be a FIFO, a regular file (created if missing) or `/dev/null`: a spec
-//! cannot point a root supervisor's writes at a disk or a terminal.
+//! component, and must be a FIFO, a regular file of one name (created if missing) or
+//! `/dev/null`: a spec cannot point a root supervisor's writes at a disk or a terminal, nor a
+//! hard link planted in a dir the task can write at another file.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -171,6 +172,14 @@ impl PathOutput {
         if !same_type || found.as_ref().is_some_and(|m| (m.dev(), m.ino()) != (opened.dev(), opened.ino())) {
             return Err(refused(path, "it was replaced while being opened"));
         }
+        // A second name for a file may lead out of a dir the task can write (a root
+        // supervisor appending to another file): only a file of one name is written.
+        if kind == PathKind::File && opened.nlink() > 1 {
+            return Err(refused(
+                path,
+                "it is a regular file with other hard links; give a file of its own",
+            ));
+        }
         if kind == PathKind::Fifo {
             // A smaller buffer only keeps less while the reader is away.
             let _ = rustix::pipe::fcntl_setpipe_size(file.as_fd(), FIFO_SIZE);
@@ -289,6 +298,11 @@ mod tests {
         PathOutput::open(Path::new("/dev/null"), Stream::Stdout).expect("/dev/null");
         let err = PathOutput::open(Path::new("/dev/zero"), Stream::Stdout).expect_err("zero");
         assert!(err.to_string().contains("other than /dev/null"), "{err}");
+        let hard = tmp.path().join("hard");
+        std::fs::hard_link(&file, &hard).unwrap();
+        let err = PathOutput::open(&hard, Stream::Stdout).expect_err("hard link");
+        assert!(err.to_string().contains("other hard links"), "{err}");
+        std::fs::remove_file(&hard).unwrap();
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let err = PathOutput::open(&link, Stream::Stdout).expect_err("symlink");
