@@ -205,7 +205,8 @@ pub struct LogCursor {
     pub offset: u64,
 }
 
-/// Output read from a task's logs.
+/// Output read from a task's logs: bytes of one log file only, ending at `next` (so that the
+/// cursor of each byte is known, see [`crate::logs`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogChunk {
     /// The bytes, in order.
@@ -216,6 +217,19 @@ pub struct LogChunk {
     pub skipped: u64,
     /// Whether more may come: the task (or its supervisor, which writes the logs) still runs.
     pub more_may_come: bool,
+    /// When the bytes arrived from the task, where the platform records it: each entry says
+    /// that `data[at..]` arrived at its time, up to the next entry. Bytes before the first
+    /// entry (or all, when it is empty) have no known time.
+    pub times: Vec<LogTime>,
+}
+
+/// When a part of a [`LogChunk`] arrived from the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogTime {
+    /// Where in the chunk's data the part starts.
+    pub at: usize,
+    /// When it arrived, unix time in nanoseconds.
+    pub unix_nanos: u64,
 }
 
 /// Why the platform refused to act on a handle or task; nothing was touched.

@@ -39,6 +39,7 @@ const FILE_MODE: u32 = 0o640;
 
 pub(crate) mod rate;
 pub(crate) mod reader;
+pub(crate) mod times;
 
 /// While a stream is being dropped, a marker line is written at most this often.
 const MARKER_EVERY: Duration = Duration::from_secs(1);
@@ -290,6 +291,9 @@ pub(crate) struct RotatingWriter {
     /// Device and inode of `file`: the live file's name must still lead to it.
     file_id: (u64, u64),
     size: u64,
+    /// The arrival times of the live file (see [`times`]); `None` when its index cannot be
+    /// used, which costs the times of that file and nothing else.
+    times: Option<times::IndexWriter>,
 }
 
 pub(super) fn nix_context(e: nix::Error, what: &str, path: &Path) -> io::Error {
@@ -404,7 +408,9 @@ impl RotatingWriter {
             file,
             file_id: id_of(&meta),
             size: meta.len(),
+            times: None,
         };
+        writer.times = writer.open_times(meta.len() == 0);
         writer.prune()?;
         Ok(writer)
     }
@@ -416,12 +422,15 @@ impl RotatingWriter {
 
     /// Writes all of `buf`, splitting it at file boundaries; in a new live file if the one
     /// being written was removed or replaced.
+    /// The arrival time noted for it is now (the pump writes each chunk as it reads it).
     pub fn write_chunk(&mut self, mut buf: &[u8]) -> io::Result<()> {
         self.follow_live()?;
+        let arrived = unix_nanos_now();
         while !buf.is_empty() {
             if self.size >= self.max_size {
                 self.rotate()?;
             }
+            self.note_time(arrived);
             let room = usize::try_from(self.max_size - self.size).unwrap_or(usize::MAX);
             let (now, rest) = buf.split_at(room.min(buf.len()));
             self.file
@@ -442,7 +451,38 @@ impl RotatingWriter {
         self.size = meta.len();
         self.file_id = id_of(&meta);
         self.file = file;
+        self.times = self.open_times(meta.len() == 0);
         Ok(())
+    }
+
+    /// The index of the live file; `fresh` when the live file was just created (see
+    /// [`times::IndexWriter::open`]). A failure is reported and leaves the file without times.
+    fn open_times(&self, fresh: bool) -> Option<times::IndexWriter> {
+        match times::IndexWriter::open(&self.dir_fd, &self.name_of(self.index), fresh) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                report(format_args!(
+                    "execdriver: log index {}: {e}; {} goes on without arrival times",
+                    self.dir.join(times::index_name(&self.name_of(self.index))).display(),
+                    self.live_path().display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Notes that what is written next to the live file arrived at `unix_nanos`.
+    fn note_time(&mut self, unix_nanos: u64) {
+        let Some(times) = self.times.as_mut() else {
+            return;
+        };
+        if let Err(e) = times.note(self.size, unix_nanos) {
+            report(format_args!(
+                "execdriver: writing the log index of {}: {e}; it goes on without arrival times",
+                self.live_path().display()
+            ));
+            self.times = None;
+        }
     }
 
     /// Goes on in a new live file when the live file's name no longer leads to the file
@@ -505,6 +545,7 @@ impl RotatingWriter {
         self.file_id = file_id;
         self.index = next;
         self.size = 0;
+        self.times = self.open_times(true);
         self.prune()
     }
 
@@ -517,18 +558,18 @@ impl RotatingWriter {
             .len()
             .saturating_sub(usize::try_from(self.max_files).unwrap_or(usize::MAX));
         for index in all.into_iter().take(excess).filter(|i| *i != self.index) {
-            match nix::unistd::unlinkat(
-                Some(self.dir_fd.as_raw_fd()),
-                self.name_of(index).as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            ) {
-                Ok(()) | Err(nix::Error::ENOENT) => {}
-                Err(e) => {
-                    return Err(nix_context(
-                        e,
-                        "removing old log file",
-                        &self.path_of(index),
-                    ));
+            let name = self.name_of(index);
+            for (name, what) in [
+                (times::index_name(&name), "removing old log index"),
+                (name, "removing old log file"),
+            ] {
+                match nix::unistd::unlinkat(
+                    Some(self.dir_fd.as_raw_fd()),
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                ) {
+                    Ok(()) | Err(nix::Error::ENOENT) => {}
+                    Err(e) => return Err(nix_context(e, what, &self.dir.join(&name))),
                 }
             }
         }
@@ -577,6 +618,13 @@ fn open_log_file(
     )
     .map_err(io::Error::from)?;
     Ok((file, meta))
+}
+
+/// The wall clock in unix nanoseconds (0 before 1970, which no log predates).
+pub(crate) fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Device and inode, as `fstatat` gives them.
