@@ -237,7 +237,7 @@ fn kill_signal_stats_logs_and_list() {
     assert!(eventually(Duration::from_secs(5), || {
         text(&cli(&env, &["logs", &id]).stdout).contains("usr1")
     }));
-    let out = cli(&env, &["stats", "--json", &id]);
+    let out = cli(&env, &["stats", "--json", "--no-stream", &id]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
     assert!(stats["pids"].as_u64().unwrap_or(0) >= 1, "{stats}");
     let out = cli(&env, &["list", "--json"]);
@@ -810,5 +810,274 @@ fn network_none_has_only_loopback_and_a_bad_network_is_refused() {
         );
         no_backtrace(&out);
     }
+    env.assert_clean(CLEAN);
+}
+
+/// `logs` text of `args`, with our stdout and stderr into one file, as a terminal shows them.
+fn logs_together(env: &TestEnv, args: &[&str]) -> String {
+    let file = tempfile::tempfile().expect("tempfile");
+    let mut cmd = command(env, &[&["logs"], args].concat());
+    let status = cmd
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file.try_clone().expect("dup"))
+        .status()
+        .expect("run execdriver logs");
+    assert_eq!(status.code(), Some(0));
+    let mut file = file;
+    use std::io::{Read, Seek};
+    file.rewind().expect("rewind");
+    let mut out = String::new();
+    file.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn gate(env: &TestEnv, id: &str, name: &str) {
+    std::fs::write(env.data.join("allocs").join(id).join(name), b"").expect("write gate");
+}
+
+/// Both streams in arrival order (each line gated on the test having seen the one before),
+/// `--stdout`/`--stderr` alone, `--tail`, `--since` a time noted between two outputs, and
+/// `--timestamps` as docker prints them.
+#[test]
+fn logs_tail_since_timestamps_and_both_streams_in_arrival_order() {
+    let Some(env) = env("logs_tail_since_timestamps_and_both_streams_in_arrival_order") else {
+        return;
+    };
+    let wait = |f: &str| format!("until [ -e /alloc/{f} ]; do sleep 0.02; done");
+    let script = format!(
+        "for i in 1 2 3; do echo out$i; {}; echo err$i >&2; {}; done; {}; echo late1; echo late2; {}",
+        wait("o$i"),
+        wait("e$i"),
+        wait("late"),
+        wait("go")
+    );
+    let (id, _) = start_task(&env, &["--name", "web", "--", "/bin/sh", "-c", &script]);
+    let mut expected = String::new();
+    for i in 1..=3 {
+        for (stream, gate_name) in [("out", "o"), ("err", "e")] {
+            let line = format!("{stream}{i}\n");
+            expected.push_str(&line);
+            assert!(
+                eventually(Duration::from_secs(10), || logs_together(&env, &[&id])
+                    .ends_with(&line)),
+                "{line:?} never came: {:?}",
+                logs_together(&env, &[&id])
+            );
+            gate(&env, &id, &format!("{gate_name}{i}"));
+        }
+    }
+    assert_eq!(logs_together(&env, &[&id]), expected);
+    // Each stream on its own descriptor, and alone when asked.
+    let out = cli(&env, &["logs", &id]);
+    assert_eq!(text(&out.stdout), "out1\nout2\nout3\n");
+    assert_eq!(text(&out.stderr), "err1\nerr2\nerr3\n");
+    assert_eq!(
+        text(&cli(&env, &["logs", "--stderr", &id]).stdout),
+        "err1\nerr2\nerr3\n"
+    );
+    let out = cli(&env, &["logs", "--stdout", &id]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
+        ("out1\nout2\nout3\n", "")
+    );
+
+    // Everything before this moment arrived before it.
+    let between = std::time::SystemTime::now();
+    gate(&env, &id, "late");
+    assert!(eventually(Duration::from_secs(10), || {
+        logs_together(&env, &[&id]).ends_with("late2\n")
+    }));
+    let since = humantime::format_rfc3339_nanos(between).to_string();
+    assert_eq!(
+        logs_together(&env, &["--since", &since, &id]),
+        "late1\nlate2\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["--since", "10m", &id]),
+        format!("{expected}late1\nlate2\n")
+    );
+
+    // Five lines on stdout; the last two, and the last three of both streams together.
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "2", &id]),
+        "late1\nlate2\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["-n", "3", &id]),
+        "err3\nlate1\nlate2\n"
+    );
+    assert_eq!(logs_together(&env, &["--tail", "0", &id]), "");
+    assert_eq!(
+        logs_together(&env, &["--tail", "all", &id]),
+        format!("{expected}late1\nlate2\n")
+    );
+
+    // RFC 3339 with nanoseconds in UTC, in order, and about now.
+    let stamped = logs_together(&env, &["-t", &id]);
+    let mut last = std::time::UNIX_EPOCH;
+    let lines: Vec<&str> = stamped.lines().collect();
+    assert_eq!(lines.len(), 8, "{stamped}");
+    for line in lines {
+        let (stamp, rest) = line.split_once(' ').expect("a stamp and the line");
+        assert_eq!(
+            stamp.len(),
+            "2026-12-03T10:00:00.123456789Z".len(),
+            "{line}"
+        );
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+            "{line}"
+        );
+        let at = humantime::parse_rfc3339(stamp).expect("rfc 3339");
+        assert!(at >= last, "out of order: {stamped}");
+        let age = std::time::SystemTime::now()
+            .duration_since(at)
+            .expect("in the past");
+        assert!(age < Duration::from_secs(60), "{line}");
+        assert!(!rest.is_empty());
+        last = at;
+    }
+    // The log files themselves stay the raw output.
+    let logs = env.data.join("allocs").join(&id).join("logs");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("web.stdout.0")).expect("log file"),
+        "out1\nout2\nout3\nlate1\nlate2\n"
+    );
+    assert!(logs.join(".web.stdout.0.idx").is_file());
+    gate(&env, &id, "go");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+/// The last lines are found across a rotation; an index the task replaced with a FIFO or a
+/// symlink is neither followed nor blocking: its lines just have no time.
+#[test]
+fn logs_tail_across_a_rotation_and_planted_indexes() {
+    let Some(env) = env("logs_tail_across_a_rotation_and_planted_indexes") else {
+        return;
+    };
+    // 10 MiB files: the filler ends 5 bytes short, so "abc\nd" ends file 0, "e\n" starts 1.
+    let script = "yes line | head -c 10485755; printf 'abc\\nde\\n'; echo to-err >&2; \
+         until [ -e /alloc/plant ]; do sleep 0.02; done; \
+         cd /alloc/logs && rm .web.stdout.0.idx .web.stderr.0.idx && mkfifo .web.stdout.0.idx \
+         && ln -s /etc/hostname .web.stderr.0.idx && touch /alloc/planted; \
+         until [ -e /alloc/go ]; do sleep 0.02; done";
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--user",
+            "root",
+            "--name",
+            "web",
+            "--log-rate",
+            "unlimited",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    );
+    let alloc = env.data.join("allocs").join(&id);
+    assert!(eventually(Duration::from_secs(20), || {
+        text(&cli(&env, &["logs", "--stderr", &id]).stdout) == "to-err\n"
+    }));
+    assert!(alloc.join("logs/web.stdout.1").exists());
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "2", &id]),
+        "abc\nde\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "1", &id]),
+        "de\n"
+    );
+    let stamped = logs_together(&env, &["--tail", "1", "--stdout", "-t", &id]);
+    assert!(!stamped.starts_with("0001-"), "{stamped}");
+    gate(&env, &id, "plant");
+    assert!(eventually(Duration::from_secs(10), || alloc
+        .join("planted")
+        .exists()));
+    // Would hang on the FIFO, or show the host's hostname, if either were opened.
+    let out = cli(&env, &["logs", "--stderr", "-t", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert_eq!(
+        text(&out.stdout),
+        "0001-01-01T00:00:00.000000000Z to-err\n",
+        "the planted symlink was followed? host name {hostname:?}"
+    );
+    let out = cli(&env, &["logs", "--stdout", "--tail", "1", "-t", &id]);
+    assert_eq!(text(&out.stdout), "0001-01-01T00:00:00.000000000Z de\n");
+    gate(&env, &id, "go");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+/// `stats --no-stream` shows the limits and percentages; `--json` has the wall-clock time
+/// of the reading and the limits.
+#[test]
+fn stats_table_and_json_with_limits_and_wall_clock_time() {
+    let Some(env) = env("stats_table_and_json_with_limits_and_wall_clock_time") else {
+        return;
+    };
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--memory",
+            "64M",
+            "--pids-max",
+            "50",
+            "--cpus",
+            "0.5",
+            "--",
+            "/bin/sh",
+            "-c",
+            UNTIL_GO_THEN_EXIT_7,
+        ],
+    );
+    let out = cli(&env, &["stats", "--no-stream", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in [
+        "TASK ID",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "PIDS / LIMIT",
+    ] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = lines.next().unwrap_or_default();
+    assert!(row.starts_with(&id), "{table}");
+    assert!(row.contains("/ 64MiB") && row.contains("/ 50"), "{table}");
+    assert!(row.matches('%').count() == 2, "{table}");
+    assert!(lines.next().is_none(), "{table}");
+
+    let out = cli(&env, &["stats", "--json", "--no-stream", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json object");
+    let read_at = std::time::UNIX_EPOCH
+        + Duration::from_nanos(stats["read_at_unix_nanos"].as_u64().expect("nanos"));
+    let now = std::time::SystemTime::now();
+    let skew = now.duration_since(read_at).unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(1), "{stats}");
+    let rfc = humantime::parse_rfc3339(stats["read_at"].as_str().expect("read_at")).expect("rfc");
+    assert_eq!(rfc, read_at);
+    assert_eq!(stats["limits"]["memory_limit_bytes"], 64 << 20, "{stats}");
+    assert_eq!(stats["limits"]["pids_max"], 50, "{stats}");
+    assert_eq!(stats["limits"]["cpu_max_millicores"], 500, "{stats}");
+    assert!(stats["cpu_percent"].as_f64().is_some(), "{stats}");
+    assert!(stats["memory_percent"].as_f64().is_some(), "{stats}");
+    assert!(stats["pids"].as_u64().unwrap_or(0) >= 1, "{stats}");
+
+    // Without arguments: every running task, this one among them.
+    let out = cli(&env, &["stats", "--no-stream"]);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+    let_go(&env, &id);
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     env.assert_clean(CLEAN);
 }

@@ -425,7 +425,7 @@ impl RotatingWriter {
     /// The arrival time noted for it is now (the pump writes each chunk as it reads it).
     pub fn write_chunk(&mut self, mut buf: &[u8]) -> io::Result<()> {
         self.follow_live()?;
-        let arrived = unix_nanos_now();
+        let arrived = crate::clock::unix_nanos_now();
         while !buf.is_empty() {
             if self.size >= self.max_size {
                 self.rotate()?;
@@ -618,13 +618,6 @@ fn open_log_file(
     )
     .map_err(io::Error::from)?;
     Ok((file, meta))
-}
-
-/// The wall clock in unix nanoseconds (0 before 1970, which no log predates).
-pub(crate) fn unix_nanos_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Device and inode, as `fstatat` gives them.
