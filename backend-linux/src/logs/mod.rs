@@ -745,6 +745,35 @@ mod tests {
     }
 
     #[test]
+    fn arrival_indexes_rotate_and_go_with_their_log_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(tmp.path(), "t", Stream::Stdout, &rotation(2, 4)).unwrap();
+        let before = crate::clock::unix_nanos_now();
+        w.write_chunk(b"abcdef").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        w.write_chunk(b"gh").unwrap();
+        let idx = |n: u32| tmp.path().join(format!(".t.stdout.{n}.idx"));
+        let records = |n: u32| -> Vec<(u64, u64)> {
+            std::fs::read(idx(n))
+                .unwrap()
+                .chunks(times::RECORD)
+                .map(|r| times::decode(r).unwrap())
+                .collect()
+        };
+        // "abcd" | "ef" then "gh" 2 ms later (past the granularity): a record of its own.
+        assert_eq!(records(0).len(), 1);
+        let r1 = records(1);
+        assert_eq!(r1.len(), 2);
+        assert_eq!((r1[0].0, r1[1].0), (0, 2));
+        assert!(r1[0].1 >= before && r1[1].1 >= r1[0].1 + 1_000_000);
+        w.write_chunk(b"ijkl").unwrap();
+        // File 0 and its index pruned together; the raw files hold only the bytes.
+        assert!(!idx(0).exists() && !tmp.path().join("t.stdout.0").exists());
+        assert!(idx(2).exists());
+        assert_eq!(contents(tmp.path(), "t", Stream::Stdout), [b"efgh".to_vec(), b"ijkl".to_vec()]);
+    }
+
+    #[test]
     fn one_file_means_only_the_live_one() {
         let tmp = tempfile::tempdir().unwrap();
         let mut w = RotatingWriter::open(tmp.path(), "t", Stream::Stdout, &rotation(1, 4)).unwrap();
