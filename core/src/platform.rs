@@ -661,7 +661,7 @@ mod stats_tests {
         let a = at(1_000, 100, 50);
         assert_eq!(at(2_000, 600, 50).cpu_percent_since(&a), Some(50.0));
         // Two cpus busy for the whole second.
-        assert_eq!(at(2_000, 1_600, 550).cpu_percent_since(&a), Some(250.0));
+        assert_eq!(at(2_000, 1_600, 550).cpu_percent_since(&a), Some(200.0));
         // No time passed, or readings out of order: no figure rather than a division by 0.
         assert_eq!(at(1_000, 900, 50).cpu_percent_since(&a), None);
         assert_eq!(a.cpu_percent_since(&at(2_000, 0, 0)), None);
