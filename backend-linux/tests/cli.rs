@@ -1081,3 +1081,61 @@ fn stats_table_and_json_with_limits_and_wall_clock_time() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     env.assert_clean(CLEAN);
 }
+
+/// `-f` with the other options: the last line so far, then what comes, both streams in
+/// order, stamped, until the task exits; `stats` streams until its task exits.
+#[test]
+fn logs_follow_with_tail_and_timestamps_and_stats_stream_end_with_the_task() {
+    let Some(env) = env("logs_follow_with_tail_and_timestamps_and_stats_stream_end_with_the_task")
+    else {
+        return;
+    };
+    let script = "echo old; echo last-old; until [ -e /alloc/more ]; do sleep 0.02; done; \
+         echo new-out; until [ -e /alloc/err ]; do sleep 0.02; done; echo new-err >&2; \
+         until [ -e /alloc/go ]; do sleep 0.02; done";
+    let (id, _) = start_task(&env, &["--", "/bin/sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || {
+        text(&cli(&env, &["logs", &id]).stdout).ends_with("last-old\n")
+    }));
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    // One open file for both, as a terminal is: a shared offset.
+    let shared = file.reopen().expect("reopen");
+    let mut follower = command(&env, &["logs", "-f", "-t", "--tail", "1", &id])
+        .stdout(shared.try_clone().expect("dup"))
+        .stderr(shared)
+        .spawn()
+        .expect("logs -f");
+    let mut stats = command(&env, &["stats", "--json", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("stats");
+    let seen = |what: &str| {
+        eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(file.path()).is_ok_and(|t| t.contains(what))
+        })
+    };
+    assert!(seen("last-old\n"));
+    gate(&env, &id, "more");
+    assert!(seen("new-out\n"));
+    gate(&env, &id, "err");
+    assert!(seen("new-err\n"));
+    gate(&env, &id, "go");
+    // Both end by themselves once the task has exited.
+    assert_eq!(follower.wait().expect("logs -f").code(), Some(0));
+    let out = stats.wait_with_output().expect("stats");
+    assert_eq!(out.status.code(), Some(0));
+    let samples: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one json object a line"))
+        .collect();
+    assert!(!samples.is_empty() && samples.iter().all(|s| s["task_id"] == id.as_str()));
+    let followed = std::fs::read_to_string(file.path()).expect("read");
+    let lines: Vec<&str> = followed
+        .lines()
+        .map(|l| l.split_once(' ').expect("stamp").1)
+        .collect();
+    assert_eq!(lines, ["last-old", "new-out", "new-err"], "{followed}");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
