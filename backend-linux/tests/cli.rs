@@ -1105,7 +1105,7 @@ fn logs_follow_with_tail_and_timestamps_and_stats_stream_end_with_the_task() {
         .stderr(shared)
         .spawn()
         .expect("logs -f");
-    let mut stats = command(&env, &["stats", "--json", &id])
+    let stats = command(&env, &["stats", "--json", &id])
         .stdout(Stdio::piped())
         .spawn()
         .expect("stats");
