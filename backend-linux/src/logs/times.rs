@@ -7,7 +7,7 @@
 //! 16-byte records, each two little-endian u64: the byte offset in the log file where a chunk
 //! starts, and the unix time in nanoseconds when the supervisor read it. Records are in offset
 //! order; a record is written before its bytes, so a reader never sees bytes older than their
-//! record says. A chunk that arrives less than [`GRANULARITY`] after the last record of its
+//! record says. A chunk that arrives less than [`GRANULARITY_NS`] after the last record of its
 //! file gets none (the earlier record's time stands for it): that bounds the index to 16
 //! bytes per millisecond whatever the task writes, and the pump's cost to one small write per
 //! millisecond at most. A torn last record (a crash mid-write) is ignored by readers and cut
