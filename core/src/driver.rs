@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::handle::{HandleError, HandleId};
 use crate::lifecycle::{Effect, Event, Lifecycle, State, Timeouts, TransitionError, kill_timeout};
+use crate::logs::LogStart;
 use crate::outcome::{
     CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult, join_failures,
 };
@@ -486,6 +487,20 @@ impl<P: Platform> Driver<P> {
             .collect())
     }
 
+    /// Where to start reading the task's `stream` for what `start` asks (its last lines,
+    /// what arrived since a time); see [`crate::logs::find_start`].
+    pub fn log_start(
+        &self,
+        handle: &HandleId,
+        stream: LogStream,
+        start: LogStart,
+    ) -> Result<LogCursor, DriverError> {
+        crate::logs::find_start(
+            &mut |cursor, max| self.read_logs(handle, stream, cursor, max),
+            start,
+        )
+    }
+
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking and
     /// without touching the task; works while it runs and after it exited, until it is
     /// collected.
@@ -745,6 +760,15 @@ impl<P: Platform> TaskHandle<P> {
         self.platform
             .stats(supervisor, deadline)
             .map_err(|source| self.platform_error(Operation::Stats, source))
+    }
+
+    /// Where to start reading the task's `stream` for what `start` asks; see
+    /// [`Driver::log_start`].
+    pub fn log_start(&self, stream: LogStream, start: LogStart) -> Result<LogCursor, DriverError> {
+        crate::logs::find_start(
+            &mut |cursor, max| self.read_logs(stream, cursor, max),
+            start,
+        )
     }
 
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking; also

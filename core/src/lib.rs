@@ -38,6 +38,7 @@ pub mod driver;
 pub mod handle;
 pub mod lifecycle;
 pub mod log_outputs;
+pub mod logs;
 pub mod outcome;
 pub mod platform;
 pub mod seccomp;
@@ -55,11 +56,12 @@ pub use lifecycle::{
     Effect, Event, EventKind, Lifecycle, State, Timeouts, TransitionError, kill_timeout,
 };
 pub use log_outputs::LogOutputs;
+pub use logs::{LogStart, find_start};
 pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult};
 pub use platform::{
-    CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, MemoryStats,
-    Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskRecord,
-    TaskStats, Timestamp,
+    CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, LogTime,
+    MemoryStats, Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned,
+    TaskLimits, TaskRecord, TaskStats, Timestamp,
 };
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};

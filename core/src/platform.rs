@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::handle::{HandleId, ProcessIdentity, SupervisorIdentity};
 use crate::outcome::ExitStatus;
 use crate::signal::Signal;
-use crate::spec::TaskSpec;
+use crate::spec::{Resources, TaskSpec};
 
 /// A point on the platform's clock: time since an arbitrary, fixed epoch.
 #[derive(
@@ -100,8 +100,66 @@ pub struct TaskStats {
     /// The task's output dropped over its log rate; zero from a supervisor that predates it.
     #[serde(default)]
     pub logs: LogStats,
-    /// When the stats were read, on the platform clock.
+    /// When the stats were read, on the platform clock (monotonic: for differences, such as
+    /// a cpu % between two readings).
     pub timestamp: Timestamp,
+    /// When the stats were read, by the wall clock where they were read: unix nanoseconds;
+    /// 0 from a supervisor that predates it.
+    #[serde(default)]
+    pub read_at_unix_nanos: u64,
+    /// The limits the task runs under; `None` from a supervisor that predates them.
+    #[serde(default)]
+    pub limits: Option<TaskLimits>,
+}
+
+/// The limits a task runs under, as its spec set them on its cgroup (see [`Resources`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Relative cpu weight.
+    pub cpu_shares: u64,
+    /// A hard cpu limit in thousandths of a cpu, if any.
+    pub cpu_max_millicores: Option<u64>,
+    /// The memory limit, bytes.
+    pub memory_limit_bytes: u64,
+    /// The hard memory maximum above the limit, bytes, if any.
+    pub memory_max_bytes: Option<u64>,
+    /// Most processes and threads at once.
+    pub pids_max: u64,
+}
+
+impl From<&Resources> for TaskLimits {
+    fn from(r: &Resources) -> Self {
+        Self {
+            cpu_shares: r.cpu_shares,
+            cpu_max_millicores: r.cpu_max_millicores,
+            memory_limit_bytes: r.memory_limit_bytes,
+            memory_max_bytes: r.memory_max_bytes,
+            pids_max: r.pids_max,
+        }
+    }
+}
+
+impl TaskStats {
+    /// The memory in use, bytes: resident anonymous memory and page cache.
+    pub fn memory_used(&self) -> u64 {
+        self.memory.rss.saturating_add(self.memory.cache)
+    }
+
+    /// The cpu used between `earlier` and this reading, in percent of one cpu (200 is two
+    /// cpus busy, as `docker stats` counts); `None` if no time passed between them.
+    pub fn cpu_percent_since(&self, earlier: &TaskStats) -> Option<f64> {
+        let wall = self
+            .timestamp
+            .0
+            .checked_sub(earlier.timestamp.0)?
+            .as_nanos();
+        if wall == 0 {
+            return None;
+        }
+        let used = |s: &TaskStats| u128::from(s.cpu.user_ns) + u128::from(s.cpu.system_ns);
+        let cpu = used(self).saturating_sub(used(earlier));
+        Some(cpu as f64 * 100.0 / wall as f64)
+    }
 }
 
 /// What the platform recorded about a task it started: everything needed to find it again.
@@ -205,7 +263,8 @@ pub struct LogCursor {
     pub offset: u64,
 }
 
-/// Output read from a task's logs.
+/// Output read from a task's logs: bytes of one log file only, ending at `next` (so that the
+/// cursor of each byte is known, see [`crate::logs`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogChunk {
     /// The bytes, in order.
@@ -216,6 +275,19 @@ pub struct LogChunk {
     pub skipped: u64,
     /// Whether more may come: the task (or its supervisor, which writes the logs) still runs.
     pub more_may_come: bool,
+    /// When the bytes arrived from the task, where the platform records it: each entry says
+    /// that `data[at..]` arrived at its time, up to the next entry. Bytes before the first
+    /// entry (or all, when it is empty) have no known time.
+    pub times: Vec<LogTime>,
+}
+
+/// When a part of a [`LogChunk`] arrived from the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogTime {
+    /// Where in the chunk's data the part starts.
+    pub at: usize,
+    /// When it arrived, unix time in nanoseconds.
+    pub unix_nanos: u64,
 }
 
 /// Why the platform refused to act on a handle or task; nothing was touched.
@@ -567,3 +639,33 @@ pub trait Platform: Send + Sync {
 #[cfg(feature = "mock")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MockSupervisor(pub u32);
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    fn at(ms: u64, user_ms: u64, system_ms: u64) -> TaskStats {
+        TaskStats {
+            timestamp: Timestamp(Duration::from_millis(ms)),
+            cpu: CpuStats {
+                user_ns: user_ms * 1_000_000,
+                system_ns: system_ms * 1_000_000,
+                ..CpuStats::default()
+            },
+            ..TaskStats::default()
+        }
+    }
+
+    #[test]
+    fn cpu_percent_is_of_one_cpu_over_the_interval() {
+        let a = at(1_000, 100, 50);
+        assert_eq!(at(2_000, 600, 50).cpu_percent_since(&a), Some(50.0));
+        // Two cpus busy for the whole second.
+        assert_eq!(at(2_000, 1_600, 550).cpu_percent_since(&a), Some(200.0));
+        // No time passed, or readings out of order: no figure rather than a division by 0.
+        assert_eq!(at(1_000, 900, 50).cpu_percent_since(&a), None);
+        assert_eq!(a.cpu_percent_since(&at(2_000, 0, 0)), None);
+        // A counter that went backwards (a new cgroup) counts as none used.
+        assert_eq!(at(2_000, 0, 0).cpu_percent_since(&a), Some(0.0));
+    }
+}

@@ -466,9 +466,10 @@ impl driver_server::Driver for DriverService {
                         break;
                     }
                 };
+                let read_at = usage.read_at.unwrap_or_else(SystemTime::now);
                 let stats = d::TaskStats {
                     id: entry.nomad_id.clone(),
-                    timestamp: Some(timestamp(SystemTime::now())),
+                    timestamp: Some(timestamp(read_at)),
                     agg_resource_usage: Some(tracker.record(usage)),
                     resource_usage_by_pid: HashMap::new(),
                 };

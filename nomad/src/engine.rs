@@ -194,6 +194,8 @@ pub struct Usage {
     pub max_usage: u64,
     /// Processes and threads.
     pub pids: u64,
+    /// When it was read, by the wall clock of the node (`None` from an older supervisor).
+    pub read_at: Option<std::time::SystemTime>,
 }
 
 /// The engine, configured from the plugin's settings.
@@ -393,6 +395,8 @@ impl Task {
                 swap: s.memory.swap,
                 max_usage: s.memory.max_usage,
                 pids: s.pids,
+                read_at: (s.read_at_unix_nanos > 0)
+                    .then(|| std::time::UNIX_EPOCH + Duration::from_nanos(s.read_at_unix_nanos)),
             })),
             Err(DriverError::NotRunning { .. }) => Ok(None),
             Err(e) => Err(e.into()),

@@ -117,28 +117,13 @@ pub enum Command {
         signal: String,
     },
 
-    /// Show a running task's memory, cpu and process counts.
-    Stats {
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
-        #[arg(value_name = "HANDLE")]
-        handle: String,
-    },
+    /// Show running tasks' cpu %, memory and processes against their limits, live (as
+    /// `docker stats`).
+    Stats(StatsOpts),
 
-    /// Print a task's stdout (or stderr) log.
-    Logs {
-        /// The stderr log instead of stdout.
-        #[arg(long)]
-        stderr: bool,
-        /// Keep printing as the task writes, until it exits.
-        #[arg(short, long)]
-        follow: bool,
-        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
-        #[arg(value_name = "HANDLE")]
-        handle: String,
-    },
+    /// Print a task's output: its stdout on ours and its stderr on ours, in the order it
+    /// arrived; or one of them (on our stdout).
+    Logs(LogsOpts),
 
     /// List the tasks in the data dir.
     List {
@@ -369,4 +354,46 @@ mod tests {
             }
         }
     }
+}
+
+/// Options of `stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsOpts {
+    /// Print one table (two samples a second apart, for the cpu %) and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Print one JSON object per task and sample, one a line, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Handle ids, `-` to read one from stdin, or task ids in the data dir; none for every
+    /// running task in the data dir.
+    #[arg(value_name = "HANDLE")]
+    pub handles: Vec<String>,
+}
+
+/// Options of `logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsOpts {
+    /// Only the stdout log.
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Only the stderr log, printed on our stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing as the task writes, until it exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (of both streams together, by arrival), or `all`.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<String>,
+    /// Only the lines that arrived since this: a duration back from now (10m, 1h30m), an
+    /// RFC 3339 time in UTC (2026-12-03T10:00:00Z), or unix seconds.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Prefix each line with the time it arrived from the task (RFC 3339, nanoseconds, UTC).
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+    #[arg(value_name = "HANDLE")]
+    pub handle: String,
 }

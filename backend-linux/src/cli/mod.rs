@@ -18,6 +18,7 @@ mod parse;
 mod run;
 mod signal;
 mod spec;
+mod stats;
 mod status;
 mod wait;
 
@@ -189,12 +190,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Kill { timeout, handle } => kill::kill(&ctx, timeout.as_deref(), &handle),
         Command::Status { json, handle } => status::status(&ctx, json, &handle),
         Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
-        Command::Stats { json, handle } => signal::stats(&ctx, json, &handle),
-        Command::Logs {
-            stderr,
-            follow,
-            handle,
-        } => logs::logs(&ctx, stderr, follow, &handle),
+        Command::Stats(opts) => stats::stats(&ctx, &opts),
+        Command::Logs(opts) => logs::logs(&ctx, &opts),
         Command::List { json } => status::list(&ctx, json),
         Command::Fingerprint { json } => fingerprint::fingerprint(&ctx, json),
         Command::Completion { shell } => docs::completion(shell),

@@ -329,6 +329,11 @@ impl Platform for LinuxPlatform {
             next: read.next,
             skipped: read.skipped,
             more_may_come,
+            times: read
+                .times
+                .into_iter()
+                .map(|(at, unix_nanos)| execdriver_core::LogTime { at, unix_nanos })
+                .collect(),
         })
     }
 

@@ -703,6 +703,7 @@ impl Supervisor {
                 Some(cgroup) if self.exit.is_none() => match cgroup.stats() {
                     Ok(stats) => Response::Stats(execdriver_core::TaskStats {
                         logs: self.dropped,
+                        limits: Some((&self.spec.resources).into()),
                         ..stats
                     }),
                     Err(e) => {
