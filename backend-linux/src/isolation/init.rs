@@ -100,7 +100,7 @@ fn reset_oom_score() -> Result<(), i32> {
 /// What the cloned child needs, prepared by the supervisor before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildContext<'a> {
-    /// /dev/null (read), for the task's stdin.
+    /// The task's stdin: /dev/null (read) unless the request gave one.
     pub null: RawFd,
     /// The task's stdout.
     pub stdout: RawFd,
