@@ -46,7 +46,12 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
         .name
         .clone()
         .or_else(|| from_file("task_name"))
-        .unwrap_or_else(|| task_name(opts));
+        .unwrap_or_else(|| {
+            let file_command = file
+                .as_ref()
+                .and_then(|f| f.get("config")?.get("command")?.as_str());
+            task_name(opts.command.first().map(String::as_str).or(file_command))
+        });
     if RESERVED_NAMES.contains(&name.as_str()) {
         return Err(fail!(
             "--name {name:?} is reserved: the task dir would be the alloc dir's {name} dir"
@@ -343,18 +348,13 @@ fn log_rate(text: &str) -> Result<Option<u64>> {
     }
 }
 
-/// The task's name: `--name`, else the command's file name unless that is reserved.
-pub fn task_name(opts: &TaskOptions) -> String {
-    match &opts.name {
-        Some(name) => name.clone(),
-        None => opts
-            .command
-            .first()
-            .and_then(|c| Path::new(c).file_name())
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .filter(|n| !RESERVED_NAMES.contains(n))
-            .unwrap_or("task")
-            .to_owned(),
-    }
+/// The default task name: the command's file name unless that is reserved.
+fn task_name(command: Option<&str>) -> String {
+    command
+        .and_then(|c| Path::new(c).file_name())
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .filter(|n| !RESERVED_NAMES.contains(n))
+        .unwrap_or("task")
+        .to_owned()
 }

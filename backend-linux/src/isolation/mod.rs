@@ -26,8 +26,11 @@
 //! nothing to unmount on the host, ever.
 //!
 //! What the task sees:
-//! - `/`: the task dir (bound onto itself, nosuid,nodev). The working directory is `/`, as
-//!   in Nomad, so a command such as `local/run.sh` works.
+//! - `/`: the task dir (bound onto itself, nosuid,nodev). The working directory is the
+//!   spec's `workdir` (which must exist in the root), else `/`, as in Nomad and docker, so a
+//!   command such as `local/run.sh` works.
+//! - the spec's bind mounts, after the chroot env and the masks (nosuid,nodev; read-only
+//!   when asked), their mount points made in the task dir, or found in a host dir.
 //! - the chroot env dirs that exist on the host, bound read-only,nosuid,nodev (recursively,
 //!   submounts read-only too, where mount_setattr exists); host symlinks such as the merged
 //!   /usr `/bin -> usr/bin` are recreated as symlinks. Nothing is copied.
@@ -46,8 +49,10 @@
 //! - environment: only `spec.env`, then `EXECDRIVER_TASK_DIR=/local`,
 //!   `EXECDRIVER_ALLOC_DIR=/alloc`, `EXECDRIVER_SECRETS_DIR=/secrets`,
 //!   `EXECDRIVER_TASK_NAME`, `EXECDRIVER_TASK_ID` (these win over `spec.env`), and
-//!   [`DEFAULT_PATH`] unless `spec.env` sets PATH. A bare command is looked up in that PATH
-//!   inside the task root.
+//!   [`DEFAULT_PATH`] unless `spec.env` sets PATH, and HOME (the passwd home when it is a
+//!   dir in the task root, else `/`), USER and LOGNAME (when the user has a passwd entry)
+//!   unless `spec.env` sets them. A bare command is looked up in that PATH inside the task
+//!   root.
 //! - stdin `/dev/null` (or the request's fd), stdout/stderr the request's fds, no other fd; umask 022; every
 //!   signal at its default and unblocked; no_new_privs; no capabilities, and a task run as
 //!   root keeps only [`TASK_CAPABILITIES`] (Docker's default set less NET_RAW and MKNOD), in
