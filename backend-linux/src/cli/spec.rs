@@ -358,3 +358,74 @@ fn task_name(command: Option<&str>) -> String {
         .unwrap_or("task")
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_parse_with_their_mode() {
+        let m = volume("/srv/a:/data").expect("rw");
+        assert_eq!(
+            (m.source.to_str(), m.destination.to_str(), m.readonly),
+            (Some("/srv/a"), Some("/data"), false)
+        );
+        assert!(volume("/srv/a:/data:ro").expect("ro").readonly);
+        assert!(!volume("/srv/a:/data:rw").expect("rw").readonly);
+        for (bad, needle) in [
+            ("/srv/a", "SRC:DST"),
+            ("/srv/a:/data:rx", "ro or rw"),
+            ("/srv/a:/data:ro:x", "`:`"),
+            (":/data", "SRC:DST"),
+            ("/srv/a:/proc/x", "mounts itself"),
+            ("a:/data", "absolute"),
+        ] {
+            let err = volume(bad).expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_files_read_as_docker_reads_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vars");
+        // Set nowhere: a KEY line for it is left out, as `-e KEY` would be.
+        let unset = "EXECDRIVER_TEST_ENV_FILE_UNSET";
+        let path = std::env::var("PATH").expect("PATH");
+        std::fs::write(
+            &file,
+            format!("# c\n\n A=1\nB= two = \nPATH\n{unset}\nC=\"q\"\n"),
+        )
+        .expect("write");
+        let vars = env_file(&file).expect("parse");
+        assert_eq!(
+            vars,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), " two = ".into()),
+                ("PATH".into(), path),
+                ("C".into(), "\"q\"".into()),
+            ]
+        );
+        std::fs::write(&file, "A=1\n=x\n").expect("write");
+        let err = env_file(&file).expect_err("empty name").to_string();
+        assert!(err.contains("line 2") && err.contains("vars"), "{err}");
+    }
+
+    #[test]
+    fn a_spec_file_overlays_the_defaults_field_by_field() {
+        let base = TaskSpec::new("t", "n", "/a", "/a/n", TaskConfig::new("/bin/true", ["x"]));
+        let file: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"user": "root", "resources": {"pids_max": 64}, "config": {"args": ["y"]}}"#,
+        )
+        .expect("json");
+        let spec = overlay(&base, file).expect("overlay");
+        assert_eq!(spec.user, "root");
+        assert_eq!(spec.resources.pids_max, 64);
+        assert_eq!(spec.resources.cpu_shares, base.resources.cpu_shares);
+        assert_eq!(spec.config, TaskConfig::new("/bin/true", ["y"]));
+        let bad: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"usr": "root"}"#).expect("json");
+        assert!(overlay(&base, bad).expect_err("unknown").contains("usr"));
+    }
+}
