@@ -246,6 +246,96 @@ fn volumes_read_only_refuse_writes_and_read_write_ones_reach_the_host() {
     env.assert_clean(CLEAN);
 }
 
+/// Unmounts, lazily, what a test mounted on the host, even when it fails.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn a_slave_volume_shows_what_the_host_mounts_under_its_source_later() {
+    let Some(env) = env("a_slave_volume_shows_what_the_host_mounts_under_its_source_later") else {
+        return;
+    };
+    use nix::mount::{MsFlags, mount};
+    let src = env.data.join("propagating");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let mut mounts = HostMounts(Vec::new());
+    // A shared mount of its own, whatever the host's propagation is.
+    mount(
+        Some(&src),
+        &src,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind");
+    mounts.0.push(src.clone());
+    mount(
+        None::<&str>,
+        &src,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .expect("shared");
+    let volume = format!("{}:/data:ro,rslave", src.display());
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut child = command(
+        &env,
+        &[
+            "run",
+            "--id",
+            &id,
+            "-v",
+            &volume,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; while [ ! -e /data/sub/marker ]; do sleep 0.05; done; cat /data/sub/marker",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "up\n");
+    // Mounted on the host after the task started: it appears in the task.
+    let sub = src.join("sub");
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .expect("tmpfs");
+    mounts.0.push(sub.clone());
+    std::fs::write(sub.join("marker"), "propagated\n").expect("write");
+    line.clear();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "propagated\n");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    drop(mounts);
+    // Nothing may be mounted inside a shared mount: it would be mounted on the host too.
+    let shared = format!("{}:/data:rshared", src.display());
+    let inner = format!("{}:/data/sub", env.data.display());
+    refused(
+        &run(&env, &["-v", &shared, "-v", &inner, "/bin/true"]),
+        "shared mount",
+    );
+    env.assert_clean(CLEAN);
+}
+
 #[test]
 fn numeric_user_and_group_need_no_passwd_entry() {
     let Some(env) = env("numeric_user_and_group_need_no_passwd_entry") else {

@@ -507,7 +507,7 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<PathBuf>,
     /// Host paths bound into the task root, after the chroot env (so one may sit inside
-    /// `/etc`) and after the masks; in the order given, a parent before what it holds.
+    /// `/etc`) and after the masks; a parent before what it holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<BindMount>,
     /// Where the task's stdin comes from.

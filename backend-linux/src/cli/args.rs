@@ -236,10 +236,12 @@ pub struct TaskOptions {
     pub workdir: Option<PathBuf>,
 
     /// Bind a host file or dir into the task's root: SRC:DST, read-write, or SRC:DST:ro
-    /// (repeatable). Both absolute; SRC must exist; DST may not be / or in /proc, /dev,
+    /// (repeatable); a propagation may follow, comma-separated (SRC:DST:ro,rslave): private,
+    /// rprivate (the default), slave, rslave (host mounts under SRC appear in the task),
+    /// shared, rshared. Both absolute; SRC must exist; DST may not be / or in /proc, /dev,
     /// /alloc, /local, /secrets or /tmp, and when it is in a chroot env dir it must exist
     /// there already.
-    #[arg(short, long = "volume", value_name = "SRC:DST[:ro|:rw]")]
+    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTIONS]")]
     pub volume: Vec<String>,
 
     /// Give the task our stdin (`echo hi | execdriver run -i -- cat`); without it the task's

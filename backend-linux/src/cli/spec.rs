@@ -293,24 +293,36 @@ fn env_file(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(vars)
 }
 
-/// A `-v SRC:DST[:ro|:rw]`.
+/// A `-v SRC:DST[:OPTIONS]`, OPTIONS a comma-separated list of `ro` or `rw` and a
+/// propagation (`private`, `rprivate`, `slave`, `rslave`, `shared`, `rshared`), as docker's.
 fn volume(text: &str) -> std::result::Result<BindMount, String> {
+    use execdriver_core::Propagation as P;
     let mut parts = text.split(':');
     let (Some(source), Some(destination)) = (parts.next(), parts.next()) else {
         return Err("give SRC:DST, SRC:DST:ro or SRC:DST:rw".into());
     };
-    let readonly = match parts.next() {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(other) => return Err(format!("unknown mode {other:?}: use ro or rw")),
-    };
+    let mut mount = BindMount::new(source, destination);
+    for option in parts.next().into_iter().flat_map(|o| o.split(',')) {
+        match option {
+            "rw" => mount.readonly = false,
+            "ro" => mount.readonly = true,
+            "private" => mount.propagation = P::Private,
+            "rprivate" => mount.propagation = P::Rprivate,
+            "slave" => mount.propagation = P::Slave,
+            "rslave" => mount.propagation = P::Rslave,
+            "shared" => mount.propagation = P::Shared,
+            "rshared" => mount.propagation = P::Rshared,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}: use ro or rw, and private, rprivate, slave, \
+                     rslave, shared or rshared"
+                ));
+            }
+        }
+    }
     if parts.next().is_some() || source.is_empty() || destination.is_empty() {
         return Err("give SRC:DST, SRC:DST:ro or SRC:DST:rw (paths cannot hold `:`)".into());
     }
-    let mount = BindMount {
-        readonly,
-        ..BindMount::new(source, destination)
-    };
     mount.validate().map_err(|e| e.to_string())?;
     Ok(mount)
 }
@@ -372,6 +384,9 @@ mod tests {
         );
         assert!(volume("/srv/a:/data:ro").expect("ro").readonly);
         assert!(!volume("/srv/a:/data:rw").expect("rw").readonly);
+        let m = volume("/srv/a:/data:ro,rslave").expect("ro,rslave");
+        assert!(m.readonly);
+        assert_eq!(m.propagation, execdriver_core::Propagation::Rslave);
         for (bad, needle) in [
             ("/srv/a", "SRC:DST"),
             ("/srv/a:/data:rx", "ro or rw"),

@@ -759,6 +759,7 @@ mod tests {
             }],
             have_setattr: true,
             home: "/".into(),
+            trees: Vec::new(),
         };
         let user = user::TaskUser {
             name: "nobody".into(),

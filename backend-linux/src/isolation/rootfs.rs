@@ -124,6 +124,23 @@ pub(crate) enum Step {
         /// The task's `/dev/null`, to cover a masked file with.
         dev_null: CString,
     },
+    /// Attach the detached mount tree [`RootPlan::trees`]`[index]` (cloned in the
+    /// supervisor's mount namespace, so it keeps the host's propagation) at `dst`, add the
+    /// `MOUNT_ATTR_*` bits in `attrs`, and make it a slave when `slave`.
+    AttachTree {
+        /// Which of the plan's trees (its fd is [`super::init::FIRST_TREE_FD`] + index in
+        /// the child).
+        index: usize,
+        /// Mount point.
+        dst: CString,
+        /// `MOUNT_ATTR_*` bits.
+        attrs: u64,
+        /// Whether the attrs and the propagation apply to the mounts below too.
+        recursive: bool,
+        /// Receive the host's mount events without sending any (`slave`, `rslave`), rather
+        /// than both ways (`shared`, `rshared`).
+        slave: bool,
+    },
     /// Set the UTS hostname.
     Hostname {
         /// The name, at most 64 bytes.
@@ -158,7 +175,14 @@ pub(crate) struct RootPlan {
     pub have_setattr: bool,
     /// The user's home dir when it exists in the task's root, else `/`.
     pub home: PathBuf,
+    /// Detached copies of the sources of the mounts that propagate (at most
+    /// [`MAX_PROPAGATING_MOUNTS`]), for [`Step::AttachTree`].
+    pub trees: Vec<std::os::fd::OwnedFd>,
 }
+
+/// Most mounts with slave or shared propagation a task may have: each is an fd the init
+/// carries until its root is built.
+pub(crate) const MAX_PROPAGATING_MOUNTS: usize = 16;
 
 /// A chroot env entry as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -680,17 +704,58 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
     }
     // After the masks: a mount the spec names explicitly is what the task sees there.
     let mounts = resolve_mounts(&root, &spec.mounts, &entries)?;
+    let mut trees = Vec::new();
     for mount in &mounts {
+        use execdriver_core::Propagation as P;
         let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if mount.spec.readonly {
             attrs |= MOUNT_ATTR_RDONLY;
         }
-        steps.push(Step::Bind {
-            src: cstring(&mount.source)?,
+        let (recursive, slave) = match mount.spec.propagation {
+            P::Private | P::Rprivate => {
+                steps.push(Step::Bind {
+                    src: cstring(&mount.source)?,
+                    dst: cstring(&mount.at)?,
+                    recursive: have_setattr,
+                    attrs,
+                });
+                continue;
+            }
+            P::Slave => (false, true),
+            P::Rslave => (true, true),
+            P::Shared => (false, false),
+            P::Rshared => (true, false),
+        };
+        if !have_setattr {
+            return Err(mount_error(
+                mount.spec,
+                "slave and shared propagation need Linux 5.12 or later (open_tree, move_mount \
+                 and mount_setattr)",
+            ));
+        }
+        if trees.len() == MAX_PROPAGATING_MOUNTS {
+            return Err(mount_error(
+                mount.spec,
+                format!("at most {MAX_PROPAGATING_MOUNTS} mounts may have slave or shared propagation"),
+            ));
+        }
+        let tree = sys::open_tree_clone(&cstring(&mount.source)?, recursive).map_err(|errno| {
+            mount_error(
+                mount.spec,
+                format!(
+                    "cannot copy the source's mount tree: {}",
+                    io::Error::from_raw_os_error(errno)
+                ),
+            )
+        })?;
+        steps.push(Step::AttachTree {
+            index: trees.len(),
             dst: cstring(&mount.at)?,
-            recursive: have_setattr,
             attrs,
+            recursive,
+            slave,
         });
+        trees.push(tree);
     }
     let home = user
         .entry
@@ -826,6 +891,7 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
         steps,
         have_setattr,
         home,
+        trees,
     })
 }
 
@@ -877,7 +943,6 @@ fn resolve_mounts<'a>(
     mounts: &'a [execdriver_core::BindMount],
     entries: &[HostEntry],
 ) -> Result<Vec<ResolvedMount<'a>>, IsolationError> {
-    use execdriver_core::Propagation;
     let mut ordered: Vec<&execdriver_core::BindMount> = mounts.iter().collect();
     ordered.sort_by_key(|m| m.destination.components().count());
     let mut resolved: Vec<ResolvedMount<'a>> = Vec::new();
@@ -885,12 +950,19 @@ fn resolve_mounts<'a>(
         mount
             .validate()
             .map_err(|e| mount_error(mount, e.to_string()))?;
-        if !matches!(mount.propagation, Propagation::Private | Propagation::Rprivate) {
+        // A mount made inside a shared one would be made on the host too, and outlive the task.
+        if let Some(shared) = resolved.iter().find(|m| {
+            matches!(
+                m.spec.propagation,
+                execdriver_core::Propagation::Shared | execdriver_core::Propagation::Rshared
+            ) && mount.destination.starts_with(&m.spec.destination)
+        }) {
             return Err(mount_error(
                 mount,
                 format!(
-                    "propagation {:?} is not supported yet (only private and rprivate)",
-                    mount.propagation
+                    "it is inside {:?}, a shared mount: it would be mounted on the host too; \
+                     use slave propagation there or another destination",
+                    shared.spec.destination
                 ),
             ));
         }
@@ -1014,6 +1086,11 @@ impl Step {
             Step::Symlink { target, path } => {
                 format!("creating symlink {} -> {}", show(path), show(target))
             }
+            Step::AttachTree { dst, slave, .. } => format!(
+                "mounting a copy of the mount source at {} ({})",
+                show(dst),
+                if *slave { "slave" } else { "shared" }
+            ),
             Step::Hostname { name } => {
                 format!(
                     "setting the hostname to {:?}",
@@ -1098,6 +1175,21 @@ impl Step {
                 guard,
                 dev_null,
             } => guard_proc(path, *guard, dev_null, have_setattr),
+            Step::AttachTree {
+                index,
+                dst,
+                attrs,
+                recursive,
+                slave,
+            } => {
+                sys::move_mount_tree(super::init::FIRST_TREE_FD + *index as i32, dst)?;
+                sys::mount_setattr(dst, *attrs, *recursive)?;
+                if !*slave {
+                    return Ok(());
+                }
+                let rec = if *recursive { libc::MS_REC } else { 0 };
+                mount(None, dst, None, libc::MS_SLAVE | rec, None)
+            }
             Step::Hostname { name } => {
                 // SAFETY: name is valid for name.len() bytes.
                 check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
