@@ -146,6 +146,7 @@ fn task_runs_as_nobody_in_its_own_root() {
     let (_, out) = run_task(
         &env,
         &[
+            "--chroot-env-only",
             "--chroot-env",
             "/bin",
             "--chroot-env",
@@ -375,10 +376,7 @@ fn bad_input_is_one_line_and_status_125() {
         ),
         (vec!["run", "--pids-max", "many", "--", "/bin/true"], "many"),
         (vec!["run", "--id", "../x", "--", "/bin/true"], "../x"),
-        (
-            vec!["run", "--env", "NOEQUALS", "--", "/bin/true"],
-            "NOEQUALS",
-        ),
+        (vec!["run", "--env", "=NONAME", "--", "/bin/true"], "NONAME"),
         (vec!["run", "--", "/bin/echo hi"], "whitespace"),
         (
             vec!["run", "--pids-max", "1", "--", "/bin/true"],

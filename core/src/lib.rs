@@ -65,7 +65,10 @@ pub use platform::{
 };
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};
-pub use spec::{LogRotation, Network, Resources, SpecError, TaskSpec, validate_task_id};
+pub use spec::{
+    BindMount, LogRotation, Network, Propagation, Resources, SpecError, Stdin, TaskSpec, UserSpec,
+    parse_user, validate_task_id,
+};
 
 #[cfg(feature = "mock")]
 pub use platform::{MockPlatform, MockSupervisor};

@@ -199,13 +199,40 @@ pub struct TaskOptions {
     #[arg(long, value_name = "N")]
     pub pids_max: Option<String>,
 
-    /// The user the task runs as [default: nobody].
-    #[arg(long, value_name = "NAME")]
+    /// The user the task runs as: NAME, UID, UID:GID or NAME:GROUP (a number needs no
+    /// passwd entry; a user with an entry gets its supplementary groups) [default: nobody].
+    #[arg(short, long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
-    /// An environment variable of the task (repeatable); it gets no other.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// An environment variable of the task (repeatable; after --env-file, so it wins): KEY=VALUE,
+    /// or KEY alone for our own value of KEY (left unset when we have none). The task gets
+    /// no other besides EXECDRIVER_* and HOME, USER, LOGNAME and PATH.
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
+
+    /// Read environment variables from FILE (repeatable): KEY=VALUE lines (the value taken
+    /// as written, quotes included), KEY alone to pass ours through, `#` comments and blank
+    /// lines skipped, as docker reads an env file.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// The task's working dir, an absolute path in its root that must exist there [default: /].
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Bind a host file or dir into the task's root: SRC:DST, read-write, or SRC:DST:ro
+    /// (repeatable); a propagation may follow, comma-separated (SRC:DST:ro,rslave): private,
+    /// rprivate (the default), slave, rslave (host mounts under SRC appear in the task),
+    /// shared, rshared. Both absolute; SRC must exist; DST may not be / or in /proc, /dev,
+    /// /alloc, /local, /secrets or /tmp, and when it is in a chroot env dir it must exist
+    /// there already.
+    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTIONS]")]
+    pub volume: Vec<String>,
+
+    /// Give the task our stdin (`echo hi | execdriver run -i -- cat`); without it the task's
+    /// stdin is /dev/null.
+    #[arg(short, long)]
+    pub interactive: bool,
 
     /// Time the kill signal gets before everything is force-killed (500ms, 5s, 1m) [default: 5s].
     #[arg(long, value_name = "DUR")]
@@ -222,10 +249,15 @@ pub struct TaskOptions {
     #[arg(long, value_name = "SIZE")]
     pub log_rate: Option<String>,
 
-    /// A host dir made visible read-only in the task's root (repeatable; replaces the
-    /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr).
+    /// A host dir made visible read-only in the task's root (repeatable; adds to the
+    /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr, of which those
+    /// the host lacks are skipped). A dir given here that does not exist is an error.
     #[arg(long, value_name = "DIR")]
     pub chroot_env: Vec<PathBuf>,
+
+    /// The --chroot-env dirs replace the default list instead of adding to it.
+    #[arg(long, requires = "chroot_env")]
+    pub chroot_env_only: bool,
 
     /// A path inside the chroot env the task sees as an empty read-only file or dir
     /// (repeatable; adds to the defaults: /etc/shadow, /etc/gshadow, /etc/sudoers, ssh host
@@ -260,8 +292,23 @@ pub struct TaskOptions {
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
 
+    /// Start from the task spec in FILE (JSON, or TOML when the name ends in .toml), as
+    /// --dry-run prints it; fields left out take their defaults, and the options given
+    /// beside it override its fields (COMMAND its config; --env, -v, --mask and --chroot-env
+    /// add to its lists). Its alloc_dir and task_dir are replaced by ours in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
+    /// Print the fully resolved task spec as JSON and exit 0; nothing is started or created.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// The command and its arguments (after `--` when an argument starts with `-`).
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    #[arg(
+        required_unless_present = "spec",
+        trailing_var_arg = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -334,6 +381,38 @@ mod tests {
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);
+        let cli = Cli::try_parse_from([
+            "execdriver",
+            "run",
+            "-i",
+            "-e",
+            "A",
+            "-e",
+            "B=1",
+            "-w",
+            "/srv",
+            "-v",
+            "/a:/b:ro",
+            "-u",
+            "1000:1000",
+            "/bin/true",
+        ])
+        .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert!(opts.interactive);
+        assert_eq!(opts.env, vec!["A", "B=1"]);
+        assert_eq!(opts.workdir, Some(PathBuf::from("/srv")));
+        assert_eq!(opts.volume, vec!["/a:/b:ro"]);
+        assert_eq!(opts.user.as_deref(), Some("1000:1000"));
+        let cli = Cli::try_parse_from(["execdriver", "run", "--spec", "t.toml"]).expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert!(opts.command.is_empty());
+        Cli::try_parse_from(["execdriver", "run", "--chroot-env-only", "/bin/true"])
+            .expect_err("--chroot-env-only needs --chroot-env");
     }
 
     #[test]

@@ -187,10 +187,16 @@ fn start_supervisor(
         .arg(&platform.config.slice_name);
     // The supervisor needs nothing from the agent's environment, and the task's
     // environment comes from the spec alone.
+    // The supervisor's stdin is the task's to be: ours when the spec asks for it (the
+    // supervisor hands it on and lets go of it), else nothing.
+    let stdin = match spec.stdin {
+        execdriver_core::Stdin::Inherit => Stdio::inherit(),
+        _ => Stdio::null(),
+    };
     command
         .env_clear()
         .current_dir("/")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(log);
     let lock_fd = lock.fd().as_raw_fd();
