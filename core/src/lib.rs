@@ -54,8 +54,8 @@ pub use lifecycle::{
 pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult};
 pub use platform::{
     CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, MemoryStats,
-    Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskRecord,
-    TaskStats, Timestamp,
+    Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskDetails,
+    TaskRecord, TaskStats, Timestamp,
 };
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};

@@ -42,6 +42,11 @@ pub enum SpecError {
         "task id {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
     )]
     TaskId(String),
+    /// A unique name that is not safe in a file name.
+    #[error(
+        "name {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    Name(String),
     /// A task name that is not safe in a file name.
     #[error(
         "task name {0:?} is not usable: it must be 1 to 128 characters without `/` or nul, and not `.` or `..`"
@@ -486,6 +491,11 @@ pub struct TaskSpec {
     /// without one still reads the same for a reader that does not know the field.
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// A name unique among the tasks of the driver's data dir, claimed at start (a start
+    /// whose name is held fails) and released when the task is removed; the task can then
+    /// be found by it as by its id. None: the task has only its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl TaskSpec {
@@ -513,6 +523,7 @@ impl TaskSpec {
             masked_paths: default_masked_paths(),
             network: Network::Host,
             seccomp: Seccomp::Default,
+            name: None,
         }
     }
 
@@ -520,6 +531,9 @@ impl TaskSpec {
     pub fn validate(&self, max_kill_timeout: Duration) -> Result<(), SpecError> {
         validate_task_id(&self.task_id)?;
         validate_task_name(&self.task_name)?;
+        if let Some(name) = &self.name {
+            validate_task_id(name).map_err(|_| SpecError::Name(name.clone()))?;
+        }
         validate_abs_path("alloc dir", &self.alloc_dir)?;
         validate_abs_path("task dir", &self.task_dir)?;
         for dir in &self.chroot_env {

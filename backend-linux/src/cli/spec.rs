@@ -39,6 +39,9 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
         &task_dir,
         TaskConfig::new(command.clone(), args.iter().cloned()),
     );
+    // Only a name asked for is claimed: a second `run -- /bin/true` must not fail because
+    // the first is still kept.
+    spec.name = opts.name.clone();
     let number = |option: &str, text: &str| -> Result<u64> {
         text.trim()
             .parse()
