@@ -158,7 +158,7 @@ impl Ctx {
     }
 
     /// Removes the alloc dir `run` or `start` made for `task_id`.
-    fn remove_alloc(&self, task_id: &str) {
+    pub fn remove_alloc(&self, task_id: &str) {
         let Ok(data) = std::fs::canonicalize(&self.data_dir) else {
             return;
         };

@@ -21,8 +21,13 @@ pub fn rm(ctx: &Ctx, force: bool, args: &[String]) -> Result<u8> {
 fn remove_one(ctx: &Ctx, force: bool, arg: &str) -> std::result::Result<String, CliError> {
     let target = ctx.target(arg)?;
     let task_id = target.task_id().to_owned();
-    ctx.driver()
+    let removed = ctx
+        .driver()
         .remove_task(&task_id, force)
         .map_err(|e| ctx.explain(&task_id, e))?;
+    // No result: an abandoned start's debris, whose alloc dir the driver cannot name.
+    if removed.is_none() {
+        ctx.remove_alloc(&task_id);
+    }
     Ok(task_id)
 }
