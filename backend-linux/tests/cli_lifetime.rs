@@ -96,6 +96,18 @@ fn a_task_is_kept_after_run_until_rm_which_leaves_nothing() {
     assert_eq!(text(&cli(&env, &["logs", &id]).stdout), "kept\n");
     assert_eq!(cli(&env, &["wait", &id]).status.code(), Some(4));
     assert_eq!(cli(&env, &["wait", &id]).status.code(), Some(4));
+    // The supervisor left once the exit was recorded: the record answers, not it.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&cli(&env, &["inspect", &id]).stdout).expect("inspect json");
+    let pid = doc["supervisor_pid"].as_i64().expect("a supervisor pid");
+    assert!(
+        linux_support::eventually(Duration::from_secs(5), || {
+            !std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("supervise"))
+        }),
+        "supervisor {pid} stays after its exit was collected"
+    );
+    assert!(env.data.join("tasks").join(&id).join("exit.json").exists());
     let out = cli(&env, &["rm", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(remains(&env, &id), Vec::<String>::new());
