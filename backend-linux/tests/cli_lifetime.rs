@@ -354,3 +354,47 @@ fn list_shows_a_table_and_json_and_prune_removes_exited_tasks() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     env.assert_clean(CLEAN);
 }
+
+#[test]
+fn a_stopped_supervisor_does_not_stall_the_list() {
+    let Some(env) = env("a_stopped_supervisor_does_not_stall_the_list") else {
+        return;
+    };
+    let stuck = start(
+        &env,
+        &["--kill-timeout", "500ms", "--", "/bin/sleep", "100"],
+    );
+    let fine = start(
+        &env,
+        &["--kill-timeout", "500ms", "--", "/bin/sleep", "100"],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&cli(&env, &["inspect", &stuck]).stdout).expect("inspect json");
+    let pid = i32::try_from(doc["supervisor_pid"].as_i64().expect("pid")).expect("pid");
+    // Our test's own supervisor, pinned by a pidfd: SIGSTOP makes it answer nothing.
+    let pidfd = execdriver_linux::process::Pidfd::open(pid).expect("pidfd");
+    pidfd
+        .signal(execdriver_core::Signal::SIGSTOP)
+        .expect("stop");
+    let begun = std::time::Instant::now();
+    let out = cli(&env, &["list", "--json"]);
+    let took = begun.elapsed();
+    pidfd
+        .signal(execdriver_core::Signal::SIGCONT)
+        .expect("cont");
+    assert!(took < Duration::from_secs(6), "list took {took:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let state = |id: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|t| t["task_id"] == id))
+            .map(|t| t["state"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(state(&stuck), "unresponsive", "{list}");
+    assert_eq!(state(&fine), "running", "{list}");
+    for id in [&stuck, &fine] {
+        let out = cli(&env, &["rm", "-f", id]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    env.assert_clean(CLEAN);
+}
