@@ -61,7 +61,8 @@ pub enum Request {
         #[serde(default)]
         budget_ms: Option<u64>,
     },
-    /// Kill everything, remove the cgroup and the state dir, then exit.
+    /// Kill everything, remove the cgroup and the state dir, then exit. What agents before
+    /// `release` sent after an exit; still served for them.
     Destroy,
     /// After the exit was collected: leave the state dir (spec, exit record) and the logs
     /// for a later `wait`, `logs` or `rm`, and exit. Refused while the task runs.

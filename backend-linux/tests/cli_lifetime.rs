@@ -398,3 +398,39 @@ fn a_stopped_supervisor_does_not_stall_the_list() {
     }
     env.assert_clean(CLEAN);
 }
+
+#[test]
+fn a_lost_task_is_listed_as_lost_until_rm_removes_it() {
+    let Some(env) = env("a_lost_task_is_listed_as_lost_until_rm_removes_it") else {
+        return;
+    };
+    let id = start(&env, &["--", "/bin/sleep", "100"]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&cli(&env, &["inspect", &id]).stdout).expect("inspect json");
+    let pid = i32::try_from(doc["supervisor_pid"].as_i64().expect("pid")).expect("pid");
+    let pidfd = execdriver_linux::process::Pidfd::open(pid).expect("pidfd");
+    pidfd
+        .signal(execdriver_core::Signal::SIGKILL)
+        .expect("kill");
+    // Opening it cleans up its processes and cgroup, and reports the loss; it is kept.
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no exit record"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(find_cgroup_dirs(&format!("execdriver-{id}")).is_empty());
+    let out = cli(&env, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        list.as_array().is_some_and(|l| l
+            .iter()
+            .any(|t| t["task_id"] == id.as_str() && t["state"] == "lost")),
+        "{list}"
+    );
+    let out = cli(&env, &["rm", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(remains(&env, &id), Vec::<String>::new());
+    env.assert_clean(CLEAN);
+}

@@ -594,7 +594,7 @@ impl<P: Platform> Driver<P> {
 
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking and
     /// without touching the task; works while it runs and after it exited, until it is
-    /// collected.
+    /// removed.
     pub fn read_logs(
         &self,
         handle: &HandleId,
@@ -869,7 +869,7 @@ impl<P: Platform> TaskHandle<P> {
     }
 
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking; also
-    /// after the task was collected, for as long as its log files are there.
+    /// after the task was collected, until it is removed.
     pub fn read_logs(
         &self,
         stream: LogStream,

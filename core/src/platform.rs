@@ -244,7 +244,7 @@ pub enum Refusal {
     /// The task id was collected and reused: the supervisor, record or socket found belong to
     /// another task.
     Reused,
-    /// There is no state of the task: it was already collected, or never started here.
+    /// There is no state of the task: it was already removed, or never started here.
     Collected,
     /// The recorded process is alive but is not the task's supervisor.
     NotSupervisor,
@@ -546,7 +546,8 @@ pub trait Platform: Send + Sync {
         deadline: Timestamp,
     ) -> Result<TaskStats, PlatformError>;
 
-    /// After an exit was collected: the supervisor removes the cgroup and state, then exits.
+    /// After an exit was collected: the supervisor exits, leaving the task's records (spec,
+    /// exit record) and logs for [`Platform::remove_task`]; its cgroup is gone by then.
     fn release(
         &self,
         supervisor: &Self::Supervisor,
