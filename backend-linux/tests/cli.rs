@@ -828,3 +828,144 @@ fn network_none_has_only_loopback_and_a_bad_network_is_refused() {
     }
     env.assert_clean(CLEAN);
 }
+
+/// Runs `execdriver ARGS` and gives it `limit` to finish; a command still running then is
+/// killed (by its pid: it is ours) and reported, so a hang fails the test instead of CI.
+fn cli_within(env: &TestEnv, args: &[&str], limit: Duration) -> Output {
+    let mut child = command(env, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn execdriver");
+    let finished = eventually(limit, || child.try_wait().ok().flatten().is_some());
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("collect execdriver");
+    assert!(
+        finished,
+        "execdriver {args:?} still ran after {limit:?}: it blocked"
+    );
+    out
+}
+
+#[test]
+fn logs_neither_follows_a_planted_link_nor_blocks_on_a_planted_fifo() {
+    let Some(env) = env("logs_neither_follows_a_planted_link_nor_blocks_on_a_planted_fifo") else {
+        return;
+    };
+    // A host file the task cannot see but a reader following links would print.
+    let secret_dir = linux_support::DirGuard::new("execdriver-planted-secret-");
+    let secret = secret_dir.0.join("secret");
+    std::fs::write(&secret, "host secret 4711\n").expect("write secret");
+    let script = format!(
+        "echo mine; echo mine >&2; \
+         until grep -q mine /alloc/logs/web.stdout.0 && grep -q mine /alloc/logs/web.stderr.0; \
+         do sleep 0.05; done; \
+         rm /alloc/logs/web.stdout.0 /alloc/logs/web.stderr.0 || exit 3; \
+         ln -s {} /alloc/logs/web.stdout.0 || exit 4; \
+         mkfifo /alloc/logs/web.stderr.0 || exit 5; \
+         touch /alloc/planted; \
+         while [ ! -e /alloc/go ]; do sleep 0.05; done",
+        secret.display()
+    );
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--user", "root", "--name", "web", "--", "/bin/sh", "-c", &script,
+        ],
+    );
+    let planted = env.data.join("allocs").join(&id).join("planted");
+    assert!(
+        eventually(Duration::from_secs(10), || planted.exists()),
+        "the task did not plant its link and fifo"
+    );
+    let limit = Duration::from_secs(10);
+    for args in [
+        vec!["logs", id.as_str()],
+        vec!["logs", "--stderr", id.as_str()],
+    ] {
+        let out = cli_within(&env, &args, limit);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains("4711"),
+            "{args:?} printed the host file: {all}"
+        );
+        no_backtrace(&out);
+    }
+    let_go(&env, &id);
+    let out = cli_within(&env, &["wait", &id], limit);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn a_task_writing_faster_than_its_log_rate_finishes_and_its_drops_are_counted() {
+    let Some(env) =
+        env("a_task_writing_faster_than_its_log_rate_finishes_and_its_drops_are_counted")
+    else {
+        return;
+    };
+    // 64 MiB at 1 MiB/s: held back for a second, then dropped instead of blocking the task.
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--log-rate",
+            "1M",
+            "--user",
+            "root",
+            "--name",
+            "flood",
+            "--",
+            "/bin/sh",
+            "-c",
+            "head -c 67108864 /dev/zero; touch /alloc/done; \
+             while [ ! -e /alloc/go ]; do sleep 0.05; done",
+        ],
+    );
+    let done = env.data.join("allocs").join(&id).join("done");
+    assert!(
+        eventually(Duration::from_secs(60), || done.exists()),
+        "the flooding task was blocked by its log rate"
+    );
+    let logs = env.data.join("allocs").join(&id).join("logs");
+    let kept = || -> u64 {
+        std::fs::read_dir(&logs)
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("flood.stdout."))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let dropped = || -> u64 {
+        let out = cli(&env, &["stats", "--json", &id]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|s| s["logs"]["stdout_dropped_bytes"].as_u64())
+            .unwrap_or(0)
+    };
+    // What was kept (markers included) and what was dropped account for all the task
+    // wrote, once the pump has taken the rest of the pipe.
+    assert!(
+        eventually(Duration::from_secs(10), || kept() + dropped() >= 64 << 20),
+        "kept {} dropped {}",
+        kept(),
+        dropped()
+    );
+    assert!(dropped() > 0, "nothing counted as dropped");
+    assert!(kept() < 32 << 20, "kept {} at 1 MiB/s", kept());
+    let marked = std::fs::read_dir(&logs)
+        .expect("log dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("flood.stdout."))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .any(|bytes| String::from_utf8_lossy(&bytes).contains("dropped"));
+    assert!(marked, "no drop marker in the log");
+    let_go(&env, &id);
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}

@@ -247,6 +247,41 @@ fn exit_code_and_both_streams_come_through() {
 }
 
 #[test]
+fn dns_settings_are_the_tasks_read_only_resolv_conf_and_the_hosts_is_untouched() {
+    if !require_root(
+        "dns_settings_are_the_tasks_read_only_resolv_conf_and_the_hosts_is_untouched",
+        NEEDS_ROOT,
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let host_before = std::fs::read("/etc/resolv.conf").ok();
+    let mut spec = fx.sh("cat /etc/resolv.conf; echo x >> /etc/resolv.conf && echo writable");
+    spec.user = "root".into();
+    spec.dns = Some(execdriver_core::DnsConfig {
+        servers: vec!["10.0.0.2".into()],
+        searches: vec!["a.example".into(), "b.example".into()],
+        options: vec!["ndots:3".into()],
+    });
+    let out = run(&fx, &spec);
+    assert_eq!(
+        out.status,
+        exited(2),
+        "the shell refused the redirection: {out:?}"
+    );
+    assert_eq!(
+        out.stdout,
+        "# written by execdriver from the task's dns settings\nnameserver 10.0.0.2\n\
+         search a.example b.example\noptions ndots:3\n"
+    );
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert_eq!(std::fs::read("/etc/resolv.conf").ok(), host_before);
+    // Without dns settings the task sees the host's.
+    let out = run(&fx, &fx.spec("/bin/cat", &["/etc/resolv.conf"]));
+    assert_eq!(Some(out.stdout.into_bytes()), host_before);
+}
+
+#[test]
 fn runs_as_nobody_without_capabilities_and_with_no_new_privs() {
     if !require_root(
         "runs_as_nobody_without_capabilities_and_with_no_new_privs",

@@ -805,6 +805,25 @@ impl<P: Platform> TaskHandle<P> {
             let inner = self.lock();
             (inner.handle.kill_signal, inner.handle.kill_timeout())
         };
+        self.kill_with(signal, timeout)
+    }
+
+    /// [`TaskHandle::kill`] with this signal and grace instead of the task's own (as a
+    /// Nomad StopTask gives them); the grace is capped at the handle's maximum kill timeout,
+    /// and the force kill follows at its end as with `kill`.
+    pub fn stop(&self, signal: Signal, timeout: Duration) -> Result<(), DriverError> {
+        let timeout = {
+            let mut inner = self.lock();
+            let effective = kill_timeout(timeout, inner.handle.max_kill_timeout());
+            // Recorded too, so a supervisor asked to kill (and a reattached handle) keeps
+            // to the same grace.
+            inner.handle.kill_timeout_ms = millis(effective);
+            effective
+        };
+        self.kill_with(signal, timeout)
+    }
+
+    fn kill_with(&self, signal: Signal, timeout: Duration) -> Result<(), DriverError> {
         // Refused when the task is finishing or a kill is under way: both end in a result.
         if let Ok(effects) = self.apply(Event::KillRequested { signal, timeout }) {
             self.run(effects)?;

@@ -33,9 +33,11 @@
 //! ```
 
 pub mod config;
+pub mod dns;
 pub mod driver;
 pub mod handle;
 pub mod lifecycle;
+pub mod log_outputs;
 pub mod outcome;
 pub mod platform;
 pub mod seccomp;
@@ -43,6 +45,7 @@ pub mod signal;
 pub mod spec;
 
 pub use config::{ConfigError, TaskConfig, validate_command};
+pub use dns::{DnsConfig, DnsError};
 pub use driver::{
     Driver, DriverConfig, DriverError, LifecycleHooks, Listed, NoHooks, Operation, TaskHandle,
     TaskStatus,
@@ -51,6 +54,7 @@ pub use handle::{HandleError, HandleId, ProcessIdentity, SupervisorIdentity};
 pub use lifecycle::{
     Effect, Event, EventKind, Lifecycle, State, Timeouts, TransitionError, kill_timeout,
 };
+pub use log_outputs::LogOutputs;
 pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult};
 pub use platform::{
     CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, MemoryStats,

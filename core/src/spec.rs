@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, TaskConfig};
+use crate::dns::{DnsConfig, DnsError};
+use crate::log_outputs::LogOutputs;
 use crate::seccomp::{Seccomp, SeccompProfileError};
 use crate::signal::Signal;
 
@@ -148,6 +150,19 @@ pub enum SpecError {
         max_files: u32,
         /// Size at which a file is rotated.
         max_file_size_bytes: u64,
+    },
+    /// A dns setting that cannot go into a resolv.conf.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    /// A log output inside the task's root, where the task could reach it.
+    #[error(
+        "log output {path:?} is inside the task dir {task_dir:?}, which is the task's root: put it outside (Nomad's FIFOs are in the alloc dir's logs/)"
+    )]
+    LogOutputInTaskDir {
+        /// The output path.
+        path: PathBuf,
+        /// The task dir.
+        task_dir: PathBuf,
     },
     /// A log rate of zero, which would drop everything the task writes.
     #[error("log rate must be at least 1 byte per second, got 0 (null means no limit)")]
@@ -491,6 +506,12 @@ pub struct TaskSpec {
     /// without one still reads the same for a reader that does not know the field.
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// Where stdout and stderr go instead of the rotating log files (a FIFO, a file).
+    #[serde(default, skip_serializing_if = "LogOutputs::is_default")]
+    pub log_outputs: LogOutputs,
+    /// The task's own resolv.conf; `None`: the chroot env's (the host's) /etc/resolv.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
     /// A name unique among the tasks of the driver's data dir, claimed at start (a start
     /// whose name is held fails) and released when the task is removed; the task can then
     /// be found by it as by its id. None: the task has only its id.
@@ -523,6 +544,8 @@ impl TaskSpec {
             masked_paths: default_masked_paths(),
             network: Network::Host,
             seccomp: Seccomp::Default,
+            log_outputs: LogOutputs::default(),
+            dns: None,
             name: None,
         }
     }
@@ -567,6 +590,21 @@ impl TaskSpec {
         }
         self.resources.validate()?;
         self.seccomp.validate()?;
+        for path in [&self.log_outputs.stdout, &self.log_outputs.stderr]
+            .into_iter()
+            .flatten()
+        {
+            validate_abs_path("log output", path)?;
+            if path.starts_with(&self.task_dir) {
+                return Err(SpecError::LogOutputInTaskDir {
+                    path: path.clone(),
+                    task_dir: self.task_dir.clone(),
+                });
+            }
+        }
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
+        }
         if self.kill_timeout > max_kill_timeout {
             return Err(SpecError::KillTimeoutAboveMax {
                 timeout: self.kill_timeout,
@@ -763,6 +801,23 @@ mod tests {
             ),
             (|s| s.network = Network::Path("/".into()), "network"),
             (|s| s.logs.rate_bytes_per_sec = Some(0), "log rate"),
+            (
+                |s| s.log_outputs.stdout = Some("/alloc/web/out.fifo".into()),
+                "inside the task dir",
+            ),
+            (
+                |s| s.log_outputs.stderr = Some("logs/err".into()),
+                "log output",
+            ),
+            (
+                |s| {
+                    s.dns = Some(DnsConfig {
+                        servers: vec!["resolver".into()],
+                        ..DnsConfig::default()
+                    })
+                },
+                "dns servers",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();
@@ -773,6 +828,29 @@ mod tests {
                 "{err} should mention {needle}"
             );
         }
+    }
+
+    #[test]
+    fn log_outputs_and_dns_round_trip_and_are_left_out_at_their_defaults() {
+        let text = serde_json::to_string(&spec()).expect("serialize");
+        assert!(
+            !text.contains("log_outputs") && !text.contains("dns"),
+            "{text}"
+        );
+        let mut s = spec();
+        s.log_outputs.stdout = Some("/alloc/logs/.web.stdout.fifo".into());
+        s.dns = Some(DnsConfig {
+            servers: vec!["10.0.0.2".into()],
+            searches: vec!["local".into()],
+            options: vec![],
+        });
+        assert_eq!(s.validate(MAX), Ok(()));
+        let text = serde_json::to_string(&s).expect("serialize");
+        assert!(
+            text.contains(r#""log_outputs":{"stdout":"/alloc/logs/.web.stdout.fifo"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(s));
     }
 
     #[test]

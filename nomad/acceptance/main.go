@@ -334,6 +334,9 @@ args    = ["-c", "echo hi; echo \"$GREETING\" > /alloc/hi; trap 'echo usr1 > /al
 `)
 	check(err, "encoding the task config")
 	task := h.taskConfig("web", "1a2b3c4d", encoded)
+	stdout := newLogmon(h.shared("logs/.web.stdout.fifo"))
+	stderr := newLogmon(h.shared("logs/.web.stderr.fifo"))
+	task.StdoutPath, task.StderrPath = stdout.path, stderr.path
 	handle, latency := h.start(task)
 	fmt.Printf("   StartTask answered in %s\n", latency)
 	if handle.Version < 1 || handle.State != drivers.TaskState_RUNNING || len(handle.DriverState) == 0 {
@@ -342,8 +345,10 @@ args    = ["-c", "echo hi; echo \"$GREETING\" > /alloc/hi; trap 'echo usr1 > /al
 	if got := strings.TrimSpace(waitFile(h.shared("hi"), 10*time.Second)); got != "hello from nomad" {
 		fail("the task saw GREETING=%q", got)
 	}
-	if got := waitFile(h.shared("logs/web.stdout.0"), 10*time.Second); !strings.Contains(got, "hi") {
-		fail("web.stdout.0 holds %q", got)
+	h.say("stdout through the stdout_path FIFO, as Nomad's logmon reads it")
+	stdout.waitFor("hi\n", 10*time.Second)
+	if _, err := os.Stat(h.shared("logs/web.stdout.0")); err == nil {
+		fail("the driver wrote its own web.stdout.0 beside logmon's")
 	}
 
 	h.say("InspectTask")
@@ -393,6 +398,9 @@ args    = ["-c", "echo hi; echo \"$GREETING\" > /alloc/hi; trap 'echo usr1 > /al
 		fail("the second WaitTask: %+v", again)
 	}
 	fmt.Printf("   stop took %s; exit_code=%d signal=%d\n", took, waited.Result.ExitCode, waited.Result.Signal)
+	// The FIFOs were held for the task's life, and only for it.
+	stdout.waitEOF(10 * time.Second)
+	stderr.waitEOF(10 * time.Second)
 	h.destroy(task.Id)
 	_, err = h.c.driver.WaitTask(ctx(10*time.Second), &drivers.WaitTaskRequest{TaskId: task.Id})
 	expectCode(err, codes.NotFound, "not known", "WaitTask after DestroyTask")
@@ -406,6 +414,23 @@ args    = ["-c", "echo hi; echo \"$GREETING\" > /alloc/hi; trap 'echo usr1 > /al
 		fail("WaitTask of exit 7: %+v", r)
 	}
 	h.destroy(qt.Id)
+
+	h.say("a dns block becomes the task's /etc/resolv.conf")
+	resolv, _, err := encodeHCL(schema.GetSpec(), "command = \"/bin/sh\"\nargs = [\"-c\", \"cat /etc/resolv.conf > /alloc/resolv\"]\n")
+	check(err, "encoding")
+	dt := h.taskConfig("dns", "0000bbbb", resolv)
+	dt.Dns = &drivers.DNSConfig{Servers: []string{"10.0.0.2"}, Searches: []string{"service.consul"}, Options: []string{"ndots:2"}}
+	h.start(dt)
+	if r := h.wait(dt.Id); r.Result.ExitCode != 0 {
+		fail("WaitTask of the dns task: %+v", r)
+	}
+	got := waitFile(h.shared("resolv"), 10*time.Second)
+	for _, want := range []string{"nameserver 10.0.0.2\n", "search service.consul\n", "options ndots:2\n"} {
+		if !strings.Contains(got, want) {
+			fail("the task's resolv.conf lacks %q: %q", want, got)
+		}
+	}
+	h.destroy(dt.Id)
 }
 
 func (h *harness) recovery() {
@@ -414,11 +439,14 @@ func (h *harness) recovery() {
 	h.say("StartTask, then SIGKILL the plugin process")
 	encoded, _, err := encodeHCL(schema.GetSpec(), `
 command = "/bin/sh"
-args    = ["-c", "while true; do date +%s%N > /alloc/beat; sleep 0.05; done"]
+args    = ["-c", "while true; do date +%s%N > /alloc/beat; echo beat; sleep 0.05; done"]
 `)
 	check(err, "encoding")
 	task := h.taskConfig("db", "9f8e7d6c", encoded)
+	stdout := newLogmon(h.shared("logs/.db.stdout.fifo"))
+	task.StdoutPath = stdout.path
 	handle, _ := h.start(task)
+	stdout.waitFor("beat\n", 10*time.Second)
 	waitFile(h.shared("beat"), 10*time.Second)
 	pid := h.client.ReattachConfig().Pid
 	check(syscall.Kill(pid, syscall.SIGKILL), "killing the plugin")
@@ -438,6 +466,10 @@ args    = ["-c", "while true; do date +%s%N > /alloc/beat; sleep 0.05; done"]
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+
+	h.say("logmon restarts too: the FIFO, held by the task's supervisor, flows again")
+	stdout.restart()
+	stdout.waitFor("beat\n", 10*time.Second)
 
 	h.say("a new plugin: SetConfig, RecoverTask (twice), InspectTask")
 	h.launch()

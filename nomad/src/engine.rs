@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use execdriver_core::{
-    Driver, DriverConfig, DriverError, HandleId, PlatformError, Signal, SpawnStep, State,
-    TaskConfig, TaskHandle, TaskSpec, WaitResult,
+    DnsConfig, Driver, DriverConfig, DriverError, HandleId, LogOutputs, Network, PlatformError,
+    Seccomp, SeccompProfile, Signal, SpawnStep, State, TaskConfig, TaskHandle, TaskSpec,
+    WaitResult,
 };
 use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
@@ -123,6 +124,27 @@ pub struct StartRequest {
     pub memory_limit_bytes: Option<u64>,
     /// Hard memory maximum above the limit, if any.
     pub memory_max_bytes: Option<u64>,
+    /// The network namespace file to join (Nomad's group network); `None`: the host's.
+    pub network_path: Option<PathBuf>,
+    /// The task's resolv.conf; `None`: the host's.
+    pub dns: Option<Dns>,
+    /// Where stdout goes (Nomad's FIFO); `None`: the engine's rotating files.
+    pub stdout_path: Option<PathBuf>,
+    /// Where stderr goes (Nomad's FIFO); `None`: the engine's rotating files.
+    pub stderr_path: Option<PathBuf>,
+    /// `default`, `unconfined`, or the absolute path of a seccomp profile; `None`: default.
+    pub seccomp: Option<String>,
+}
+
+/// A task's resolver settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dns {
+    /// Name server addresses.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub searches: Vec<String>,
+    /// Resolver options.
+    pub options: Vec<String>,
 }
 
 /// How a task ended.
@@ -230,6 +252,21 @@ impl Engine {
             spec.resources.memory_limit_bytes = bytes;
         }
         spec.resources.memory_max_bytes = req.memory_max_bytes;
+        if let Some(path) = &req.network_path {
+            spec.network = Network::Path(path.clone());
+        }
+        spec.dns = req.dns.as_ref().map(|d| DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        });
+        spec.log_outputs = LogOutputs {
+            stdout: req.stdout_path.clone(),
+            stderr: req.stderr_path.clone(),
+        };
+        if let Some(text) = &req.seccomp {
+            spec.seccomp = seccomp(text)?;
+        }
         // Nomad gives the kill timeout with each StopTask; until then the engine's default,
         // within the operator's maximum, protects a kill started behind the plugin's back.
         spec.kill_timeout = spec.kill_timeout.min(self.max_kill_timeout);
@@ -242,6 +279,37 @@ impl Engine {
         let handle = self.driver.open(handle_id)?;
         Ok(Task { handle })
     }
+}
+
+/// The task config's `seccomp`: `default`, `unconfined`, or the absolute path of a profile
+/// in the OCI JSON format on this node, read and checked against this kernel before the
+/// start.
+fn seccomp(text: &str) -> Result<Seccomp, EngineError> {
+    let invalid =
+        |why: String| EngineError::new(ErrorKind::Invalid, format!("seccomp {text:?}: {why}"));
+    let seccomp = match text {
+        "default" => Seccomp::Default,
+        "unconfined" => Seccomp::Unconfined,
+        path if path.starts_with('/') => {
+            use std::io::Read;
+            let file = std::fs::File::open(path)
+                .map_err(|e| invalid(format!("cannot open the profile: {e}")))?;
+            let mut body = String::new();
+            // One byte past the limit is enough to refuse it, without reading a huge file.
+            file.take(execdriver_core::seccomp::MAX_PROFILE_BYTES as u64 + 1)
+                .read_to_string(&mut body)
+                .map_err(|e| invalid(format!("cannot read the profile: {e}")))?;
+            Seccomp::Profile(SeccompProfile::from_json(&body).map_err(|e| invalid(e.to_string()))?)
+        }
+        _ => {
+            return Err(invalid(
+                "use \"default\", \"unconfined\", or the absolute path of a profile file on the node"
+                    .to_owned(),
+            ));
+        }
+    };
+    execdriver_linux::check_seccomp(&seccomp).map_err(|e| invalid(e.to_string()))?;
+    Ok(seccomp)
 }
 
 /// The engine task id a handle id names, without touching anything.
@@ -303,23 +371,7 @@ impl Task {
     /// exit, then a kill of everything in its cgroup. Returns once it has exited; a task that
     /// has already exited is left alone.
     pub fn stop(&self, signal: Signal, timeout: Duration) -> Result<(), EngineError> {
-        // Today's engine fixes the kill signal at start: another signal is sent on its own,
-        // then a kill with no grace finishes the job at the deadline.
-        // ENGINE REQUEST: TaskHandle::stop(signal, timeout), so this is one call.
-        if signal == self.handle.handle_id().kill_signal {
-            self.handle.update(timeout);
-            return Ok(self.handle.kill()?);
-        }
-        match self.handle.signal(signal) {
-            Ok(()) => {}
-            Err(DriverError::NotRunning { .. } | DriverError::Transition(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        let effective = timeout.min(self.handle.handle_id().max_kill_timeout());
-        if self.handle.wait_timeout(effective)?.is_some() {
-            return Ok(());
-        }
-        self.force_kill()
+        Ok(self.handle.stop(signal, timeout)?)
     }
 
     /// Kills everything of the task now; returns once it has exited.

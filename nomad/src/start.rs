@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::engine::StartRequest;
+use crate::engine::{Dns, StartRequest};
 use crate::proto::drivers::{self, network_isolation_spec::NetworkIsolationMode};
 use crate::settings::Settings;
 use crate::task_config;
@@ -136,6 +136,11 @@ pub fn start_request(
         cpu_shares,
         memory_limit_bytes,
         memory_max_bytes,
+        network_path: network_path(task)?,
+        dns: dns(task),
+        stdout_path: log_path(&task.stdout_path),
+        stderr_path: log_path(&task.stderr_path),
+        seccomp: config.seccomp,
     })
 }
 
@@ -148,27 +153,71 @@ fn refuse_unsupported(task: &drivers::TaskConfig) -> Result<(), StartError> {
     }
     if let Some(device) = task.devices.first() {
         return Err(StartError::Unsupported(format!(
-            "device {:?} (devices)",
+            "device {:?} (devices: the task's /dev has only null, zero, full, random, urandom \
+             and tty, and its cgroup joins no devices hierarchy; on cgroup v2 device access \
+             needs a BPF program)",
             device.host_path
         )));
     }
-    if let Some(dns) = &task.dns
-        && (!dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty())
+    // Reserved cores (`resources { cores = N }`) are a promise of cpus no other task uses:
+    // refused rather than run on shared cpus behind the job's back, since the task cgroup
+    // joins no cpuset hierarchy yet. Nomad's `cpuset_cgroup` (its own cgroup for the task)
+    // is not used: the engine creates, kills by and removes only cgroups of its own.
+    if let Some(cpus) = task
+        .resources
+        .as_ref()
+        .and_then(|r| r.linux_resources.as_ref())
+        .map(|l| l.cpuset_cpus.as_str())
+        .filter(|c| !c.is_empty())
     {
-        return Err(StartError::Unsupported(
-            "a dns block (task resolv.conf)".into(),
-        ));
-    }
-    if let Some(net) = &task.network_isolation_spec {
-        let host = net.mode == NetworkIsolationMode::Host as i32;
-        if !host || !net.path.is_empty() {
-            return Err(StartError::Unsupported(format!(
-                "joining the group network namespace {:?} (bridge or cni networking)",
-                net.path
-            )));
-        }
+        return Err(StartError::Unsupported(format!(
+            "pinning the task to cpus {cpus:?} (reserved cores: resources.cores)"
+        )));
     }
     Ok(())
+}
+
+/// The network namespace to join: none for HOST (the host's), the group's file for GROUP.
+/// Nomad creates no TASK network for a driver that does not ask for one, and NONE is
+/// never advertised.
+fn network_path(task: &drivers::TaskConfig) -> Result<Option<PathBuf>, StartError> {
+    let Some(net) = &task.network_isolation_spec else {
+        return Ok(None);
+    };
+    match NetworkIsolationMode::try_from(net.mode) {
+        Ok(NetworkIsolationMode::Host) => Ok(None),
+        Ok(NetworkIsolationMode::Group) if !net.path.is_empty() => {
+            Ok(Some(PathBuf::from(&net.path)))
+        }
+        Ok(NetworkIsolationMode::Group) => Err(StartError::Unsupported(
+            "group networking without a network namespace path".into(),
+        )),
+        Ok(mode) => Err(StartError::Unsupported(format!(
+            "network isolation mode {}",
+            mode.as_str_name()
+        ))),
+        Err(_) => Err(StartError::Unsupported(format!(
+            "network isolation mode {}",
+            net.mode
+        ))),
+    }
+}
+
+/// The task's resolver settings, when Nomad sent any.
+fn dns(task: &drivers::TaskConfig) -> Option<Dns> {
+    task.dns
+        .as_ref()
+        .filter(|d| !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty())
+        .map(|d| Dns {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        })
+}
+
+/// A log path Nomad sent; empty: none (the engine's own files).
+fn log_path(path: &str) -> Option<PathBuf> {
+    (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
 /// cpu shares, memory limit and memory max from what Nomad allocated.
@@ -335,22 +384,33 @@ mod tests {
             ),
             (
                 |t| {
-                    t.dns = Some(drivers::DnsConfig {
-                        servers: vec!["1.1.1.1".into()],
+                    t.resources = Some(drivers::Resources {
+                        linux_resources: Some(drivers::LinuxResources {
+                            cpuset_cpus: "2-3".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     });
                 },
-                "dns",
+                "reserved cores",
             ),
             (
                 |t| {
                     t.network_isolation_spec = Some(drivers::NetworkIsolationSpec {
                         mode: NetworkIsolationMode::Group as i32,
-                        path: "/var/run/netns/x".into(),
                         ..Default::default()
                     });
                 },
-                "group network namespace",
+                "group networking without a network namespace path",
+            ),
+            (
+                |t| {
+                    t.network_isolation_spec = Some(drivers::NetworkIsolationSpec {
+                        mode: NetworkIsolationMode::Task as i32,
+                        ..Default::default()
+                    });
+                },
+                "network isolation mode TASK",
             ),
         ];
         for (mutate, needle) in cases {
@@ -363,7 +423,44 @@ mod tests {
         let mut t = task();
         t.network_isolation_spec = Some(drivers::NetworkIsolationSpec::default());
         t.dns = Some(drivers::DnsConfig::default());
-        assert!(start_request(&t, &Settings::default()).is_ok());
+        let req = start_request(&t, &Settings::default()).expect("host network, no dns");
+        assert_eq!((req.network_path, req.dns), (None, None));
+    }
+
+    #[test]
+    fn group_network_dns_and_log_fifos_reach_the_request() {
+        let mut t = task();
+        t.network_isolation_spec = Some(drivers::NetworkIsolationSpec {
+            mode: NetworkIsolationMode::Group as i32,
+            path: "/var/run/netns/0b4e2d6a".into(),
+            ..Default::default()
+        });
+        t.dns = Some(drivers::DnsConfig {
+            servers: vec!["10.0.0.2".into()],
+            searches: vec!["service.consul".into()],
+            options: vec!["ndots:2".into()],
+        });
+        t.stdout_path = "/var/nomad/alloc/0b4e2d6a/alloc/logs/.web.stdout.fifo".into();
+        let req = start_request(&t, &Settings::default()).expect("request");
+        assert_eq!(
+            req.network_path,
+            Some(PathBuf::from("/var/run/netns/0b4e2d6a"))
+        );
+        assert_eq!(
+            req.dns,
+            Some(Dns {
+                servers: vec!["10.0.0.2".into()],
+                searches: vec!["service.consul".into()],
+                options: vec!["ndots:2".into()],
+            })
+        );
+        assert_eq!(
+            req.stdout_path,
+            Some(PathBuf::from(
+                "/var/nomad/alloc/0b4e2d6a/alloc/logs/.web.stdout.fifo"
+            ))
+        );
+        assert_eq!(req.stderr_path, None);
     }
 
     #[test]

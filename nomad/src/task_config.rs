@@ -12,6 +12,8 @@ pub struct JobTaskConfig {
     pub command: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// `default`, `unconfined`, or a seccomp profile file (OCI JSON); `None`: the default.
+    pub seccomp: Option<String>,
 }
 
 /// The schema's attributes: everything the engine's task config offers.
@@ -19,6 +21,7 @@ pub fn fields() -> Vec<Field> {
     vec![
         Field::required("command", "string"),
         Field::optional("args", "list(string)"),
+        Field::optional("seccomp", "string"),
     ]
 }
 
@@ -39,6 +42,7 @@ pub fn decode(msgpack: &[u8]) -> Result<JobTaskConfig, DecodeError> {
     Ok(JobTaskConfig {
         command: f.required_string("command")?,
         args: f.string_list("args")?.unwrap_or_default(),
+        seccomp: f.string("seccomp")?.filter(|s| !s.is_empty()),
     })
 }
 
@@ -65,6 +69,7 @@ mod tests {
             Ok(JobTaskConfig {
                 command: "/bin/sh".into(),
                 args: vec!["-c".into(), "echo hi".into()],
+                seccomp: None,
             })
         );
         let bytes = encode(vec![("args", R::Nil), ("command", R::from("/bin/true"))]);
@@ -81,7 +86,7 @@ mod tests {
             ),
             (
                 encode(vec![("command", R::from("/bin/true")), ("argz", R::Nil)]),
-                "`argz` is not a known key; the known keys are `args`, `command`",
+                "`argz` is not a known key; the known keys are `args`, `command`, `seccomp`",
             ),
             (
                 encode(vec![("command", R::Array(vec![]))]),

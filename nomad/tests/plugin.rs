@@ -112,7 +112,7 @@ async fn base_plugin_answers_as_nomad_expects() {
         .into_inner()
         .spec
         .expect("spec");
-    assert_eq!(attr_names(&task_schema), ["args", "command"]);
+    assert_eq!(attr_names(&task_schema), ["args", "command", "seccomp"]);
 
     let caps = c
         .driver

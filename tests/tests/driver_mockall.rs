@@ -231,6 +231,47 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
 }
 
 #[test]
+fn stop_sends_its_own_signal_waits_its_own_grace_capped_at_the_maximum_then_forces() {
+    let (mut p, mut seq, clock) = started();
+    // Asked for 60 s: the driver's maximum (10 s) is what it gets.
+    let grace = Duration::from_secs(10);
+    p.expect_begin_kill()
+        .with(eq(SUP), eq(Signal::SIGUSR2), eq(grace), eq(T0 + ANSWER))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(()));
+    let grace_ends = T0 + grace;
+    expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
+    p.expect_force_kill()
+        .with(eq(SUP), eq(grace_ends + ANSWER))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
+    p.expect_release()
+        .with(eq(SUP), eq(grace_ends + ANSWER))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    let driver = Driver::with_config(p, config());
+    let task = driver.start(&spec()).expect("start");
+    task.stop(Signal::SIGUSR2, Duration::from_secs(60))
+        .expect("stop");
+    assert_eq!(task.handle_id().kill_timeout(), grace);
+    assert_eq!(
+        task.wait(),
+        Ok(WaitResult::from(ExitStatus::signaled(Signal::SIGKILL)))
+    );
+    // Stopping an exited task calls nothing.
+    task.stop(Signal::SIGTERM, Duration::ZERO)
+        .expect("stop again");
+}
+
+#[test]
 fn kill_stops_at_the_graceful_exit() {
     let (mut p, mut seq, _) = started();
     p.expect_begin_kill()

@@ -8,7 +8,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -672,6 +672,16 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             path: cstring(&tmp)?,
         });
     }
+    // After the chroot env binds and the masks, so it lands on top of the host's file.
+    if let Some(dns) = spec.dns.as_ref() {
+        let (src, dst) = plan_resolv_conf(&root, &entries, dns)?;
+        steps.push(Step::Bind {
+            src: cstring(&src)?,
+            dst: cstring(&dst)?,
+            recursive: false,
+            attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        });
+    }
     steps.push(Step::Mount {
         fstype: c"proc",
         dst: cstring(&proc_dir)?,
@@ -800,6 +810,85 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
         steps,
         have_setattr,
     })
+}
+
+/// The name of the task's own resolv.conf in its task dir (outside /etc, which the task
+/// sees read-only from the chroot env).
+const RESOLV_CONF: &str = "resolv.conf";
+const RESOLV_CONF_PATH: &str = "/etc/resolv.conf";
+
+/// Writes the task's resolv.conf into its task dir and says where it goes in the root: over
+/// `/etc/resolv.conf` as the chroot env shows it, or over the file that one links to (a
+/// resolvconf or systemd-resolved node) when that is in the chroot env too; `/etc` not in
+/// the chroot env at all gets a mount point of its own in the task dir.
+fn plan_resolv_conf(
+    root: &Path,
+    entries: &[HostEntry],
+    dns: &execdriver_core::DnsConfig,
+) -> Result<(PathBuf, PathBuf), IsolationError> {
+    plan_resolv_conf_over(Path::new(RESOLV_CONF_PATH), root, entries, dns)
+}
+
+/// [`plan_resolv_conf`] for the host file `host` (a test's own).
+fn plan_resolv_conf_over(
+    host: &Path,
+    root: &Path,
+    entries: &[HostEntry],
+    dns: &execdriver_core::DnsConfig,
+) -> Result<(PathBuf, PathBuf), IsolationError> {
+    let covers = |path: &Path| {
+        entries.iter().any(|e| match e {
+            HostEntry::Dir(d) => path.starts_with(d),
+            HostEntry::File(f) | HostEntry::Symlink(f, _) => path == f,
+        })
+    };
+    let in_root = |path: &Path| root.join(path.strip_prefix("/").unwrap_or(path));
+    let dst = if !covers(host) {
+        ensure_file(root, host.strip_prefix("/").unwrap_or(host))?
+    } else {
+        let unusable = |why: String| IsolationError::MountPoint {
+            path: host.to_owned(),
+            why: format!("the task's dns settings cannot cover it: {why}"),
+        };
+        let meta = std::fs::symlink_metadata(host)
+            .map_err(|e| unusable(format!("the chroot env has no file there ({e})")))?;
+        if meta.is_file() {
+            in_root(host)
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::canonicalize(host)
+                .map_err(|e| unusable(format!("it is a symlink that does not resolve ({e})")))?;
+            if !covers(&target) || !target.is_file() {
+                return Err(unusable(format!(
+                    "it links to {target:?}, which is not a file in the chroot env; add its dir to the chroot env"
+                )));
+            }
+            in_root(&target)
+        } else {
+            return Err(unusable("it is not a regular file".to_owned()));
+        }
+    };
+    let src = root.join(RESOLV_CONF);
+    write_nofollow(&src, dns.resolv_conf().as_bytes())
+        .map_err(|e| mount_point_error(&src, format!("cannot write the task's resolv.conf: {e}")))?;
+    Ok((src, dst))
+}
+
+/// Replaces the contents of the regular file `path` (created 0644 if missing), never
+/// through a symlink: the task dir is the task's own.
+fn write_nofollow(path: &Path, text: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "it is not a regular file"));
+    }
+    file.write_all(text)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
 fn show(c: &CStr) -> String {
@@ -1237,6 +1326,57 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(needle) && text.contains(bad), "{bad}: {text}");
         }
+    }
+
+    #[test]
+    fn the_tasks_resolv_conf_covers_the_chroot_envs_or_the_file_it_links_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (host, root) = (tmp.path().join("host"), tmp.path().join("root"));
+        for dir in ["etc", "run/resolved", "other"] {
+            std::fs::create_dir_all(host.join(dir)).unwrap();
+        }
+        std::fs::create_dir(&root).unwrap();
+        let dns = execdriver_core::DnsConfig {
+            servers: vec!["10.0.0.2".into()],
+            ..Default::default()
+        };
+        let etc = HostEntry::Dir(host.join("etc"));
+        let resolv = host.join("etc/resolv.conf");
+        let rel = |p: &Path| root.join(p.strip_prefix("/").unwrap());
+
+        // A plain file in the chroot env's /etc: covered where it is.
+        std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+        let (src, dst) =
+            plan_resolv_conf_over(&resolv, &root, std::slice::from_ref(&etc), &dns).unwrap();
+        assert_eq!((src.clone(), dst), (root.join("resolv.conf"), rel(&resolv)));
+        assert_eq!(std::fs::read_to_string(&src).unwrap(), dns.resolv_conf());
+
+        // A link to a file in the chroot env: the file it links to is covered.
+        std::fs::remove_file(&resolv).unwrap();
+        let stub = host.join("run/resolved/stub.conf");
+        std::fs::write(&stub, "nameserver 127.0.0.53\n").unwrap();
+        std::os::unix::fs::symlink(&stub, &resolv).unwrap();
+        let run = HostEntry::Dir(host.join("run/resolved"));
+        let (_, dst) =
+            plan_resolv_conf_over(&resolv, &root, &[etc.clone(), run], &dns).unwrap();
+        assert_eq!(dst, rel(&stub));
+        // ... and refused, naming the fix, when the task root would not have it.
+        let err = plan_resolv_conf_over(&resolv, &root, std::slice::from_ref(&etc), &dns)
+            .expect_err("target outside the chroot env");
+        assert!(err.to_string().contains("add its dir to the chroot env"), "{err}");
+
+        // /etc not in the chroot env: a mount point of its own in the task dir.
+        let (_, dst) = plan_resolv_conf_over(&resolv, &root, &[], &dns).unwrap();
+        assert_eq!(dst, rel(&resolv));
+        assert!(dst.is_file());
+
+        // A planted link in the task dir is not written through.
+        std::fs::remove_file(root.join("resolv.conf")).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("resolv.conf")).unwrap();
+        plan_resolv_conf_over(&resolv, &root, &[], &dns).expect_err("planted link");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 
     #[test]

@@ -39,6 +39,9 @@ const FILE_MODE: u32 = 0o640;
 
 pub(crate) mod rate;
 pub(crate) mod reader;
+pub(crate) mod sink;
+
+use sink::Sink;
 
 /// While a stream is being dropped, a marker line is written at most this often.
 const MARKER_EVERY: Duration = Duration::from_secs(1);
@@ -144,15 +147,18 @@ pub(crate) const PUMP_CHUNK: usize = CHUNK;
 /// lasts, and once more when it ends (the pipe found empty) or the stream closes.
 #[derive(Debug)]
 pub(crate) struct LogPump {
-    writer: RotatingWriter,
+    writer: Sink,
     failing: bool,
     written: u64,
     /// The rate the markers name.
     rate: Option<u64>,
-    /// Bytes dropped over the rate, in all.
+    /// Bytes dropped, over the rate or for a full output FIFO, in all.
     dropped: u64,
-    /// Bytes dropped since the last marker.
+    /// Bytes dropped over the rate since the last marker.
     unmarked: u64,
+    /// Bytes a full output FIFO (no reader, or a slow one) did not take since the last
+    /// marker.
+    unread: u64,
     /// When the last marker was written.
     marked_at: Option<Instant>,
     /// Nothing was written yet, or the last byte written ended a line: a marker needs no
@@ -162,14 +168,15 @@ pub(crate) struct LogPump {
 
 impl LogPump {
     /// A pump into `writer`, whose markers name `rate` (bytes per second).
-    pub(crate) fn new(writer: RotatingWriter, rate: Option<u64>) -> Self {
+    pub(crate) fn new(writer: impl Into<Sink>, rate: Option<u64>) -> Self {
         Self {
-            writer,
+            writer: writer.into(),
             failing: false,
             written: 0,
             rate,
             dropped: 0,
             unmarked: 0,
+            unread: 0,
             marked_at: None,
             at_line_start: true,
         }
@@ -177,10 +184,10 @@ impl LogPump {
 
     /// Which stream this pump writes.
     pub(crate) fn stream(&self) -> Stream {
-        self.writer.stream
+        self.writer.stream()
     }
 
-    /// The bytes dropped over the rate so far.
+    /// The bytes dropped so far, over the rate and for a full output FIFO.
     pub(crate) fn dropped_bytes(&self) -> u64 {
         self.dropped
     }
@@ -194,35 +201,58 @@ impl LogPump {
     /// The drops are over for now (the pipe was found empty, or it closed): marks what was
     /// dropped since the last marker, if anything was.
     pub(crate) fn settle(&mut self, now: Instant) {
-        if self.unmarked > 0 {
+        if self.unmarked > 0 || self.unread > 0 {
             self.mark(now);
         }
     }
 
     /// Writes one chunk the task wrote, after the marker of what was dropped before it when
-    /// one is due.
-    pub(crate) fn write(&mut self, chunk: &[u8], now: Instant) {
+    /// one is due. Returns the bytes of it an output FIFO did not take (dropped, counted,
+    /// marked later), for the supervisor's stats.
+    pub(crate) fn write(&mut self, chunk: &[u8], now: Instant) -> u64 {
         let due = self
             .marked_at
             .is_none_or(|at| now.saturating_duration_since(at) >= MARKER_EVERY);
-        if self.unmarked > 0 && due {
+        if (self.unmarked > 0 || self.unread > 0) && due {
             self.mark(now);
         }
-        self.put(chunk);
+        let taken = self.put(chunk);
+        let lost = (chunk.len() - taken) as u64;
+        // A failing writer already reported its loss; only what a FIFO refused counts here.
+        if !self.failing && lost > 0 {
+            self.dropped = self.dropped.saturating_add(lost);
+            self.unread = self.unread.saturating_add(lost);
+            return lost;
+        }
+        0
     }
 
     fn mark(&mut self, now: Instant) {
         let lead = if self.at_line_start { "" } else { "\n" };
-        let rate = self
-            .rate
-            .map_or_else(|| "no limit".to_owned(), |r| format!("{r} bytes/s"));
-        let line = format!(
-            "{lead}[execdriver: {} bytes dropped, over the log rate of {rate}]\n",
-            self.unmarked
-        );
-        self.unmarked = 0;
-        self.marked_at = Some(now);
-        self.put(line.as_bytes());
+        let mut line = String::from(lead);
+        if self.unmarked > 0 {
+            let rate = self
+                .rate
+                .map_or_else(|| "no limit".to_owned(), |r| format!("{r} bytes/s"));
+            line.push_str(&format!(
+                "[execdriver: {} bytes dropped, over the log rate of {rate}]\n",
+                self.unmarked
+            ));
+        }
+        if self.unread > 0 {
+            line.push_str(&format!(
+                "[execdriver: {} bytes dropped, the log output was full (no reader, or a slow one)]\n",
+                self.unread
+            ));
+        }
+        // A marker goes in whole or not at all (a FIFO takes a short write whole or
+        // nothing): one that did not fit is tried again before the next chunk, so that
+        // it comes before the output that follows the drop.
+        if self.put(line.as_bytes()) == line.len() {
+            self.marked_at = Some(now);
+            self.unmarked = 0;
+            self.unread = 0;
+        }
     }
 
     /// The bytes written to the files so far.
@@ -231,12 +261,13 @@ impl LogPump {
         self.written
     }
 
-    /// Writes `chunk` to the files, or counts it lost when that fails.
-    fn put(&mut self, chunk: &[u8]) {
-        let Some(&last) = chunk.last() else {
-            return;
+    /// Writes `chunk` to the output, or counts it lost when that fails; returns the bytes
+    /// the output took.
+    fn put(&mut self, chunk: &[u8]) -> usize {
+        let Some(_) = chunk.last() else {
+            return 0;
         };
-        let stream = self.writer.stream;
+        let stream = self.writer.stream();
         let written = if self.failing {
             self.writer
                 .reopen()
@@ -245,17 +276,20 @@ impl LogPump {
             self.writer.write_chunk(chunk)
         };
         match written {
-            Ok(()) => {
+            Ok(taken) => {
                 if self.failing {
                     report(format_args!(
                         "execdriver: writing {} logs works again in {}",
                         stream.as_str(),
-                        self.writer.dir.display()
+                        self.writer.describe()
                     ));
                 }
                 self.failing = false;
-                self.written += chunk.len() as u64;
-                self.at_line_start = last == b'\n';
+                self.written += taken as u64;
+                if taken > 0 {
+                    self.at_line_start = chunk[taken - 1] == b'\n';
+                }
+                taken
             }
             Err(e) => {
                 if !self.failing {
@@ -265,6 +299,7 @@ impl LogPump {
                     ));
                 }
                 self.failing = true;
+                0
             }
         }
     }

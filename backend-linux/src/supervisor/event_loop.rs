@@ -466,7 +466,14 @@ impl Supervisor {
                 Ok(0) => return self.close_output(i, now),
                 Ok(n) => {
                     output.limiter.spend(n);
-                    output.pump.write(&self.buf[..n], now);
+                    let unread = output.pump.write(&self.buf[..n], now);
+                    if unread > 0 {
+                        let total = match output.pump.stream() {
+                            Stream::Stdout => &mut self.dropped.stdout_dropped_bytes,
+                            Stream::Stderr => &mut self.dropped.stderr_dropped_bytes,
+                        };
+                        *total = total.saturating_add(unread);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     empty = true;
@@ -533,7 +540,7 @@ impl Supervisor {
             let dropped = output.pump.dropped_bytes();
             if dropped > 0 {
                 log(format_args!(
-                    "the task's {} closed; {dropped} bytes of it were dropped over its log rate",
+                    "the task's {} closed; {dropped} bytes of it were dropped (over its log rate, or not taken by a full log output)",
                     output.pump.stream().as_str()
                 ));
             }

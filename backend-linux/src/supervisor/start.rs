@@ -16,7 +16,8 @@ use execdriver_core::{
 use super::{SuperviseOptions, log};
 use crate::cgroups::{SUPERVISORS_CGROUP, TaskCgroup, cgroup_name, join_supervisors_cgroup};
 use crate::isolation::{self, LaunchRequest, LaunchedTask};
-use crate::logs::{self, RotatingWriter, Stream};
+use crate::logs::sink::{PathOutput, Sink};
+use crate::logs::{self, Stream};
 use crate::process;
 use crate::protocol::Hello;
 use crate::state::{self, CgroupRecord, MAX_SPEC, StatePaths, read_record, write_task_record};
@@ -29,8 +30,8 @@ pub(super) struct Started {
     pub task: LaunchedTask,
     pub cgroup: TaskCgroup,
     pub listener: UnixListener,
-    /// The read ends of the task's stdout and stderr, with the writers of their logs.
-    pub outputs: Vec<(OwnedFd, RotatingWriter)>,
+    /// The read ends of the task's stdout and stderr, with where each goes.
+    pub outputs: Vec<(OwnedFd, Sink)>,
 }
 
 /// Why a start failed, at which step, and whether something it created could not be removed.
@@ -117,13 +118,24 @@ pub(super) fn start(
     let log_dir = spec.alloc_dir.join("logs");
     let mut writers = Vec::with_capacity(2);
     for stream in [Stream::Stdout, Stream::Stderr] {
-        let writer = logs::RotatingWriter::open(&log_dir, &spec.task_name, stream, &spec.logs)
-            .map_err(|e| {
-                failure(SpawnStep::Logs)(format!(
-                    "opening the task's {} log failed: {e}",
-                    stream.as_str()
-                ))
-            })?;
+        let output = match stream {
+            Stream::Stdout => &spec.log_outputs.stdout,
+            Stream::Stderr => &spec.log_outputs.stderr,
+        };
+        // A stream with an output of its own is written there only: Nomad's log collector
+        // writes the same `<task>.<stream>.<n>` names in the same logs/ dir, so our files
+        // beside its would be two writers of one file.
+        let writer = match output {
+            Some(path) => PathOutput::open(path, stream).map(Sink::Path),
+            None => logs::RotatingWriter::open(&log_dir, &spec.task_name, stream, &spec.logs)
+                .map(Sink::Files),
+        }
+        .map_err(|e| {
+            failure(SpawnStep::Logs)(format!(
+                "opening the task's {} log failed: {e}",
+                stream.as_str()
+            ))
+        })?;
         writers.push(writer);
     }
     let socket = paths.socket();
