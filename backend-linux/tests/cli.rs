@@ -48,10 +48,6 @@ fn run_task(env: &TestEnv, args: &[&str]) -> (String, Output) {
     let mut all = vec!["run", "--id", &id];
     all.extend_from_slice(args);
     let out = cli(env, &all);
-    assert!(
-        !env.data.join("allocs").join(&id).exists(),
-        "run left its alloc dir"
-    );
     (id, out)
 }
 
@@ -183,7 +179,12 @@ fn start_then_wait_from_another_process() {
     let out = cli(&env, &["wait", "--timeout", "18446744073709551615", &id]);
     no_backtrace(&out);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert!(!env.data.join("allocs").join(&id).exists());
+    // The task is kept: waiting again, from another process, answers the same.
+    assert!(env.data.join("allocs").join(&id).exists());
+    let again = cli(&env, &["wait", "--json", &id]);
+    assert_eq!(again.status.code(), Some(7), "{}", text(&again.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(result["exit_code"], 7, "{result}");
     // By handle id on stdin, with the result as JSON.
     let mut child = command(&env, &["wait", "--json", "-"])
         .stdin(Stdio::piped())
@@ -203,7 +204,10 @@ fn start_then_wait_from_another_process() {
     assert_eq!(result["exit_code"], 2);
     assert_eq!(result["oom_killed"], false);
     assert!(result["error"].is_null());
-    // Collected: the task id no longer resolves (1, as docker gives for an unknown container).
+    // Removed: the task id no longer resolves (1, as docker gives for an unknown container).
+    let out = cli(&env, &["rm", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), id);
     let out = cli(&env, &["wait", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -258,7 +262,21 @@ fn kill_signal_stats_logs_and_list() {
         "{:?}",
         started.elapsed()
     );
-    assert!(!env.data.join("allocs").join(&id).exists());
+    // kill says how the task ended, as wait would; the task and its logs are kept.
+    assert!(
+        text(&out.stdout).contains(&format!("{id}: killed by SIGKILL")),
+        "{}",
+        text(&out.stdout)
+    );
+    let wait = cli(&env, &["wait", &id]);
+    assert_eq!(wait.status.code(), Some(137), "{}", text(&wait.stderr));
+    let logs = cli(&env, &["logs", &id]);
+    assert!(
+        text(&logs.stdout).starts_with("hello\n"),
+        "{}",
+        text(&logs.stdout)
+    );
+    assert!(env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -301,7 +319,6 @@ fn sigterm_to_run_kills_the_task_gracefully() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "up\nbye\n");
-    assert!(!env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -356,7 +373,6 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     let_go(&env, &id);
     let out = cli(&env, &["wait", &id]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert!(!env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -651,7 +667,7 @@ fn a_caller_killed_during_start_leaves_only_what_its_task_id_collects() {
         // within its ready timeout; then the id is either a task, debris, or nothing.
         let mut last = String::new();
         let settled = eventually(Duration::from_secs(30), || {
-            let out = cli(&env, &["kill", id]);
+            let out = cli(&env, &["rm", "-f", id]);
             last = text(&out.stderr);
             !last.contains("still being started")
         });

@@ -61,7 +61,7 @@ pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorK
 pub use platform::{
     CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, LogTime,
     MemoryStats, Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned,
-    TaskLimits, TaskRecord, TaskStats, Timestamp,
+    TaskDetails, TaskLimits, TaskRecord, TaskStats, Timestamp,
 };
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};

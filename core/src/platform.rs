@@ -187,6 +187,21 @@ pub struct TaskRecord {
     pub kill_signal: Signal,
 }
 
+/// What a platform keeps of a task besides its handle: its spec and where its things are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDetails {
+    /// The spec it was started from.
+    pub spec: TaskSpec,
+    /// When it was started, in milliseconds since the Unix epoch, if known.
+    pub created_unix_ms: Option<u64>,
+    /// Its state dir.
+    pub state_dir: PathBuf,
+    /// Its cgroup dirs, one per hierarchy (still named after the cgroup is removed).
+    pub cgroup_paths: Vec<PathBuf>,
+    /// Its current stdout and stderr log files.
+    pub log_paths: Vec<PathBuf>,
+}
+
 /// A task the platform has started.
 #[derive(Debug)]
 pub struct Spawned<S> {
@@ -301,7 +316,7 @@ pub enum Refusal {
     /// The task id was collected and reused: the supervisor, record or socket found belong to
     /// another task.
     Reused,
-    /// There is no state of the task: it was already collected, or never started here.
+    /// There is no state of the task: it was already removed, or never started here.
     Collected,
     /// The recorded process is alive but is not the task's supervisor.
     NotSupervisor,
@@ -327,6 +342,8 @@ pub enum SpawnStep {
     Dirs,
     /// Claiming the task id (its state dir): taken when the id is already in use.
     Claim,
+    /// Claiming the task's unique name: taken when another task that is there holds it.
+    Name,
     /// Writing the task's records into its state dir.
     Records,
     /// Starting the supervisor or reading its reports.
@@ -344,6 +361,7 @@ impl fmt::Display for SpawnStep {
         f.write_str(match self {
             SpawnStep::Dirs => "checking the task dirs",
             SpawnStep::Claim => "claiming the task id",
+            SpawnStep::Name => "claiming the task name",
             SpawnStep::Records => "writing the task records",
             SpawnStep::Supervisor => "starting the supervisor",
             SpawnStep::Cgroup => "creating the task cgroup",
@@ -600,7 +618,8 @@ pub trait Platform: Send + Sync {
         deadline: Timestamp,
     ) -> Result<TaskStats, PlatformError>;
 
-    /// After an exit was collected: the supervisor removes the cgroup and state, then exits.
+    /// After an exit was collected: the supervisor exits, leaving the task's records (spec,
+    /// exit record) and logs for [`Platform::remove_task`]; its cgroup is gone by then.
     fn release(
         &self,
         supervisor: &Self::Supervisor,
@@ -631,8 +650,21 @@ pub trait Platform: Send + Sync {
     /// Orphan cleanup: removes the task's cgroup.
     fn destroy_cgroup(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
 
-    /// Orphan cleanup: removes the task's state dir.
+    /// Removes the task's state dir, once its cgroup is gone. The driver's own cleanups no
+    /// longer call it (a task is kept until [`Platform::remove_task`]); kept for agents that
+    /// clean up by hand.
     fn remove_state(&self, handle: &HandleId) -> Result<(), PlatformError>;
+
+    /// Removes everything kept of an exited task whose supervisor is gone: its state dir
+    /// (spec, exit record), its cgroup if one is left, its name claim, and its logs and
+    /// alloc dir when the platform made them. What is already gone is fine.
+    fn remove_task(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
+
+    /// The id of the task that holds the unique `name` in this data dir, if one does.
+    fn task_named(&self, name: &str) -> Result<Option<String>, PlatformError>;
+
+    /// The spec of the task and where its state, cgroup and logs are.
+    fn details(&self, handle: &HandleId) -> Result<TaskDetails, PlatformError>;
 }
 
 /// The supervisor type of [`MockPlatform`]: a plain number tests can match on.

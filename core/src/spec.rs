@@ -44,6 +44,11 @@ pub enum SpecError {
         "task id {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
     )]
     TaskId(String),
+    /// A unique name that is not safe in a file name.
+    #[error(
+        "name {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    Name(String),
     /// A task name that is not safe in a file name.
     #[error(
         "task name {0:?} is not usable: it must be 1 to 128 characters without `/` or nul, and not `.` or `..`"
@@ -522,6 +527,11 @@ pub struct TaskSpec {
     /// The task's own resolv.conf; `None`: the chroot env's (the host's) /etc/resolv.conf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// A name unique among the tasks of the driver's data dir, claimed at start (a start
+    /// whose name is held fails) and released when the task is removed; the task can then
+    /// be found by it as by its id. None: the task has only its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     // What `execdriver run` users reach for: the working dir, bind mounts, stdin. Each is
     // left out of the JSON when default, so an older reader still parses the spec.
     /// The task's working dir inside its root, `None` for `/` (as docker without `-w`).
@@ -708,6 +718,7 @@ impl TaskSpec {
             workdir: None,
             mounts: Vec::new(),
             stdin: Stdin::Null,
+            name: None,
         }
     }
 
@@ -715,6 +726,9 @@ impl TaskSpec {
     pub fn validate(&self, max_kill_timeout: Duration) -> Result<(), SpecError> {
         validate_task_id(&self.task_id)?;
         validate_task_name(&self.task_name)?;
+        if let Some(name) = &self.name {
+            validate_task_id(name).map_err(|_| SpecError::Name(name.clone()))?;
+        }
         validate_abs_path("alloc dir", &self.alloc_dir)?;
         validate_abs_path("task dir", &self.task_dir)?;
         for dir in &self.chroot_env {

@@ -358,7 +358,8 @@ impl Task {
     }
 
     /// Blocks until the task exits. The engine collects the exit and releases the task's
-    /// supervisor, cgroup and state as part of it.
+    /// supervisor and cgroup as part of it; its records stay, so the exit is answered again,
+    /// until [`Task::remove`].
     pub fn wait(&self) -> Result<Exit, EngineError> {
         Ok(self.handle.wait()?.into())
     }
@@ -379,6 +380,17 @@ impl Task {
     pub fn force_kill(&self) -> Result<(), EngineError> {
         self.handle.update(Duration::ZERO);
         Ok(self.handle.kill()?)
+    }
+
+    /// Removes the task and everything the engine kept of it (records, cgroup); a running
+    /// one only with `force`, which kills it first with no grace, as a forced DestroyTask
+    /// expects.
+    pub fn remove(&self, force: bool) -> Result<(), EngineError> {
+        if force && self.is_running() {
+            self.force_kill()?;
+        }
+        self.handle.remove(force)?;
+        Ok(())
     }
 
     /// Resource use now; `None` once the task has exited.

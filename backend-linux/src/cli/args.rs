@@ -66,14 +66,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a task and wait for it in the foreground: its stdout and stderr appear on ours,
-    /// Ctrl-C or SIGTERM kills it gracefully, and its exit status becomes ours.
-    Run(TaskOptions),
+    /// Ctrl-C or SIGTERM kills it gracefully, and its exit status becomes ours. The task is
+    /// kept (logs, exit) until `rm`, unless --rm.
+    Run(RunOptions),
 
     /// Start a task in the background: print its handle id as one line and return.
     Start(TaskOptions),
 
-    /// Wait for a task to exit and collect it; exit with its status as `run` does (124 when
-    /// --timeout passes first; the task keeps running).
+    /// Wait for a task to exit; exit with its status as `run` does (124 when --timeout
+    /// passes first; the task keeps running). Asked again, it answers the same.
     Wait {
         /// Give up after this long (e.g. 500ms, 5s, 1m).
         #[arg(long, value_name = "DUR")]
@@ -87,11 +88,17 @@ pub enum Command {
     },
 
     /// Stop a task: its kill signal, then a force kill of everything in its cgroup after the
-    /// kill timeout; then collect it.
+    /// kill timeout; then print how it ended, as `wait` would report it.
     Kill {
         /// The kill timeout to use instead of the task's own (capped at its recorded maximum).
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
+        /// Print nothing.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print the result as one JSON object, as `wait --json` does.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
         /// The handle id, `-` to read it from stdin, or a task id in the data dir.
         #[arg(value_name = "HANDLE")]
         handle: String,
@@ -125,11 +132,39 @@ pub enum Command {
     /// arrived; or one of them (on our stdout).
     Logs(LogsOpts),
 
-    /// List the tasks in the data dir.
+    /// List the tasks in the data dir: name, id, state, command and age.
+    #[command(visible_alias = "ps")]
     List {
-        /// Print one JSON array.
+        /// Print one JSON array (fields: name, task_id, state, exit, reason, command,
+        /// created, created_unix_ms, supervisor_pid, task_pid).
         #[arg(long)]
         json: bool,
+    },
+
+    /// Remove tasks and everything kept of them: records, logs, alloc dir, cgroup, name.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Kill a running task first (otherwise a running task is refused).
+        #[arg(short, long)]
+        force: bool,
+        /// Task ids, names or handle ids.
+        #[arg(required = true, value_name = "TASK")]
+        tasks: Vec<String>,
+    },
+
+    /// Remove every task that has exited; print the id of each one removed.
+    Prune {
+        /// Only tasks started longer ago than this (e.g. 1h, 30m, 24h).
+        #[arg(long, value_name = "DUR")]
+        until: Option<String>,
+    },
+
+    /// Print everything known of a task as one JSON object: spec, handle, cgroup paths,
+    /// limits, state, exit and log paths; exit 1 when there is no such task.
+    Inspect {
+        /// The task id, name, handle id, or `-` to read one from stdin.
+        #[arg(value_name = "TASK")]
+        handle: String,
     },
 
     /// Check whether this node can run tasks (root, cgroups and controllers, kernel); exit 1
@@ -169,6 +204,18 @@ pub enum Command {
         #[arg(long, value_name = "FD")]
         start_lock_fd: Option<i32>,
     },
+}
+
+/// `run`: how to start the task, and what to do after.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Remove the task (logs, alloc dir, records, name) once it has exited.
+    #[arg(long)]
+    pub rm: bool,
+
+    /// How to start the task.
+    #[command(flatten)]
+    pub task: TaskOptions,
 }
 
 /// How to start a task.
@@ -283,8 +330,10 @@ pub struct TaskOptions {
     #[arg(long, value_name = "unconfined|default|FILE")]
     pub seccomp: Option<String>,
 
-    /// The task's name; names its log files and its dir in the alloc dir, so `logs` and
-    /// `alloc` are reserved [default: the command's file name].
+    /// The task's name, unique among the tasks of the data dir until the task is removed;
+    /// usable wherever a task id is. Also names its log files and its dir in the alloc dir,
+    /// so `logs` and `alloc` are reserved [default: no unique name; files are named after
+    /// the command's file name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -339,7 +388,7 @@ mod tests {
             "echo hi",
         ])
         .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.memory.as_deref(), Some("64M"));
@@ -354,7 +403,7 @@ mod tests {
         assert_eq!(opts.command, vec!["/bin/echo", "-n", "--x"]);
         let cli = Cli::try_parse_from(["execdriver", "run", "--cpus", "1.5", "/bin/true"])
             .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.cpus.as_deref(), Some("1.5"));
@@ -374,7 +423,7 @@ mod tests {
         assert_eq!(opts.log_rate, None);
         let cli = Cli::try_parse_from(["execdriver", "run", "--log-rate", "512K", "/bin/true"])
             .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.log_rate.as_deref(), Some("512K"));
@@ -401,16 +450,16 @@ mod tests {
         let Command::Run(opts) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
-        assert!(opts.interactive);
-        assert_eq!(opts.env, vec!["A", "B=1"]);
-        assert_eq!(opts.workdir, Some(PathBuf::from("/srv")));
-        assert_eq!(opts.volume, vec!["/a:/b:ro"]);
-        assert_eq!(opts.user.as_deref(), Some("1000:1000"));
+        assert!(opts.task.interactive);
+        assert_eq!(opts.task.env, vec!["A", "B=1"]);
+        assert_eq!(opts.task.workdir, Some(PathBuf::from("/srv")));
+        assert_eq!(opts.task.volume, vec!["/a:/b:ro"]);
+        assert_eq!(opts.task.user.as_deref(), Some("1000:1000"));
         let cli = Cli::try_parse_from(["execdriver", "run", "--spec", "t.toml"]).expect("parse");
         let Command::Run(opts) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
-        assert!(opts.command.is_empty());
+        assert!(opts.task.command.is_empty());
         Cli::try_parse_from(["execdriver", "run", "--chroot-env-only", "/bin/true"])
             .expect_err("--chroot-env-only needs --chroot-env");
     }

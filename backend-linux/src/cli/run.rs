@@ -9,7 +9,7 @@ use std::thread;
 use execdriver_core::{LogStream, TaskHandle};
 use execdriver_linux::{AllocDir, LinuxPlatform};
 
-use super::args::TaskOptions;
+use super::args::{RunOptions, TaskOptions};
 use super::context::Ctx;
 use super::follow::{BrokenPipeTolerant, Follower};
 use super::output::{exit_code_of, out};
@@ -46,7 +46,8 @@ pub fn start(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     Ok(0)
 }
 
-pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
+    let opts = &run_opts.task;
     if opts.dry_run {
         return dry_run(ctx, opts);
     }
@@ -68,8 +69,8 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     // The followers copy the output while the task runs; this thread waits for the exit
     // (which the supervisor records only once the task's pipes are drained into the log
     // files) and then tells them to drain once more and stop, so a short task's `run` ends
-    // when the task does, not at the followers' next look. The logs stay readable through
-    // the handle after the task is collected: they are in the alloc dir.
+    // when the task does, not at the followers' next look. The task is kept after its exit
+    // (logs, exit record) until `rm`, or `--rm` below.
     let done = AtomicBool::new(false);
     let (result, stderr_bytes) = thread::scope(|scope| {
         let follow = |stream: LogStream| {
@@ -125,11 +126,14 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
         }
         (result, stderr_bytes)
     });
-    // Only a collected task's alloc dir goes: after a failed wait the task may still run
-    // in it (and `wait <task id>` can collect it later).
+    // Only an exited task is removed: after a failed wait the task may still run (and
+    // `wait <task id>` can collect it later).
     let result = result?;
-    ctx.remove_alloc(handle.task_id(), None);
-    Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
+    let code = exit_code_of(handle.task_id(), &result, stderr_bytes == 0);
+    if run_opts.rm {
+        handle.remove(false)?;
+    }
+    Ok(code)
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP kill the task gracefully, from a thread of their own; a

@@ -78,6 +78,9 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
             spec.config = config;
         }
     }
+    // Only a name asked for (by --name, or by the spec file) is claimed: a second
+    // `run -- /bin/true` must not fail because the first is still kept.
+    spec.name = opts.name.clone().or(spec.name.take());
     let number = |option: &str, text: &str| -> Result<u64> {
         text.trim()
             .parse()
