@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::exec::{ExecRequest, ExecStarted};
 use crate::handle::{HandleError, HandleId};
 use crate::lifecycle::{Effect, Event, Lifecycle, State, Timeouts, TransitionError, kill_timeout};
 use crate::outcome::{
@@ -107,6 +108,8 @@ pub enum Operation {
     Logs,
     /// [`Driver::list`].
     List,
+    /// [`TaskHandle::exec`].
+    Exec,
 }
 
 impl fmt::Display for Operation {
@@ -119,6 +122,7 @@ impl fmt::Display for Operation {
             Operation::Stats => "stats",
             Operation::Logs => "logs",
             Operation::List => "list",
+            Operation::Exec => "exec in",
         })
     }
 }
@@ -217,6 +221,15 @@ pub enum DriverError {
         op: Operation,
         /// The task.
         task_id: String,
+    },
+    /// An exec was refused before anything was started: a bad request, or a task being
+    /// killed.
+    #[error("cannot exec in task {task_id}: {reason}")]
+    ExecRefused {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
     },
     /// An event the lifecycle does not allow now.
     #[error(transparent)]
@@ -716,6 +729,35 @@ impl<P: Platform> TaskHandle<P> {
                 task_id: self.task_id.clone(),
                 failures,
             })
+        }
+    }
+
+    /// Runs a command inside the running task (see [`crate::exec`]) and returns once it is
+    /// started; wait for it through [`ExecStarted::session`]. Refused for a task that has
+    /// exited ([`DriverError::NotRunning`]) or is being killed.
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecStarted, DriverError> {
+        let refused = |reason: String| DriverError::ExecRefused {
+            task_id: self.task_id.clone(),
+            reason,
+        };
+        request.validate().map_err(refused)?;
+        let supervisor = self.live_supervisor(Operation::Exec)?;
+        if self.state() != State::Running {
+            return Err(refused("it is being killed".to_owned()));
+        }
+        let handle = self.handle_id();
+        let deadline = self.platform.now() + self.timeouts.call;
+        match self.platform.exec(supervisor, &handle, request, deadline) {
+            Ok(started) => Ok(started),
+            // The task may have ended since this handle last looked: say so, as for an
+            // exec into a task known to have exited.
+            Err(source) => match self.wait_timeout(Duration::ZERO) {
+                Ok(Some(_)) => Err(DriverError::NotRunning {
+                    op: Operation::Exec,
+                    task_id: self.task_id.clone(),
+                }),
+                _ => Err(self.platform_error(Operation::Exec, source)),
+            },
         }
     }
 

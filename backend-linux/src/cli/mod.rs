@@ -9,6 +9,7 @@
 mod args;
 mod context;
 mod docs;
+mod exec;
 mod fingerprint;
 mod follow;
 mod kill;
@@ -189,6 +190,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Kill { timeout, handle } => kill::kill(&ctx, timeout.as_deref(), &handle),
         Command::Status { json, handle } => status::status(&ctx, json, &handle),
         Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
+        Command::Exec(opts) => exec::exec(&ctx, opts),
         Command::Stats { json, handle } => signal::stats(&ctx, json, &handle),
         Command::Logs {
             stderr,

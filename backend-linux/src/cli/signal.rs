@@ -10,7 +10,7 @@ use super::{Result, fail};
 
 /// The running task `arg` names, or a one-line reason why there is none. The probe comes
 /// first so that an exited task is reported, not collected.
-fn running(ctx: &Ctx, arg: &str) -> Result<TaskHandle<LinuxPlatform>> {
+pub(super) fn running(ctx: &Ctx, arg: &str) -> Result<TaskHandle<LinuxPlatform>> {
     let target = ctx.target(arg)?;
     let id = target.task_id().to_owned();
     match ctx.probe(&target)? {

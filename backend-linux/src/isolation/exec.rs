@@ -39,6 +39,8 @@ pub(crate) mod step {
     pub const TASK_CAPABILITIES: u32 = 0xFFFF_0108;
     /// Installing the seccomp filter.
     pub const TASK_SECCOMP: u32 = 0xFFFF_0109;
+    /// Making the terminal on stdin the controlling terminal (exec with a TTY).
+    pub const TASK_CONTROLLING_TTY: u32 = 0xFFFF_010A;
 }
 
 /// The capabilities a task may keep, as in Docker's default set less NET_RAW and MKNOD:
@@ -198,6 +200,10 @@ pub(crate) struct ExecPlan {
     last_cap: u32,
     /// The seccomp filter, built here so that the task only installs it.
     seccomp: Option<SeccompProgram>,
+    /// The working dir (the task's is [`TASK_CWD`]; an exec may name another).
+    cwd: CString,
+    /// Whether stdin is a terminal to make the controlling terminal of the new session.
+    controlling_tty: bool,
 }
 
 fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
@@ -246,7 +252,21 @@ impl ExecPlan {
             groups: user.groups.clone(),
             last_cap: cap_last_cap(),
             seccomp: crate::seccomp::program(&spec.seccomp)?,
+            cwd: TASK_CWD.to_owned(),
+            controlling_tty: false,
         })
+    }
+
+    /// Runs in `cwd` instead of [`TASK_CWD`].
+    pub(crate) fn with_cwd(mut self, cwd: &str) -> Result<Self, IsolationError> {
+        self.cwd = nul_free(|| "working dir".into(), cwd)?;
+        Ok(self)
+    }
+
+    /// Makes stdin (a terminal) the controlling terminal of the process's new session.
+    pub(crate) fn with_controlling_tty(mut self) -> Self {
+        self.controlling_tty = true;
+        self
     }
 }
 
@@ -274,6 +294,9 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
     unsafe {
         if libc::setsid() < 0 {
             fail(exec_w, step::TASK_SETSID, sys::errno(), 0, 126);
+        }
+        if plan.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(exec_w, step::TASK_CONTROLLING_TTY, sys::errno(), 0, 126);
         }
         // The init blocked everything and installed catch-all handlers: give the program
         // default dispositions first, then unblock, so no signal is lost in between.
@@ -320,7 +343,7 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
             fail(exec_w, step::TASK_SETUID, e, 0, 126);
         }
         libc::umask(0o022);
-        if let Err(e) = check_int(libc::chdir(TASK_CWD.as_ptr())) {
+        if let Err(e) = check_int(libc::chdir(plan.cwd.as_ptr())) {
             fail(exec_w, step::TASK_CHDIR, e, 0, 126);
         }
         sys::close_all_but(exec_w);

@@ -58,6 +58,7 @@
 //!   126 when it was found but could not run (EACCES, ENOEXEC, ...), with
 //!   `execdriver: cannot run "<command>": <reason>` on the task's stderr.
 
+pub(crate) mod enter;
 mod exec;
 mod init;
 mod network;
@@ -82,6 +83,7 @@ use crate::process::{Pidfd, ProcessError};
 
 #[cfg(any(test, feature = "test-support"))]
 pub use exec::{DEFAULT_PATH, TASK_CAPABILITIES, task_environment};
+pub(crate) use user::lookup as lookup_user;
 use wire::{RECORD_LEN, Record};
 
 /// The namespaces a task gets.
@@ -510,7 +512,6 @@ fn describe_step(
     network: &network::NetworkPlan,
     user: &user::TaskUser,
 ) -> String {
-    use exec::step::*;
     use init::step::*;
     if let Some(s) = root.steps.get(step as usize) {
         return format!("while {}", s.describe());
@@ -524,6 +525,14 @@ fn describe_step(
             "while resetting the negative oom_score_adj inherited from the supervisor to 0"
                 .to_owned()
         }
+        _ => describe_task_step(step, user),
+    }
+}
+
+/// What a failed step of the task process (module `exec`) was, in words.
+fn describe_task_step(step: u32, user: &user::TaskUser) -> String {
+    use exec::step::*;
+    match step {
         TASK_SETSID => "while starting a new session (setsid)".to_owned(),
         TASK_NO_NEW_PRIVS => "while setting no_new_privs".to_owned(),
         TASK_SETGROUPS => format!(
@@ -538,7 +547,7 @@ fn describe_step(
             "while switching to user {:?} (setuid {})",
             user.name, user.uid
         ),
-        TASK_CHDIR => "while changing to the working directory /".to_owned(),
+        TASK_CHDIR => "while changing to the working directory".to_owned(),
         TASK_CAPABILITIES => {
             "while dropping the capabilities a task may not have (capset, PR_CAPBSET_DROP)"
                 .to_owned()
