@@ -69,6 +69,7 @@ internal! {
 }
 
 mod allocdir;
+pub mod exec_io;
 mod fingerprint;
 mod platform;
 mod supervisor;

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use execdriver_core::{
-    Driver, DriverConfig, DriverError, HandleId, PlatformError, Signal, SpawnStep, State,
-    TaskConfig, TaskHandle, TaskSpec, WaitResult,
+    Driver, DriverConfig, DriverError, ExecRequest, ExecStarted, HandleId, PlatformError, Signal,
+    SpawnStep, State, TaskConfig, TaskHandle, TaskSpec, WaitResult,
 };
 use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
@@ -69,7 +69,9 @@ impl From<DriverError> for EngineError {
             _ => ErrorKind::Transient,
         };
         let kind = match &e {
-            DriverError::Spec(_) | DriverError::Handle(_) => ErrorKind::Invalid,
+            DriverError::Spec(_) | DriverError::Handle(_) | DriverError::ExecRefused { .. } => {
+                ErrorKind::Invalid
+            }
             DriverError::Spawn { source, .. } => of_platform(source),
             DriverError::NotFound { .. } => ErrorKind::Invalid,
             DriverError::Starting { .. } => ErrorKind::Transient,
@@ -325,6 +327,11 @@ impl Task {
     pub fn force_kill(&self) -> Result<(), EngineError> {
         self.handle.update(Duration::ZERO);
         Ok(self.handle.kill()?)
+    }
+
+    /// Starts a command in the running task (see `execdriver_core::exec`).
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecStarted, EngineError> {
+        Ok(self.handle.exec(request)?)
     }
 
     /// Resource use now; `None` once the task has exited.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread;
 
 use execdriver_core::{ExecExit, ExecRequest, ExecSession, ExecStdio, Signal};
+use execdriver_linux::exec_io::copy_output;
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use rustix::termios::{self, OptionalActions, Termios};
 
@@ -104,53 +105,12 @@ fn watch_signals(signals: SigSet, session: Arc<dyn ExecSession>, master: Option<
     }
 }
 
-/// Copies the terminal's output to our stdout until it is closed, or, once `done` is
-/// readable (the command has exited), until nothing more is buffered.
+/// Copies the terminal's output to our stdout (see [`copy_output`]).
 fn pump_output(master: &OwnedFd, done: &OwnedFd) {
-    use rustix::event::{PollFd, PollFlags, poll};
     let mut stdout = io::stdout();
-    let mut buf = [0u8; 8192];
-    let mut draining = false;
-    loop {
-        let mut fds = [
-            PollFd::new(master, PollFlags::IN),
-            PollFd::new(done, PollFlags::IN),
-        ];
-        let timeout = draining.then_some(&rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        });
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
-        }
-        let master_ready = fds[0].revents();
-        if fds[1].revents().contains(PollFlags::IN) {
-            draining = true;
-        }
-        if master_ready.is_empty() {
-            if draining {
-                return;
-            }
-            continue;
-        }
-        match rustix::io::read(master, &mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if stdout
-                    .write_all(&buf[..n])
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
-            // EIO: every slave fd is closed.
-            Err(_) => return,
-        }
-    }
+    copy_output(master.as_fd(), done.as_fd(), &mut |data| {
+        stdout.write_all(data).and_then(|()| stdout.flush()).is_ok()
+    });
 }
 
 /// Copies our stdin to the terminal until our stdin ends; then sends the terminal's EOF.
