@@ -61,8 +61,20 @@ pub(crate) fn exec(
     let cgroup = recorded_cgroup(&confined.paths, &handle.task_id)
         .map_err(|e| failed(handle, e))?
         .ok_or_else(|| failed(handle, "its cgroup record is missing"))?;
+    // The task's cgroup (from its record: the hierarchies it is accounted and killed in),
+    // and the init's place in every other hierarchy, so the command is where the task is.
+    let mut dirs = cgroup.paths();
+    let elsewhere = crate::cgroups::cgroup_dirs_of(init.pid()).map_err(|e| failed(handle, e))?;
+    if init.wait_exit(Some(Duration::ZERO)).unwrap_or(false) {
+        return Err(exited(handle, "its init process has ended"));
+    }
+    for dir in elsewhere {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
     let mut cgroup_procs = Vec::new();
-    for dir in cgroup.paths() {
+    for dir in dirs {
         let path = dir.join("cgroup.procs");
         let file = OpenOptions::new()
             .write(true)
