@@ -70,6 +70,7 @@ internal! {
 
 mod allocdir;
 mod clock;
+pub mod exec_io;
 mod fingerprint;
 mod platform;
 mod supervisor;

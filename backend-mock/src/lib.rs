@@ -36,6 +36,7 @@
 //!
 //! [`Driver`]: execdriver_core::Driver
 
+mod exec;
 mod script;
 mod world;
 
@@ -44,9 +45,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use execdriver_core::{
-    ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, MemoryStats,
-    Platform, PlatformError, ProcessIdentity, Reattach, Refusal, Signal, SpawnStep, Spawned,
-    SupervisorIdentity, TaskDetails, TaskRecord, TaskSpec, TaskStats, Timestamp,
+    ExecRequest, ExecStarted, ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor,
+    LogStream, MemoryStats, Platform, PlatformError, ProcessIdentity, Reattach, Refusal, Signal,
+    SpawnStep, Spawned, SupervisorIdentity, TaskDetails, TaskRecord, TaskSpec, TaskStats,
+    Timestamp,
 };
 
 pub use script::{Exit, Faults, ForceKill, ReattachFault, SignalResponse, TaskScript};
@@ -122,6 +124,8 @@ pub enum Op {
     RemoveState,
     /// [`Platform::remove_task`].
     RemoveTask,
+    /// [`Platform::exec`].
+    Exec,
 }
 
 /// Why a resource went away.
@@ -780,6 +784,16 @@ impl Platform for MockPlatform {
             });
         w.record(Op::Stats, &sup.task_id, result.is_ok());
         result
+    }
+
+    fn exec(
+        &self,
+        sup: &Self::Supervisor,
+        _handle: &HandleId,
+        request: ExecRequest,
+        deadline: Timestamp,
+    ) -> Result<ExecStarted, PlatformError> {
+        exec::exec(&self.world, sup, &request, deadline)
     }
 
     fn release(&self, sup: &Self::Supervisor, deadline: Timestamp) -> Result<(), PlatformError> {

@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::exec::{ExecRequest, ExecStarted};
 use crate::handle::{HandleError, HandleId};
 use crate::lifecycle::{Effect, Event, Lifecycle, State, Timeouts, TransitionError, kill_timeout};
 use crate::logs::LogStart;
@@ -112,6 +113,8 @@ pub enum Operation {
     Remove,
     /// [`Driver::details`].
     Inspect,
+    /// [`TaskHandle::exec`].
+    Exec,
 }
 
 impl fmt::Display for Operation {
@@ -126,6 +129,7 @@ impl fmt::Display for Operation {
             Operation::List => "list",
             Operation::Remove => "remove",
             Operation::Inspect => "inspect",
+            Operation::Exec => "exec in",
         })
     }
 }
@@ -230,6 +234,15 @@ pub enum DriverError {
     StillRunning {
         /// The task.
         task_id: String,
+    },
+    /// An exec was refused before anything was started: a bad request, or a task being
+    /// killed.
+    #[error("cannot exec in task {task_id}: {reason}")]
+    ExecRefused {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
     },
     /// An event the lifecycle does not allow now.
     #[error(transparent)]
@@ -891,6 +904,35 @@ impl<P: Platform> TaskHandle<P> {
         let deadline = self.platform.now() + self.timeouts.cleanup;
         remove_exited(&*self.platform, &self.handle_id(), deadline)?;
         Ok(result)
+    }
+
+    /// Runs a command inside the running task (see [`crate::exec`]) and returns once it is
+    /// started; wait for it through [`ExecStarted::session`]. Refused for a task that has
+    /// exited ([`DriverError::NotRunning`]) or is being killed.
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecStarted, DriverError> {
+        let refused = |reason: String| DriverError::ExecRefused {
+            task_id: self.task_id.clone(),
+            reason,
+        };
+        request.validate().map_err(refused)?;
+        let supervisor = self.live_supervisor(Operation::Exec)?;
+        if self.state() != State::Running {
+            return Err(refused("it is being killed".to_owned()));
+        }
+        let handle = self.handle_id();
+        let deadline = self.platform.now() + self.timeouts.call;
+        match self.platform.exec(supervisor, &handle, request, deadline) {
+            Ok(started) => Ok(started),
+            // The task may have ended since this handle last looked: say so, as for an
+            // exec into a task known to have exited.
+            Err(source) => match self.wait_timeout(Duration::ZERO) {
+                Ok(Some(_)) => Err(DriverError::NotRunning {
+                    op: Operation::Exec,
+                    task_id: self.task_id.clone(),
+                }),
+                _ => Err(self.platform_error(Operation::Exec, source)),
+            },
+        }
     }
 
     /// The task's current resource use.

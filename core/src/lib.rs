@@ -35,6 +35,7 @@
 pub mod config;
 pub mod dns;
 pub mod driver;
+pub mod exec;
 pub mod handle;
 pub mod lifecycle;
 pub mod log_outputs;
@@ -51,6 +52,7 @@ pub use driver::{
     Driver, DriverConfig, DriverError, LifecycleHooks, Listed, NoHooks, Operation, TaskHandle,
     TaskStatus,
 };
+pub use exec::{ExecExit, ExecRequest, ExecSession, ExecStarted, ExecStdio};
 pub use handle::{HandleError, HandleId, ProcessIdentity, SupervisorIdentity};
 pub use lifecycle::{
     Effect, Event, EventKind, Lifecycle, State, Timeouts, TransitionError, kill_timeout,

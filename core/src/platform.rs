@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exec::{ExecRequest, ExecStarted};
 use crate::handle::{HandleId, ProcessIdentity, SupervisorIdentity};
 use crate::outcome::ExitStatus;
 use crate::signal::Signal;
@@ -617,6 +618,17 @@ pub trait Platform: Send + Sync {
         supervisor: &Self::Supervisor,
         deadline: Timestamp,
     ) -> Result<TaskStats, PlatformError>;
+
+    /// Runs `request` inside the running task: its namespaces, cgroup, root, user,
+    /// capabilities, no_new_privs, seccomp filter and environment. Returns once the command
+    /// is started (or could not be, by `deadline`); a task that has exited is an error.
+    fn exec(
+        &self,
+        supervisor: &Self::Supervisor,
+        handle: &HandleId,
+        request: ExecRequest,
+        deadline: Timestamp,
+    ) -> Result<ExecStarted, PlatformError>;
 
     /// After an exit was collected: the supervisor exits, leaving the task's records (spec,
     /// exit record) and logs for [`Platform::remove_task`]; its cgroup is gone by then.

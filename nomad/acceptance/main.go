@@ -380,6 +380,44 @@ args    = ["-c", "echo hi; echo \"$GREETING\" > /alloc/hi; trap 'echo usr1 > /al
 	check(err, "SignalTask")
 	waitFile(h.shared("usr1"), 10*time.Second)
 
+	h.say("ExecTask: output and exit code of a command in the task")
+	execd, err := h.c.driver.ExecTask(ctx(30*time.Second), &drivers.ExecTaskRequest{
+		TaskId:  task.Id,
+		Command: []string{"/bin/sh", "-c", "cat /alloc/hi; id -u; echo e >&2; exit 3"},
+		Timeout: ptypes.DurationProto(20 * time.Second),
+	})
+	check(err, "ExecTask")
+	if string(execd.Stdout) != "hello from nomad\n65534\n" || string(execd.Stderr) != "e\n" || execd.Result.ExitCode != 3 {
+		fail("ExecTask: %+v", execd)
+	}
+
+	h.say("ExecTaskStreaming with a TTY and a resize")
+	stream, err := h.c.driver.ExecTaskStreaming(ctx(30 * time.Second))
+	check(err, "ExecTaskStreaming")
+	check(stream.Send(&drivers.ExecTaskStreamingRequest{Setup: &drivers.ExecTaskStreamingRequest_Setup{
+		TaskId: task.Id, Command: []string{"/bin/sh", "-c", "read x; stty size; tty; exit 5"}, Tty: true,
+	}}), "ExecTaskStreaming setup")
+	check(stream.Send(&drivers.ExecTaskStreamingRequest{TtySize: &drivers.ExecTaskStreamingRequest_TerminalSize{Height: 24, Width: 100}}), "resize")
+	check(stream.Send(&drivers.ExecTaskStreamingRequest{Stdin: &drivers.ExecTaskStreamingIOOperation{Data: []byte("go\n")}}), "stdin")
+	var shown strings.Builder
+	for {
+		m, err := stream.Recv()
+		check(err, "ExecTaskStreaming receive")
+		if m.Stdout != nil {
+			shown.Write(m.Stdout.Data)
+		}
+		if m.Exited {
+			if m.Result.ExitCode != 5 {
+				fail("ExecTaskStreaming exit: %+v", m.Result)
+			}
+			break
+		}
+	}
+	check(stream.CloseSend(), "ExecTaskStreaming close")
+	if !strings.Contains(shown.String(), "24 100") || !strings.Contains(shown.String(), "/dev/pts/") {
+		fail("ExecTaskStreaming output: %q", shown.String())
+	}
+
 	h.say("DestroyTask of a running task without force: refused")
 	_, err = h.c.driver.DestroyTask(ctx(10*time.Second), &drivers.DestroyTaskRequest{TaskId: task.Id})
 	expectCode(err, codes.FailedPrecondition, "still running", "DestroyTask of a running task")

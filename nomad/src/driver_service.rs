@@ -530,18 +530,25 @@ impl driver_server::Driver for DriverService {
 
     async fn exec_task(
         &self,
-        _: Request<d::ExecTaskRequest>,
+        request: Request<d::ExecTaskRequest>,
     ) -> Result<Response<d::ExecTaskResponse>, Status> {
-        Err(exec_unimplemented())
+        let request = request.into_inner();
+        let entry = self.entry(&request.task_id)?;
+        let timeout = proto_duration(request.timeout.as_ref());
+        let response = crate::exec::exec_task(entry, request.command, timeout).await?;
+        Ok(Response::new(response))
     }
 
     type ExecTaskStreamingStream = BoxStream<d::ExecTaskStreamingResponse>;
 
     async fn exec_task_streaming(
         &self,
-        _: Request<Streaming<d::ExecTaskStreamingRequest>>,
+        request: Request<Streaming<d::ExecTaskStreamingRequest>>,
     ) -> Result<Response<Self::ExecTaskStreamingStream>, Status> {
-        Err(exec_unimplemented())
+        let stream =
+            crate::exec::exec_streaming(|task_id| self.entry(task_id), request.into_inner())
+                .await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create_network(
@@ -573,13 +580,6 @@ impl driver_server::Driver for DriverService {
         // Tasks outlive the plugin by design; the process itself ends by the controller.
         Ok(Response::new(d::ShutdownResponse {}))
     }
-}
-
-fn exec_unimplemented() -> Status {
-    Status::unimplemented(
-        "exec into a running task is not supported by execdriver yet: the engine has no exec \
-         API (issue 8, item 5)",
-    )
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use execdriver_core::{
-    DnsConfig, Driver, DriverConfig, DriverError, HandleId, LogOutputs, Network, PlatformError,
-    Seccomp, SeccompProfile, Signal, SpawnStep, State, TaskConfig, TaskHandle, TaskSpec,
-    WaitResult,
+    DnsConfig, Driver, DriverConfig, DriverError, ExecRequest, ExecStarted, HandleId, LogOutputs,
+    Network, PlatformError, Seccomp, SeccompProfile, Signal, SpawnStep, State, TaskConfig,
+    TaskHandle, TaskSpec, WaitResult,
 };
 use execdriver_linux::{LinuxConfig, LinuxPlatform};
 
@@ -70,7 +70,9 @@ impl From<DriverError> for EngineError {
             _ => ErrorKind::Transient,
         };
         let kind = match &e {
-            DriverError::Spec(_) | DriverError::Handle(_) => ErrorKind::Invalid,
+            DriverError::Spec(_) | DriverError::Handle(_) | DriverError::ExecRefused { .. } => {
+                ErrorKind::Invalid
+            }
             DriverError::Spawn { source, .. } => of_platform(source),
             DriverError::NotFound { .. } => ErrorKind::Invalid,
             DriverError::Starting { .. } => ErrorKind::Transient,
@@ -391,6 +393,11 @@ impl Task {
         }
         self.handle.remove(force)?;
         Ok(())
+    }
+
+    /// Starts a command in the running task (see `execdriver_core::exec`).
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecStarted, EngineError> {
+        Ok(self.handle.exec(request)?)
     }
 
     /// Resource use now; `None` once the task has exited.

@@ -34,6 +34,7 @@ pub mod cty;
 pub mod driver_service;
 pub mod duration;
 pub mod engine;
+pub mod exec;
 pub mod go_plugin;
 pub mod handshake;
 pub mod hclog;

@@ -325,23 +325,6 @@ async fn unsupported_task_features_are_refused_by_name() {
 }
 
 #[tokio::test]
-async fn exec_answers_unimplemented_with_a_reason() {
-    let plugin = PluginProcess::start();
-    let mut c = plugin.clients().await;
-    let err = c
-        .driver
-        .exec_task(d::ExecTaskRequest {
-            task_id: "x".into(),
-            command: vec!["/bin/true".into()],
-            timeout: None,
-        })
-        .await
-        .expect_err("exec");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("exec"), "{}", err.message());
-}
-
-#[tokio::test]
 async fn sigint_is_ignored_and_shutdown_exits_promptly() {
     let mut plugin = PluginProcess::start();
     let mut c = plugin.clients().await;

@@ -126,6 +126,16 @@ impl Platform for Blocking {
         Ok(Reattach::Live(()))
     }
 
+    fn exec(
+        &self,
+        _: &(),
+        _: &HandleId,
+        _: execdriver_core::ExecRequest,
+        _: Timestamp,
+    ) -> Result<execdriver_core::ExecStarted, PlatformError> {
+        Err(PlatformError::other("exec is not modelled here"))
+    }
+
     fn begin_kill(
         &self,
         sup: &(),

@@ -38,6 +38,7 @@ mod fs;
 mod hierarchy;
 mod kill;
 mod limits;
+mod membership;
 mod ops;
 mod parent;
 mod placement;
@@ -54,6 +55,7 @@ use std::time::Duration;
 use hierarchy::Layout;
 
 pub use error::CgroupError;
+pub use membership::cgroup_dirs_of;
 pub use limits::{CPU_PERIOD_US, cpu_max_line, cpu_quota_us, shares_to_weight};
 pub use ops::{AppliedLimit, TaskCgroupOps};
 pub use parent::CgroupParent;

@@ -124,6 +124,11 @@ pub enum Command {
         signal: String,
     },
 
+    /// Run a command inside a running task: its namespaces, root, cgroup, user, capabilities,
+    /// seccomp filter and environment. Exits with the command's status (126: not executable,
+    /// 127: not found, 125: execdriver failed).
+    Exec(ExecOptions),
+
     /// Show running tasks' cpu %, memory and processes against their limits, live (as
     /// `docker stats`).
     Stats(StatsOpts),
@@ -524,4 +529,28 @@ pub struct LogsOpts {
     /// The handle id, `-` to read it from stdin, or a task id in the data dir.
     #[arg(value_name = "HANDLE")]
     pub handle: String,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Args)]
+pub struct ExecOptions {
+    /// Pass our stdin to the command (without it, its stdin is /dev/null).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal of its own (a new pseudo-terminal in the task); ours is
+    /// put in raw mode while attached, and its window size follows ours.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Add K=V to the command's environment (repeatable; wins over the task's own).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the task's root [default: /].
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+    #[arg(value_name = "TASK")]
+    pub handle: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }

@@ -9,6 +9,7 @@
 mod args;
 mod context;
 mod docs;
+mod exec;
 mod fingerprint;
 mod follow;
 mod inspect;
@@ -204,6 +205,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         } => kill::kill(&ctx, timeout.as_deref(), quiet, json, &handle),
         Command::Status { json, handle } => status::status(&ctx, json, &handle),
         Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
+        Command::Exec(opts) => exec::exec(&ctx, opts),
         Command::Stats(opts) => stats::stats(&ctx, &opts),
         Command::Logs(opts) => logs::logs(&ctx, &opts),
         Command::List { json } => list::list(&ctx, json),

@@ -39,6 +39,8 @@ pub(crate) mod step {
     pub const TASK_CAPABILITIES: u32 = 0xFFFF_0108;
     /// Installing the seccomp filter.
     pub const TASK_SECCOMP: u32 = 0xFFFF_0109;
+    /// Making the terminal on stdin the controlling terminal (exec with a TTY).
+    pub const TASK_CONTROLLING_TTY: u32 = 0xFFFF_010A;
 }
 
 /// The capabilities a task may keep, as in Docker's default set less NET_RAW and MKNOD:
@@ -213,6 +215,8 @@ pub(crate) struct ExecPlan {
     seccomp: Option<SeccompProgram>,
     /// The working dir, in the task's root.
     pub cwd: CString,
+    /// Whether stdin is a terminal to make the controlling terminal of the new session.
+    controlling_tty: bool,
 }
 
 fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
@@ -275,7 +279,20 @@ impl ExecPlan {
             last_cap: cap_last_cap(),
             seccomp: crate::seccomp::program(&spec.seccomp)?,
             cwd,
+            controlling_tty: false,
         })
+    }
+
+    /// Runs in `cwd` instead of [`TASK_CWD`].
+    pub(crate) fn with_cwd(mut self, cwd: &str) -> Result<Self, IsolationError> {
+        self.cwd = nul_free(|| "working dir".into(), cwd)?;
+        Ok(self)
+    }
+
+    /// Makes stdin (a terminal) the controlling terminal of the process's new session.
+    pub(crate) fn with_controlling_tty(mut self) -> Self {
+        self.controlling_tty = true;
+        self
     }
 }
 
@@ -303,6 +320,9 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
     unsafe {
         if libc::setsid() < 0 {
             fail(exec_w, step::TASK_SETSID, sys::errno(), 0, 126);
+        }
+        if plan.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(exec_w, step::TASK_CONTROLLING_TTY, sys::errno(), 0, 126);
         }
         // The init blocked everything and installed catch-all handlers: give the program
         // default dispositions first, then unblock, so no signal is lost in between.

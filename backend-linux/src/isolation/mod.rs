@@ -63,6 +63,7 @@
 //!   126 when it was found but could not run (EACCES, ENOEXEC, ...), with
 //!   `execdriver: cannot run "<command>": <reason>` on the task's stderr.
 
+pub(crate) mod enter;
 mod exec;
 mod init;
 mod network;
@@ -87,6 +88,7 @@ use crate::process::{Pidfd, ProcessError};
 
 #[cfg(any(test, feature = "test-support"))]
 pub use exec::{DEFAULT_PATH, TASK_CAPABILITIES, task_environment};
+pub(crate) use user::lookup as lookup_user;
 use wire::{RECORD_LEN, Record};
 
 /// The namespaces a task gets.
@@ -544,7 +546,6 @@ fn describe_step(
     user: &user::TaskUser,
     exec: &exec::ExecPlan,
 ) -> String {
-    use exec::step::*;
     use init::step::*;
     if let Some(s) = root.steps.get(step as usize) {
         return format!("while {}", s.describe());
@@ -558,6 +559,14 @@ fn describe_step(
             "while resetting the negative oom_score_adj inherited from the supervisor to 0"
                 .to_owned()
         }
+        _ => describe_task_step(step, user, &exec.cwd),
+    }
+}
+
+/// What a failed step of the task process (module `exec`) was, in words.
+fn describe_task_step(step: u32, user: &user::TaskUser, cwd: &std::ffi::CStr) -> String {
+    use exec::step::*;
+    match step {
         TASK_SETSID => "while starting a new session (setsid)".to_owned(),
         TASK_NO_NEW_PRIVS => "while setting no_new_privs".to_owned(),
         TASK_SETGROUPS => format!(
@@ -574,7 +583,7 @@ fn describe_step(
         ),
         TASK_CHDIR => format!(
             "while changing to the working directory {} (it must exist in the task's root)",
-            exec.cwd.to_string_lossy()
+            cwd.to_string_lossy()
         ),
         TASK_CAPABILITIES => {
             "while dropping the capabilities a task may not have (capset, PR_CAPBSET_DROP)"

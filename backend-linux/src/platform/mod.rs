@@ -19,6 +19,7 @@
 mod client;
 mod config;
 mod confine;
+mod exec;
 mod liveness;
 mod orphan;
 mod reattach;
@@ -33,8 +34,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
-    ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, Platform,
-    PlatformError, Reattach, Refusal, Signal, Spawned, TaskDetails, TaskSpec, TaskStats, Timestamp,
+    ExecRequest, ExecStarted, ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor,
+    LogStream, Platform, PlatformError, Reattach, Refusal, Signal, Spawned, TaskDetails, TaskSpec,
+    TaskStats, Timestamp,
 };
 
 pub use client::SupervisorConn;
@@ -275,6 +277,16 @@ impl Platform for LinuxPlatform {
             Ok(other) => Err(unexpected(conn, "stats", other)),
             Err(u) => Err(u.into_error(conn.task_id())),
         }
+    }
+
+    fn exec(
+        &self,
+        _conn: &SupervisorConn,
+        handle: &HandleId,
+        request: ExecRequest,
+        _deadline: Timestamp,
+    ) -> Result<ExecStarted, PlatformError> {
+        exec::exec(&self.data_dir_of(handle)?, handle, request, self.epoch)
     }
 
     fn release(&self, conn: &SupervisorConn, deadline: Timestamp) -> Result<(), PlatformError> {

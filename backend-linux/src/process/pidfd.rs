@@ -62,7 +62,6 @@ impl Pidfd {
         }
     }
 
-    #[cfg(any(test, feature = "test-support"))]
     /// The pid the pidfd was opened on, as seen from this process's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid
