@@ -160,12 +160,12 @@ pub(crate) fn sweep_abandoned_claims(tasks_dir: &Path) {
             continue;
         }
         let paths = StatePaths::at(entry.path());
-        // Held: a claim under way. Missing: the claimer died before making its lock, or a
-        // moment before it does; a claim is a few milliseconds, so only one older than a
-        // minute is taken for abandoned.
+        // Held: a claim under way. Missing or free: the claimer died before making or
+        // locking its lock, or it is a moment before doing so (between its create and its
+        // flock, 200 starts at once do find such claims); a claim is a few milliseconds, so
+        // only one older than a minute is taken for abandoned.
         let abandoned = match StartLock::probe(&paths) {
-            Ok(LockState::Free(_)) => true,
-            Ok(LockState::Missing) => entry
+            Ok(LockState::Free(_) | LockState::Missing) => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
@@ -211,14 +211,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let live = dir.path().join(format!("{CLAIM_PREFIX}a-1-1"));
         let dead = dir.path().join(format!("{CLAIM_PREFIX}b-1-1"));
-        for d in [&live, &dead] {
+        // Its claimer made the lock file and is about to lock it.
+        let young = dir.path().join(format!("{CLAIM_PREFIX}c-1-1"));
+        for d in [&live, &dead, &young] {
             fs::create_dir(d).expect("mkdir");
             fs::write(d.join("start.lock"), b"").expect("lock file");
         }
+        let long_ago = nix::sys::time::TimeVal::new(1_000_000_000, 0);
+        nix::sys::stat::utimes(&dead, &long_ago, &long_ago).expect("backdate");
         let held = File::open(live.join("start.lock")).expect("open");
         flock(&held, FlockOperation::LockExclusive).expect("lock");
         sweep_abandoned_claims(dir.path());
         assert!(live.exists());
+        assert!(young.exists(), "a claim a moment before its flock is not swept");
         assert!(!dead.exists());
     }
 }
