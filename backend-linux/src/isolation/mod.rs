@@ -626,6 +626,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         exec: &exec,
         title: title.as_bytes(),
         arg_area: own_arg_area(),
+        clean: crate::process::CleanMappings::of_self(),
     };
     // The child starts with every signal blocked: a handler of the supervisor's must never
     // run in the init's copy (it would write to fds that mean something else there). The
