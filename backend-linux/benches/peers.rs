@@ -16,7 +16,8 @@
 //! Runs alternate between the runners (A/B/C.., their order rotated each round), so a burst
 //! of load from the rest of the machine hits all alike; medians and ratios are printed as one
 //! markdown table. With `EXECDRIVER_BENCH_BASELINE=<an older execdriver binary>`, that binary
-//! is one more runner of every figure.
+//! is one more runner of every figure; `EXECDRIVER_BENCH_BINARY` replaces the binary built
+//! with the bench (to measure a copy while the tree is rebuilt).
 //!
 //! Run as root: `cargo bench -p execdriver-linux --features test-support --bench peers --
 //! [--rounds N] [--cycles N] [--tasks N]`. Everything it makes (tasks, cgroups, bundles,
@@ -139,7 +140,10 @@ impl Bench {
         // SAFETY: set before any thread is started; every runner inherits it.
         unsafe { std::env::set_var("EXECDRIVER_SLICE", &slice) };
         Self {
-            binary: PathBuf::from(env!("CARGO_BIN_EXE_execdriver")),
+            binary: std::env::var_os("EXECDRIVER_BENCH_BINARY").map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_execdriver")),
+                PathBuf::from,
+            ),
             slice,
             slice_dir,
             meter,

@@ -22,9 +22,15 @@ pub(crate) struct CleanMappings {
 }
 
 impl CleanMappings {
-    /// The clean read-only file mappings of this process now (none if `/proc/self/smaps`
-    /// cannot be read: then nothing is given back).
+    /// The clean read-only file mappings of this process (none if `/proc/self/smaps`
+    /// cannot be read: then nothing is given back). Read once: the supervisor asks before
+    /// the init's clone and again after its start, and walking smaps is not free.
     pub(crate) fn of_self() -> Self {
+        static FOUND: std::sync::OnceLock<CleanMappings> = std::sync::OnceLock::new();
+        *FOUND.get_or_init(Self::read)
+    }
+
+    fn read() -> Self {
         let mut found = Self {
             ranges: [(0, 0); MAX_MAPPINGS],
             len: 0,
