@@ -13,7 +13,7 @@ use std::io;
 pub use identity::{identity, is_gone_or_dead, stat_field};
 #[cfg(any(test, feature = "test-support"))]
 pub use identity::parse_start_time;
-pub(crate) use footprint::CleanMappings;
+pub(crate) use footprint::{CleanMappings, trim_heap};
 pub use pidfd::{Pidfd, check_kernel_floor};
 
 /// A failed process operation, naming the pid.

@@ -162,6 +162,7 @@ pub fn run(options: &SuperviseOptions) -> i32 {
     silence_stdout();
     // The start's code is not needed again: see process::footprint.
     process::CleanMappings::of_self().release();
+    process::trim_heap();
     supervisor.run();
     log("exiting");
     0
