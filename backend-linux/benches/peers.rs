@@ -583,6 +583,14 @@ fn memory(bench: &Bench, runners: &[Runner], table: &mut Table) {
         }
         if let Some(binary) = runner.driver_binary() {
             let handle = start_sleep(bench, binary);
+            // Both finish their start after the handle is out (the supervisor gives back
+            // its start's pages once the ready report is read): measured once both wait.
+            for pid in [
+                pid_in(&handle, &["supervisor", "process", "pid"]),
+                pid_in(&handle, &["task", "pid"]),
+            ] {
+                wait_until_waiting(pid);
+            }
             supervisor.push((
                 runner.name().to_owned(),
                 mem_of(pid_in(&handle, &["supervisor", "process", "pid"])),
@@ -629,6 +637,18 @@ fn memory(bench: &Bench, runners: &[Runner], table: &mut Table) {
         "KiB",
         pick(&init, |m| m.pss_kb),
     );
+}
+
+/// Waits (up to 3 s) until `pid` sleeps in poll(2), where the supervisor's event loop and
+/// the init's reaper wait.
+fn wait_until_waiting(pid: i64) {
+    let by = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < by && !read(Path::new(&format!("/proc/{pid}/wchan"))).contains("poll") {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The last steps before the wait (madvise, malloc_trim) are done by then; a moment more
+    // for a supervisor woken once more by its log pipes.
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 /// conmon with crun for one `sleep` container: conmon's memory while it runs.
@@ -762,6 +782,13 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
             starts.into_iter().filter_map(|h| h.join().ok()).collect()
         });
         took.push((runner.name().to_owned(), ms(t.elapsed())));
+        if handles.len() < n {
+            println!(
+                "{}: {} of {n} starts at once failed (see above)",
+                runner.name(),
+                n - handles.len()
+            );
+        }
         let after = used_memory_kb();
         // The tasks' own processes (each `sleep`): the init's child in its pid namespace.
         let sleeps: f64 = handles
