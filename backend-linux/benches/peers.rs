@@ -574,56 +574,74 @@ fn pid_in(handle: &str, path: &[&str]) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
+/// How many tasks (or containers) each memory figure is the median of.
+const MEMORY_SAMPLES: usize = 5;
+
 fn memory(bench: &Bench, runners: &[Runner], table: &mut Table) {
     let mut supervisor = Vec::new();
     let mut init = Vec::new();
     for runner in runners {
-        if stopped() {
-            return;
+        let (mut sup, mut ini) = (Vec::new(), Vec::new());
+        for _ in 0..MEMORY_SAMPLES {
+            if stopped() {
+                return;
+            }
+            if let Some(binary) = runner.driver_binary() {
+                let handle = start_sleep(bench, binary);
+                let pids = [
+                    pid_in(&handle, &["supervisor", "process", "pid"]),
+                    pid_in(&handle, &["task", "pid"]),
+                ];
+                // Both finish their start after the handle is out (the supervisor gives
+                // back its start's pages once the ready report is read): measured once
+                // both wait.
+                for pid in pids {
+                    wait_until_waiting(pid);
+                }
+                sup.push(mem_of(pids[0]));
+                ini.push(mem_of(pids[1]));
+                kill_sleep(bench, binary, &handle);
+            } else if let Runner::Oci {
+                name: "crun",
+                binary,
+                bundle,
+                root,
+            } = runner
+                && let Some(conmon) = which("conmon")
+            {
+                match conmon_memory(bench, &conmon, binary, bundle, root) {
+                    Ok(mem) => sup.push(mem),
+                    Err(e) => {
+                        println!("conmon not measured: {e}");
+                        break;
+                    }
+                }
+            } else {
+                break;
+            }
         }
-        if let Some(binary) = runner.driver_binary() {
-            let handle = start_sleep(bench, binary);
-            // Both finish their start after the handle is out (the supervisor gives back
-            // its start's pages once the ready report is read): measured once both wait.
-            for pid in [
-                pid_in(&handle, &["supervisor", "process", "pid"]),
-                pid_in(&handle, &["task", "pid"]),
-            ] {
-                wait_until_waiting(pid);
-            }
-            supervisor.push((
-                runner.name().to_owned(),
-                mem_of(pid_in(&handle, &["supervisor", "process", "pid"])),
-            ));
-            init.push((
-                runner.name().to_owned(),
-                mem_of(pid_in(&handle, &["task", "pid"])),
-            ));
-            kill_sleep(bench, binary, &handle);
-        } else if let Runner::Oci {
-            name: "crun",
-            binary,
-            bundle,
-            root,
-        } = runner
-            && let Some(conmon) = which("conmon")
-        {
-            match conmon_memory(bench, &conmon, binary, bundle, root) {
-                Ok(mem) => supervisor.push(("conmon".to_owned(), mem)),
-                Err(e) => println!("conmon not measured: {e}"),
-            }
+        let name = if runner.is_driver() {
+            runner.name()
+        } else {
+            "conmon"
+        };
+        if !sup.is_empty() {
+            supervisor.push((name.to_owned(), median_mem(&mut sup)));
+        }
+        if !ini.is_empty() {
+            init.push((name.to_owned(), median_mem(&mut ini)));
         }
     }
     let pick = |rows: &[(String, Mem)], f: fn(&Mem) -> f64| -> Vec<(String, f64)> {
         rows.iter().map(|(n, m)| (n.clone(), f(m))).collect()
     };
     table.row(
-        "supervisor while a `sleep` runs: Pss".into(),
+        format!("supervisor while a `sleep` runs: Pss (median of {MEMORY_SAMPLES})"),
         "KiB",
         pick(&supervisor, |m| m.pss_kb),
     );
     table.row(
-        "supervisor: RSS".into(),
+        "supervisor: RSS (of that sample)".into(),
         "KiB",
         pick(&supervisor, |m| m.rss_kb),
     );
@@ -637,6 +655,12 @@ fn memory(bench: &Bench, runners: &[Runner], table: &mut Table) {
         "KiB",
         pick(&init, |m| m.pss_kb),
     );
+}
+
+/// The sample of median Pss.
+fn median_mem(samples: &mut [Mem]) -> Mem {
+    samples.sort_by(|a, b| a.pss_kb.total_cmp(&b.pss_kb));
+    samples[samples.len() / 2]
 }
 
 /// Waits (up to 3 s) until `pid` sleeps in poll(2), where the supervisor's event loop and
@@ -695,6 +719,10 @@ fn conmon_memory(
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     let id = "bench-conmon";
     let pidfile = dir.join("conmon.pid");
+    // The last sample's pid files would say too early that this one is up.
+    for file in ["conmon.pid", "container.pid"] {
+        let _ = fs::remove_file(dir.join(file));
+    }
     let status = Command::new(conmon)
         .args(["--cid", id, "--cuuid", id, "--name", id, "--runtime"])
         .arg(&wrapper)
