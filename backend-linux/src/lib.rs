@@ -35,7 +35,7 @@
 //! - `protocol`: the supervisor protocol, the one thing both sides share about talking;
 //! - `supervisor/`: the daemon, one event loop (it imports nothing of `platform/`);
 //! - the ground both stand on: `state/` (the state dir records), `cgroups/`, `isolation/`,
-//!   `process/` (identities and pidfds), `logs/`, `mountinfo`, `fingerprint`, `seccomp`.
+//!   `process/` (identities, pidfds, the footprint), `logs/`, `mountinfo`, `fingerprint`, `seccomp`.
 
 // What only the workspace's tests use through `test-support` looks dead in a unit-test
 // build without it (`cargo test -p execdriver-linux --lib`).

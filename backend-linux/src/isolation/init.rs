@@ -16,6 +16,7 @@ use super::network::NetworkPlan;
 use super::rootfs::RootPlan;
 use super::sys::{self, check_int};
 use super::wire::{RECORD_LEN, Record};
+use crate::process::CleanMappings;
 
 /// The init's control socket (from the supervisor) after the fds are arranged.
 const CTL_FD: RawFd = 3;
@@ -124,6 +125,8 @@ pub(crate) struct ChildContext<'a> {
     pub title: &'a [u8],
     /// The supervisor's argv area `[start, end)`, the same addresses in the child's copy.
     pub arg_area: Option<(usize, usize)>,
+    /// The clean file mappings, the same in the child's copy: given back once the task runs.
+    pub clean: CleanMappings,
 }
 
 fn report(record: Record) {
@@ -323,6 +326,8 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
         report(Record::Started);
+        // Waiting and reaping touch a page or two of the code the start faulted in.
+        cx.clean.release();
         supervise(task, sfd)
     }
 }

@@ -674,11 +674,13 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         exec: &exec,
         title: title.as_bytes(),
         arg_area: own_arg_area(),
+        clean: crate::process::CleanMappings::of_self(),
     };
     // The child starts with every signal blocked: a handler of the supervisor's must never
     // run in the init's copy (it would write to fds that mean something else there). The
     // init keeps them blocked and reads them from a signalfd; the task unblocks them.
     let blocked = sys::block_all_signals();
+    crate::process::trim_heap();
     // SAFETY: the child runs only init_main, which makes system calls on data prepared
     // above and leaves with _exit.
     let cloned = unsafe { sys::clone_fork(NAMESPACES | network.clone_flags()) };

@@ -4,6 +4,7 @@
 //! start time from `/proc/<pid>/stat`, and a [`Pidfd`] pins one process for good: once open,
 //! it keeps referring to that process even after it exits and its pid is handed out again.
 
+mod footprint;
 mod identity;
 mod pidfd;
 
@@ -12,6 +13,7 @@ use std::io;
 pub use identity::{identity, is_gone_or_dead, stat_field};
 #[cfg(any(test, feature = "test-support"))]
 pub use identity::parse_start_time;
+pub(crate) use footprint::{CleanMappings, trim_heap};
 pub use pidfd::{Pidfd, check_kernel_floor};
 
 /// A failed process operation, naming the pid.

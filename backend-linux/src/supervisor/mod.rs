@@ -160,6 +160,9 @@ pub fn run(options: &SuperviseOptions) -> i32 {
     drop(start_lock);
     log("task running; ready report delivered");
     silence_stdout();
+    // The start's code is not needed again: see process::footprint.
+    process::CleanMappings::of_self().release();
+    process::trim_heap();
     supervisor.run();
     log("exiting");
     0
