@@ -136,6 +136,8 @@ pub struct StartRequest {
     pub stderr_path: Option<PathBuf>,
     /// `default`, `unconfined`, or the absolute path of a seccomp profile; `None`: default.
     pub seccomp: Option<String>,
+    /// Nomad's volume and host mounts, bound into the task's root.
+    pub mounts: Vec<execdriver_core::BindMount>,
 }
 
 /// A task's resolver settings.
@@ -271,6 +273,7 @@ impl Engine {
         if let Some(text) = &req.seccomp {
             spec.seccomp = seccomp(text)?;
         }
+        spec.mounts.clone_from(&req.mounts);
         // Nomad gives the kill timeout with each StopTask; until then the engine's default,
         // within the operator's maximum, protects a kill started behind the plugin's back.
         spec.kill_timeout = spec.kill_timeout.min(self.max_kill_timeout);

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use execdriver_core::{BindMount, Propagation};
+
 use crate::engine::{Dns, StartRequest};
 use crate::proto::drivers::{self, network_isolation_spec::NetworkIsolationMode};
 use crate::settings::Settings;
@@ -35,6 +37,19 @@ pub enum StartError {
     /// Something the task asks for that execdriver cannot do yet.
     #[error("{0} is not supported by execdriver yet")]
     Unsupported(String),
+    /// A mount whose propagation mode is not one of Nomad's.
+    #[error(
+        "mount of {host_path:?} at {task_path:?}: propagation mode {mode:?} is not one of \
+         private, host-to-task, bidirectional"
+    )]
+    Propagation {
+        /// The host path.
+        host_path: String,
+        /// The path in the task.
+        task_path: String,
+        /// The mode given.
+        mode: String,
+    },
 }
 
 /// The engine task id for Nomad's task id.
@@ -141,16 +156,38 @@ pub fn start_request(
         stdout_path: log_path(&task.stdout_path),
         stderr_path: log_path(&task.stderr_path),
         seccomp: config.seccomp,
+        mounts: mounts(task)?,
     })
 }
 
+/// Nomad's volume and host mounts as bind mounts: its propagation modes are the kernel's
+/// rprivate, rslave and rshared (an empty mode is Nomad's default, private).
+fn mounts(task: &drivers::TaskConfig) -> Result<Vec<BindMount>, StartError> {
+    task.mounts
+        .iter()
+        .map(|m| {
+            let propagation = match m.propagation_mode.as_str() {
+                "" | "private" => Propagation::Rprivate,
+                "host-to-task" => Propagation::Rslave,
+                "bidirectional" => Propagation::Rshared,
+                mode => {
+                    return Err(StartError::Propagation {
+                        host_path: m.host_path.clone(),
+                        task_path: m.task_path.clone(),
+                        mode: mode.to_owned(),
+                    });
+                }
+            };
+            Ok(BindMount {
+                readonly: m.readonly,
+                propagation,
+                ..BindMount::new(&m.host_path, &m.task_path)
+            })
+        })
+        .collect()
+}
+
 fn refuse_unsupported(task: &drivers::TaskConfig) -> Result<(), StartError> {
-    if let Some(mount) = task.mounts.first() {
-        return Err(StartError::Unsupported(format!(
-            "mounting {:?} at {:?} (volume and host mounts)",
-            mount.host_path, mount.task_path
-        )));
-    }
     if let Some(device) = task.devices.first() {
         return Err(StartError::Unsupported(format!(
             "device {:?} (devices: the task's /dev has only null, zero, full, random, urandom \
@@ -360,19 +397,72 @@ mod tests {
     }
 
     #[test]
+    fn mounts_keep_their_paths_and_map_nomads_propagation_modes() {
+        let mut t = task();
+        for (mode, readonly) in [
+            ("", true),
+            ("private", false),
+            ("host-to-task", false),
+            ("bidirectional", true),
+        ] {
+            t.mounts.push(drivers::Mount {
+                host_path: format!("/srv/{mode}"),
+                task_path: format!("/data/{mode}"),
+                readonly,
+                propagation_mode: mode.into(),
+                ..Default::default()
+            });
+        }
+        let mounts = start_request(&t, &Settings::default())
+            .expect("request")
+            .mounts;
+        let got: Vec<_> = mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.source.display().to_string(),
+                    m.destination.display().to_string(),
+                    m.readonly,
+                    m.propagation,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/srv/".into(), "/data/".into(), true, Propagation::Rprivate),
+                (
+                    "/srv/private".into(),
+                    "/data/private".into(),
+                    false,
+                    Propagation::Rprivate
+                ),
+                (
+                    "/srv/host-to-task".into(),
+                    "/data/host-to-task".into(),
+                    false,
+                    Propagation::Rslave
+                ),
+                (
+                    "/srv/bidirectional".into(),
+                    "/data/bidirectional".into(),
+                    true,
+                    Propagation::Rshared
+                ),
+            ]
+        );
+        t.mounts[0].propagation_mode = "sideways".into();
+        let err = start_request(&t, &Settings::default()).expect_err("refused");
+        assert!(
+            err.to_string().contains("sideways") && err.to_string().contains("/data/"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn what_the_engine_cannot_do_is_refused_by_name() {
         type Mutation = fn(&mut drivers::TaskConfig);
         let cases: Vec<(Mutation, &str)> = vec![
-            (
-                |t| {
-                    t.mounts.push(drivers::Mount {
-                        host_path: "/data".into(),
-                        task_path: "/data".into(),
-                        ..Default::default()
-                    });
-                },
-                "volume and host mounts",
-            ),
             (
                 |t| {
                     t.devices.push(drivers::Device {

@@ -310,16 +310,16 @@ async fn unsupported_task_features_are_refused_by_name() {
         .expect("config");
     let alloc = AllocDir::new("web");
     let mut task = task_config(&alloc, "web", "1a2b3c4d", "/bin/true", &[]);
-    task.mounts.push(d::Mount {
-        task_path: "/data".into(),
-        host_path: "/srv/data".into(),
+    // A network of the task's own (bridge/CNI in the task) is not offered.
+    task.network_isolation_spec = Some(d::NetworkIsolationSpec {
+        mode: d::network_isolation_spec::NetworkIsolationMode::Task as i32,
         ..Default::default()
     });
     let err = c
         .driver
         .start_task(d::StartTaskRequest { task: Some(task) })
         .await
-        .expect_err("mounts");
+        .expect_err("a task network");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("not supported"), "{}", err.message());
 }

@@ -252,6 +252,67 @@ async fn dns_is_the_tasks_resolv_conf() {
     );
 }
 
+#[tokio::test]
+async fn volume_and_host_mounts_are_bound_read_only_or_read_write() {
+    if !root("volume_and_host_mounts_are_bound_read_only_or_read_write") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let plugin = PluginProcess::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut guard = TaskGuard::new(data.path());
+    let mut c = configured(&plugin, plugin_config(data.path())).await;
+    let alloc = AllocDir::new("web");
+    let host = tempfile::tempdir().expect("host dir");
+    let (ro, rw) = (host.path().join("ro"), host.path().join("rw"));
+    for dir in [&ro, &rw] {
+        std::fs::create_dir(dir).expect("mkdir");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    std::fs::write(ro.join("hello"), "from the host\n").expect("write");
+    let script = "cat /srv/ro/hello > /alloc/seen; echo x > /srv/ro/x || echo refused > /alloc/ro; \
+                  echo written > /srv/rw/out";
+    let mut task = task_config(&alloc, "web", "000000d7", "/bin/sh", &["-c", script]);
+    for (dir, readonly, mode) in [(&ro, true, "private"), (&rw, false, "")] {
+        task.mounts.push(d::Mount {
+            host_path: dir.display().to_string(),
+            task_path: format!(
+                "/srv/{}",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ),
+            readonly,
+            propagation_mode: mode.into(),
+            ..Default::default()
+        });
+    }
+    let task_id = task.id.clone();
+    guard.arm(&start(&mut c, task).await.expect("start"));
+    let result = wait_task(&mut c, &task_id).await;
+    guard.disarm();
+    assert_eq!(result.exit_code, 0);
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(read(alloc.shared().join("seen")), "from the host\n");
+    assert_eq!(read(alloc.shared().join("ro")), "refused\n");
+    assert!(
+        !ro.join("x").exists(),
+        "the task wrote through a read-only mount"
+    );
+    assert_eq!(read(rw.join("out")), "written\n");
+    destroy(&mut c, &task_id).await;
+
+    // A mode Nomad does not have is refused by name, and nothing starts.
+    let mut bad = task_config(&alloc, "web", "000000d8", "/bin/true", &[]);
+    bad.mounts.push(d::Mount {
+        host_path: ro.display().to_string(),
+        task_path: "/srv/ro".into(),
+        propagation_mode: "sideways".into(),
+        ..Default::default()
+    });
+    let err = start(&mut c, bad).await.expect_err("bad mode");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("sideways"), "{}", err.message());
+}
+
 /// A network namespace of the test's own, held by a process it started and ends.
 struct Netns {
     child: std::process::Child,
