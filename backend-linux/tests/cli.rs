@@ -1294,3 +1294,41 @@ fn a_task_writing_faster_than_its_log_rate_finishes_and_its_drops_are_counted() 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     env.assert_clean(CLEAN);
 }
+
+#[test]
+fn cpus_is_a_quota_read_back_from_the_tasks_cgroup() {
+    let Some(env) = env("cpus_is_a_quota_read_back_from_the_tasks_cgroup") else {
+        return;
+    };
+    let (id, _) = start_task(
+        &env,
+        &["--cpus", "0.5", "--", "/bin/sh", "-c", UNTIL_GO_THEN_EXIT_7],
+    );
+    let out = cli(&env, &["inspect", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    let paths: Vec<PathBuf> = inspected["cgroup_paths"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    // v1: quota and period in the cpu hierarchy; v2: "quota period" in cpu.max.
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    let quota = paths.iter().find_map(|dir| {
+        match (
+            read(dir.join("cpu.cfs_quota_us")),
+            read(dir.join("cpu.cfs_period_us")),
+        ) {
+            (Some(q), Some(p)) => Some(format!("{q} {p}")),
+            _ => read(dir.join("cpu.max")),
+        }
+    });
+    assert_eq!(quota.as_deref(), Some("50000 100000"), "{paths:?}");
+    let_go(&env, &id);
+    assert_eq!(cli(&env, &["wait", &id]).status.code(), Some(7));
+    env.assert_clean(CLEAN);
+}
