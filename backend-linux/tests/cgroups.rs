@@ -50,6 +50,7 @@ fn resources(memory: u64, pids: u64) -> Resources {
         memory_max_bytes: None,
         pids_max: pids,
         cpu_max_millicores: None,
+        ..Default::default()
     }
 }
 
