@@ -602,9 +602,19 @@ fn open_recorded_finds_kills_and_destroys_and_refuses_foreign_paths() {
     refused("../x", &recorded);
     // The same hierarchy twice is not a record this driver writes.
     refused(&name, &[first.clone(), first.clone()]);
-    if let Some(cpuset) = Some(Path::new("/sys/fs/cgroup/cpuset")).filter(|p| p.is_dir()) {
+    if let Some(blkio) = Some(Path::new("/sys/fs/cgroup/blkio")).filter(|p| p.is_dir()) {
         // A hierarchy the driver does not use.
-        refused(&name, &[cpuset.join(&name)]);
+        refused(&name, &[blkio.join(&name)]);
+    }
+    if let Some(cpuset) = Some(Path::new("/sys/fs/cgroup/cpuset")).filter(|p| p.is_dir()) {
+        // One it uses for a task with a cpuset: accepted, and a directory that is not there
+        // is not made.
+        let path = cpuset.join(&name);
+        assert!(matches!(
+            TaskCgroup::open_recorded(&name, std::slice::from_ref(&path)),
+            Ok(None)
+        ));
+        assert!(!path.exists());
     }
     assert!(!outside.exists(), "a refused path was created");
 
