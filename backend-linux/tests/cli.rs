@@ -1000,6 +1000,7 @@ fn cpuset_cpus_pins_the_task_and_an_impossible_cpu_is_refused_before_it_starts()
         "{}",
         text(&out.stderr)
     );
+    env.assert_clean(CLEAN);
 }
 
 #[test]
@@ -1089,4 +1090,42 @@ fn a_given_device_is_in_the_tasks_dev_and_others_are_absent() {
             text(&out.stderr)
         );
     }
+    env.assert_clean(CLEAN);
+}
+
+/// A running task with a cpuset and a device has a directory in those hierarchies too (v1),
+/// and the kill and the collection remove them with the rest.
+#[test]
+fn a_killed_task_with_a_cpuset_and_a_device_leaves_nothing() {
+    let Some(env) = env("a_killed_task_with_a_cpuset_and_a_device_leaves_nothing") else {
+        return;
+    };
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let first = own_cpus()
+        .split([',', '-'])
+        .next()
+        .expect("a cpu")
+        .to_owned();
+    let mut args = vec!["--cpuset-cpus", first.as_str()];
+    if v1 {
+        args.extend(["--device", "/dev/null:/dev/mydev"]);
+    }
+    args.extend(["--", "/bin/sh", "-c", UNTIL_GO_THEN_EXIT_7]);
+    let (id, _) = start_task(&env, &args);
+    let dirs = linux_support::find_cgroup_dirs(&execdriver_linux::cgroups::cgroup_name(&id));
+    if v1 {
+        for hierarchy in ["cpuset", "devices"] {
+            let wanted = format!("/sys/fs/cgroup/{hierarchy}/");
+            assert!(
+                dirs.iter().any(|d| d.starts_with(&wanted)),
+                "no {hierarchy} dir in {dirs:?}"
+            );
+        }
+    }
+    let out = cli(&env, &["kill", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&env, &["wait", &id]);
+    no_backtrace(&out);
+    env.assert_clean(CLEAN);
 }
