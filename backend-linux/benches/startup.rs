@@ -221,6 +221,7 @@ fn launch_true(spec: &TaskSpec) {
     let (err_r, err_w) = nix::unistd::pipe().expect("pipe");
     let task = isolation::launch(LaunchRequest {
         spec,
+        stdin: None,
         stdout: out_w,
         stderr: err_w,
         place_in_cgroup: &|_| Ok(()),

@@ -69,6 +69,7 @@ internal! {
 }
 
 mod allocdir;
+mod clock;
 mod fingerprint;
 mod platform;
 mod supervisor;

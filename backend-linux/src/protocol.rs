@@ -10,6 +10,7 @@
 //! {"op":"shutdown","signal":2,"grace_ms":5000} -> {"ok":true}   (signal, kill the cgroup after the grace)
 //! {"op":"kill","budget_ms":400}                -> {"ok":true}   (kill everything in the cgroup)
 //! {"op":"destroy"}                             -> {"ok":true}   (kill, remove cgroup and state, exit)
+//! {"op":"release"}                             -> {"ok":true}   (after the exit: keep the records, exit)
 //! {"op":"stats"}                               -> {"stats":{..}}
 //! any failure                                  -> {"error":{"code":"cgroup","message":"..."}}
 //! ```
@@ -60,8 +61,12 @@ pub enum Request {
         #[serde(default)]
         budget_ms: Option<u64>,
     },
-    /// Kill everything, remove the cgroup and the state dir, then exit.
+    /// Kill everything, remove the cgroup and the state dir, then exit. What agents before
+    /// `release` sent after an exit; still served for them.
     Destroy,
+    /// After the exit was collected: leave the state dir (spec, exit record) and the logs
+    /// for a later `wait`, `logs` or `rm`, and exit. Refused while the task runs.
+    Release,
     /// Resource use of the task's cgroup.
     Stats,
 }
@@ -400,6 +405,7 @@ mod tests {
                 r#"{"op":"kill","budget_ms":400}"#,
             ),
             (Request::Destroy, r#"{"op":"destroy"}"#),
+            (Request::Release, r#"{"op":"release"}"#),
             (Request::Stats, r#"{"op":"stats"}"#),
         ];
         for (request, text) in cases {

@@ -48,10 +48,6 @@ fn run_task(env: &TestEnv, args: &[&str]) -> (String, Output) {
     let mut all = vec!["run", "--id", &id];
     all.extend_from_slice(args);
     let out = cli(env, &all);
-    assert!(
-        !env.data.join("allocs").join(&id).exists(),
-        "run left its alloc dir"
-    );
     (id, out)
 }
 
@@ -146,6 +142,7 @@ fn task_runs_as_nobody_in_its_own_root() {
     let (_, out) = run_task(
         &env,
         &[
+            "--chroot-env-only",
             "--chroot-env",
             "/bin",
             "--chroot-env",
@@ -182,7 +179,12 @@ fn start_then_wait_from_another_process() {
     let out = cli(&env, &["wait", "--timeout", "18446744073709551615", &id]);
     no_backtrace(&out);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert!(!env.data.join("allocs").join(&id).exists());
+    // The task is kept: waiting again, from another process, answers the same.
+    assert!(env.data.join("allocs").join(&id).exists());
+    let again = cli(&env, &["wait", "--json", &id]);
+    assert_eq!(again.status.code(), Some(7), "{}", text(&again.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(result["exit_code"], 7, "{result}");
     // By handle id on stdin, with the result as JSON.
     let mut child = command(&env, &["wait", "--json", "-"])
         .stdin(Stdio::piped())
@@ -202,7 +204,10 @@ fn start_then_wait_from_another_process() {
     assert_eq!(result["exit_code"], 2);
     assert_eq!(result["oom_killed"], false);
     assert!(result["error"].is_null());
-    // Collected: the task id no longer resolves (1, as docker gives for an unknown container).
+    // Removed: the task id no longer resolves (1, as docker gives for an unknown container).
+    let out = cli(&env, &["rm", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), id);
     let out = cli(&env, &["wait", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -237,7 +242,7 @@ fn kill_signal_stats_logs_and_list() {
     assert!(eventually(Duration::from_secs(5), || {
         text(&cli(&env, &["logs", &id]).stdout).contains("usr1")
     }));
-    let out = cli(&env, &["stats", "--json", &id]);
+    let out = cli(&env, &["stats", "--json", "--no-stream", &id]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
     assert!(stats["pids"].as_u64().unwrap_or(0) >= 1, "{stats}");
     let out = cli(&env, &["list", "--json"]);
@@ -257,7 +262,21 @@ fn kill_signal_stats_logs_and_list() {
         "{:?}",
         started.elapsed()
     );
-    assert!(!env.data.join("allocs").join(&id).exists());
+    // kill says how the task ended, as wait would; the task and its logs are kept.
+    assert!(
+        text(&out.stdout).contains(&format!("{id}: killed by SIGKILL")),
+        "{}",
+        text(&out.stdout)
+    );
+    let wait = cli(&env, &["wait", &id]);
+    assert_eq!(wait.status.code(), Some(137), "{}", text(&wait.stderr));
+    let logs = cli(&env, &["logs", &id]);
+    assert!(
+        text(&logs.stdout).starts_with("hello\n"),
+        "{}",
+        text(&logs.stdout)
+    );
+    assert!(env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -300,7 +319,6 @@ fn sigterm_to_run_kills_the_task_gracefully() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "up\nbye\n");
-    assert!(!env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -355,7 +373,6 @@ fn task_outlives_a_killed_run_and_is_collected_by_id() {
     let_go(&env, &id);
     let out = cli(&env, &["wait", &id]);
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert!(!env.data.join("allocs").join(&id).exists());
     env.assert_clean(CLEAN);
 }
 
@@ -375,10 +392,7 @@ fn bad_input_is_one_line_and_status_125() {
         ),
         (vec!["run", "--pids-max", "many", "--", "/bin/true"], "many"),
         (vec!["run", "--id", "../x", "--", "/bin/true"], "../x"),
-        (
-            vec!["run", "--env", "NOEQUALS", "--", "/bin/true"],
-            "NOEQUALS",
-        ),
+        (vec!["run", "--env", "=NONAME", "--", "/bin/true"], "NONAME"),
         (vec!["run", "--", "/bin/echo hi"], "whitespace"),
         (
             vec!["run", "--pids-max", "1", "--", "/bin/true"],
@@ -653,7 +667,7 @@ fn a_caller_killed_during_start_leaves_only_what_its_task_id_collects() {
         // within its ready timeout; then the id is either a task, debris, or nothing.
         let mut last = String::new();
         let settled = eventually(Duration::from_secs(30), || {
-            let out = cli(&env, &["kill", id]);
+            let out = cli(&env, &["rm", "-f", id]);
             last = text(&out.stderr);
             !last.contains("still being started")
         });
@@ -813,6 +827,333 @@ fn network_none_has_only_loopback_and_a_bad_network_is_refused() {
     env.assert_clean(CLEAN);
 }
 
+/// `logs` text of `args`, with our stdout and stderr into one file, as a terminal shows them.
+fn logs_together(env: &TestEnv, args: &[&str]) -> String {
+    let file = tempfile::tempfile().expect("tempfile");
+    let mut cmd = command(env, &[&["logs"], args].concat());
+    let status = cmd
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file.try_clone().expect("dup"))
+        .status()
+        .expect("run execdriver logs");
+    assert_eq!(status.code(), Some(0));
+    let mut file = file;
+    use std::io::{Read, Seek};
+    file.rewind().expect("rewind");
+    let mut out = String::new();
+    file.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn gate(env: &TestEnv, id: &str, name: &str) {
+    std::fs::write(env.data.join("allocs").join(id).join(name), b"").expect("write gate");
+}
+
+/// Both streams in arrival order (each line gated on the test having seen the one before),
+/// `--stdout`/`--stderr` alone, `--tail`, `--since` a time noted between two outputs, and
+/// `--timestamps` as docker prints them.
+#[test]
+fn logs_tail_since_timestamps_and_both_streams_in_arrival_order() {
+    let Some(env) = env("logs_tail_since_timestamps_and_both_streams_in_arrival_order") else {
+        return;
+    };
+    let wait = |f: &str| format!("until [ -e /alloc/{f} ]; do sleep 0.02; done");
+    let script = format!(
+        "for i in 1 2 3; do echo out$i; {}; echo err$i >&2; {}; done; {}; echo late1; echo late2; {}",
+        wait("o$i"),
+        wait("e$i"),
+        wait("late"),
+        wait("go")
+    );
+    let (id, _) = start_task(&env, &["--name", "web", "--", "/bin/sh", "-c", &script]);
+    let mut expected = String::new();
+    for i in 1..=3 {
+        for (stream, gate_name) in [("out", "o"), ("err", "e")] {
+            let line = format!("{stream}{i}\n");
+            expected.push_str(&line);
+            assert!(
+                eventually(Duration::from_secs(10), || logs_together(&env, &[&id])
+                    .ends_with(&line)),
+                "{line:?} never came: {:?}",
+                logs_together(&env, &[&id])
+            );
+            gate(&env, &id, &format!("{gate_name}{i}"));
+        }
+    }
+    assert_eq!(logs_together(&env, &[&id]), expected);
+    // Each stream on its own descriptor, and alone when asked.
+    let out = cli(&env, &["logs", &id]);
+    assert_eq!(text(&out.stdout), "out1\nout2\nout3\n");
+    assert_eq!(text(&out.stderr), "err1\nerr2\nerr3\n");
+    assert_eq!(
+        text(&cli(&env, &["logs", "--stderr", &id]).stdout),
+        "err1\nerr2\nerr3\n"
+    );
+    let out = cli(&env, &["logs", "--stdout", &id]);
+    assert_eq!(
+        (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
+        ("out1\nout2\nout3\n", "")
+    );
+
+    // Everything before this moment arrived before it.
+    let between = std::time::SystemTime::now();
+    gate(&env, &id, "late");
+    assert!(eventually(Duration::from_secs(10), || {
+        logs_together(&env, &[&id]).ends_with("late2\n")
+    }));
+    let since = humantime::format_rfc3339_nanos(between).to_string();
+    assert_eq!(
+        logs_together(&env, &["--since", &since, &id]),
+        "late1\nlate2\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["--since", "10m", &id]),
+        format!("{expected}late1\nlate2\n")
+    );
+
+    // Five lines on stdout; the last two, and the last three of both streams together.
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "2", &id]),
+        "late1\nlate2\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["-n", "3", &id]),
+        "err3\nlate1\nlate2\n"
+    );
+    assert_eq!(logs_together(&env, &["--tail", "0", &id]), "");
+    assert_eq!(
+        logs_together(&env, &["--tail", "all", &id]),
+        format!("{expected}late1\nlate2\n")
+    );
+
+    // RFC 3339 with nanoseconds in UTC, in order, and about now.
+    let stamped = logs_together(&env, &["-t", &id]);
+    let mut last = std::time::UNIX_EPOCH;
+    let lines: Vec<&str> = stamped.lines().collect();
+    assert_eq!(lines.len(), 8, "{stamped}");
+    for line in lines {
+        let (stamp, rest) = line.split_once(' ').expect("a stamp and the line");
+        assert_eq!(
+            stamp.len(),
+            "2026-12-03T10:00:00.123456789Z".len(),
+            "{line}"
+        );
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+            "{line}"
+        );
+        let at = humantime::parse_rfc3339(stamp).expect("rfc 3339");
+        assert!(at >= last, "out of order: {stamped}");
+        let age = std::time::SystemTime::now()
+            .duration_since(at)
+            .expect("in the past");
+        assert!(age < Duration::from_secs(60), "{line}");
+        assert!(!rest.is_empty());
+        last = at;
+    }
+    // The log files themselves stay the raw output.
+    let logs = env.data.join("allocs").join(&id).join("logs");
+    assert_eq!(
+        std::fs::read_to_string(logs.join("web.stdout.0")).expect("log file"),
+        "out1\nout2\nout3\nlate1\nlate2\n"
+    );
+    assert!(logs.join(".web.stdout.0.idx").is_file());
+    gate(&env, &id, "go");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+/// The last lines are found across a rotation; an index the task replaced with a FIFO or a
+/// symlink is neither followed nor blocking: its lines just have no time.
+#[test]
+fn logs_tail_across_a_rotation_and_planted_indexes() {
+    let Some(env) = env("logs_tail_across_a_rotation_and_planted_indexes") else {
+        return;
+    };
+    // 10 MiB files: the filler ends 5 bytes short, so "abc\nd" ends file 0, "e\n" starts 1.
+    let script = "yes line | head -c 10485755; printf 'abc\\nde\\n'; echo to-err >&2; \
+         until [ -e /alloc/plant ]; do sleep 0.02; done; \
+         cd /alloc/logs && rm .web.stdout.0.idx .web.stderr.0.idx && mkfifo .web.stdout.0.idx \
+         && ln -s /etc/hostname .web.stderr.0.idx && touch /alloc/planted; \
+         until [ -e /alloc/go ]; do sleep 0.02; done";
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--user",
+            "root",
+            "--name",
+            "web",
+            "--log-rate",
+            "unlimited",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    );
+    let alloc = env.data.join("allocs").join(&id);
+    assert!(eventually(Duration::from_secs(20), || {
+        text(&cli(&env, &["logs", "--stderr", &id]).stdout) == "to-err\n"
+    }));
+    assert!(alloc.join("logs/web.stdout.1").exists());
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "2", &id]),
+        "abc\nde\n"
+    );
+    assert_eq!(
+        logs_together(&env, &["--stdout", "--tail", "1", &id]),
+        "de\n"
+    );
+    let stamped = logs_together(&env, &["--tail", "1", "--stdout", "-t", &id]);
+    assert!(!stamped.starts_with("0001-"), "{stamped}");
+    gate(&env, &id, "plant");
+    assert!(eventually(Duration::from_secs(10), || alloc
+        .join("planted")
+        .exists()));
+    // Would hang on the FIFO, or show the host's hostname, if either were opened.
+    let out = cli(&env, &["logs", "--stderr", "-t", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert_eq!(
+        text(&out.stdout),
+        "0001-01-01T00:00:00.000000000Z to-err\n",
+        "the planted symlink was followed? host name {hostname:?}"
+    );
+    let out = cli(&env, &["logs", "--stdout", "--tail", "1", "-t", &id]);
+    assert_eq!(text(&out.stdout), "0001-01-01T00:00:00.000000000Z de\n");
+    gate(&env, &id, "go");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+/// `stats --no-stream` shows the limits and percentages; `--json` has the wall-clock time
+/// of the reading and the limits.
+#[test]
+fn stats_table_and_json_with_limits_and_wall_clock_time() {
+    let Some(env) = env("stats_table_and_json_with_limits_and_wall_clock_time") else {
+        return;
+    };
+    let (id, _) = start_task(
+        &env,
+        &[
+            "--memory",
+            "64M",
+            "--pids-max",
+            "50",
+            "--cpus",
+            "0.5",
+            "--",
+            "/bin/sh",
+            "-c",
+            UNTIL_GO_THEN_EXIT_7,
+        ],
+    );
+    let out = cli(&env, &["stats", "--no-stream", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in [
+        "TASK ID",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "PIDS / LIMIT",
+    ] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = lines.next().unwrap_or_default();
+    assert!(row.starts_with(&id), "{table}");
+    assert!(row.contains("/ 64MiB") && row.contains("/ 50"), "{table}");
+    assert!(row.matches('%').count() == 2, "{table}");
+    assert!(lines.next().is_none(), "{table}");
+
+    let out = cli(&env, &["stats", "--json", "--no-stream", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json object");
+    let read_at = std::time::UNIX_EPOCH
+        + Duration::from_nanos(stats["read_at_unix_nanos"].as_u64().expect("nanos"));
+    let now = std::time::SystemTime::now();
+    let skew = now.duration_since(read_at).unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_secs(1), "{stats}");
+    let rfc = humantime::parse_rfc3339(stats["read_at"].as_str().expect("read_at")).expect("rfc");
+    assert_eq!(rfc, read_at);
+    assert_eq!(stats["limits"]["memory_limit_bytes"], 64 << 20, "{stats}");
+    assert_eq!(stats["limits"]["pids_max"], 50, "{stats}");
+    assert_eq!(stats["limits"]["cpu_max_millicores"], 500, "{stats}");
+    assert!(stats["cpu_percent"].as_f64().is_some(), "{stats}");
+    assert!(stats["memory_percent"].as_f64().is_some(), "{stats}");
+    assert!(stats["pids"].as_u64().unwrap_or(0) >= 1, "{stats}");
+
+    // Without arguments: every running task, this one among them.
+    let out = cli(&env, &["stats", "--no-stream"]);
+    assert!(text(&out.stdout).contains(&id), "{}", text(&out.stdout));
+    let_go(&env, &id);
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+/// `-f` with the other options: the last line so far, then what comes, both streams in
+/// order, stamped, until the task exits; `stats` streams until its task exits.
+#[test]
+fn logs_follow_with_tail_and_timestamps_and_stats_stream_end_with_the_task() {
+    let Some(env) = env("logs_follow_with_tail_and_timestamps_and_stats_stream_end_with_the_task")
+    else {
+        return;
+    };
+    let script = "echo old; echo last-old; until [ -e /alloc/more ]; do sleep 0.02; done; \
+         echo new-out; until [ -e /alloc/err ]; do sleep 0.02; done; echo new-err >&2; \
+         until [ -e /alloc/go ]; do sleep 0.02; done";
+    let (id, _) = start_task(&env, &["--", "/bin/sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || {
+        text(&cli(&env, &["logs", &id]).stdout).ends_with("last-old\n")
+    }));
+    let file = tempfile::NamedTempFile::new().expect("tempfile");
+    // One open file for both, as a terminal is: a shared offset.
+    let shared = file.reopen().expect("reopen");
+    let mut follower = command(&env, &["logs", "-f", "-t", "--tail", "1", &id])
+        .stdout(shared.try_clone().expect("dup"))
+        .stderr(shared)
+        .spawn()
+        .expect("logs -f");
+    let stats = command(&env, &["stats", "--json", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("stats");
+    let seen = |what: &str| {
+        eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(file.path()).is_ok_and(|t| t.contains(what))
+        })
+    };
+    assert!(seen("last-old\n"));
+    gate(&env, &id, "more");
+    assert!(seen("new-out\n"));
+    gate(&env, &id, "err");
+    assert!(seen("new-err\n"));
+    gate(&env, &id, "go");
+    // Both end by themselves once the task has exited.
+    assert_eq!(follower.wait().expect("logs -f").code(), Some(0));
+    let out = stats.wait_with_output().expect("stats");
+    assert_eq!(out.status.code(), Some(0));
+    let samples: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one json object a line"))
+        .collect();
+    assert!(!samples.is_empty() && samples.iter().all(|s| s["task_id"] == id.as_str()));
+    let followed = std::fs::read_to_string(file.path()).expect("read");
+    let lines: Vec<&str> = followed
+        .lines()
+        .map(|l| l.split_once(' ').expect("stamp").1)
+        .collect();
+    assert_eq!(lines, ["last-old", "new-out", "new-err"], "{followed}");
+    let out = cli(&env, &["wait", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
 /// Runs `execdriver ARGS` and gives it `limit` to finish; a command still running then is
 /// killed (by its pid: it is ours) and reported, so a hang fails the test instead of CI.
 fn cli_within(env: &TestEnv, args: &[&str], limit: Duration) -> Output {
@@ -925,7 +1266,7 @@ fn a_task_writing_faster_than_its_log_rate_finishes_and_its_drops_are_counted() 
             .unwrap_or(0)
     };
     let dropped = || -> u64 {
-        let out = cli(&env, &["stats", "--json", &id]);
+        let out = cli(&env, &["stats", "--json", "--no-stream", &id]);
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
             .ok()
             .and_then(|s| s["logs"]["stdout_dropped_bytes"].as_u64())

@@ -113,6 +113,7 @@ fn start_with(
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     let task = isolation::launch(LaunchRequest {
         spec,
+        stdin: None,
         stdout: out_w,
         stderr: err_w,
         place_in_cgroup: place,
@@ -624,6 +625,9 @@ fn the_task_root_has_proc_dev_secrets_tmp_and_the_task_environment() {
     assert!(
         env.iter().all(|e| expected_env.contains(e)
             || e.starts_with("PATH=")
+            || e == &"HOME=/"
+            || e == &"USER=nobody"
+            || e == &"LOGNAME=nobody"
             || e.starts_with("PWD=")
             || e.starts_with("SHLVL=")
             || e.starts_with("_=")),

@@ -46,7 +46,7 @@ use std::time::Duration;
 use execdriver_core::{
     ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, MemoryStats,
     Platform, PlatformError, ProcessIdentity, Reattach, Refusal, Signal, SpawnStep, Spawned,
-    SupervisorIdentity, TaskRecord, TaskSpec, TaskStats, Timestamp,
+    SupervisorIdentity, TaskDetails, TaskRecord, TaskSpec, TaskStats, Timestamp,
 };
 
 pub use script::{Exit, Faults, ForceKill, ReattachFault, SignalResponse, TaskScript};
@@ -120,6 +120,8 @@ pub enum Op {
     DestroyCgroup,
     /// [`Platform::remove_state`].
     RemoveState,
+    /// [`Platform::remove_task`].
+    RemoveTask,
 }
 
 /// Why a resource went away.
@@ -444,7 +446,15 @@ impl Platform for MockPlatform {
                 ),
             ))
         } else {
-            None
+            spec.name
+                .as_ref()
+                .and_then(|n| w.names.get(n).map(|holder| (n, holder)))
+                .map(|(name, holder)| {
+                    PlatformError::spawn(
+                        SpawnStep::Name,
+                        format!("name {name:?} is held by task {holder}"),
+                    )
+                })
         };
         if let Some(e) = refused {
             w.record(Op::Spawn, &id, false);
@@ -497,8 +507,12 @@ impl Platform for MockPlatform {
                 owner: id.clone(),
                 exit_record: None,
                 record: record.clone(),
+                spec: spec.clone(),
             },
         );
+        if let Some(name) = &spec.name {
+            w.names.insert(name.clone(), id.clone());
+        }
         let mut mount_points: Vec<PathBuf> = spec
             .chroot_env
             .iter()
@@ -773,10 +787,7 @@ impl Platform for MockPlatform {
         let id = sup.task_id.clone();
         let result = w
             .call(sup, deadline)
-            .and_then(|()| {
-                w.live(sup)
-                    .map(|sim| (sim.cgroup.clone(), sim.state_dir.clone()))
-            })
+            .and_then(|()| w.live(sup).map(|sim| sim.cgroup.clone()))
             .and_then(|paths| {
                 if w.faults(&id).release_fails {
                     Err(injected("release", &id))
@@ -784,14 +795,14 @@ impl Platform for MockPlatform {
                     Ok(paths)
                 }
             });
-        let result = result.map(|(cgroup, dir)| {
+        let result = result.map(|cgroup| {
             let cause = World::call_cause(Op::Release, &id);
             // The supervisor empties the cgroup before removing it, as rmdir needs.
             if !w.pids_in(&cgroup).is_empty() {
                 w.end_task(&id, ExitStatus::signaled(Signal::SIGKILL), &cause);
             }
             w.remove_cgroup(&cgroup, &cause);
-            w.remove_state_dir(&dir, &cause);
+            // The state dir, with its exit record, stays until the task is removed.
             w.remove_process(sup.pid, &cause);
         });
         w.record(Op::Release, &id, result.is_ok());
@@ -915,6 +926,60 @@ impl Platform for MockPlatform {
         });
         w.record(Op::RemoveState, &id, result.is_ok());
         result
+    }
+
+    fn remove_task(&self, handle: &HandleId, _deadline: Timestamp) -> Result<(), PlatformError> {
+        let mut w = self.lock();
+        let id = handle.task_id.clone();
+        let result = w.confine(handle).and_then(|()| {
+            let sup = handle.supervisor.process;
+            if w.supervisor_alive(sup.pid, sup.start_time) {
+                return Err(PlatformError::other(format!(
+                    "supervisor pid {} of task {id} still runs: collect the task first",
+                    sup.pid
+                )));
+            }
+            if w.faults(&id).remove_state_fails {
+                return Err(injected("remove task", &id));
+            }
+            let cause = World::call_cause(Op::RemoveTask, &id);
+            if w.cgroups.contains_key(&handle.cgroup) {
+                if !w.pids_in(&handle.cgroup).is_empty() {
+                    return Err(PlatformError::cgroup(format!(
+                        "cgroup {} still has processes",
+                        handle.cgroup
+                    )));
+                }
+                w.remove_cgroup(&handle.cgroup, &cause);
+            }
+            w.remove_state_dir(&handle.state_dir, &cause);
+            w.names.retain(|_, holder| *holder != id);
+            Ok(())
+        });
+        w.record(Op::RemoveTask, &id, result.is_ok());
+        result
+    }
+
+    fn task_named(&self, name: &str) -> Result<Option<String>, PlatformError> {
+        Ok(self.lock().names.get(name).cloned())
+    }
+
+    fn details(&self, handle: &HandleId) -> Result<TaskDetails, PlatformError> {
+        let w = self.lock();
+        w.confine(handle)?;
+        match w.state_dirs.get(&handle.state_dir) {
+            Some(dir) => Ok(TaskDetails {
+                spec: dir.spec.clone(),
+                created_unix_ms: None,
+                state_dir: handle.state_dir.clone(),
+                cgroup_paths: vec![PathBuf::from("/").join(&handle.cgroup)],
+                log_paths: Vec::new(),
+            }),
+            None => Err(PlatformError::NotFound {
+                task_id: handle.task_id.clone(),
+                reason: format!("no state dir {}", handle.state_dir.display()),
+            }),
+        }
     }
 }
 

@@ -97,6 +97,13 @@ fn wait_moves_the_clock_to_the_deadline_or_the_exit() {
             .all(|r| !matches!(r, Resource::Process { .. } | Resource::Mount(_)))
     );
     p.release(&s.supervisor, far()).expect("release");
+    // The records stay until the task is removed.
+    let left = p.resources_of("a");
+    assert!(
+        left.iter().all(|r| matches!(r, Resource::StateDir(_))),
+        "{left:?}"
+    );
+    p.remove_task(&handle_of(&s, "a"), far()).expect("remove");
     assert!(p.resources_of("a").is_empty());
 }
 
@@ -315,6 +322,7 @@ fn a_driver_over_the_mock_kills_within_the_timeout() {
         p.now(),
         Timestamp(execdriver_core::spec::DEFAULT_KILL_TIMEOUT)
     );
+    task.remove(false).expect("remove");
     assert!(p.all_resources().is_empty(), "{:?}", p.all_resources());
     let ops: Vec<Op> = p.calls().iter().map(|c| c.op).collect();
     assert_eq!(
@@ -325,7 +333,8 @@ fn a_driver_over_the_mock_kills_within_the_timeout() {
             Op::Wait,
             Op::ForceKill,
             Op::Wait,
-            Op::Release
+            Op::Release,
+            Op::RemoveTask
         ]
     );
 }

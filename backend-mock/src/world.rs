@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use execdriver_core::{ExitStatus, PlatformError, Signal, TaskRecord, Timestamp};
+use execdriver_core::{ExitStatus, PlatformError, Signal, TaskRecord, TaskSpec, Timestamp};
 
 use crate::script::{Faults, SignalResponse, TaskScript};
 use crate::{Call, Cause, Op, Removal, Resource};
@@ -27,6 +27,8 @@ pub(crate) struct StateDir {
     pub exit_record: Option<ExitStatus>,
     /// What the platform recorded at the spawn, for `find_task`.
     pub record: TaskRecord,
+    /// The spec it was started from.
+    pub spec: TaskSpec,
 }
 
 /// One spawned instance of a task and its timeline.
@@ -65,6 +67,8 @@ pub(crate) struct World {
     pub cgroups: BTreeMap<String, String>,
     pub mounts: BTreeSet<(String, PathBuf)>,
     pub state_dirs: BTreeMap<PathBuf, StateDir>,
+    /// Unique names claimed, and the task that holds each.
+    pub names: BTreeMap<String, String>,
     pub sims: BTreeMap<String, Sim>,
     pub scripts: BTreeMap<String, TaskScript>,
     pub faults: BTreeMap<String, Faults>,
@@ -154,6 +158,8 @@ impl World {
 
     pub fn remove_state_dir(&mut self, path: &PathBuf, cause: &Cause) {
         if let Some(dir) = self.state_dirs.remove(path) {
+            // A name is held only by a task that is there.
+            self.names.retain(|_, holder| *holder != dir.owner);
             self.removed(Resource::StateDir(path.clone()), dir.owner, cause);
         }
     }

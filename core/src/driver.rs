@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use crate::handle::{HandleError, HandleId};
 use crate::lifecycle::{Effect, Event, Lifecycle, State, Timeouts, TransitionError, kill_timeout};
+use crate::logs::LogStart;
 use crate::outcome::{
     CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult, join_failures,
 };
 use crate::platform::{
     Fingerprint, FoundTask, LogChunk, LogCursor, LogStream, Platform, PlatformError, Reattach,
-    TaskStats, Timestamp,
+    TaskDetails, TaskStats, Timestamp,
 };
 use crate::signal::Signal;
 use crate::spec::{SpecError, TaskSpec};
@@ -107,6 +108,10 @@ pub enum Operation {
     Logs,
     /// [`Driver::list`].
     List,
+    /// [`TaskHandle::remove`] and [`Driver::remove_task`].
+    Remove,
+    /// [`Driver::details`].
+    Inspect,
 }
 
 impl fmt::Display for Operation {
@@ -119,6 +124,8 @@ impl fmt::Display for Operation {
             Operation::Stats => "stats",
             Operation::Logs => "logs",
             Operation::List => "list",
+            Operation::Remove => "remove",
+            Operation::Inspect => "inspect",
         })
     }
 }
@@ -215,6 +222,12 @@ pub enum DriverError {
     NotRunning {
         /// The operation.
         op: Operation,
+        /// The task.
+        task_id: String,
+    },
+    /// The task runs: removing it needs force, which kills it first.
+    #[error("task {task_id} is running: stop it first, or remove it with force to kill it")]
+    StillRunning {
         /// The task.
         task_id: String,
     },
@@ -354,7 +367,12 @@ impl<P: Platform> Driver<P> {
             })?;
         let handle = HandleId::new(&spawned.record, self.config.max_kill_timeout);
         let (machine, effects) = Lifecycle::running(self.config.timeouts);
-        let task = self.handle(handle, Some(spawned.supervisor), machine);
+        let task = self.handle(
+            handle,
+            Some(spawned.supervisor),
+            machine,
+            Arc::clone(&self.hooks),
+        );
         task.run(effects)?;
         Ok(task)
     }
@@ -405,6 +423,88 @@ impl<P: Platform> Driver<P> {
                 cleanup: None,
             }),
         }
+    }
+
+    /// The task id of `id_or_name`: a task of that id in the data dir, else the task that
+    /// holds that unique name; [`DriverError::NotFound`] when neither is there.
+    pub fn resolve(&self, id_or_name: &str) -> Result<String, DriverError> {
+        let by_id = match self.find(id_or_name) {
+            Ok(_) => return Ok(id_or_name.to_owned()),
+            Err(e @ DriverError::NotFound { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        match self.platform.task_named(id_or_name) {
+            Ok(Some(task_id)) => Ok(task_id),
+            Ok(None) => Err(by_id),
+            Err(source) => Err(DriverError::Platform {
+                op: Operation::Open,
+                task_id: id_or_name.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Removes the task `task_id` and everything kept of it (see [`TaskHandle::remove`]);
+    /// its result, when it had one. A lost task is cleaned up by its cgroup first; an
+    /// abandoned start has its debris removed.
+    pub fn remove_task(
+        &self,
+        task_id: &str,
+        force: bool,
+    ) -> Result<Option<WaitResult>, DriverError> {
+        let record = match self.find(task_id)? {
+            FoundTask::Started(record) => record,
+            FoundTask::Starting => {
+                return Err(DriverError::Starting {
+                    task_id: task_id.to_owned(),
+                });
+            }
+            FoundTask::Incomplete { .. } => {
+                let deadline = self.platform.now() + self.config.timeouts.cleanup;
+                return self
+                    .platform
+                    .discard_incomplete(task_id, deadline)
+                    .map(|()| None)
+                    .map_err(|source| DriverError::Platform {
+                        op: Operation::Remove,
+                        task_id: task_id.to_owned(),
+                        source,
+                    });
+            }
+        };
+        let handle = HandleId::new(&record, self.config.max_kill_timeout);
+        // A task known to be over is opened without hooks: its end was reported when it was
+        // collected, and a removal is not a second end. A running one keeps them, so that a
+        // forced removal reports the end its kill makes.
+        let over = matches!(
+            self.probe(&handle),
+            Ok(TaskStatus::Exited(_) | TaskStatus::Lost { .. })
+        );
+        let hooks: Arc<dyn LifecycleHooks> = if over {
+            Arc::new(NoHooks)
+        } else {
+            Arc::clone(&self.hooks)
+        };
+        match self.open_handle_with(handle.clone(), hooks) {
+            Ok(task) => task.remove(force).map(Some),
+            // Cleaned up by cgroup: what is left is removed as for any exited task.
+            Err(DriverError::ReattachFailed { failures, .. }) if failures.is_empty() => {
+                let deadline = self.platform.now() + self.config.timeouts.cleanup;
+                remove_exited(&*self.platform, &handle, deadline).map(|()| None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The spec of the task of `handle` and where its state, cgroup and logs are.
+    pub fn details(&self, handle: &HandleId) -> Result<TaskDetails, DriverError> {
+        self.platform
+            .details(handle)
+            .map_err(|source| DriverError::Platform {
+                op: Operation::Inspect,
+                task_id: handle.task_id.clone(),
+                source,
+            })
     }
 
     fn find(&self, task_id: &str) -> Result<FoundTask, DriverError> {
@@ -465,9 +565,9 @@ impl<P: Platform> Driver<P> {
         }
     }
 
-    /// Every task in the platform's data dir with what [`Driver::probe_task`] says of it,
-    /// sorted by task id.
-    pub fn list(&self) -> Result<Vec<Listed>, DriverError> {
+    /// The ids of every task in the platform's data dir, sorted: for a caller that probes
+    /// them its own way (in parallel, within a bound).
+    pub fn task_ids(&self) -> Result<Vec<String>, DriverError> {
         let mut ids = self
             .platform
             .task_ids()
@@ -477,7 +577,14 @@ impl<P: Platform> Driver<P> {
                 source,
             })?;
         ids.sort();
-        Ok(ids
+        Ok(ids)
+    }
+
+    /// Every task in the platform's data dir with what [`Driver::probe_task`] says of it,
+    /// sorted by task id.
+    pub fn list(&self) -> Result<Vec<Listed>, DriverError> {
+        Ok(self
+            .task_ids()?
             .into_iter()
             .map(|task_id| Listed {
                 status: self.probe_task(&task_id),
@@ -486,9 +593,23 @@ impl<P: Platform> Driver<P> {
             .collect())
     }
 
+    /// Where to start reading the task's `stream` for what `start` asks (its last lines,
+    /// what arrived since a time); see [`crate::logs::find_start`].
+    pub fn log_start(
+        &self,
+        handle: &HandleId,
+        stream: LogStream,
+        start: LogStart,
+    ) -> Result<LogCursor, DriverError> {
+        crate::logs::find_start(
+            &mut |cursor, max| self.read_logs(handle, stream, cursor, max),
+            start,
+        )
+    }
+
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking and
     /// without touching the task; works while it runs and after it exited, until it is
-    /// collected.
+    /// removed.
     pub fn read_logs(
         &self,
         handle: &HandleId,
@@ -516,6 +637,14 @@ impl<P: Platform> Driver<P> {
     }
 
     fn open_handle(&self, handle: HandleId) -> Result<TaskHandle<P>, DriverError> {
+        self.open_handle_with(handle, Arc::clone(&self.hooks))
+    }
+
+    fn open_handle_with(
+        &self,
+        handle: HandleId,
+        hooks: Arc<dyn LifecycleHooks>,
+    ) -> Result<TaskHandle<P>, DriverError> {
         let handle = self.capped(handle);
         let task_id = handle.task_id.clone();
         let deadline = self.platform.now() + self.config.timeouts.answer;
@@ -529,15 +658,15 @@ impl<P: Platform> Driver<P> {
         let machine = Lifecycle::recovering(self.config.timeouts);
         let (task, event) = match found {
             Reattach::Live(supervisor) | Reattach::Unresponsive { supervisor, .. } => (
-                self.handle(handle, Some(supervisor), machine),
+                self.handle(handle, Some(supervisor), machine, hooks),
                 Event::Reattached,
             ),
             Reattach::Exited(status) => (
-                self.handle(handle, None, machine),
+                self.handle(handle, None, machine, hooks),
                 Event::FoundExitRecord(status),
             ),
             Reattach::Gone { reason } => {
-                let task = self.handle(handle, None, machine);
+                let task = self.handle(handle, None, machine, hooks);
                 task.feed(Event::SupervisorLost {
                     reason: reason.clone(),
                 })?;
@@ -562,10 +691,11 @@ impl<P: Platform> Driver<P> {
         handle: HandleId,
         supervisor: Option<P::Supervisor>,
         machine: Lifecycle,
+        hooks: Arc<dyn LifecycleHooks>,
     ) -> TaskHandle<P> {
         TaskHandle {
             platform: Arc::clone(&self.platform),
-            hooks: Arc::clone(&self.hooks),
+            hooks,
             timeouts: self.config.timeouts,
             task_id: handle.task_id.clone(),
             supervisor,
@@ -738,6 +868,31 @@ impl<P: Platform> TaskHandle<P> {
         }
     }
 
+    /// Removes the task and everything kept of it: its records (spec, exit record), its
+    /// cgroup, its name, and the logs and alloc dir the platform made. An exited task's
+    /// exit is collected first; a running one is refused unless `force`, which kills it
+    /// first through [`TaskHandle::kill`]. Returns the task's result.
+    pub fn remove(&self, force: bool) -> Result<WaitResult, DriverError> {
+        let result = match self.result() {
+            Some(result) => result,
+            None => match self.wait_timeout(Duration::ZERO)? {
+                Some(result) => result,
+                None if !force => {
+                    return Err(DriverError::StillRunning {
+                        task_id: self.task_id.clone(),
+                    });
+                }
+                None => {
+                    self.kill()?;
+                    self.wait()?
+                }
+            },
+        };
+        let deadline = self.platform.now() + self.timeouts.cleanup;
+        remove_exited(&*self.platform, &self.handle_id(), deadline)?;
+        Ok(result)
+    }
+
     /// The task's current resource use.
     pub fn stats(&self) -> Result<TaskStats, DriverError> {
         let supervisor = self.live_supervisor(Operation::Stats)?;
@@ -747,8 +902,17 @@ impl<P: Platform> TaskHandle<P> {
             .map_err(|source| self.platform_error(Operation::Stats, source))
     }
 
+    /// Where to start reading the task's `stream` for what `start` asks; see
+    /// [`Driver::log_start`].
+    pub fn log_start(&self, stream: LogStream, start: LogStart) -> Result<LogCursor, DriverError> {
+        crate::logs::find_start(
+            &mut |cursor, max| self.read_logs(stream, cursor, max),
+            start,
+        )
+    }
+
     /// Reads up to `max` bytes of the task's `stream` from `cursor`, without blocking; also
-    /// after the task was collected, for as long as its log files are there.
+    /// after the task was collected, until it is removed.
     pub fn read_logs(
         &self,
         stream: LogStream,
@@ -1029,8 +1193,25 @@ impl<P: Platform> Drop for DeliverOnUnwind<'_, P> {
     }
 }
 
+/// The one removal of an exited task's remains.
+fn remove_exited<P: Platform>(
+    platform: &P,
+    handle: &HandleId,
+    deadline: Timestamp,
+) -> Result<(), DriverError> {
+    platform
+        .remove_task(handle, deadline)
+        .map_err(|source| DriverError::Platform {
+            op: Operation::Remove,
+            task_id: handle.task_id.clone(),
+            source,
+        })
+}
+
 /// The one orphan cleanup: runs every step, even after one fails, all by `deadline`, and
-/// names each failure. The supervisor goes first, so it cannot create anything more.
+/// names each failure. The supervisor goes first, so it cannot create anything more. The
+/// task's records stay: a task lives until it is removed ([`TaskHandle::remove`]), and a
+/// lost one is listed as lost until then.
 fn orphan_cleanup<P: Platform>(
     platform: &P,
     handle: &HandleId,
@@ -1054,6 +1235,5 @@ fn orphan_cleanup<P: Platform>(
         CleanupStep::DestroyCgroup,
         platform.destroy_cgroup(handle, deadline),
     );
-    note(CleanupStep::RemoveState, platform.remove_state(handle));
     failures
 }

@@ -40,6 +40,7 @@ pub mod driver;
 pub mod handle;
 pub mod lifecycle;
 pub mod log_outputs;
+pub mod logs;
 pub mod outcome;
 pub mod platform;
 pub mod seccomp;
@@ -59,15 +60,19 @@ pub use lifecycle::{
     Effect, Event, EventKind, Lifecycle, State, Timeouts, TransitionError, kill_timeout,
 };
 pub use log_outputs::LogOutputs;
+pub use logs::{LogStart, find_start};
 pub use outcome::{CleanupFailure, CleanupStep, ExitStatus, TaskError, TaskErrorKind, WaitResult};
 pub use platform::{
-    CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, MemoryStats,
-    Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned, TaskRecord,
-    TaskStats, Timestamp,
+    CpuStats, Fingerprint, FoundTask, LogChunk, LogCursor, LogStats, LogStream, LogTime,
+    MemoryStats, Platform, PlatformError, PlatformErrorKind, Reattach, Refusal, SpawnStep, Spawned,
+    TaskDetails, TaskLimits, TaskRecord, TaskStats, Timestamp,
 };
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};
-pub use spec::{LogRotation, Network, Resources, SpecError, TaskSpec, validate_task_id};
+pub use spec::{
+    BindMount, LogRotation, Network, Propagation, Resources, SpecError, Stdin, TaskSpec, UserSpec,
+    parse_user, validate_task_id,
+};
 
 #[cfg(feature = "mock")]
 pub use platform::{MockPlatform, MockSupervisor};

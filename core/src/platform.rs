@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::handle::{HandleId, ProcessIdentity, SupervisorIdentity};
 use crate::outcome::ExitStatus;
 use crate::signal::Signal;
-use crate::spec::TaskSpec;
+use crate::spec::{Resources, TaskSpec};
 
 /// A point on the platform's clock: time since an arbitrary, fixed epoch.
 #[derive(
@@ -100,8 +100,66 @@ pub struct TaskStats {
     /// The task's output dropped over its log rate; zero from a supervisor that predates it.
     #[serde(default)]
     pub logs: LogStats,
-    /// When the stats were read, on the platform clock.
+    /// When the stats were read, on the platform clock (monotonic: for differences, such as
+    /// a cpu % between two readings).
     pub timestamp: Timestamp,
+    /// When the stats were read, by the wall clock where they were read: unix nanoseconds;
+    /// 0 from a supervisor that predates it.
+    #[serde(default)]
+    pub read_at_unix_nanos: u64,
+    /// The limits the task runs under; `None` from a supervisor that predates them.
+    #[serde(default)]
+    pub limits: Option<TaskLimits>,
+}
+
+/// The limits a task runs under, as its spec set them on its cgroup (see [`Resources`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Relative cpu weight.
+    pub cpu_shares: u64,
+    /// A hard cpu limit in thousandths of a cpu, if any.
+    pub cpu_max_millicores: Option<u64>,
+    /// The memory limit, bytes.
+    pub memory_limit_bytes: u64,
+    /// The hard memory maximum above the limit, bytes, if any.
+    pub memory_max_bytes: Option<u64>,
+    /// Most processes and threads at once.
+    pub pids_max: u64,
+}
+
+impl From<&Resources> for TaskLimits {
+    fn from(r: &Resources) -> Self {
+        Self {
+            cpu_shares: r.cpu_shares,
+            cpu_max_millicores: r.cpu_max_millicores,
+            memory_limit_bytes: r.memory_limit_bytes,
+            memory_max_bytes: r.memory_max_bytes,
+            pids_max: r.pids_max,
+        }
+    }
+}
+
+impl TaskStats {
+    /// The memory in use, bytes: resident anonymous memory and page cache.
+    pub fn memory_used(&self) -> u64 {
+        self.memory.rss.saturating_add(self.memory.cache)
+    }
+
+    /// The cpu used between `earlier` and this reading, in percent of one cpu (200 is two
+    /// cpus busy, as `docker stats` counts); `None` if no time passed between them.
+    pub fn cpu_percent_since(&self, earlier: &TaskStats) -> Option<f64> {
+        let wall = self
+            .timestamp
+            .0
+            .checked_sub(earlier.timestamp.0)?
+            .as_nanos();
+        if wall == 0 {
+            return None;
+        }
+        let used = |s: &TaskStats| u128::from(s.cpu.user_ns) + u128::from(s.cpu.system_ns);
+        let cpu = used(self).saturating_sub(used(earlier));
+        Some(cpu as f64 * 100.0 / wall as f64)
+    }
 }
 
 /// What the platform recorded about a task it started: everything needed to find it again.
@@ -127,6 +185,21 @@ pub struct TaskRecord {
     pub kill_timeout: Duration,
     /// The graceful signal its spec named.
     pub kill_signal: Signal,
+}
+
+/// What a platform keeps of a task besides its handle: its spec and where its things are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDetails {
+    /// The spec it was started from.
+    pub spec: TaskSpec,
+    /// When it was started, in milliseconds since the Unix epoch, if known.
+    pub created_unix_ms: Option<u64>,
+    /// Its state dir.
+    pub state_dir: PathBuf,
+    /// Its cgroup dirs, one per hierarchy (still named after the cgroup is removed).
+    pub cgroup_paths: Vec<PathBuf>,
+    /// Its current stdout and stderr log files.
+    pub log_paths: Vec<PathBuf>,
 }
 
 /// A task the platform has started.
@@ -205,7 +278,8 @@ pub struct LogCursor {
     pub offset: u64,
 }
 
-/// Output read from a task's logs.
+/// Output read from a task's logs: bytes of one log file only, ending at `next` (so that the
+/// cursor of each byte is known, see [`crate::logs`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogChunk {
     /// The bytes, in order.
@@ -216,6 +290,19 @@ pub struct LogChunk {
     pub skipped: u64,
     /// Whether more may come: the task (or its supervisor, which writes the logs) still runs.
     pub more_may_come: bool,
+    /// When the bytes arrived from the task, where the platform records it: each entry says
+    /// that `data[at..]` arrived at its time, up to the next entry. Bytes before the first
+    /// entry (or all, when it is empty) have no known time.
+    pub times: Vec<LogTime>,
+}
+
+/// When a part of a [`LogChunk`] arrived from the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogTime {
+    /// Where in the chunk's data the part starts.
+    pub at: usize,
+    /// When it arrived, unix time in nanoseconds.
+    pub unix_nanos: u64,
 }
 
 /// Why the platform refused to act on a handle or task; nothing was touched.
@@ -229,7 +316,7 @@ pub enum Refusal {
     /// The task id was collected and reused: the supervisor, record or socket found belong to
     /// another task.
     Reused,
-    /// There is no state of the task: it was already collected, or never started here.
+    /// There is no state of the task: it was already removed, or never started here.
     Collected,
     /// The recorded process is alive but is not the task's supervisor.
     NotSupervisor,
@@ -255,6 +342,8 @@ pub enum SpawnStep {
     Dirs,
     /// Claiming the task id (its state dir): taken when the id is already in use.
     Claim,
+    /// Claiming the task's unique name: taken when another task that is there holds it.
+    Name,
     /// Writing the task's records into its state dir.
     Records,
     /// Starting the supervisor or reading its reports.
@@ -272,6 +361,7 @@ impl fmt::Display for SpawnStep {
         f.write_str(match self {
             SpawnStep::Dirs => "checking the task dirs",
             SpawnStep::Claim => "claiming the task id",
+            SpawnStep::Name => "claiming the task name",
             SpawnStep::Records => "writing the task records",
             SpawnStep::Supervisor => "starting the supervisor",
             SpawnStep::Cgroup => "creating the task cgroup",
@@ -528,7 +618,8 @@ pub trait Platform: Send + Sync {
         deadline: Timestamp,
     ) -> Result<TaskStats, PlatformError>;
 
-    /// After an exit was collected: the supervisor removes the cgroup and state, then exits.
+    /// After an exit was collected: the supervisor exits, leaving the task's records (spec,
+    /// exit record) and logs for [`Platform::remove_task`]; its cgroup is gone by then.
     fn release(
         &self,
         supervisor: &Self::Supervisor,
@@ -559,11 +650,54 @@ pub trait Platform: Send + Sync {
     /// Orphan cleanup: removes the task's cgroup.
     fn destroy_cgroup(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
 
-    /// Orphan cleanup: removes the task's state dir.
+    /// Removes the task's state dir, once its cgroup is gone. The driver's own cleanups no
+    /// longer call it (a task is kept until [`Platform::remove_task`]); kept for agents that
+    /// clean up by hand.
     fn remove_state(&self, handle: &HandleId) -> Result<(), PlatformError>;
+
+    /// Removes everything kept of an exited task whose supervisor is gone: its state dir
+    /// (spec, exit record), its cgroup if one is left, its name claim, and its logs and
+    /// alloc dir when the platform made them. What is already gone is fine.
+    fn remove_task(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError>;
+
+    /// The id of the task that holds the unique `name` in this data dir, if one does.
+    fn task_named(&self, name: &str) -> Result<Option<String>, PlatformError>;
+
+    /// The spec of the task and where its state, cgroup and logs are.
+    fn details(&self, handle: &HandleId) -> Result<TaskDetails, PlatformError>;
 }
 
 /// The supervisor type of [`MockPlatform`]: a plain number tests can match on.
 #[cfg(feature = "mock")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MockSupervisor(pub u32);
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    fn at(ms: u64, user_ms: u64, system_ms: u64) -> TaskStats {
+        TaskStats {
+            timestamp: Timestamp(Duration::from_millis(ms)),
+            cpu: CpuStats {
+                user_ns: user_ms * 1_000_000,
+                system_ns: system_ms * 1_000_000,
+                ..CpuStats::default()
+            },
+            ..TaskStats::default()
+        }
+    }
+
+    #[test]
+    fn cpu_percent_is_of_one_cpu_over_the_interval() {
+        let a = at(1_000, 100, 50);
+        assert_eq!(at(2_000, 600, 50).cpu_percent_since(&a), Some(50.0));
+        // Two cpus busy for the whole second.
+        assert_eq!(at(2_000, 1_600, 550).cpu_percent_since(&a), Some(200.0));
+        // No time passed, or readings out of order: no figure rather than a division by 0.
+        assert_eq!(at(1_000, 900, 50).cpu_percent_since(&a), None);
+        assert_eq!(a.cpu_percent_since(&at(2_000, 0, 0)), None);
+        // A counter that went backwards (a new cgroup) counts as none used.
+        assert_eq!(at(2_000, 0, 0).cpu_percent_since(&a), Some(0.0));
+    }
+}

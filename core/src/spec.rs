@@ -46,6 +46,11 @@ pub enum SpecError {
         "task id {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
     )]
     TaskId(String),
+    /// A unique name that is not safe in a file name.
+    #[error(
+        "name {0:?} is not usable: use 1 to 64 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    Name(String),
     /// A task name that is not safe in a file name.
     #[error(
         "task name {0:?} is not usable: it must be 1 to 128 characters without `/` or nul, and not `.` or `..`"
@@ -70,8 +75,10 @@ pub enum SpecError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// A user name that cannot be looked up.
-    #[error("user {0:?} is not a usable user name")]
+    /// A user that cannot be looked up.
+    #[error(
+        "user {0:?} is not usable: give NAME, UID, UID:GID or NAME:GROUP (no spaces, `/` or nul)"
+    )]
     User(String),
     /// Memory limit below [`MIN_MEMORY_BYTES`].
     #[error("memory limit {bytes} bytes is below the minimum of {min} bytes (4 MiB)", min = MIN_MEMORY_BYTES)]
@@ -170,6 +177,19 @@ pub enum SpecError {
     /// A log rate of zero, which would drop everything the task writes.
     #[error("log rate must be at least 1 byte per second, got 0 (null means no limit)")]
     ZeroLogRate,
+    /// A working dir that is not a plain absolute path.
+    #[error("working dir {0:?} must be an absolute path (in the task's root) without `..` or nul")]
+    Workdir(PathBuf),
+    /// A bind mount that cannot be placed in the task root.
+    #[error("mount {host:?} -> {destination:?} is not usable: {why}")]
+    Mount {
+        /// The host path (the mount's source).
+        host: PathBuf,
+        /// The path in the task root.
+        destination: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// Resource limits applied through the task's cgroup.
@@ -541,6 +561,165 @@ pub struct TaskSpec {
     /// The task's own resolv.conf; `None`: the chroot env's (the host's) /etc/resolv.conf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// A name unique among the tasks of the driver's data dir, claimed at start (a start
+    /// whose name is held fails) and released when the task is removed; the task can then
+    /// be found by it as by its id. None: the task has only its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    // What `execdriver run` users reach for: the working dir, bind mounts, stdin. Each is
+    // left out of the JSON when default, so an older reader still parses the spec.
+    /// The task's working dir inside its root, `None` for `/` (as docker without `-w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// Host paths bound into the task root, after the chroot env (so one may sit inside
+    /// `/etc`) and after the masks; a parent before what it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<BindMount>,
+    /// Where the task's stdin comes from.
+    #[serde(default, skip_serializing_if = "Stdin::is_null")]
+    pub stdin: Stdin,
+}
+
+/// How a mount's events propagate between the host and the task (`mount --make-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// Nothing propagates either way (Nomad's `private`).
+    Private,
+    /// Nothing propagates, for the mounts below too (the default, as docker's).
+    #[default]
+    Rprivate,
+    /// Mounts made on the host under the source appear in the task.
+    Slave,
+    /// As [`Propagation::Slave`], for the mounts below too (Nomad's `host-to-task`).
+    Rslave,
+    /// Mounts propagate both ways.
+    Shared,
+    /// As [`Propagation::Shared`], for the mounts below too (Nomad's `bidirectional`).
+    Rshared,
+}
+
+impl Propagation {
+    fn is_default(&self) -> bool {
+        *self == Propagation::default()
+    }
+}
+
+/// A host file or dir bound into the task root (`-v SRC:DST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindMount {
+    /// The host path; must exist when the task starts.
+    pub source: PathBuf,
+    /// Where it appears in the task root.
+    pub destination: PathBuf,
+    /// Whether the task may not write through it (writes fail with EROFS).
+    #[serde(default)]
+    pub readonly: bool,
+    /// How mount events propagate through it.
+    #[serde(default, skip_serializing_if = "Propagation::is_default")]
+    pub propagation: Propagation,
+}
+
+impl BindMount {
+    /// A private read-write bind of `source` at `destination`.
+    pub fn new(source: impl Into<PathBuf>, destination: impl Into<PathBuf>) -> Self {
+        Self {
+            source: source.into(),
+            destination: destination.into(),
+            readonly: false,
+            propagation: Propagation::default(),
+        }
+    }
+
+    /// Checks both paths: absolute, plain, and the destination neither `/` nor in a dir the
+    /// driver mounts itself ([`DRIVER_MOUNTS`]). Whether the source exists is the
+    /// platform's to check, at start.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let why = if !is_plain_absolute(&self.source) {
+            Some("the source must be an absolute host path without `..` or nul")
+        } else if !is_plain_absolute(&self.destination) {
+            Some("the destination must be an absolute path without `..` or nul")
+        } else if self.destination.file_name().is_none() {
+            Some("the destination cannot be `/`, the task's whole root")
+        } else if driver_mount_of(&self.destination).is_some() {
+            Some(
+                "the destination is in /proc, /dev, /alloc, /local, /secrets or /tmp, which \
+                 the driver mounts itself",
+            )
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(SpecError::Mount {
+                host: self.source.clone(),
+                destination: self.destination.clone(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Top-level dirs of the task root the driver mounts itself: no chroot env dir, mask or
+/// bind mount may cover or replace them.
+pub const DRIVER_MOUNTS: [&str; 6] = ["alloc", "dev", "local", "proc", "secrets", "tmp"];
+
+/// The entry of [`DRIVER_MOUNTS`] an absolute path is in, if any.
+pub fn driver_mount_of(path: &Path) -> Option<&'static str> {
+    let first = path.components().find_map(|c| match c {
+        Component::Normal(name) => Some(name),
+        _ => None,
+    })?;
+    DRIVER_MOUNTS.iter().copied().find(|r| first == *r)
+}
+
+/// Where a task's stdin comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Stdin {
+    /// `/dev/null`: the task reads EOF at once.
+    #[default]
+    Null,
+    /// The starter's own stdin (fd 0 of the process that calls `start`), handed through the
+    /// supervisor to the task; the task reads EOF when the starter's input ends.
+    Inherit,
+}
+
+impl Stdin {
+    fn is_null(&self) -> bool {
+        *self == Stdin::Null
+    }
+}
+
+/// The parts of a [`TaskSpec::user`]: a name or a uid, and optionally a group name or gid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec<'a> {
+    /// The user name or uid.
+    pub user: &'a str,
+    /// The group name or gid, after a `:`.
+    pub group: Option<&'a str>,
+}
+
+/// Splits `NAME`, `UID`, `UID:GID` or `NAME:GROUP`, refusing what no lookup could use.
+pub fn parse_user(text: &str) -> Result<UserSpec<'_>, SpecError> {
+    let bad = || SpecError::User(text.to_owned());
+    let usable = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 256
+            && !s
+                .chars()
+                .any(|c| c == '\0' || c == ':' || c == '/' || c.is_whitespace())
+    };
+    let (user, group) = match text.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (text, None),
+    };
+    if !usable(user) || group.is_some_and(|g| !usable(g)) {
+        return Err(bad());
+    }
+    Ok(UserSpec { user, group })
 }
 
 impl TaskSpec {
@@ -570,6 +749,10 @@ impl TaskSpec {
             seccomp: Seccomp::Default,
             log_outputs: LogOutputs::default(),
             dns: None,
+            workdir: None,
+            mounts: Vec::new(),
+            stdin: Stdin::Null,
+            name: None,
         }
     }
 
@@ -577,6 +760,9 @@ impl TaskSpec {
     pub fn validate(&self, max_kill_timeout: Duration) -> Result<(), SpecError> {
         validate_task_id(&self.task_id)?;
         validate_task_name(&self.task_name)?;
+        if let Some(name) = &self.name {
+            validate_task_id(name).map_err(|_| SpecError::Name(name.clone()))?;
+        }
         validate_abs_path("alloc dir", &self.alloc_dir)?;
         validate_abs_path("task dir", &self.task_dir)?;
         for dir in &self.chroot_env {
@@ -599,14 +785,14 @@ impl TaskSpec {
         for (key, value) in &self.env {
             validate_env(key, value)?;
         }
-        if self.user.is_empty()
-            || self.user.len() > 256
-            || self
-                .user
-                .chars()
-                .any(|c| c == '\0' || c == ':' || c == '/' || c.is_whitespace())
+        parse_user(&self.user)?;
+        if let Some(dir) = &self.workdir
+            && !is_plain_absolute(dir)
         {
-            return Err(SpecError::User(self.user.clone()));
+            return Err(SpecError::Workdir(dir.clone()));
+        }
+        for mount in &self.mounts {
+            mount.validate()?;
         }
         self.resources.validate()?;
         self.seccomp.validate()?;
@@ -838,6 +1024,40 @@ mod tests {
                 },
                 "dns servers",
             ),
+            (|s| s.user = "a:".into(), "user"),
+            (|s| s.user = ":0".into(), "user"),
+            (|s| s.user = "a:b:c".into(), "user"),
+            (|s| s.user = "a b".into(), "user"),
+            (|s| s.workdir = Some("rel".into()), "working dir"),
+            (|s| s.workdir = Some("/a/../b".into()), "working dir"),
+            (
+                |s| s.mounts = vec![BindMount::new("rel", "/data")],
+                "source must be an absolute",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv/../etc", "/data")],
+                "source must be an absolute",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv", "data")],
+                "destination must be an absolute",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv", "/")],
+                "cannot be `/`",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv", "/proc")],
+                "mounts itself",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv", "/alloc/data/x")],
+                "mounts itself",
+            ),
+            (
+                |s| s.mounts = vec![BindMount::new("/srv", "//dev/x")],
+                "mounts itself",
+            ),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();
@@ -871,6 +1091,51 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(s));
+    }
+
+    #[test]
+    fn users_take_names_ids_and_groups() {
+        for (text, user, group) in [
+            ("nobody", "nobody", None),
+            ("1000", "1000", None),
+            ("1000:1000", "1000", Some("1000")),
+            ("www-data:adm", "www-data", Some("adm")),
+        ] {
+            assert_eq!(parse_user(text), Ok(UserSpec { user, group }), "{text}");
+            let mut s = spec();
+            s.user = text.into();
+            assert_eq!(s.validate(MAX), Ok(()), "{text}");
+        }
+    }
+
+    #[test]
+    fn run_options_round_trip_and_are_left_out_when_default() {
+        let s = spec();
+        let text = serde_json::to_string(&s).expect("serialize");
+        for field in ["workdir", "mounts", "stdin"] {
+            assert!(!text.contains(field), "{field} in {text}");
+        }
+        let mut custom = spec();
+        custom.workdir = Some("/srv".into());
+        custom.stdin = Stdin::Inherit;
+        custom.mounts = vec![
+            BindMount::new("/srv/data", "/data"),
+            BindMount {
+                readonly: true,
+                propagation: Propagation::Rslave,
+                ..BindMount::new("/etc/hosts", "/etc/hosts")
+            },
+        ];
+        assert_eq!(custom.validate(MAX), Ok(()));
+        let text = serde_json::to_string(&custom).expect("serialize");
+        assert!(text.contains(r#""stdin":"inherit""#), "{text}");
+        assert!(text.contains(r#""propagation":"rslave""#), "{text}");
+        assert_eq!(serde_json::from_str::<TaskSpec>(&text).ok(), Some(custom));
+        let err = serde_json::from_str::<BindMount>(
+            r#"{"source":"/a","destination":"/b","propagation":"host-to-task"}"#,
+        )
+        .expect_err("nomad's name is the plugin's to map");
+        assert!(err.to_string().contains("rslave"), "{err}");
     }
 
     #[test]

@@ -382,17 +382,18 @@ impl driver_server::Driver for DriverService {
             return Ok(Response::new(d::DestroyTaskResponse {}));
         };
         let context = format!("destroying task {:?}", request.task_id);
-        if entry.task.is_running() {
-            if !request.force {
-                return Err(status::with_recoverable(
-                    tonic::Code::FailedPrecondition,
-                    format!("{context}: it is still running; stop it first or destroy with force"),
-                    false,
-                ));
-            }
-            let task = Arc::clone(&entry.task);
-            blocking(&context, move || task.force_kill()).await?;
+        if entry.task.is_running() && !request.force {
+            return Err(status::with_recoverable(
+                tonic::Code::FailedPrecondition,
+                format!("{context}: it is still running; stop it first or destroy with force"),
+                false,
+            ));
         }
+        // Through the driver's removal: the task's records go with it (a forced one is
+        // killed first). A failure keeps the entry, so that Nomad's retry can finish it.
+        let task = Arc::clone(&entry.task);
+        let force = request.force;
+        blocking(&context, move || task.remove(force)).await?;
         self.0.tasks.remove(&request.task_id);
         hclog::info("task destroyed", &[("task_id", &request.task_id)]);
         Ok(Response::new(d::DestroyTaskResponse {}))
@@ -466,9 +467,10 @@ impl driver_server::Driver for DriverService {
                         break;
                     }
                 };
+                let read_at = usage.read_at.unwrap_or_else(SystemTime::now);
                 let stats = d::TaskStats {
                     id: entry.nomad_id.clone(),
-                    timestamp: Some(timestamp(SystemTime::now())),
+                    timestamp: Some(timestamp(read_at)),
                     agg_resource_usage: Some(tracker.record(usage)),
                     resource_usage_by_pid: HashMap::new(),
                 };

@@ -198,6 +198,8 @@ pub struct Usage {
     pub max_usage: u64,
     /// Processes and threads.
     pub pids: u64,
+    /// When it was read, by the wall clock of the node (`None` from an older supervisor).
+    pub read_at: Option<std::time::SystemTime>,
 }
 
 /// The engine, configured from the plugin's settings.
@@ -362,7 +364,8 @@ impl Task {
     }
 
     /// Blocks until the task exits. The engine collects the exit and releases the task's
-    /// supervisor, cgroup and state as part of it.
+    /// supervisor and cgroup as part of it; its records stay, so the exit is answered again,
+    /// until [`Task::remove`].
     pub fn wait(&self) -> Result<Exit, EngineError> {
         Ok(self.handle.wait()?.into())
     }
@@ -385,6 +388,17 @@ impl Task {
         Ok(self.handle.kill()?)
     }
 
+    /// Removes the task and everything the engine kept of it (records, cgroup); a running
+    /// one only with `force`, which kills it first with no grace, as a forced DestroyTask
+    /// expects.
+    pub fn remove(&self, force: bool) -> Result<(), EngineError> {
+        if force && self.is_running() {
+            self.force_kill()?;
+        }
+        self.handle.remove(force)?;
+        Ok(())
+    }
+
     /// Resource use now; `None` once the task has exited.
     pub fn usage(&self) -> Result<Option<Usage>, EngineError> {
         match self.handle.stats() {
@@ -399,6 +413,8 @@ impl Task {
                 swap: s.memory.swap,
                 max_usage: s.memory.max_usage,
                 pids: s.pids,
+                read_at: (s.read_at_unix_nanos > 0)
+                    .then(|| std::time::UNIX_EPOCH + Duration::from_nanos(s.read_at_unix_nanos)),
             })),
             Err(DriverError::NotRunning { .. }) => Ok(None),
             Err(e) => Err(e.into()),

@@ -116,6 +116,7 @@ mod tests {
             throttled_periods: 2,
             throttled_ns: 3,
             pids: 1,
+            read_at: None,
         }
     }
 

@@ -590,12 +590,16 @@ async fn a_task_runs_is_signalled_stopped_waited_and_destroyed() {
     // Answered again, until destroyed.
     let again = wait_task(&mut c, &task_id).await;
     assert_eq!(again.result, Some(result));
-    // The engine released the task when its exit was collected.
+    // The task's records are kept until it is destroyed, and go with it.
     let state_dir = data
         .path()
         .join("tasks")
         .join(execdriver_nomad::start::engine_task_id(&task_id));
-    assert!(!state_dir.exists(), "{} is left", state_dir.display());
+    assert!(
+        state_dir.exists(),
+        "{} is gone before the destroy",
+        state_dir.display()
+    );
     guard.disarm();
 
     c.driver
@@ -605,6 +609,7 @@ async fn a_task_runs_is_signalled_stopped_waited_and_destroyed() {
         })
         .await
         .expect("destroy");
+    assert!(!state_dir.exists(), "{} is left", state_dir.display());
     let err = c
         .driver
         .wait_task(d::WaitTaskRequest {
@@ -735,11 +740,16 @@ async fn an_exit_code_reaches_wait_task_and_force_destroy_kills() {
     assert_eq!(waited.result.map(|r| (r.exit_code, r.signal)), Some((3, 0)));
     c.driver
         .destroy_task(d::DestroyTaskRequest {
-            task_id: quick_id,
+            task_id: quick_id.clone(),
             force: false,
         })
         .await
         .expect("destroy exited");
+    let quick_state = data
+        .path()
+        .join("tasks")
+        .join(execdriver_nomad::start::engine_task_id(&quick_id));
+    assert!(!quick_state.exists(), "{} is left", quick_state.display());
 
     let slow = task_config(&alloc, "job", "00000002", "/bin/sleep", &["60"]);
     let slow_id = slow.id.clone();

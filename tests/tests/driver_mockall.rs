@@ -150,15 +150,15 @@ fn expect_wait_out(p: &mut MockPlatform, seq: &mut Sequence, clock: &Clock, unti
         });
 }
 
-/// Expects the four orphan cleanup steps, in order, on the handle of task t1 with the
+/// Expects the three orphan cleanup steps (the records stay until the task is removed), in order, on the handle of task t1 with the
 /// deadline `deadline`, each returning the given result.
 fn expect_orphan_cleanup(
     p: &mut MockPlatform,
     seq: &mut Sequence,
     deadline: Timestamp,
-    results: [Result<(), PlatformError>; 4],
+    results: [Result<(), PlatformError>; 3],
 ) {
-    let [a, b, c, d] = results;
+    let [a, b, c] = results;
     let for_t1 = move |h: &HandleId, at: &Timestamp| {
         h.task_id == "t1" && h.cgroup == "execdriver-t1" && *at == deadline
     };
@@ -177,11 +177,7 @@ fn expect_orphan_cleanup(
         .times(1)
         .in_sequence(seq)
         .return_once(move |_, _| c);
-    p.expect_remove_state()
-        .withf(|h| h.task_id == "t1")
-        .times(1)
-        .in_sequence(seq)
-        .return_once(move |_| d);
+    p.expect_remove_state().never();
 }
 
 fn failed(what: &str) -> Result<(), PlatformError> {
@@ -338,7 +334,7 @@ fn a_supervisor_that_fails_a_wait_during_the_kill_is_taken_over() {
         .in_sequence(&mut seq)
         .returning(|_, _| Err(PlatformError::other("connection reset")));
     let bound = T0 + KILL_TIMEOUT + OVERRUN;
-    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(()), Ok(())]);
+    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(())]);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
@@ -359,7 +355,7 @@ fn an_unresponsive_supervisor_is_taken_over_within_the_bound() {
             Err(PlatformError::unresponsive("no answer within 500ms"))
         });
     let bound = T0 + KILL_TIMEOUT + OVERRUN;
-    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(()), Ok(())]);
+    expect_orphan_cleanup(&mut p, &mut seq, bound, [Ok(()), Ok(()), Ok(())]);
     p.expect_wait().never();
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
@@ -391,7 +387,7 @@ fn a_task_that_survives_the_force_kill_is_cleaned_up_by_cgroup() {
         &mut p,
         &mut seq,
         grace_ends + OVERRUN,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
+        [Ok(()), Ok(()), Ok(())],
     );
     p.expect_release().never();
     let driver = Driver::with_config(p, config());
@@ -424,7 +420,7 @@ fn a_failing_force_kill_falls_back_to_the_cgroup() {
         &mut p,
         &mut seq,
         T0 + KILL_TIMEOUT + OVERRUN,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
+        [Ok(()), Ok(()), Ok(())],
     );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
@@ -448,7 +444,7 @@ fn kill_with_a_lost_supervisor_cleans_up_by_cgroup_without_waiting() {
         &mut p,
         &mut seq,
         T0 + KILL_TIMEOUT + OVERRUN,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
+        [Ok(()), Ok(()), Ok(())],
     );
     p.expect_wait().never();
     p.expect_force_kill().never();
@@ -484,7 +480,6 @@ fn reattach_failure_attempts_every_step_and_reports_every_failure() {
             failed("pid 700: permission denied"),
             failed("cgroup.kill: device busy"),
             Ok(()),
-            failed("/state/t1: read-only file system"),
         ],
     );
     let driver = Driver::with_config(p, config());
@@ -504,11 +499,7 @@ fn reattach_failure_attempts_every_step_and_reports_every_failure() {
     let steps: Vec<CleanupStep> = failures.iter().map(|f| f.step).collect();
     assert_eq!(
         steps,
-        vec![
-            CleanupStep::KillSupervisor,
-            CleanupStep::KillCgroup,
-            CleanupStep::RemoveState
-        ]
+        vec![CleanupStep::KillSupervisor, CleanupStep::KillCgroup]
     );
     let texts: Vec<String> = failures.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -516,7 +507,6 @@ fn reattach_failure_attempts_every_step_and_reports_every_failure() {
         vec![
             "kill supervisor: pid 700: permission denied",
             "kill cgroup: cgroup.kill: device busy",
-            "remove state: /state/t1: read-only file system",
         ]
     );
     let message = err.to_string();
@@ -537,18 +527,13 @@ fn reattach_failure_with_every_step_failing_still_runs_them_all() {
         &mut p,
         &mut seq,
         T0 + CLEANUP,
-        [failed("a"), failed("b"), failed("c"), failed("d")],
+        [failed("a"), failed("b"), failed("c")],
     );
     let driver = Driver::with_config(p, config());
     match driver.open(&handle_id(Signal::SIGINT, 1000).to_string()) {
         Err(DriverError::ReattachFailed { failures, .. }) => assert_eq!(
             failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            vec![
-                "kill supervisor: a",
-                "kill cgroup: b",
-                "destroy cgroup: c",
-                "remove state: d"
-            ]
+            vec!["kill supervisor: a", "kill cgroup: b", "destroy cgroup: c",]
         ),
         other => panic!("{other:?}"),
     }
@@ -566,12 +551,7 @@ fn reattach_finding_an_exit_record_cleans_up_and_reports_the_exit() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(move |_, _| Ok(Reattach::Exited(oom)));
-    expect_orphan_cleanup(
-        &mut p,
-        &mut seq,
-        T0 + CLEANUP,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
-    );
+    expect_orphan_cleanup(&mut p, &mut seq, T0 + CLEANUP, [Ok(()), Ok(()), Ok(())]);
     let driver = Driver::with_config(p, config());
     let task = driver
         .open(&handle_id(Signal::SIGINT, 1000).to_string())
@@ -606,7 +586,7 @@ fn an_unresponsive_supervisor_still_opens_and_is_killed_by_cgroup() {
         &mut p,
         &mut seq,
         T0 + Duration::from_secs(1) + OVERRUN,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
+        [Ok(()), Ok(()), Ok(())],
     );
     let driver = Driver::with_config(p, config());
     // The reattach itself took no time on this clock; the kill starts at T0.
@@ -681,12 +661,7 @@ fn a_release_failure_repaired_by_the_fallback_is_not_an_error() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Err(PlatformError::gone("eof")));
-    expect_orphan_cleanup(
-        &mut p,
-        &mut seq,
-        T0 + CLEANUP,
-        [Ok(()), Ok(()), Ok(()), Ok(())],
-    );
+    expect_orphan_cleanup(&mut p, &mut seq, T0 + CLEANUP, [Ok(()), Ok(()), Ok(())]);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     let r = task.wait().expect("result");
@@ -708,7 +683,7 @@ fn a_release_failure_is_reported_with_the_fallback_failures() {
         &mut p,
         &mut seq,
         T0 + CLEANUP,
-        [Ok(()), Ok(()), failed("busy"), Ok(())],
+        [Ok(()), Ok(()), failed("busy")],
     );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
@@ -852,12 +827,7 @@ fn a_kill_whose_cleanup_fails_is_an_error() {
         &mut p,
         &mut seq,
         T0 + KILL_TIMEOUT + OVERRUN,
-        [
-            Ok(()),
-            Err(PlatformError::cgroup("cgroup busy")),
-            Ok(()),
-            Ok(()),
-        ],
+        [Ok(()), Err(PlatformError::cgroup("cgroup busy")), Ok(())],
     );
     let d = Driver::with_config(p, config());
     let task = d.start(&spec()).expect("start");

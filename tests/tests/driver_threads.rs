@@ -229,6 +229,21 @@ impl Platform for Blocking {
     fn remove_state(&self, _: &HandleId) -> Result<(), PlatformError> {
         Ok(())
     }
+
+    fn remove_task(&self, _: &HandleId, _: Timestamp) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
+    fn task_named(&self, _: &str) -> Result<Option<String>, PlatformError> {
+        Ok(None)
+    }
+
+    fn details(&self, h: &HandleId) -> Result<execdriver_core::TaskDetails, PlatformError> {
+        Err(PlatformError::NotFound {
+            task_id: h.task_id.clone(),
+            reason: "the blocking platform keeps no details".into(),
+        })
+    }
 }
 
 /// A driver over a `Blocking` platform (reached through `Driver::platform`), and a hook

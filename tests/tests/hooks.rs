@@ -88,7 +88,9 @@ fn a_reattach_that_finds_the_exit_record_only_reports_the_exit() {
     let r = task.result().expect("exited");
     assert!(r.oom_killed);
     assert_eq!(hooks.of("a"), vec![Hook::Running, Hook::Exited(r)]);
+    task.remove(false).expect("remove");
     assert!(mock.resources_of("a").is_empty());
+    assert_eq!(hooks.of("a").len(), 2, "a removal calls no hook");
 }
 
 #[test]
@@ -106,6 +108,7 @@ fn a_failed_reattach_reports_the_failure_once() {
     assert!(
         matches!(&calls[1], Hook::Exited(WaitResult { exit_code: -1, error: Some(e), .. }) if e.message.contains("no exit record"))
     );
+    d.remove_task("a", false).expect("remove");
     assert!(mock.resources_of("a").is_empty());
 }
 
@@ -154,6 +157,7 @@ fn concurrent_waiters_and_killers_see_one_result_and_one_call() {
             panic!("round {round}: {calls:?}");
         };
         assert!(results.iter().all(|r| r == delivered), "round {round}");
+        task.remove(false).expect("remove");
         assert!(mock.all_resources().is_empty(), "round {round}");
     }
 }

@@ -66,14 +66,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a task and wait for it in the foreground: its stdout and stderr appear on ours,
-    /// Ctrl-C or SIGTERM kills it gracefully, and its exit status becomes ours.
-    Run(TaskOptions),
+    /// Ctrl-C or SIGTERM kills it gracefully, and its exit status becomes ours. The task is
+    /// kept (logs, exit) until `rm`, unless --rm.
+    Run(RunOptions),
 
     /// Start a task in the background: print its handle id as one line and return.
     Start(TaskOptions),
 
-    /// Wait for a task to exit and collect it; exit with its status as `run` does (124 when
-    /// --timeout passes first; the task keeps running).
+    /// Wait for a task to exit; exit with its status as `run` does (124 when --timeout
+    /// passes first; the task keeps running). Asked again, it answers the same.
     Wait {
         /// Give up after this long (e.g. 500ms, 5s, 1m).
         #[arg(long, value_name = "DUR")]
@@ -87,11 +88,17 @@ pub enum Command {
     },
 
     /// Stop a task: its kill signal, then a force kill of everything in its cgroup after the
-    /// kill timeout; then collect it.
+    /// kill timeout; then print how it ended, as `wait` would report it.
     Kill {
         /// The kill timeout to use instead of the task's own (capped at its recorded maximum).
         #[arg(long, value_name = "DUR")]
         timeout: Option<String>,
+        /// Print nothing.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print the result as one JSON object, as `wait --json` does.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
         /// The handle id, `-` to read it from stdin, or a task id in the data dir.
         #[arg(value_name = "HANDLE")]
         handle: String,
@@ -117,34 +124,47 @@ pub enum Command {
         signal: String,
     },
 
-    /// Show a running task's memory, cpu and process counts.
-    Stats {
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
-        #[arg(value_name = "HANDLE")]
-        handle: String,
-    },
+    /// Show running tasks' cpu %, memory and processes against their limits, live (as
+    /// `docker stats`).
+    Stats(StatsOpts),
 
-    /// Print a task's stdout (or stderr) log.
-    Logs {
-        /// The stderr log instead of stdout.
-        #[arg(long)]
-        stderr: bool,
-        /// Keep printing as the task writes, until it exits.
-        #[arg(short, long)]
-        follow: bool,
-        /// The handle id, `-` to read it from stdin, or a task id in the data dir.
-        #[arg(value_name = "HANDLE")]
-        handle: String,
-    },
+    /// Print a task's output: its stdout on ours and its stderr on ours, in the order it
+    /// arrived; or one of them (on our stdout).
+    Logs(LogsOpts),
 
-    /// List the tasks in the data dir.
+    /// List the tasks in the data dir: name, id, state, command and age.
+    #[command(visible_alias = "ps")]
     List {
-        /// Print one JSON array.
+        /// Print one JSON array (fields: name, task_id, state, exit, reason, command,
+        /// created, created_unix_ms, supervisor_pid, task_pid).
         #[arg(long)]
         json: bool,
+    },
+
+    /// Remove tasks and everything kept of them: records, logs, alloc dir, cgroup, name.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Kill a running task first (otherwise a running task is refused).
+        #[arg(short, long)]
+        force: bool,
+        /// Task ids, names or handle ids.
+        #[arg(required = true, value_name = "TASK")]
+        tasks: Vec<String>,
+    },
+
+    /// Remove every task that has exited; print the id of each one removed.
+    Prune {
+        /// Only tasks started longer ago than this (e.g. 1h, 30m, 24h).
+        #[arg(long, value_name = "DUR")]
+        until: Option<String>,
+    },
+
+    /// Print everything known of a task as one JSON object: spec, handle, cgroup paths,
+    /// limits, state, exit and log paths; exit 1 when there is no such task.
+    Inspect {
+        /// The task id, name, handle id, or `-` to read one from stdin.
+        #[arg(value_name = "TASK")]
+        handle: String,
     },
 
     /// Check whether this node can run tasks (root, cgroups and controllers, kernel); exit 1
@@ -184,6 +204,18 @@ pub enum Command {
         #[arg(long, value_name = "FD")]
         start_lock_fd: Option<i32>,
     },
+}
+
+/// `run`: how to start the task, and what to do after.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Remove the task (logs, alloc dir, records, name) once it has exited.
+    #[arg(long)]
+    pub rm: bool,
+
+    /// How to start the task.
+    #[command(flatten)]
+    pub task: TaskOptions,
 }
 
 /// How to start a task.
@@ -226,13 +258,40 @@ pub struct TaskOptions {
     #[arg(long, value_name = "N")]
     pub pids_max: Option<String>,
 
-    /// The user the task runs as [default: nobody].
-    #[arg(long, value_name = "NAME")]
+    /// The user the task runs as: NAME, UID, UID:GID or NAME:GROUP (a number needs no
+    /// passwd entry; a user with an entry gets its supplementary groups) [default: nobody].
+    #[arg(short, long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
-    /// An environment variable of the task (repeatable); it gets no other.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// An environment variable of the task (repeatable; after --env-file, so it wins): KEY=VALUE,
+    /// or KEY alone for our own value of KEY (left unset when we have none). The task gets
+    /// no other besides EXECDRIVER_* and HOME, USER, LOGNAME and PATH.
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
+
+    /// Read environment variables from FILE (repeatable): KEY=VALUE lines (the value taken
+    /// as written, quotes included), KEY alone to pass ours through, `#` comments and blank
+    /// lines skipped, as docker reads an env file.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// The task's working dir, an absolute path in its root that must exist there [default: /].
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Bind a host file or dir into the task's root: SRC:DST, read-write, or SRC:DST:ro
+    /// (repeatable); a propagation may follow, comma-separated (SRC:DST:ro,rslave): private,
+    /// rprivate (the default), slave, rslave (host mounts under SRC appear in the task),
+    /// shared, rshared. Both absolute; SRC must exist; DST may not be / or in /proc, /dev,
+    /// /alloc, /local, /secrets or /tmp, and when it is in a chroot env dir it must exist
+    /// there already.
+    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTIONS]")]
+    pub volume: Vec<String>,
+
+    /// Give the task our stdin (`echo hi | execdriver run -i -- cat`); without it the task's
+    /// stdin is /dev/null.
+    #[arg(short, long)]
+    pub interactive: bool,
 
     /// Time the kill signal gets before everything is force-killed (500ms, 5s, 1m) [default: 5s].
     #[arg(long, value_name = "DUR")]
@@ -249,10 +308,15 @@ pub struct TaskOptions {
     #[arg(long, value_name = "SIZE")]
     pub log_rate: Option<String>,
 
-    /// A host dir made visible read-only in the task's root (repeatable; replaces the
-    /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr).
+    /// A host dir made visible read-only in the task's root (repeatable; adds to the
+    /// default list /bin /etc /lib /lib32 /lib64 /run/resolvconf /sbin /usr, of which those
+    /// the host lacks are skipped). A dir given here that does not exist is an error.
     #[arg(long, value_name = "DIR")]
     pub chroot_env: Vec<PathBuf>,
+
+    /// The --chroot-env dirs replace the default list instead of adding to it.
+    #[arg(long, requires = "chroot_env")]
+    pub chroot_env_only: bool,
 
     /// A path inside the chroot env the task sees as an empty read-only file or dir
     /// (repeatable; adds to the defaults: /etc/shadow, /etc/gshadow, /etc/sudoers, ssh host
@@ -278,8 +342,10 @@ pub struct TaskOptions {
     #[arg(long, value_name = "unconfined|default|FILE")]
     pub seccomp: Option<String>,
 
-    /// The task's name; names its log files and its dir in the alloc dir, so `logs` and
-    /// `alloc` are reserved [default: the command's file name].
+    /// The task's name, unique among the tasks of the data dir until the task is removed;
+    /// usable wherever a task id is. Also names its log files and its dir in the alloc dir,
+    /// so `logs` and `alloc` are reserved [default: no unique name; files are named after
+    /// the command's file name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -287,8 +353,23 @@ pub struct TaskOptions {
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
 
+    /// Start from the task spec in FILE (JSON, or TOML when the name ends in .toml), as
+    /// --dry-run prints it; fields left out take their defaults, and the options given
+    /// beside it override its fields (COMMAND its config; --env, -v, --mask and --chroot-env
+    /// add to its lists). Its alloc_dir and task_dir are replaced by ours in the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+
+    /// Print the fully resolved task spec as JSON and exit 0; nothing is started or created.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// The command and its arguments (after `--` when an argument starts with `-`).
-    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    #[arg(
+        required_unless_present = "spec",
+        trailing_var_arg = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -319,7 +400,7 @@ mod tests {
             "echo hi",
         ])
         .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.memory.as_deref(), Some("64M"));
@@ -334,7 +415,7 @@ mod tests {
         assert_eq!(opts.command, vec!["/bin/echo", "-n", "--x"]);
         let cli = Cli::try_parse_from(["execdriver", "run", "--cpus", "1.5", "/bin/true"])
             .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.cpus.as_deref(), Some("1.5"));
@@ -354,13 +435,45 @@ mod tests {
         assert_eq!(opts.log_rate, None);
         let cli = Cli::try_parse_from(["execdriver", "run", "--log-rate", "512K", "/bin/true"])
             .expect("parse");
-        let Command::Run(opts) = cli.command else {
+        let Command::Run(RunOptions { task: opts, .. }) = cli.command else {
             panic!("not run: {:?}", cli.command);
         };
         assert_eq!(opts.log_rate.as_deref(), Some("512K"));
         let err = Cli::try_parse_from(["execdriver", "run", "--bogus", "--", "/bin/true"])
             .expect_err("unknown option");
         assert_eq!(err.exit_code(), 2);
+        let cli = Cli::try_parse_from([
+            "execdriver",
+            "run",
+            "-i",
+            "-e",
+            "A",
+            "-e",
+            "B=1",
+            "-w",
+            "/srv",
+            "-v",
+            "/a:/b:ro",
+            "-u",
+            "1000:1000",
+            "/bin/true",
+        ])
+        .expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert!(opts.task.interactive);
+        assert_eq!(opts.task.env, vec!["A", "B=1"]);
+        assert_eq!(opts.task.workdir, Some(PathBuf::from("/srv")));
+        assert_eq!(opts.task.volume, vec!["/a:/b:ro"]);
+        assert_eq!(opts.task.user.as_deref(), Some("1000:1000"));
+        let cli = Cli::try_parse_from(["execdriver", "run", "--spec", "t.toml"]).expect("parse");
+        let Command::Run(opts) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
+        assert!(opts.task.command.is_empty());
+        Cli::try_parse_from(["execdriver", "run", "--chroot-env-only", "/bin/true"])
+            .expect_err("--chroot-env-only needs --chroot-env");
     }
 
     #[test]
@@ -381,4 +494,46 @@ mod tests {
             }
         }
     }
+}
+
+/// Options of `stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsOpts {
+    /// Print one table (two samples a second apart, for the cpu %) and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Print one JSON object per task and sample, one a line, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Handle ids, `-` to read one from stdin, or task ids in the data dir; none for every
+    /// running task in the data dir.
+    #[arg(value_name = "HANDLE")]
+    pub handles: Vec<String>,
+}
+
+/// Options of `logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsOpts {
+    /// Only the stdout log.
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Only the stderr log, printed on our stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing as the task writes, until it exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (of both streams together, by arrival), or `all`.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<String>,
+    /// Only the lines that arrived since this: a duration back from now (10m, 1h30m), an
+    /// RFC 3339 time in UTC (2026-12-03T10:00:00Z), or unix seconds.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Prefix each line with the time it arrived from the task (RFC 3339, nanoseconds, UTC).
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+    #[arg(value_name = "HANDLE")]
+    pub handle: String,
 }

@@ -2,6 +2,7 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use execdriver_core::{
@@ -17,14 +18,14 @@ pub const MAX_KILL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The command line's view of the node.
 pub struct Ctx {
     pub data_dir: PathBuf,
-    driver: Driver<LinuxPlatform>,
+    driver: Arc<Driver<LinuxPlatform>>,
 }
 
 /// A task as an argument names it.
 pub enum Target {
     /// By handle id.
     Handle(HandleId),
-    /// By task id, in the data dir.
+    /// By task id, in the data dir (a unique name given is resolved to it).
     Task(String),
 }
 
@@ -48,15 +49,23 @@ impl Ctx {
             LinuxPlatform::new(config),
             DriverConfig::default().with_max_kill_timeout(MAX_KILL_TIMEOUT),
         );
-        Self { data_dir, driver }
+        Self {
+            data_dir,
+            driver: Arc::new(driver),
+        }
     }
 
     pub fn driver(&self) -> &Driver<LinuxPlatform> {
         &self.driver
     }
 
-    /// Resolves HANDLE: a handle id, `-` (a handle id or task id read from stdin), or a
-    /// task id in the data dir.
+    /// The driver, for threads that may outlive the call that started them.
+    pub fn shared_driver(&self) -> Arc<Driver<LinuxPlatform>> {
+        Arc::clone(&self.driver)
+    }
+
+    /// Resolves HANDLE: a handle id, `-` (a handle id, task id or name read from stdin), a
+    /// task id in the data dir, or a task's unique name.
     pub fn target(&self, arg: &str) -> Result<Target> {
         let text = if arg == "-" {
             let mut text = String::new();
@@ -75,9 +84,16 @@ impl Ctx {
                 .map_err(|e| fail!("invalid handle id: {e}"));
         }
         validate_task_id(&text).map_err(|_| {
-            fail!("{text:?} is neither a handle id nor a task id (task ids use A-Z a-z 0-9 . _ -)")
+            fail!(
+                "{text:?} is neither a handle id nor a task id or name (they use A-Z a-z 0-9 . _ -)"
+            )
         })?;
-        Ok(Target::Task(text))
+        // An id unknown by either way stays as given: the command then says it is not there.
+        match self.driver.resolve(&text) {
+            Ok(task_id) => Ok(Target::Task(task_id)),
+            Err(DriverError::NotFound { .. }) => Ok(Target::Task(text)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The handle id of a target.
@@ -96,8 +112,9 @@ impl Ctx {
         }
     }
 
-    /// Opens a target. A task that was lost was cleaned up by the driver; a start that was
-    /// abandoned had its debris removed; either way the alloc dir we made goes too.
+    /// Opens a target. A task that was lost was cleaned up by the driver and is kept (as
+    /// lost) until `rm`; a start that was abandoned had its debris removed, and the alloc
+    /// dir we made for it goes too.
     pub fn open(&self, target: &Target) -> Result<TaskHandle<LinuxPlatform>> {
         let opened = match target {
             Target::Handle(h) => self.driver.open(&h.to_string()),
@@ -105,8 +122,9 @@ impl Ctx {
         };
         match opened {
             Ok(task) => Ok(task),
-            Err(e @ (DriverError::ReattachFailed { .. } | DriverError::NeverStarted { .. })) => {
-                self.remove_alloc(target.task_id(), None);
+            Err(e @ DriverError::ReattachFailed { .. }) => Err(e.into()),
+            Err(e @ DriverError::NeverStarted { .. }) => {
+                self.remove_alloc(target.task_id());
                 Err(e.into())
             }
             Err(e) => Err(self.explain(target.task_id(), e)),
@@ -116,7 +134,7 @@ impl Ctx {
     /// A task id unknown to the driver whose alloc dir `run` or `start` made, and which no
     /// live `run` or `start` holds, is the debris of a caller killed before the task was
     /// claimed: say so, and remove it.
-    fn explain(&self, task_id: &str, e: DriverError) -> super::CliError {
+    pub fn explain(&self, task_id: &str, e: DriverError) -> super::CliError {
         if let DriverError::NotFound { .. } = e {
             let unclaimed = || {
                 matches!(
@@ -139,17 +157,12 @@ impl Ctx {
         e.into()
     }
 
-    /// Removes the alloc dir of `task_id` if it is one `run` or `start` made (`alloc_dir`,
-    /// when the handle names one, must be it).
-    pub fn remove_alloc(&self, task_id: &str, alloc_dir: Option<&std::path::Path>) {
+    /// Removes the alloc dir `run` or `start` made for `task_id`.
+    pub fn remove_alloc(&self, task_id: &str) {
         let Ok(data) = std::fs::canonicalize(&self.data_dir) else {
             return;
         };
-        let ours = AllocDir::path(&data, task_id);
-        if alloc_dir.is_some_and(|given| given != ours) {
-            return;
-        }
-        if let Err(e) = AllocDir::remove(&ours) {
+        if let Err(e) = AllocDir::remove(&AllocDir::path(&data, task_id)) {
             errln!("execdriver: {e}");
         }
     }

@@ -13,9 +13,9 @@ use super::errln;
 /// How soon the logs are looked at again after output came (or the task started), so that
 /// output appears about when it is written. (The task's end needs no look: `run` wakes the
 /// followers when it has waited for the exit.)
-const POLL_FIRST: Duration = Duration::from_millis(5);
+pub(super) const POLL_FIRST: Duration = Duration::from_millis(5);
 /// How often, at most, while the task is quiet: the pause doubles up to this.
-const POLL_MAX: Duration = Duration::from_millis(50);
+pub(super) const POLL_MAX: Duration = Duration::from_millis(50);
 /// Bytes asked for per read.
 const CHUNK: usize = 64 * 1024;
 

@@ -1,9 +1,10 @@
-//! `kill`: stop a task (kill signal, kill timeout, then everything) and collect it.
+//! `kill`: stop a task (kill signal, kill timeout, then everything) and say how it ended.
 
 use super::context::Ctx;
+use super::output::{describe_result, json, out};
 use super::{Result, errln, fail, parse};
 
-pub fn kill(ctx: &Ctx, timeout: Option<&str>, arg: &str) -> Result<u8> {
+pub fn kill(ctx: &Ctx, timeout: Option<&str>, quiet: bool, as_json: bool, arg: &str) -> Result<u8> {
     let timeout = timeout
         .map(|t| parse::duration(t).map_err(|e| fail!("--timeout: {e}")))
         .transpose()?;
@@ -20,13 +21,14 @@ pub fn kill(ctx: &Ctx, timeout: Option<&str>, arg: &str) -> Result<u8> {
     }
     let killed = task.kill();
     let result = task.wait()?;
-    let handle = task.handle_id();
-    if killed.is_ok() {
-        ctx.remove_alloc(&handle.task_id, Some(&handle.alloc_dir));
-    }
     killed?;
+    if as_json {
+        out(&json(&result)?)?;
+    } else if !quiet {
+        out(&format!("{}: {}", task.task_id(), describe_result(&result)))?;
+    }
     match &result.error {
-        Some(error) => Err(fail!("task {}: {error}", handle.task_id)),
+        Some(error) => Err(fail!("task {}: {error}", task.task_id())),
         None => Ok(0),
     }
 }

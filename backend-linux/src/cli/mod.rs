@@ -3,21 +3,26 @@
 //! task (finding it by id, its liveness, its logs) is Driver API, shared with every face.
 //!
 //! `run` and `start` prepare an alloc dir under `<data dir>/allocs/<task id>/` (the task dir
-//! is `<alloc dir>/<task name>`), which is removed once the task's result is collected by
-//! `run`, `wait` or `kill`.
+//! is `<alloc dir>/<task name>`). A task is kept after its exit (spec, exit record, logs,
+//! alloc dir) until `rm`, `run --rm` or `prune` removes it through the driver.
 
 mod args;
 mod context;
 mod docs;
 mod fingerprint;
 mod follow;
+mod inspect;
 mod kill;
+mod list;
 mod logs;
 mod output;
 mod parse;
+mod prune;
+mod rm;
 mod run;
 mod signal;
 mod spec;
+mod stats;
 mod status;
 mod wait;
 
@@ -54,6 +59,11 @@ impl CliError {
             message,
             code: EXIT_DRIVER_FAILED,
         }
+    }
+
+    /// The exit status this failure gives.
+    pub fn code(&self) -> u8 {
+        self.code
     }
 
     /// The task named is not there: status 1.
@@ -186,16 +196,20 @@ fn dispatch(cli: Cli) -> Result<u8> {
             json,
             handle,
         } => wait::wait(&ctx, timeout.as_deref(), json, &handle),
-        Command::Kill { timeout, handle } => kill::kill(&ctx, timeout.as_deref(), &handle),
+        Command::Kill {
+            timeout,
+            quiet,
+            json,
+            handle,
+        } => kill::kill(&ctx, timeout.as_deref(), quiet, json, &handle),
         Command::Status { json, handle } => status::status(&ctx, json, &handle),
         Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
-        Command::Stats { json, handle } => signal::stats(&ctx, json, &handle),
-        Command::Logs {
-            stderr,
-            follow,
-            handle,
-        } => logs::logs(&ctx, stderr, follow, &handle),
-        Command::List { json } => status::list(&ctx, json),
+        Command::Stats(opts) => stats::stats(&ctx, &opts),
+        Command::Logs(opts) => logs::logs(&ctx, &opts),
+        Command::List { json } => list::list(&ctx, json),
+        Command::Rm { force, tasks } => rm::rm(&ctx, force, &tasks),
+        Command::Prune { until } => prune::prune(&ctx, until.as_deref()),
+        Command::Inspect { handle } => inspect::inspect(&ctx, &handle),
         Command::Fingerprint { json } => fingerprint::fingerprint(&ctx, json),
         Command::Completion { shell } => docs::completion(shell),
         Command::Man { dir } => docs::man(dir.as_deref()),

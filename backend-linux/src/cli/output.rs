@@ -33,6 +33,20 @@ pub fn describe_exit(exit: &ExitStatus) -> String {
     text
 }
 
+/// How a task's result reads, in words: its exit, or why there is none.
+pub fn describe_result(result: &WaitResult) -> String {
+    let exit = describe_exit(&ExitStatus {
+        exit_code: result.exit_code,
+        signal: result.signal,
+        oom_killed: result.oom_killed,
+    });
+    match &result.error {
+        Some(error) if result.exit_code < 0 => format!("failed: {error}"),
+        Some(error) => format!("{exit}; {error}"),
+        None => exit,
+    }
+}
+
 /// The exit status for a result, with a line on stderr for what the status alone hides.
 pub fn exit_code_of(task_id: &str, result: &WaitResult, explain_exec: bool) -> u8 {
     if result.oom_killed {

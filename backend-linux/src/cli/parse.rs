@@ -37,6 +37,33 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// A moment for `logs --since`, in unix nanoseconds: a duration back from `now`, an RFC 3339
+/// time in UTC, or unix seconds (with an optional fraction), as docker takes it.
+pub fn since(text: &str, now: SystemTime) -> Result<u64, String> {
+    let t = text.trim();
+    let at = if let Ok(at) = humantime::parse_rfc3339_weak(t) {
+        at
+    } else if let Ok(secs) = t.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!(
+                "{text:?} is not a time: unix seconds are never negative"
+            ));
+        }
+        UNIX_EPOCH + Duration::from_secs_f64(secs.min(u64::MAX as f64 / 1e9))
+    } else {
+        let back = humantime::parse_duration(t).map_err(|_| {
+            format!(
+                "{text:?} is neither a duration (10m, 1h30m), an RFC 3339 time in UTC \
+                 (2026-12-03T10:00:00Z) nor unix seconds"
+            )
+        })?;
+        now.checked_sub(back).unwrap_or(UNIX_EPOCH)
+    };
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+}
+
 /// `KEY=VALUE`; the value may be empty or contain `=`.
 pub fn env_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -96,6 +123,21 @@ mod tests {
             let err = duration(bad).expect_err(bad);
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
+    }
+
+    #[test]
+    fn since_takes_durations_times_and_unix_seconds() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(since("10m", now), Ok((1_000_000 - 600) * 1_000_000_000));
+        assert_eq!(since("1h30m", now), Ok((1_000_000 - 5400) * 1_000_000_000));
+        assert_eq!(
+            since("2026-12-03T10:00:00.5Z", now),
+            Ok(1_796_292_000_500_000_000)
+        );
+        assert_eq!(since("1.25", now), Ok(1_250_000_000));
+        assert_eq!(since("100000000h", now), Ok(0));
+        assert!(since("yesterday", now).is_err());
+        assert!(since("-5", now).is_err());
     }
 
     #[test]

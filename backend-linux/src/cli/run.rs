@@ -9,7 +9,7 @@ use std::thread;
 use execdriver_core::{LogStream, TaskHandle};
 use execdriver_linux::{AllocDir, LinuxPlatform};
 
-use super::args::TaskOptions;
+use super::args::{RunOptions, TaskOptions};
 use super::context::Ctx;
 use super::follow::{BrokenPipeTolerant, Follower};
 use super::output::{exit_code_of, out};
@@ -30,13 +30,27 @@ fn start_task(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskHandle<LinuxPlatform>
     }
 }
 
+/// `--dry-run`: the resolved spec, as `--spec` reads it back; nothing is created.
+fn dry_run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+    let spec = spec::build(ctx, opts)?;
+    out(&serde_json::to_string_pretty(&spec)?)?;
+    Ok(0)
+}
+
 pub fn start(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+    if opts.dry_run {
+        return dry_run(ctx, opts);
+    }
     let handle = start_task(ctx, opts)?;
     out(&handle.id())?;
     Ok(0)
 }
 
-pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
+pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
+    let opts = &run_opts.task;
+    if opts.dry_run {
+        return dry_run(ctx, opts);
+    }
     // Blocked before any thread exists so that every thread inherits the mask and only the
     // signal thread below receives them; the supervisor gets a clean mask from exec.
     let mut signals = nix::sys::signal::SigSet::empty();
@@ -55,8 +69,8 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
     // The followers copy the output while the task runs; this thread waits for the exit
     // (which the supervisor records only once the task's pipes are drained into the log
     // files) and then tells them to drain once more and stop, so a short task's `run` ends
-    // when the task does, not at the followers' next look. The logs stay readable through
-    // the handle after the task is collected: they are in the alloc dir.
+    // when the task does, not at the followers' next look. The task is kept after its exit
+    // (logs, exit record) until `rm`, or `--rm` below.
     let done = AtomicBool::new(false);
     let (result, stderr_bytes) = thread::scope(|scope| {
         let follow = |stream: LogStream| {
@@ -112,33 +126,56 @@ pub fn run(ctx: &Ctx, opts: &TaskOptions) -> Result<u8> {
         }
         (result, stderr_bytes)
     });
-    // Only a collected task's alloc dir goes: after a failed wait the task may still run
-    // in it (and `wait <task id>` can collect it later).
+    // Only an exited task is removed: after a failed wait the task may still run (and
+    // `wait <task id>` can collect it later).
     let result = result?;
-    ctx.remove_alloc(handle.task_id(), None);
-    Ok(exit_code_of(handle.task_id(), &result, stderr_bytes == 0))
+    let code = exit_code_of(handle.task_id(), &result, stderr_bytes == 0);
+    if run_opts.rm {
+        handle.remove(false)?;
+    }
+    Ok(code)
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP kill the task gracefully, from a thread of their own.
+/// Ctrl-C, SIGTERM or SIGHUP kill the task gracefully, from a thread of their own; a
+/// second one, acknowledged at once, forces it: SIGKILL to the task's init, which takes
+/// everything in its PID namespace down, while the graceful kill goes on to collect it.
 fn watch_signals(handle: &Arc<TaskHandle<LinuxPlatform>>, signals: nix::sys::signal::SigSet) {
     let watched = Arc::clone(handle);
     let spawned = thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let handle = watched;
-            let mut killing = false;
+            let mut received = 0u32;
             while let Ok(sig) = signals.wait() {
-                if killing {
-                    errln!("execdriver: {sig} received again; the kill is under way");
-                    continue;
-                }
-                killing = true;
-                errln!(
-                    "execdriver: {sig} received: killing task {}",
-                    handle.task_id()
-                );
-                if let Err(e) = handle.kill() {
-                    errln!("execdriver: killing task {}: {e}", handle.task_id());
+                received += 1;
+                match received {
+                    1 => {
+                        errln!(
+                            "execdriver: {sig} received: killing task {} (press Ctrl-C again to \
+                             kill it at once)",
+                            handle.task_id()
+                        );
+                        // The graceful kill blocks for up to the kill timeout: off this
+                        // thread, so a second signal is read meanwhile.
+                        let killer = Arc::clone(&handle);
+                        let started = thread::Builder::new().name("kill".into()).spawn(move || {
+                            if let Err(e) = killer.kill() {
+                                errln!("execdriver: killing task {}: {e}", killer.task_id());
+                            }
+                        });
+                        if let Err(e) = started {
+                            errln!("execdriver: cannot start the kill ({e}); killing at once");
+                            force(&handle);
+                        }
+                    }
+                    2 => {
+                        errln!(
+                            "execdriver: {sig} received again: killing task {} now (SIGKILL)",
+                            handle.task_id()
+                        );
+                        force(&handle);
+                    }
+                    _ => errln!("execdriver: {sig} received again; the task is being killed"),
                 }
             }
         });
@@ -152,5 +189,12 @@ fn watch_signals(handle: &Arc<TaskHandle<LinuxPlatform>>, signals: nix::sys::sig
         if let Err(e) = handle.kill() {
             errln!("execdriver: killing task {}: {e}", handle.task_id());
         }
+    }
+}
+
+/// SIGKILL through the task's signal path: its init takes the whole PID namespace down.
+fn force(handle: &TaskHandle<LinuxPlatform>) {
+    if let Err(e) = handle.signal(execdriver_core::Signal::SIGKILL) {
+        errln!("execdriver: force-killing task {}: {e}", handle.task_id());
     }
 }

@@ -1,5 +1,5 @@
-//! `status` and `list`: what is known of tasks, from the driver's one liveness rule;
-//! nothing is changed.
+//! `status`: what is known of a task, from the driver's one liveness rule; nothing is
+//! changed.
 
 use execdriver_core::{ExitStatus, TaskStatus};
 use serde::Serialize;
@@ -81,49 +81,6 @@ pub fn status(ctx: &Ctx, as_json: bool, arg: &str) -> Result<u8> {
             report.task_id,
             report.state,
             report.detail()
-        ))?;
-    }
-    Ok(0)
-}
-
-pub fn list(ctx: &Ctx, as_json: bool) -> Result<u8> {
-    let reports: Vec<Report> = ctx
-        .driver()
-        .list()?
-        .into_iter()
-        .map(|listed| match listed.status {
-            Ok(status) => Report::new(listed.task_id, &status),
-            Err(e) => Report {
-                task_id: listed.task_id,
-                state: "error",
-                supervisor_pid: None,
-                task_pid: None,
-                exit: None,
-                reason: Some(e.to_string()),
-            },
-        })
-        .collect();
-    if as_json {
-        out(&json(&reports)?)?;
-        return Ok(0);
-    }
-    out(&format!(
-        "{:<40} {:<12} {:>8} {:>8}  DETAIL",
-        "TASK ID", "STATE", "SUP PID", "TASK PID"
-    ))?;
-    let pid = |p: Option<i32>| p.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-    for r in &reports {
-        let detail = if r.state == "running" {
-            String::new()
-        } else {
-            r.detail()
-        };
-        out(&format!(
-            "{:<40} {:<12} {:>8} {:>8}  {detail}",
-            r.task_id,
-            r.state,
-            pid(r.supervisor_pid),
-            pid(r.task_pid)
         ))?;
     }
     Ok(0)

@@ -1,4 +1,4 @@
-//! `wait`: wait for a task's exit and collect it.
+//! `wait`: wait for a task's exit; the task is kept, so asking again answers the same.
 
 use execdriver_core::{DriverError, PlatformError};
 
@@ -36,10 +36,8 @@ pub fn wait(ctx: &Ctx, timeout: Option<&str>, as_json: bool, arg: &str) -> Resul
         }
         Err(e) => return Err(e.into()),
     };
-    let handle = task.handle_id();
-    ctx.remove_alloc(&handle.task_id, Some(&handle.alloc_dir));
     if as_json {
         out(&json(&result)?)?;
     }
-    Ok(exit_code_of(&handle.task_id, &result, true))
+    Ok(exit_code_of(task.task_id(), &result, true))
 }

@@ -159,14 +159,27 @@ fn restrict_capabilities(keep: u64, last_cap: u32) -> Result<(), i32> {
     Ok(())
 }
 
-/// The working directory of the task: the root of the task dir, as in Nomad, so a relative
-/// path such as `local/run.sh` in a command works.
+/// The working directory of a task whose spec names none: the root of the task dir, as in
+/// Nomad and docker, so a relative path such as `local/run.sh` in a command works.
 pub const TASK_CWD: &CStr = c"/";
 
 /// The environment a task gets: `spec.env`, then the driver's own variables (which win,
-/// since they describe where things really are), and PATH unless `spec.env` sets it.
-pub fn task_environment(spec: &TaskSpec) -> BTreeMap<String, String> {
+/// since they describe where things really are); then what a login sets, unless `spec.env`
+/// sets it: PATH, HOME (`home`), and USER and LOGNAME when the user has a name (`user`).
+pub fn task_environment(
+    spec: &TaskSpec,
+    user: Option<&str>,
+    home: &std::path::Path,
+) -> BTreeMap<String, String> {
     let mut env = spec.env.clone();
+    let mut login = vec![("HOME", home.to_string_lossy().into_owned())];
+    if let Some(name) = user {
+        login.push(("USER", name.to_owned()));
+        login.push(("LOGNAME", name.to_owned()));
+    }
+    for (key, value) in login {
+        env.entry(key.to_owned()).or_insert(value);
+    }
     for (key, value) in [
         ("EXECDRIVER_TASK_DIR", "/local"),
         ("EXECDRIVER_ALLOC_DIR", "/alloc"),
@@ -198,6 +211,8 @@ pub(crate) struct ExecPlan {
     last_cap: u32,
     /// The seccomp filter, built here so that the task only installs it.
     seccomp: Option<SeccompProgram>,
+    /// The working dir, in the task's root.
+    pub cwd: CString,
 }
 
 fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, IsolationError> {
@@ -205,14 +220,27 @@ fn nul_free(what: impl FnOnce() -> String, s: &str) -> Result<CString, Isolation
 }
 
 impl ExecPlan {
-    /// Builds the exec arguments for `spec` run as `user`.
-    pub(crate) fn new(spec: &TaskSpec, user: &TaskUser) -> Result<Self, IsolationError> {
+    /// Builds the exec arguments for `spec` run as `user`, whose HOME in the task root is
+    /// `home`.
+    pub(crate) fn new(
+        spec: &TaskSpec,
+        user: &TaskUser,
+        home: &std::path::Path,
+    ) -> Result<Self, IsolationError> {
         let command = nul_free(|| "command".into(), &spec.config.command)?;
         let mut argv = vec![command.clone()];
         for (i, arg) in spec.config.args.iter().enumerate() {
             argv.push(nul_free(|| format!("args[{i}]"), arg)?);
         }
-        let env_map = task_environment(spec);
+        let env_map = task_environment(
+            spec,
+            user.entry.as_ref().map(|e| e.name.as_str()),
+            home,
+        );
+        let cwd = match &spec.workdir {
+            Some(dir) => nul_free(|| format!("working dir {dir:?}"), &dir.to_string_lossy())?,
+            None => TASK_CWD.to_owned(),
+        };
         let path = env_map
             .get("PATH")
             .map(|p| p.as_bytes().to_vec())
@@ -246,6 +274,7 @@ impl ExecPlan {
             groups: user.groups.clone(),
             last_cap: cap_last_cap(),
             seccomp: crate::seccomp::program(&spec.seccomp)?,
+            cwd,
         })
     }
 }
@@ -320,7 +349,7 @@ pub(crate) unsafe fn task_main(plan: &ExecPlan, exec_w: RawFd) -> ! {
             fail(exec_w, step::TASK_SETUID, e, 0, 126);
         }
         libc::umask(0o022);
-        if let Err(e) = check_int(libc::chdir(TASK_CWD.as_ptr())) {
+        if let Err(e) = check_int(libc::chdir(plan.cwd.as_ptr())) {
             fail(exec_w, step::TASK_CHDIR, e, 0, 126);
         }
         sys::close_all_but(exec_w);
@@ -498,17 +527,31 @@ mod tests {
         s.env.insert("FOO".into(), "bar".into());
         s.env
             .insert("EXECDRIVER_TASK_DIR".into(), "/elsewhere".into());
-        let env = task_environment(&s);
+        let env = task_environment(&s, None, std::path::Path::new("/"));
         assert_eq!(env["FOO"], "bar");
+        assert_eq!(env["HOME"], "/");
+        assert!(!env.contains_key("USER"));
         assert_eq!(env["EXECDRIVER_TASK_DIR"], "/local");
         assert_eq!(env["EXECDRIVER_ALLOC_DIR"], "/alloc");
         assert_eq!(env["EXECDRIVER_SECRETS_DIR"], "/secrets");
         assert_eq!(env["EXECDRIVER_TASK_NAME"], "web");
         assert_eq!(env["EXECDRIVER_TASK_ID"], "t-1");
         assert_eq!(env["PATH"], DEFAULT_PATH);
-        assert_eq!(env.len(), 7);
-        s.env.insert("PATH".into(), "/opt/bin".into());
-        assert_eq!(task_environment(&s)["PATH"], "/opt/bin");
+        assert_eq!(env.len(), 8);
+        let home = std::path::Path::new("/home/web");
+        let env = task_environment(&s, Some("web"), home);
+        assert_eq!(
+            (&*env["HOME"], &*env["USER"], &*env["LOGNAME"]),
+            ("/home/web", "web", "web")
+        );
+        for key in ["PATH", "HOME", "USER"] {
+            s.env.insert(key.into(), "/opt/bin".into());
+        }
+        let env = task_environment(&s, Some("web"), home);
+        assert_eq!(
+            (&*env["PATH"], &*env["HOME"], &*env["USER"]),
+            ("/opt/bin", "/opt/bin", "/opt/bin")
+        );
     }
 
     #[test]
@@ -518,11 +561,12 @@ mod tests {
             uid: 65534,
             gid: 65534,
             groups: vec![65534],
+            entry: None,
         };
-        let plan = ExecPlan::new(&spec(), &user).expect("plan");
+        let plan = ExecPlan::new(&spec(), &user, std::path::Path::new("/")).expect("plan");
         assert_eq!(plan.argv_ptrs.len(), 3);
         assert!(plan.argv_ptrs[2].is_null());
-        assert_eq!(plan.env_ptrs.len(), 7);
+        assert_eq!(plan.env_ptrs.len(), 8);
         assert!(plan.env_ptrs.last().is_some_and(|p| p.is_null()));
         assert_eq!(plan.path, DEFAULT_PATH.as_bytes());
     }

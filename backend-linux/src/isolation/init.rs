@@ -25,6 +25,10 @@ const REPORT_FD: RawFd = 4;
 /// once joined).
 const NETNS_FD: RawFd = 5;
 
+/// The first of the detached mount trees of the root plan, after the fds are arranged (the
+/// rest follow it in order).
+pub(crate) const FIRST_TREE_FD: RawFd = NETNS_FD + 1;
+
 /// The init's exit code when it gives up during setup (after reporting why).
 pub(crate) const INIT_SETUP_FAILED: i32 = 125;
 
@@ -100,7 +104,7 @@ fn reset_oom_score() -> Result<(), i32> {
 /// What the cloned child needs, prepared by the supervisor before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildContext<'a> {
-    /// /dev/null (read), for the task's stdin.
+    /// The task's stdin: /dev/null (read) unless the request gave one.
     pub null: RawFd,
     /// The task's stdout.
     pub stdout: RawFd,
@@ -159,21 +163,31 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 /// network namespace to join, if any, to [`NETNS_FD`]; closes everything else the
 /// supervisor had open.
 fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    const SLOTS: usize = FIRST_TREE_FD as usize + super::rootfs::MAX_PROPAGATING_MOUNTS;
     let netns = cx.network.join_fd();
-    let wanted = [
+    let mut wanted = [-1; SLOTS];
+    for (slot, fd) in wanted.iter_mut().zip([
         cx.null,
         cx.stdout,
         cx.stderr,
         cx.ctl,
         cx.report,
         netns.unwrap_or(-1),
-    ];
-    let mut high = [-1; 6];
-    // Copy all of them above 5 first, so placing one cannot close another still needed.
+    ]) {
+        *slot = fd;
+    }
+    let trees = cx.root.trees.len().min(super::rootfs::MAX_PROPAGATING_MOUNTS);
+    for (slot, tree) in wanted[FIRST_TREE_FD as usize..].iter_mut().zip(&cx.root.trees) {
+        *slot = tree.as_raw_fd();
+    }
+    let mut high = [-1; SLOTS];
+    // Copy all of them above the slots first, so placing one cannot close another still
+    // needed.
     for (slot, fd) in high.iter_mut().zip(wanted) {
         if fd >= 0 {
             // SAFETY: duplicating an fd we inherited.
-            *slot = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 6) })?;
+            *slot = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, SLOTS as i32) })?;
         }
     }
     for (target, fd) in high.into_iter().enumerate() {
@@ -182,10 +196,18 @@ fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
         }
         let target = target as RawFd;
         let flags = if target >= CTL_FD { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: dup3 onto a low fd number; fd >= 6 so they never coincide.
+        // SAFETY: dup3 onto a low fd number; fd >= SLOTS so they never coincide.
         check_int(unsafe { libc::dup3(fd, target, flags) })?;
     }
-    sys::close_from(if netns.is_some() { NETNS_FD + 1 } else { NETNS_FD });
+    if trees == 0 {
+        sys::close_from(if netns.is_some() { NETNS_FD + 1 } else { NETNS_FD });
+        return Ok(());
+    }
+    if netns.is_none() {
+        // SAFETY: closing an fd number of ours that holds nothing we need.
+        unsafe { libc::close(NETNS_FD) };
+    }
+    sys::close_from(FIRST_TREE_FD + trees as RawFd);
     Ok(())
 }
 

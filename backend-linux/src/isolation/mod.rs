@@ -26,8 +26,11 @@
 //! nothing to unmount on the host, ever.
 //!
 //! What the task sees:
-//! - `/`: the task dir (bound onto itself, nosuid,nodev). The working directory is `/`, as
-//!   in Nomad, so a command such as `local/run.sh` works.
+//! - `/`: the task dir (bound onto itself, nosuid,nodev). The working directory is the
+//!   spec's `workdir` (which must exist in the root), else `/`, as in Nomad and docker, so a
+//!   command such as `local/run.sh` works.
+//! - the spec's bind mounts, after the chroot env and the masks (nosuid,nodev; read-only
+//!   when asked), their mount points made in the task dir, or found in a host dir.
 //! - the chroot env dirs that exist on the host, bound read-only,nosuid,nodev (recursively,
 //!   submounts read-only too, where mount_setattr exists); host symlinks such as the merged
 //!   /usr `/bin -> usr/bin` are recreated as symlinks. Nothing is copied.
@@ -46,9 +49,11 @@
 //! - environment: only `spec.env`, then `EXECDRIVER_TASK_DIR=/local`,
 //!   `EXECDRIVER_ALLOC_DIR=/alloc`, `EXECDRIVER_SECRETS_DIR=/secrets`,
 //!   `EXECDRIVER_TASK_NAME`, `EXECDRIVER_TASK_ID` (these win over `spec.env`), and
-//!   [`DEFAULT_PATH`] unless `spec.env` sets PATH. A bare command is looked up in that PATH
-//!   inside the task root.
-//! - stdin `/dev/null`, stdout/stderr the request's fds, no other fd; umask 022; every
+//!   [`DEFAULT_PATH`] unless `spec.env` sets PATH, and HOME (the passwd home when it is a
+//!   dir in the task root, else `/`), USER and LOGNAME (when the user has a passwd entry)
+//!   unless `spec.env` sets them. A bare command is looked up in that PATH inside the task
+//!   root.
+//! - stdin `/dev/null` (or the request's fd), stdout/stderr the request's fds, no other fd; umask 022; every
 //!   signal at its default and unblocked; no_new_privs; no capabilities, and a task run as
 //!   root keeps only [`TASK_CAPABILITIES`] (Docker's default set less NET_RAW and MKNOD), in
 //!   its bounding set too: it cannot mount, mknod, load modules, trace or chroot.
@@ -105,6 +110,14 @@ pub enum IsolationError {
         /// The user name.
         user: String,
     },
+    /// The group of a `NAME:GROUP` or `UID:GROUP` user is not in the host's group database.
+    #[error("group {group:?} of user {user:?} does not exist on this node; give a gid or an existing group")]
+    UnknownGroup {
+        /// The user as given.
+        user: String,
+        /// The group name.
+        group: String,
+    },
     /// The user database could not be read.
     #[error("cannot look up user {user:?}: {source}")]
     UserLookup {
@@ -144,6 +157,24 @@ pub enum IsolationError {
         path: PathBuf,
         /// The reserved top-level name.
         name: &'static str,
+    },
+    /// A chroot env dir the spec names that the host does not have.
+    #[error(
+        "chroot env dir {path:?} does not exist on this node; create it or leave it out of the chroot env"
+    )]
+    MissingChrootDir {
+        /// The entry.
+        path: PathBuf,
+    },
+    /// A bind mount of the spec that cannot be made.
+    #[error("mount {host:?} -> {destination:?} cannot be made: {why}")]
+    Mount {
+        /// The host path (the mount's source).
+        host: PathBuf,
+        /// Its destination in the task root.
+        destination: PathBuf,
+        /// Why.
+        why: String,
     },
     /// A masked path of the spec that cannot be masked.
     #[error("masked path {path:?} cannot be masked: {why}")]
@@ -248,6 +279,8 @@ pub enum IsolationError {
 pub struct LaunchRequest<'a> {
     /// The task.
     pub spec: &'a TaskSpec,
+    /// The task's stdin, `None` for `/dev/null`.
+    pub stdin: Option<OwnedFd>,
     /// Where the task's stdout goes (write end of a pipe to the log pump).
     pub stdout: OwnedFd,
     /// Where the task's stderr goes.
@@ -517,6 +550,7 @@ fn describe_step(
     root: &rootfs::RootPlan,
     network: &network::NetworkPlan,
     user: &user::TaskUser,
+    exec: &exec::ExecPlan,
 ) -> String {
     use exec::step::*;
     use init::step::*;
@@ -546,7 +580,10 @@ fn describe_step(
             "while switching to user {:?} (setuid {})",
             user.name, user.uid
         ),
-        TASK_CHDIR => "while changing to the working directory /".to_owned(),
+        TASK_CHDIR => format!(
+            "while changing to the working directory {} (it must exist in the task's root)",
+            exec.cwd.to_string_lossy()
+        ),
         TASK_CAPABILITIES => {
             "while dropping the capabilities a task may not have (capset, PR_CAPBSET_DROP)"
                 .to_owned()
@@ -595,6 +632,7 @@ pub fn force_bind_remount_fallback(on: bool) {
 pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError> {
     let LaunchRequest {
         spec,
+        stdin,
         stdout,
         stderr,
         place_in_cgroup,
@@ -602,7 +640,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     let user = user::lookup(&spec.user)?;
     let root = rootfs::plan(spec, &user)?;
     let network = network::NetworkPlan::new(&spec.network)?;
-    let exec = exec::ExecPlan::new(spec, &user)?;
+    let exec = exec::ExecPlan::new(spec, &user, &root.home)?;
 
     let null = nix::fcntl::open(
         "/dev/null",
@@ -612,6 +650,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     .map_err(syscall_error("opening /dev/null"))?;
     // SAFETY: open just returned this fd.
     let null = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(null) };
+    let stdin = stdin.unwrap_or(null);
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(syscall_error("pipe2"))?;
     let (control, control_child) = socketpair(
@@ -624,7 +663,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
 
     let title = format!("execdriver-init {}", spec.task_id);
     let cx = init::ChildContext {
-        null: null.as_raw_fd(),
+        null: stdin.as_raw_fd(),
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         ctl: control_child.as_raw_fd(),
@@ -658,7 +697,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     };
     let guard = InitGuard { pid, armed: true };
     // Only the child keeps these: the log pump must see end-of-file when the task is gone.
-    drop((null, stdout, stderr, report_w, control_child));
+    drop((stdin, stdout, stderr, report_w, control_child));
 
     let pidfd = Pidfd::open(pid)?;
     let pid_namespace = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
@@ -692,7 +731,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         (RECORD_LEN, Some(Record::SetupFailed { step, errno })) => {
             let _ = guard.reap();
             return Err(IsolationError::Setup {
-                step: describe_step(step, &root, &network, &user),
+                step: describe_step(step, &root, &network, &user, &exec),
                 source: io::Error::from_raw_os_error(errno),
             });
         }
@@ -727,26 +766,41 @@ mod tests {
                 attrs: sys::MOUNT_ATTR_RDONLY,
             }],
             have_setattr: true,
+            home: "/".into(),
+            trees: Vec::new(),
         };
         let user = user::TaskUser {
             name: "nobody".into(),
             uid: 65534,
             gid: 65534,
             groups: vec![65534],
+            entry: None,
         };
         let net = network::NetworkPlan::Private;
+        let mut spec = TaskSpec::new(
+            "t",
+            "web",
+            "/a",
+            "/a/web",
+            execdriver_core::TaskConfig::new("/bin/true", Vec::<String>::new()),
+        );
+        spec.workdir = Some("/srv/app".into());
+        let exec = exec::ExecPlan::new(&spec, &user, std::path::Path::new("/")).expect("plan");
+        assert!(
+            describe_step(exec::step::TASK_CHDIR, &root, &net, &user, &exec).contains("/srv/app")
+        );
         assert_eq!(
-            describe_step(0, &root, &net, &user),
+            describe_step(0, &root, &net, &user, &exec),
             "while bind-mounting \"/usr\" read-only at \"/tasks/web/usr\""
         );
         assert!(
-            describe_step(exec::step::TASK_SETUID, &root, &net, &user).contains("setuid 65534")
+            describe_step(exec::step::TASK_SETUID, &root, &net, &user, &exec).contains("setuid 65534")
         );
         assert!(
-            describe_step(init::step::INIT_FORK, &root, &net, &user).contains("forking the task")
+            describe_step(init::step::INIT_FORK, &root, &net, &user, &exec).contains("forking the task")
         );
-        assert!(describe_step(init::step::INIT_NETWORK, &root, &net, &user).contains("loopback"));
-        assert!(describe_step(7, &root, &net, &user).contains("unknown step 7"));
+        assert!(describe_step(init::step::INIT_NETWORK, &root, &net, &user, &exec).contains("loopback"));
+        assert!(describe_step(7, &root, &net, &user, &exec).contains("unknown step 7"));
     }
 
     #[test]

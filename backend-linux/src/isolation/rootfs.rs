@@ -20,10 +20,6 @@ use super::sys::{
 };
 use super::user::TaskUser;
 
-/// Top-level names in the task root that the driver mounts itself; a chroot env dir may not
-/// hide or replace them.
-pub(crate) const RESERVED: [&str; 6] = ["alloc", "dev", "local", "proc", "secrets", "tmp"];
-
 /// Host device nodes bind-mounted into the task's /dev.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -128,6 +124,23 @@ pub(crate) enum Step {
         /// The task's `/dev/null`, to cover a masked file with.
         dev_null: CString,
     },
+    /// Attach the detached mount tree [`RootPlan::trees`]`[index]` (cloned in the
+    /// supervisor's mount namespace, so it keeps the host's propagation) at `dst`, add the
+    /// `MOUNT_ATTR_*` bits in `attrs`, and make it a slave when `slave`.
+    AttachTree {
+        /// Which of the plan's trees (its fd is [`super::init::FIRST_TREE_FD`] + index in
+        /// the child).
+        index: usize,
+        /// Mount point.
+        dst: CString,
+        /// `MOUNT_ATTR_*` bits.
+        attrs: u64,
+        /// Whether the attrs and the propagation apply to the mounts below too.
+        recursive: bool,
+        /// Receive the host's mount events without sending any (`slave`, `rslave`), rather
+        /// than both ways (`shared`, `rshared`).
+        slave: bool,
+    },
     /// Set the UTS hostname.
     Hostname {
         /// The name, at most 64 bytes.
@@ -160,7 +173,16 @@ pub(crate) struct RootPlan {
     pub steps: Vec<Step>,
     /// Whether mount_setattr(2) is available (else bind flags are set by remounting).
     pub have_setattr: bool,
+    /// The user's home dir when it exists in the task's root, else `/`.
+    pub home: PathBuf,
+    /// Detached copies of the sources of the mounts that propagate (at most
+    /// [`MAX_PROPAGATING_MOUNTS`]), for [`Step::AttachTree`].
+    pub trees: Vec<std::os::fd::OwnedFd>,
 }
+
+/// Most mounts with slave or shared propagation a task may have: each is an fd the init
+/// carries until its root is built.
+pub(crate) const MAX_PROPAGATING_MOUNTS: usize = 16;
 
 /// A chroot env entry as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,13 +238,10 @@ pub(crate) fn existing_dir(what: &'static str, path: &Path) -> Result<PathBuf, I
     Ok(canonical)
 }
 
-/// The first component of an absolute path, if it is one of [`RESERVED`].
+/// The first component of an absolute path, if the driver mounts it itself
+/// ([`DRIVER_MOUNTS`](execdriver_core::spec::DRIVER_MOUNTS)): no chroot env dir may hide it.
 fn reserved_name(path: &Path) -> Option<&'static str> {
-    let first = path.components().find_map(|c| match c {
-        Component::Normal(name) => Some(name),
-        _ => None,
-    })?;
-    RESERVED.iter().copied().find(|r| first == *r)
+    execdriver_core::spec::driver_mount_of(path)
 }
 
 fn check_reserved(path: &Path) -> Result<(), IsolationError> {
@@ -271,15 +290,25 @@ fn resolve_entry(dir: &Path) -> Result<Option<HostEntry>, IsolationError> {
     }))
 }
 
-/// Resolves the chroot env against the host (missing entries are skipped), refusing
-/// entries that would cover a dir the driver mounts itself; sorted, without duplicates.
+/// Resolves the chroot env against the host, refusing entries that would cover a dir the
+/// driver mounts itself; sorted, without duplicates. A missing entry of
+/// [`DEFAULT_CHROOT_ENV`](execdriver_core::spec::DEFAULT_CHROOT_ENV) is skipped (not every
+/// host has /lib32), any other missing entry is an error naming it: it was asked for.
 fn resolve_chroot_env(dirs: &[PathBuf]) -> Result<Vec<HostEntry>, IsolationError> {
     let mut entries = Vec::new();
     for dir in dirs {
         check_reserved(dir)?;
-        if let Some(entry) = resolve_entry(dir)? {
-            check_reserved(entry.path())?;
-            entries.push(entry);
+        match resolve_entry(dir)? {
+            Some(entry) => {
+                check_reserved(entry.path())?;
+                entries.push(entry);
+            }
+            None if execdriver_core::spec::DEFAULT_CHROOT_ENV
+                .iter()
+                .any(|d| Path::new(d) == dir) => {}
+            None => {
+                return Err(IsolationError::MissingChrootDir { path: dir.clone() });
+            }
         }
     }
     Ok(sorted_unique(entries))
@@ -584,6 +613,7 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
     }
     let have_setattr = !FORCE_REMOUNT.load(Ordering::Relaxed) && sys::have_mount_setattr();
     let entries = resolve_chroot_env(&spec.chroot_env)?;
+    ensure_alloc_shared(&alloc, user)?;
 
     let croot = cstring(&root)?;
     let mut steps = vec![
@@ -682,6 +712,67 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         });
     }
+    // After the masks: a mount the spec names explicitly is what the task sees there.
+    let mounts = resolve_mounts(&root, &spec.mounts, &entries)?;
+    let mut trees = Vec::new();
+    for mount in &mounts {
+        use execdriver_core::Propagation as P;
+        let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if mount.spec.readonly {
+            attrs |= MOUNT_ATTR_RDONLY;
+        }
+        let (recursive, slave) = match mount.spec.propagation {
+            P::Private | P::Rprivate => {
+                steps.push(Step::Bind {
+                    src: cstring(&mount.source)?,
+                    dst: cstring(&mount.at)?,
+                    recursive: have_setattr,
+                    attrs,
+                });
+                continue;
+            }
+            P::Slave => (false, true),
+            P::Rslave => (true, true),
+            P::Shared => (false, false),
+            P::Rshared => (true, false),
+        };
+        if !have_setattr {
+            return Err(mount_error(
+                mount.spec,
+                "slave and shared propagation need Linux 5.12 or later (open_tree, move_mount \
+                 and mount_setattr)",
+            ));
+        }
+        if trees.len() == MAX_PROPAGATING_MOUNTS {
+            return Err(mount_error(
+                mount.spec,
+                format!("at most {MAX_PROPAGATING_MOUNTS} mounts may have slave or shared propagation"),
+            ));
+        }
+        let tree = sys::open_tree_clone(&cstring(&mount.source)?, recursive).map_err(|errno| {
+            mount_error(
+                mount.spec,
+                format!(
+                    "cannot copy the source's mount tree: {}",
+                    io::Error::from_raw_os_error(errno)
+                ),
+            )
+        })?;
+        steps.push(Step::AttachTree {
+            index: trees.len(),
+            dst: cstring(&mount.at)?,
+            attrs,
+            recursive,
+            slave,
+        });
+        trees.push(tree);
+    }
+    let home = user
+        .entry
+        .as_ref()
+        .map(|e| e.home.clone())
+        .filter(|home| visible_dir(&root, home, &entries, &mounts))
+        .unwrap_or_else(|| PathBuf::from("/"));
     steps.push(Step::Mount {
         fstype: c"proc",
         dst: cstring(&proc_dir)?,
@@ -810,6 +901,8 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
     Ok(RootPlan {
         steps,
         have_setattr,
+        home,
+        trees,
     })
 }
 
@@ -948,6 +1041,168 @@ fn write_nofollow(path: &Path, text: &[u8]) -> io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
 }
 
+/// Creates the alloc dir's `data` (owned by the task user) and `tmp` (1777, as Nomad makes
+/// it) when they are missing, so the task can write the dirs shared with its alloc's other
+/// tasks; the alloc dir itself stays root's. What exists already (made by Nomad, or by an
+/// earlier task) is left as it is.
+fn ensure_alloc_shared(alloc: &Path, user: &TaskUser) -> Result<(), IsolationError> {
+    for (name, mode, owner) in [
+        ("data", 0o755, Some((user.uid, user.gid))),
+        ("tmp", 0o1777, None),
+    ] {
+        let path = alloc.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            ensure_dir(alloc, Path::new(name))?;
+            continue;
+        }
+        let path = ensure_dir(alloc, Path::new(name))?;
+        set_dir_nofollow(&path, mode, owner)
+            .map_err(|e| mount_point_error(&path, format!("cannot set it up for the task: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A bind mount of the spec, resolved: the host source and the mount point in the task dir.
+#[derive(Debug)]
+struct ResolvedMount<'a> {
+    spec: &'a execdriver_core::BindMount,
+    /// The source, resolved on the host.
+    source: PathBuf,
+    /// The mount point, `<task dir>/<destination>`.
+    at: PathBuf,
+}
+
+fn mount_error(mount: &execdriver_core::BindMount, why: impl Into<String>) -> IsolationError {
+    IsolationError::Mount {
+        host: mount.source.clone(),
+        destination: mount.destination.clone(),
+        why: why.into(),
+    }
+}
+
+/// Resolves the spec's bind mounts, parents first, and prepares their mount points. A mount
+/// point in the task dir is created; one inside a chroot env dir or inside another mount's
+/// source must exist there already, of the source's kind (nothing is created in a host dir),
+/// and may not go through a symlink (the kernel would follow it outside the task root).
+fn resolve_mounts<'a>(
+    root: &Path,
+    mounts: &'a [execdriver_core::BindMount],
+    entries: &[HostEntry],
+) -> Result<Vec<ResolvedMount<'a>>, IsolationError> {
+    let mut ordered: Vec<&execdriver_core::BindMount> = mounts.iter().collect();
+    ordered.sort_by_key(|m| m.destination.components().count());
+    let mut resolved: Vec<ResolvedMount<'a>> = Vec::new();
+    for mount in ordered {
+        mount
+            .validate()
+            .map_err(|e| mount_error(mount, e.to_string()))?;
+        // A mount made inside a shared one would be made on the host too, and outlive the task.
+        if let Some(shared) = resolved.iter().find(|m| {
+            matches!(
+                m.spec.propagation,
+                execdriver_core::Propagation::Shared | execdriver_core::Propagation::Rshared
+            ) && mount.destination.starts_with(&m.spec.destination)
+        }) {
+            return Err(mount_error(
+                mount,
+                format!(
+                    "it is inside {:?}, a shared mount: it would be mounted on the host too; \
+                     use slave propagation there or another destination",
+                    shared.spec.destination
+                ),
+            ));
+        }
+        let source = std::fs::canonicalize(&mount.source)
+            .map_err(|e| mount_error(mount, format!("the source cannot be used: {e}")))?;
+        let source_is_dir = std::fs::metadata(&source)
+            .map_err(|e| mount_error(mount, format!("the source cannot be used: {e}")))?
+            .is_dir();
+        let dst = &mount.destination;
+        let rel = dst.strip_prefix("/").unwrap_or(dst);
+        // Where the mount point is at plan time: in an earlier mount's source, in a chroot
+        // env entry (at its host path), or in the task dir.
+        let host_point = resolved
+            .iter()
+            .rev()
+            .find_map(|m| {
+                let rest = dst.strip_prefix(&m.spec.destination).ok()?;
+                Some(m.source.join(rest))
+            })
+            .or_else(|| {
+                entries
+                    .iter()
+                    .any(|e| dst.starts_with(e.path()))
+                    .then(|| dst.clone())
+            });
+        let at = match host_point {
+            Some(point) => {
+                let kind = if source_is_dir { "directory" } else { "file" };
+                let real = std::fs::canonicalize(&point).map_err(|e| {
+                    mount_error(
+                        mount,
+                        format!(
+                            "the destination must exist already, as a {kind}, since {point:?} is                              in a host dir of the task root which is never written to: {e}"
+                        ),
+                    )
+                })?;
+                if real != point {
+                    return Err(mount_error(
+                        mount,
+                        format!(
+                            "the destination goes through a symlink ({point:?} is {real:?} on                              the host); give the path it leads to"
+                        ),
+                    ));
+                }
+                let is_dir = std::fs::metadata(&real).is_ok_and(|m| m.is_dir());
+                if is_dir != source_is_dir {
+                    return Err(mount_error(
+                        mount,
+                        format!("the destination {point:?} exists and is not a {kind}"),
+                    ));
+                }
+                root.join(rel)
+            }
+            None if source_is_dir => ensure_dir(root, rel)?,
+            None => ensure_file(root, rel)?,
+        };
+        resolved.push(ResolvedMount {
+            spec: mount,
+            source,
+            at,
+        });
+    }
+    Ok(resolved)
+}
+
+/// Whether the absolute `dir` is a dir in the task's root, as the plan builds it.
+fn visible_dir(
+    root: &Path,
+    dir: &Path,
+    entries: &[HostEntry],
+    mounts: &[ResolvedMount<'_>],
+) -> bool {
+    if !execdriver_core::spec::is_plain_absolute(dir) || reserved_name(dir).is_some() {
+        return false;
+    }
+    if let Some(inside) = mounts.iter().rev().find_map(|m| {
+        let rest = dir.strip_prefix(&m.spec.destination).ok()?;
+        Some(m.source.join(rest))
+    }) {
+        return inside.is_dir();
+    }
+    if entries.iter().any(|e| dir.starts_with(e.path())) {
+        return std::fs::canonicalize(dir).is_ok_and(|real| {
+            real.is_dir()
+                && entries.iter().any(|e| match e {
+                    HostEntry::Dir(d) => real.starts_with(d),
+                    _ => false,
+                })
+        });
+    }
+    let rel = dir.strip_prefix("/").unwrap_or(dir);
+    std::fs::symlink_metadata(root.join(rel)).is_ok_and(|m| m.is_dir())
+}
+
 fn show(c: &CStr) -> String {
     format!("{:?}", Path::new(std::ffi::OsStr::from_bytes(c.to_bytes())))
 }
@@ -977,6 +1232,11 @@ impl Step {
             Step::Symlink { target, path } => {
                 format!("creating symlink {} -> {}", show(path), show(target))
             }
+            Step::AttachTree { dst, slave, .. } => format!(
+                "mounting a copy of the mount source at {} ({})",
+                show(dst),
+                if *slave { "slave" } else { "shared" }
+            ),
             Step::Hostname { name } => {
                 format!(
                     "setting the hostname to {:?}",
@@ -1061,6 +1321,21 @@ impl Step {
                 guard,
                 dev_null,
             } => guard_proc(path, *guard, dev_null, have_setattr),
+            Step::AttachTree {
+                index,
+                dst,
+                attrs,
+                recursive,
+                slave,
+            } => {
+                sys::move_mount_tree(super::init::FIRST_TREE_FD + *index as i32, dst)?;
+                sys::mount_setattr(dst, *attrs, *recursive)?;
+                if !*slave {
+                    return Ok(());
+                }
+                let rec = if *recursive { libc::MS_REC } else { 0 };
+                mount(None, dst, None, libc::MS_SLAVE | rec, None)
+            }
             Step::Hostname { name } => {
                 // SAFETY: name is valid for name.len() bytes.
                 check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })

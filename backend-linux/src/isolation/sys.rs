@@ -6,7 +6,7 @@
 //! kernel and report failures as a raw errno.
 
 use std::ffi::CStr;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 /// The errno of the last failed call.
 pub(crate) fn errno() -> i32 {
@@ -222,6 +222,38 @@ pub(crate) fn mount_setattr(path: &CStr, attrs: u64, recursive: bool) -> Result<
             flags as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(|_| ())
+}
+
+/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE, Linux
+/// 5.2+), made in the caller's mount namespace: a copy of a shared mount is a peer of it, so
+/// attached elsewhere it still receives (and sends) mount events.
+pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> Result<OwnedFd, i32> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: path is a valid C string; the kernel returns a new fd or fails.
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    // SAFETY: open_tree just returned this fd, owned by nothing else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches the detached tree `fd` at `dst` (move_mount(2)). No allocation.
+pub(crate) fn move_mount_tree(fd: RawFd, dst: &CStr) -> Result<(), i32> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: valid C strings; fd is a tree from open_tree.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
     check(ret).map(|_| ())

@@ -5,14 +5,14 @@ use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use nix::unistd::{Gid, User};
+use nix::unistd::{Gid, Group, User};
 
 use super::IsolationError;
 
 /// The uid, gid and supplementary groups the task runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskUser {
-    /// The user name, as given in the spec.
+    /// The user as the spec gives it (`NAME`, `UID`, `UID:GID`, `NAME:GROUP`).
     pub name: String,
     /// User id.
     pub uid: libc::uid_t,
@@ -20,32 +20,89 @@ pub(crate) struct TaskUser {
     pub gid: libc::gid_t,
     /// Every group the user is in (from /etc/group), the primary one included.
     pub groups: Vec<libc::gid_t>,
+    /// The user's passwd entry (its name and home), when it has one.
+    pub entry: Option<UserEntry>,
 }
 
-/// Looks `name` up in the host's user and group databases.
-pub(crate) fn lookup(name: &str) -> Result<TaskUser, IsolationError> {
-    let user = User::from_name(name)
-        .map_err(|source| IsolationError::UserLookup {
-            user: name.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| IsolationError::UnknownUser {
-            user: name.to_owned(),
-        })?;
-    let cname = CString::new(name).map_err(|_| IsolationError::Nul {
-        what: format!("user name {name:?}"),
+/// What a login takes from the passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserEntry {
+    /// The login name.
+    pub name: String,
+    /// The home dir, as the host's passwd gives it.
+    pub home: std::path::PathBuf,
+}
+
+/// Looks the spec's user (`NAME`, `UID`, `UID:GID` or `NAME:GROUP`) up in the host's user
+/// and group databases. A name must exist; a number needs no entry (its group is then the
+/// same number, unless given). The supplementary groups are the entry's (from /etc/group)
+/// when there is one, with the primary group first; a bare number without entry gets none.
+pub(crate) fn lookup(text: &str) -> Result<TaskUser, IsolationError> {
+    let lookup_error = |source| IsolationError::UserLookup {
+        user: text.to_owned(),
+        source,
+    };
+    let parts = execdriver_core::parse_user(text).map_err(|_| IsolationError::UnknownUser {
+        user: text.to_owned(),
     })?;
-    let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(|source| {
-        IsolationError::UserLookup {
-            user: name.to_owned(),
-            source,
+    let numeric = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u32>().ok()).flatten();
+    let (uid, entry) = match numeric(parts.user) {
+        Some(uid) => (
+            uid,
+            User::from_uid(nix::unistd::Uid::from_raw(uid)).map_err(lookup_error)?,
+        ),
+        None => {
+            let user = User::from_name(parts.user)
+                .map_err(lookup_error)?
+                .ok_or_else(|| IsolationError::UnknownUser {
+                    user: text.to_owned(),
+                })?;
+            (user.uid.as_raw(), Some(user))
         }
-    })?;
+    };
+    let gid = match parts.group {
+        Some(group) => match numeric(group) {
+            Some(gid) => gid,
+            None => Group::from_name(group)
+                .map_err(lookup_error)?
+                .ok_or_else(|| IsolationError::UnknownGroup {
+                    user: text.to_owned(),
+                    group: group.to_owned(),
+                })?
+                .gid
+                .as_raw(),
+        },
+        None => entry.as_ref().map_or(uid, |u| u.gid.as_raw()),
+    };
+    let groups = match &entry {
+        Some(user) => {
+            let cname = CString::new(user.name.as_str()).map_err(|_| IsolationError::Nul {
+                what: format!("user name {:?}", user.name),
+            })?;
+            let mut groups: Vec<libc::gid_t> =
+                nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
+                    .map_err(lookup_error)?
+                    .into_iter()
+                    .map(Gid::as_raw)
+                    .collect();
+            // getgrouplist adds the group it is given; the entry's own primary group stays a
+            // supplementary one when another was asked for, as with docker.
+            if gid != user.gid.as_raw() && !groups.contains(&user.gid.as_raw()) {
+                groups.push(user.gid.as_raw());
+            }
+            groups
+        }
+        None => vec![gid],
+    };
     Ok(TaskUser {
-        name: name.to_owned(),
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups: groups.into_iter().map(Gid::as_raw).collect(),
+        name: text.to_owned(),
+        uid,
+        gid,
+        groups,
+        entry: entry.map(|u| UserEntry {
+            name: u.name,
+            home: u.dir,
+        }),
     })
 }
 
@@ -83,6 +140,23 @@ mod tests {
     }
 
     #[test]
+    fn numbers_need_no_entry_and_groups_can_be_named() {
+        let ids = lookup("4242:4343").expect("numbers");
+        assert_eq!((ids.uid, ids.gid, ids.groups.clone()), (4242, 4343, vec![4343]));
+        assert_eq!(ids.entry, None);
+        let bare = lookup("4242").expect("a bare uid");
+        assert_eq!((bare.uid, bare.gid), (4242, 4242));
+        let root = lookup("0").expect("uid 0");
+        assert_eq!(root.entry.map(|e| e.name).as_deref(), Some("root"));
+        let named = lookup("root:nogroup").or_else(|_| lookup("root:nobody")).expect("group name");
+        assert_eq!(named.uid, 0);
+        assert_ne!(named.gid, 0);
+        assert!(named.groups.contains(&0), "{:?}", named.groups);
+        let err = lookup("root:no-such-group-execdriver").expect_err("unknown group");
+        assert!(err.to_string().contains("no-such-group-execdriver"), "{err}");
+    }
+
+    #[test]
     fn unknown_user_is_named_in_the_error() {
         let err = lookup("no-such-user-execdriver").expect_err("unknown");
         assert!(err.to_string().contains("no-such-user-execdriver"), "{err}");
@@ -96,6 +170,7 @@ mod tests {
             uid: 65534,
             gid: 65534,
             groups: vec![65534],
+            entry: None,
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))

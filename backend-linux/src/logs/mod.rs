@@ -40,6 +40,7 @@ const FILE_MODE: u32 = 0o640;
 pub(crate) mod rate;
 pub(crate) mod reader;
 pub(crate) mod sink;
+pub(crate) mod times;
 
 use sink::Sink;
 
@@ -325,6 +326,9 @@ pub(crate) struct RotatingWriter {
     /// Device and inode of `file`: the live file's name must still lead to it.
     file_id: (u64, u64),
     size: u64,
+    /// The arrival times of the live file (see [`times`]); `None` when its index cannot be
+    /// used, which costs the times of that file and nothing else.
+    times: Option<times::IndexWriter>,
 }
 
 pub(super) fn nix_context(e: nix::Error, what: &str, path: &Path) -> io::Error {
@@ -439,7 +443,9 @@ impl RotatingWriter {
             file,
             file_id: id_of(&meta),
             size: meta.len(),
+            times: None,
         };
+        writer.times = writer.open_times(meta.len() == 0);
         writer.prune()?;
         Ok(writer)
     }
@@ -451,12 +457,15 @@ impl RotatingWriter {
 
     /// Writes all of `buf`, splitting it at file boundaries; in a new live file if the one
     /// being written was removed or replaced.
+    /// The arrival time noted for it is now (the pump writes each chunk as it reads it).
     pub fn write_chunk(&mut self, mut buf: &[u8]) -> io::Result<()> {
         self.follow_live()?;
+        let arrived = crate::clock::unix_nanos_now();
         while !buf.is_empty() {
             if self.size >= self.max_size {
                 self.rotate()?;
             }
+            self.note_time(arrived);
             let room = usize::try_from(self.max_size - self.size).unwrap_or(usize::MAX);
             let (now, rest) = buf.split_at(room.min(buf.len()));
             self.file
@@ -477,7 +486,38 @@ impl RotatingWriter {
         self.size = meta.len();
         self.file_id = id_of(&meta);
         self.file = file;
+        self.times = self.open_times(meta.len() == 0);
         Ok(())
+    }
+
+    /// The index of the live file; `fresh` when the live file was just created (see
+    /// [`times::IndexWriter::open`]). A failure is reported and leaves the file without times.
+    fn open_times(&self, fresh: bool) -> Option<times::IndexWriter> {
+        match times::IndexWriter::open(&self.dir_fd, &self.name_of(self.index), fresh) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                report(format_args!(
+                    "execdriver: log index {}: {e}; {} goes on without arrival times",
+                    self.dir.join(times::index_name(&self.name_of(self.index))).display(),
+                    self.live_path().display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Notes that what is written next to the live file arrived at `unix_nanos`.
+    fn note_time(&mut self, unix_nanos: u64) {
+        let Some(times) = self.times.as_mut() else {
+            return;
+        };
+        if let Err(e) = times.note(self.size, unix_nanos) {
+            report(format_args!(
+                "execdriver: writing the log index of {}: {e}; it goes on without arrival times",
+                self.live_path().display()
+            ));
+            self.times = None;
+        }
     }
 
     /// Goes on in a new live file when the live file's name no longer leads to the file
@@ -540,6 +580,7 @@ impl RotatingWriter {
         self.file_id = file_id;
         self.index = next;
         self.size = 0;
+        self.times = self.open_times(true);
         self.prune()
     }
 
@@ -552,18 +593,18 @@ impl RotatingWriter {
             .len()
             .saturating_sub(usize::try_from(self.max_files).unwrap_or(usize::MAX));
         for index in all.into_iter().take(excess).filter(|i| *i != self.index) {
-            match nix::unistd::unlinkat(
-                Some(self.dir_fd.as_raw_fd()),
-                self.name_of(index).as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            ) {
-                Ok(()) | Err(nix::Error::ENOENT) => {}
-                Err(e) => {
-                    return Err(nix_context(
-                        e,
-                        "removing old log file",
-                        &self.path_of(index),
-                    ));
+            let name = self.name_of(index);
+            for (name, what) in [
+                (times::index_name(&name), "removing old log index"),
+                (name, "removing old log file"),
+            ] {
+                match nix::unistd::unlinkat(
+                    Some(self.dir_fd.as_raw_fd()),
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                ) {
+                    Ok(()) | Err(nix::Error::ENOENT) => {}
+                    Err(e) => return Err(nix_context(e, what, &self.dir.join(&name))),
                 }
             }
         }
@@ -736,6 +777,35 @@ mod tests {
         let kept: Vec<u8> = contents(tmp.path(), "t", Stream::Stderr).concat();
         assert_eq!(kept, data[100 - kept.len()..]);
         assert_eq!(kept.len(), 7 + 7 + 2);
+    }
+
+    #[test]
+    fn arrival_indexes_rotate_and_go_with_their_log_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(tmp.path(), "t", Stream::Stdout, &rotation(2, 4)).unwrap();
+        let before = crate::clock::unix_nanos_now();
+        w.write_chunk(b"abcdef").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        w.write_chunk(b"gh").unwrap();
+        let idx = |n: u32| tmp.path().join(format!(".t.stdout.{n}.idx"));
+        let records = |n: u32| -> Vec<(u64, u64)> {
+            std::fs::read(idx(n))
+                .unwrap()
+                .chunks(times::RECORD)
+                .map(|r| times::decode(r).unwrap())
+                .collect()
+        };
+        // "abcd" | "ef" then "gh" 2 ms later (past the granularity): a record of its own.
+        assert_eq!(records(0).len(), 1);
+        let r1 = records(1);
+        assert_eq!(r1.len(), 2);
+        assert_eq!((r1[0].0, r1[1].0), (0, 2));
+        assert!(r1[0].1 >= before && r1[1].1 >= r1[0].1 + 1_000_000);
+        w.write_chunk(b"ijkl").unwrap();
+        // File 0 and its index pruned together; the raw files hold only the bytes.
+        assert!(!idx(0).exists() && !tmp.path().join("t.stdout.0").exists());
+        assert!(idx(2).exists());
+        assert_eq!(contents(tmp.path(), "t", Stream::Stdout), [b"efgh".to_vec(), b"ijkl".to_vec()]);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub(crate) struct Read {
     /// Bytes rotated away before they could be read (whole files are the rotation size; at
     /// most that for a live file removed from under the writer before it was full).
     pub skipped: u64,
+    /// When the bytes arrived: `(i, unix nanos)` says `data[i..]` arrived then, up to the next
+    /// entry; bytes before the first entry have no known time (see [`super::times`]).
+    pub times: Vec<(usize, u64)>,
 }
 
 /// Reads up to `max` bytes of `stream` from `cursor`, across rotations.
@@ -64,6 +67,7 @@ pub(crate) fn read_from(
             Ok(file) => file,
             // Rotated away since the listing: what was left of it is lost.
             Err(e) if e.kind() == io::ErrorKind::NotFound => match later {
+                Some(_) if !out.data.is_empty() => break,
                 Some(next) => {
                     out.skipped += size.saturating_sub(out.next.offset);
                     out.next = LogCursor {
@@ -79,9 +83,20 @@ pub(crate) fn read_from(
         let mut buf = vec![0u8; max - out.data.len()];
         let n = read_at(&file, &mut buf, out.next.offset)
             .map_err(|e| context(e, "reading log file", &log_dir.join(&name)))?;
+        if n > 0 {
+            let (start, at) = (out.next.offset, out.data.len());
+            for (offset, nanos) in super::times::lookup(&dir, &name, start, start + n as u64) {
+                let i = at + usize::try_from(offset - start).unwrap_or(n);
+                out.times.push((i, nanos));
+            }
+        }
         out.data.extend_from_slice(&buf[..n]);
         out.next.offset += n as u64;
         if n == 0 {
+            if !out.data.is_empty() {
+                // A chunk holds bytes of one file only (see `LogChunk`): the next read moves on.
+                break;
+            }
             // At the end of this file: the writer has moved on to the next one, if any.
             match later {
                 Some(next) => {
@@ -181,8 +196,12 @@ mod tests {
         fs::write(d.join("web.stderr.0"), b"xx").expect("write");
         let r = read_all(d, LogCursor::default(), 3);
         assert_eq!(r.data, b"abc");
+        // One file per read: a chunk's bytes are all of one file.
         let r = read_all(d, r.next, 100);
-        assert_eq!(r.data, b"def");
+        assert_eq!(r.data, b"d");
+        assert_eq!(r.next, LogCursor { file: 0, offset: 4 });
+        let r = read_all(d, r.next, 100);
+        assert_eq!(r.data, b"ef");
         assert_eq!(r.next, LogCursor { file: 1, offset: 2 });
         // Nothing new: the cursor stays.
         assert_eq!(read_all(d, r.next, 100).next, r.next);
@@ -191,7 +210,8 @@ mod tests {
         fs::write(d.join("web.stdout.2"), b"g").expect("write");
         let r = read_all(d, LogCursor { file: 0, offset: 1 }, 100);
         assert_eq!(r.skipped, 3);
-        assert_eq!(r.data, b"efg");
+        assert_eq!(r.data, b"ef");
+        assert_eq!(read_all(d, r.next, 100).data, b"g");
     }
 
     #[test]

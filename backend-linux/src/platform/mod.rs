@@ -12,7 +12,9 @@
 //! - [`reattach`]: confine, connect, verify;
 //! - [`orphan`]: the cleanup steps without a supervisor (kill it, kill and remove the
 //!   cgroup, remove the state);
-//! - [`tasks`]: the tasks of the data dir (list, find by id, discard abandoned starts).
+//! - [`tasks`]: the tasks of the data dir (list, find by id, discard abandoned starts);
+//! - [`remove`]: removing an exited task's remains (records, cgroup, name, alloc dir), and
+//!   reading its details.
 
 mod client;
 mod config;
@@ -20,6 +22,7 @@ mod confine;
 mod liveness;
 mod orphan;
 mod reattach;
+mod remove;
 mod spawn;
 mod tasks;
 
@@ -31,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use execdriver_core::{
     ExitStatus, Fingerprint, FoundTask, HandleId, LogChunk, LogCursor, LogStream, Platform,
-    PlatformError, Reattach, Refusal, Signal, Spawned, TaskSpec, TaskStats, Timestamp,
+    PlatformError, Reattach, Refusal, Signal, Spawned, TaskDetails, TaskSpec, TaskStats, Timestamp,
 };
 
 pub use client::SupervisorConn;
@@ -275,17 +278,14 @@ impl Platform for LinuxPlatform {
     }
 
     fn release(&self, conn: &SupervisorConn, deadline: Timestamp) -> Result<(), PlatformError> {
-        // Any failure here makes the driver run its orphan cleanup (kill supervisor, kill and
-        // destroy the recorded cgroup, remove state), which also covers a supervisor that
-        // lingered out after the exit.
-        match call(conn, &Request::Destroy, self.instant(deadline)) {
+        // The supervisor leaves and the state dir stays, with the exit record that answers
+        // every later wait; `remove_task` removes it. A failure makes the driver run its
+        // orphan cleanup, which also covers a supervisor that cannot record the exit.
+        match call(conn, &Request::Release, self.instant(deadline)) {
             Ok(Response::Ok(_)) => Ok(()),
-            Ok(other) => Err(unexpected(conn, "destroy", other)),
-            Err(Unanswered::Settled(Liveness::Exited(_))) => Err(PlatformError::gone(format!(
-                "supervisor {} of task {} exited after recording the exit",
-                conn.process().pid,
-                conn.task_id()
-            ))),
+            Ok(other) => Err(unexpected(conn, "release", other)),
+            // It lingered out after recording the exit: nothing more to do.
+            Err(Unanswered::Settled(Liveness::Exited(_))) => Ok(()),
             Err(u) => Err(u.into_error(conn.task_id())),
         }
     }
@@ -329,6 +329,11 @@ impl Platform for LinuxPlatform {
             next: read.next,
             skipped: read.skipped,
             more_may_come,
+            times: read
+                .times
+                .into_iter()
+                .map(|(at, unix_nanos)| execdriver_core::LogTime { at, unix_nanos })
+                .collect(),
         })
     }
 
@@ -352,6 +357,30 @@ impl Platform for LinuxPlatform {
             Some(data) => orphan::remove_state(&data, handle),
             None => Ok(()),
         }
+    }
+
+    fn remove_task(&self, handle: &HandleId, deadline: Timestamp) -> Result<(), PlatformError> {
+        match self.data_dir()? {
+            Some(data) => remove::remove_task(&data, handle, self.instant(deadline)),
+            None => Ok(()),
+        }
+    }
+
+    fn task_named(&self, name: &str) -> Result<Option<String>, PlatformError> {
+        let Some(data) = self.data_dir()? else {
+            return Ok(None);
+        };
+        crate::state::names::holder(&data, name).map_err(|e| {
+            PlatformError::io(
+                crate::state::names::names_dir(&data),
+                e.kind(),
+                e.to_string(),
+            )
+        })
+    }
+
+    fn details(&self, handle: &HandleId) -> Result<TaskDetails, PlatformError> {
+        remove::details(&self.data_dir_of(handle)?, handle)
     }
 }
 

@@ -115,13 +115,33 @@ pub(crate) fn spawn(
         Err(e @ ClaimError::InUse { .. }) => return Err(fail(SpawnStep::Claim, e.to_string())),
         Err(ClaimError::Io(e)) => return Err(fail(SpawnStep::Records, e.to_string())),
     };
+    // Claimed once the state dir is in place, so that the claim is never stale while the
+    // task is there; refused, the state dir (nothing else exists yet) goes again.
+    if let Some(task_name) = &spec.name
+        && let Err(e) = state::names::claim(&data, task_name, &spec.task_id)
+    {
+        let mut message = e.to_string();
+        if let Err(rm) = remove_dir(&paths.dir) {
+            message.push_str(&format!("; {rm}"));
+        }
+        return Err(fail(SpawnStep::Name, message));
+    }
     let result = start_supervisor(platform, spec, &paths, &lock);
     // The supervisor holds the lock now, through the same open file, until the task record
     // exists; or it is gone and the cleanup below removes the state dir.
     drop(lock);
     match result {
         Ok(spawned) => Ok(spawned),
-        Err(failure) => Err(clean_up(failure, &paths, &spec.task_id)),
+        Err(failure) => {
+            let error = clean_up(failure, &paths, &spec.task_id);
+            // Without its state dir the claim is stale anyway; released so nothing is left.
+            if let Some(task_name) = &spec.name
+                && !paths.dir.exists()
+            {
+                let _ = state::names::release(&data, task_name, &spec.task_id);
+            }
+            Err(error)
+        }
     }
 }
 
@@ -189,10 +209,16 @@ fn start_supervisor(
         .arg(&platform.config.slice_name);
     // The supervisor needs nothing from the agent's environment, and the task's
     // environment comes from the spec alone.
+    // The supervisor's stdin is the task's to be: ours when the spec asks for it (the
+    // supervisor hands it on and lets go of it), else nothing.
+    let stdin = match spec.stdin {
+        execdriver_core::Stdin::Inherit => Stdio::inherit(),
+        _ => Stdio::null(),
+    };
     command
         .env_clear()
         .current_dir("/")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(log);
     let lock_fd = lock.fd().as_raw_fd();

@@ -53,7 +53,7 @@ pub(crate) fn find_task(
     let paths = StatePaths::new(data_dir, task_id);
     if !fs::symlink_metadata(&paths.dir).is_ok_and(|m| m.is_dir()) {
         return Err(not_found(format!(
-            "no state dir {} (never started here, or already collected)",
+            "no state dir {} (never started here, or already removed)",
             paths.dir.display()
         )));
     }

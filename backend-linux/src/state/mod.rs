@@ -10,9 +10,14 @@
 //! - `cgroup.created`: the supervisor's proof that it created the recorded cgroup.
 //! - `task.json`: the task record, written by the supervisor before it reports ready.
 //! - `exit.json`: the exit record, written atomically by the supervisor.
+//!
+//! The records stay after the exit is collected, until the task is removed
+//! (`Platform::remove_task`). Unique names are claimed apart, in `<data dir>/names/`
+//! (see [`names`]).
 
 mod cgroup_record;
 pub(crate) mod exit_record;
+pub(crate) mod names;
 mod start_lock;
 mod task_record;
 

@@ -149,6 +149,9 @@ pub(crate) fn claim_task_dir(
     claimed
 }
 
+/// How old a claim dir nobody holds must be to be taken for abandoned.
+const ABANDONED_CLAIM_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes claim dirs under `tasks_dir` whose claimer died before renaming them into place.
 pub(crate) fn sweep_abandoned_claims(tasks_dir: &Path) {
     let Ok(entries) = fs::read_dir(tasks_dir) else {
@@ -160,17 +163,20 @@ pub(crate) fn sweep_abandoned_claims(tasks_dir: &Path) {
             continue;
         }
         let paths = StatePaths::at(entry.path());
-        // Held: a claim under way. Missing: the claimer died before making its lock, or a
-        // moment before it does; a claim is a few milliseconds, so only one older than a
-        // minute is taken for abandoned.
-        let abandoned = match StartLock::probe(&paths) {
-            Ok(LockState::Free(_)) => true,
-            Ok(LockState::Missing) => entry
+        // Held: a claim under way. Missing or free: the claimer died, or is a moment from
+        // locking (its lock file exists a moment before it is locked: a sweep in between
+        // took a live claim for abandoned and removed it under a concurrent start). A claim
+        // is a few milliseconds, so only one older than a minute is taken for abandoned.
+        let old = || {
+            entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 60),
+                .is_some_and(|age| age > ABANDONED_CLAIM_AGE)
+        };
+        let abandoned = match StartLock::probe(&paths) {
+            Ok(LockState::Free(_) | LockState::Missing) => old(),
             _ => false,
         };
         if abandoned {
@@ -217,8 +223,18 @@ mod tests {
         }
         let held = File::open(live.join("start.lock")).expect("open");
         flock(&held, FlockOperation::LockExclusive).expect("lock");
+        // A free claim just made may be one a moment from being locked: kept.
         sweep_abandoned_claims(dir.path());
         assert!(live.exists());
+        assert!(dead.exists());
+        let long_ago = SystemTime::now() - ABANDONED_CLAIM_AGE * 2;
+        for d in [&live, &dead] {
+            File::open(d)
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("age the claim");
+        }
+        sweep_abandoned_claims(dir.path());
+        assert!(live.exists(), "held, however old");
         assert!(!dead.exists());
     }
 }

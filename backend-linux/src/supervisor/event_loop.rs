@@ -699,10 +699,12 @@ impl Supervisor {
                 let id = self.conns[conn].id();
                 return self.start_destroy(id, now);
             }
+            Request::Release => return self.release(conn, now),
             Request::Stats => match self.cgroup.as_ref() {
                 Some(cgroup) if self.exit.is_none() => match cgroup.stats() {
                     Ok(stats) => Response::Stats(execdriver_core::TaskStats {
                         logs: self.dropped,
+                        limits: Some((&self.spec.resources).into()),
                         ..stats
                     }),
                     Err(e) => {
@@ -751,6 +753,43 @@ impl Supervisor {
         // name that another data dir sharing the parent may create.
         remove_cgroup_record(&self.paths)
             .map_err(|e| format!("cgroup removed, but its record stays: {e}"))
+    }
+
+    /// The agent collected the exit: the supervisor leaves, keeping the state dir, whose
+    /// exit record answers every later `wait` (the task lives until it is removed). An exit
+    /// that could not be recorded is written again first: without it the supervisor is the
+    /// only holder of the result and stays.
+    fn release(&mut self, conn: usize, now: Instant) -> Option<Response> {
+        let Some(status) = self.exit else {
+            return Some(Response::error(
+                ErrorCode::Busy,
+                format!(
+                    "task {} has not exited: nothing to release",
+                    self.hello.task_id
+                ),
+            ));
+        };
+        if self.unrecorded {
+            let record = exit_record::ExitRecord {
+                status,
+                supervisor: self.hello.supervisor,
+                task: self.hello.task,
+            };
+            if let Err(e) = exit_record::write(&self.paths.exit_record(), &record) {
+                return Some(Response::error(
+                    ErrorCode::State,
+                    format!("{e}; the supervisor stays to answer waits from memory"),
+                ));
+            }
+            self.unrecorded = false;
+        }
+        log("released: the exit is collected; leaving the exit record and exiting");
+        // Answered here, not by the caller: the loop ends before its next round.
+        self.conns[conn].answer(&Response::Ok(true));
+        self.conns[conn].close_after_write();
+        self.conns[conn].flush(now);
+        self.done = true;
+        None
     }
 
     fn start_destroy(&mut self, conn: u64, now: Instant) -> Option<Response> {

@@ -205,6 +205,7 @@ pub(super) fn start(
     let place = |pid: i32| cgroup.add_process(pid).map_err(|e| e.to_string());
     let launched = isolation::launch(LaunchRequest {
         spec: &spec,
+        stdin: task_stdin(&spec),
         stdout: out_w,
         stderr: err_w,
         place_in_cgroup: &place,
@@ -278,4 +279,32 @@ fn output_pipes() -> Result<(Pipe, Pipe), String> {
             .map_err(|e| format!("creating an output pipe failed: {e}"))
     };
     Ok((pipe()?, pipe()?))
+}
+
+/// The task's stdin: with [`Stdin::Inherit`](execdriver_core::Stdin), ours (the starter's,
+/// handed over as our fd 0), which we then let go of (fd 0 becomes /dev/null) so that only
+/// the task holds it; else `None` for /dev/null. A PTY slave would come the same way.
+fn task_stdin(spec: &execdriver_core::TaskSpec) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    if spec.stdin != execdriver_core::Stdin::Inherit {
+        return None;
+    }
+    let taken = match nix::fcntl::fcntl(
+        std::io::stdin().as_raw_fd(),
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log(format_args!(
+                "cannot take the starter's stdin for the task ({e}); it gets /dev/null"
+            ));
+            return None;
+        }
+    };
+    // SAFETY: fcntl just made this fd, owned by nothing else.
+    let taken = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(taken) };
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), libc::STDIN_FILENO);
+    }
+    Some(taken)
 }

@@ -223,10 +223,22 @@ impl TestEnv {
         found
     }
 
-    /// Waits up to `timeout` for the env to be clean, then asserts it is.
+    /// Removes every exited task of the env, as `execdriver rm` does, then waits up to
+    /// `timeout` for the env to be clean and asserts it is: a task lives until it is
+    /// removed, and its removal leaves nothing.
     pub fn assert_clean(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
+            let driver = self.driver();
+            let ids = self
+                .task_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for id in &ids {
+                // Refused for a task that still runs: then it is reported below.
+                let _ = driver.remove_task(id, false);
+            }
             let left = self.leftovers();
             if left.is_empty() {
                 return;

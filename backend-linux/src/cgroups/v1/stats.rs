@@ -18,6 +18,9 @@ pub(super) fn read(
         cpu: cpu_stats(cpu, cpuacct)?,
         pids: fs::read_u64(&pids.join("pids.current"))?,
         timestamp: Default::default(),
+        read_at_unix_nanos: crate::clock::unix_nanos_now(),
+        // The supervisor fills these in from the spec it applied.
+        limits: None,
         // The supervisor fills these in: the cgroup knows nothing of logs.
         logs: Default::default(),
     })

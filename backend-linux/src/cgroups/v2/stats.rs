@@ -13,6 +13,9 @@ pub(super) fn read(dir: &Path) -> Result<TaskStats, CgroupError> {
         cpu: cpu_stats(dir)?,
         pids: fs::read_u64(&dir.join("pids.current"))?,
         timestamp: Default::default(),
+        read_at_unix_nanos: crate::clock::unix_nanos_now(),
+        // The supervisor fills these in from the spec it applied.
+        limits: None,
         // The supervisor fills these in: the cgroup knows nothing of logs.
         logs: Default::default(),
     })

@@ -1,0 +1,607 @@
+//! End to end through the `execdriver` binary: the options of `run` people bring from docker
+//! (-e, --env-file, -w, -v, --user UID:GID, -i, --chroot-env, --spec, --dry-run, a second
+//! Ctrl-C) and what a task sees (HOME, USER, PATH, alloc/data). Needs root (fails loudly
+//! under CI without it).
+
+#[path = "../../tests/tests/linux_support/mod.rs"]
+mod linux_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use execdriver_core::Signal;
+use linux_support::{TestEnv, eventually, unique_id};
+
+const CLEAN: Duration = Duration::from_secs(5);
+
+fn env(test: &str) -> Option<TestEnv> {
+    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
+        .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
+}
+
+fn command(env: &TestEnv, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&env.binary);
+    cmd.arg("--data-dir")
+        .arg(&env.data)
+        .arg("--slice")
+        .arg(&env.slice)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `run --id <new id> <args...>` with `prepare` applied to the command, tracked for the leak
+/// check.
+fn run_with(env: &TestEnv, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Output {
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut all = vec!["run", "--id", &id];
+    all.extend_from_slice(args);
+    let mut cmd = command(env, &all);
+    prepare(&mut cmd);
+    cmd.output().expect("run execdriver")
+}
+
+fn run(env: &TestEnv, args: &[&str]) -> Output {
+    run_with(env, args, |_| {})
+}
+
+/// The task's stdout, after checking it exited 0.
+fn stdout_ok(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A refusal: status 125 and one line on stderr that contains `needle`.
+fn refused(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn workdir_env_pass_through_and_login_variables() {
+    let Some(env) = env("workdir_env_pass_through_and_login_variables") else {
+        return;
+    };
+    assert_eq!(
+        stdout_ok(&run(&env, &["-w", "/usr", "--", "/bin/pwd"])),
+        "/usr\n"
+    );
+    refused(
+        &run(&env, &["-w", "/no-such-dir", "/bin/true"]),
+        "/no-such-dir",
+    );
+    refused(&run(&env, &["-w", "usr", "/bin/true"]), "working dir");
+    let script = "echo \"$FOO|$A|${UNSET_HERE-unset}|$HOME|$USER|$LOGNAME|$PATH\"";
+    let out = run_with(
+        &env,
+        &[
+            "-e",
+            "FOO",
+            "-e",
+            "UNSET_HERE",
+            "-e",
+            "A=1=2",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        |cmd| {
+            cmd.env("FOO", "from the cli").env_remove("UNSET_HERE");
+        },
+    );
+    assert_eq!(
+        stdout_ok(&out),
+        format!(
+            "from the cli|1=2|unset|/|nobody|nobody|{}\n",
+            execdriver_linux::isolation::DEFAULT_PATH
+        )
+    );
+    // Root's home is not in the task root (no /root in the chroot env): HOME is /.
+    let out = run(
+        &env,
+        &["--user", "root", "--", "/bin/sh", "-c", "echo $HOME $USER"],
+    );
+    assert_eq!(stdout_ok(&out), "/ root\n");
+    // What the spec's env sets wins over what a login would set.
+    let out = run(
+        &env,
+        &[
+            "-e",
+            "HOME=/tmp",
+            "-e",
+            "PATH=/bin",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $HOME $PATH",
+        ],
+    );
+    assert_eq!(stdout_ok(&out), "/tmp /bin\n");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn env_file_in_dockers_format_and_a_bad_line_named() {
+    let Some(env) = env("env_file_in_dockers_format_and_a_bad_line_named") else {
+        return;
+    };
+    let file = env.data.join("vars.env");
+    std::fs::write(
+        &file,
+        "# a comment\n\nGREETING=hello world\nQUOTED=\"kept\"\n  INDENTED=yes\nPASSED\nOVERRIDDEN=file\n",
+    )
+    .expect("write env file");
+    let file_arg = file.to_str().expect("utf-8");
+    let script = "echo \"$GREETING|$QUOTED|$INDENTED|$PASSED|$OVERRIDDEN\"";
+    let out = run_with(
+        &env,
+        &[
+            "--env-file",
+            file_arg,
+            "-e",
+            "OVERRIDDEN=flag",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        |cmd| {
+            cmd.env("PASSED", "through");
+        },
+    );
+    assert_eq!(stdout_ok(&out), "hello world|\"kept\"|yes|through|flag\n");
+    std::fs::write(&file, "A=1\n# fine\nNOT A VALID NAME=1\n").expect("write env file");
+    let out = run(&env, &["--env-file", file_arg, "/bin/true"]);
+    refused(&out, "line 3");
+    refused(&out, file_arg);
+    refused(
+        &run(&env, &["--env-file", "/no/such.env", "/bin/true"]),
+        "/no/such.env",
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn volumes_read_only_refuse_writes_and_read_write_ones_reach_the_host() {
+    let Some(env) = env("volumes_read_only_refuse_writes_and_read_write_ones_reach_the_host")
+    else {
+        return;
+    };
+    let vol = env.data.join("vol");
+    std::fs::create_dir(&vol).expect("mkdir");
+    std::fs::write(vol.join("in"), "from the host\n").expect("write");
+    let vol_arg = vol.to_str().expect("utf-8");
+    let ro = format!("{vol_arg}:/data:ro");
+    let out = run(
+        &env,
+        &[
+            "--user",
+            "root",
+            "-v",
+            &ro,
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /data/in; echo x > /data/out",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "from the host\n");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!vol.join("out").exists());
+    let rw = format!("{vol_arg}:/srv/data");
+    let out = run(
+        &env,
+        &[
+            "--user",
+            "root",
+            "-v",
+            &rw,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo seen > /srv/data/out",
+        ],
+    );
+    stdout_ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(vol.join("out")).expect("read"),
+        "seen\n"
+    );
+    // A file over an existing file of a chroot env dir: the host's /etc is not written.
+    let hosts = vol.join("hosts");
+    std::fs::write(&hosts, "10.9.8.7 bound\n").expect("write");
+    let over_etc = format!("{}:/etc/hosts:ro", hosts.display());
+    let out = run(&env, &["-v", &over_etc, "--", "/bin/cat", "/etc/hosts"]);
+    assert_eq!(stdout_ok(&out), "10.9.8.7 bound\n");
+    for (volume, needle) in [
+        (format!("{vol_arg}:/proc/x"), "mounts itself"),
+        (format!("{vol_arg}:/"), "cannot be `/`"),
+        (format!("{vol_arg}:data"), "absolute"),
+        (format!("{vol_arg}:/data:rx"), "ro or rw"),
+        ("/no/such/source:/data".to_owned(), "/no/such/source"),
+        (
+            format!("{vol_arg}:/etc/no-such-dir-here"),
+            "must exist already",
+        ),
+    ] {
+        refused(&run(&env, &["-v", &volume, "/bin/true"]), needle);
+    }
+    env.assert_clean(CLEAN);
+}
+
+/// Unmounts, lazily, what a test mounted on the host, even when it fails.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn a_slave_volume_shows_what_the_host_mounts_under_its_source_later() {
+    let Some(env) = env("a_slave_volume_shows_what_the_host_mounts_under_its_source_later") else {
+        return;
+    };
+    use nix::mount::{MsFlags, mount};
+    let src = env.data.join("propagating");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    let mut mounts = HostMounts(Vec::new());
+    // A shared mount of its own, whatever the host's propagation is.
+    mount(
+        Some(&src),
+        &src,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind");
+    mounts.0.push(src.clone());
+    mount(
+        None::<&str>,
+        &src,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .expect("shared");
+    let volume = format!("{}:/data:ro,rslave", src.display());
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut child = command(
+        &env,
+        &[
+            "run",
+            "--id",
+            &id,
+            "-v",
+            &volume,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; while [ ! -e /data/sub/marker ]; do sleep 0.05; done; cat /data/sub/marker",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "up\n");
+    // Mounted on the host after the task started: it appears in the task.
+    let sub = src.join("sub");
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .expect("tmpfs");
+    mounts.0.push(sub.clone());
+    std::fs::write(sub.join("marker"), "propagated\n").expect("write");
+    line.clear();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "propagated\n");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    drop(mounts);
+    // Nothing may be mounted inside a shared mount: it would be mounted on the host too.
+    let shared = format!("{}:/data:rshared", src.display());
+    let inner = format!("{}:/data/sub", env.data.display());
+    refused(
+        &run(&env, &["-v", &shared, "-v", &inner, "/bin/true"]),
+        "shared mount",
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn numeric_user_and_group_need_no_passwd_entry() {
+    let Some(env) = env("numeric_user_and_group_need_no_passwd_entry") else {
+        return;
+    };
+    let out = run(
+        &env,
+        &["--user", "1000:1000", "--", "/bin/sh", "-c", "id -u; id -g"],
+    );
+    assert_eq!(stdout_ok(&out), "1000\n1000\n");
+    let out = run(
+        &env,
+        &[
+            "--user",
+            "4242",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; id -g; echo $HOME",
+        ],
+    );
+    assert_eq!(stdout_ok(&out), "4242\n4242\n/\n");
+    refused(
+        &run(&env, &["--user", "nobody:no-such-group-x", "/bin/true"]),
+        "no-such-group-x",
+    );
+    refused(&run(&env, &["--user", "a:b:c", "/bin/true"]), "UID:GID");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn alloc_data_and_tmp_are_writable_by_the_task_user() {
+    let Some(env) = env("alloc_data_and_tmp_are_writable_by_the_task_user") else {
+        return;
+    };
+    let id = unique_id("o");
+    env.track_id(&id);
+    let out = command(
+        &env,
+        &[
+            "start",
+            "--id",
+            &id,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo t > /alloc/tmp/t && stat -c '%U %a' /alloc /alloc/data /alloc/tmp > \
+             /alloc/data/stat; while [ ! -e /alloc/data/go ]; do sleep 0.05; done",
+        ],
+    )
+    .output()
+    .expect("start");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let alloc = env.data.join("allocs").join(&id);
+    let stat = alloc.join("data/stat");
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&stat).is_ok_and(|t| t.lines().count() == 3)
+    }));
+    // The alloc dir stays root's; its data is the task user's, its tmp everyone's (sticky).
+    assert_eq!(
+        std::fs::read_to_string(&stat).expect("read"),
+        "root 755\nnobody 755\nroot 1777\n"
+    );
+    assert_eq!(std::fs::metadata(&stat).expect("stat").uid(), 65534);
+    assert_eq!(
+        std::fs::metadata(alloc.join("tmp/t")).expect("stat").uid(),
+        65534
+    );
+    std::fs::write(alloc.join("data/go"), "").expect("go");
+    let out = command(&env, &["wait", &id]).output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn chroot_env_adds_to_the_defaults_replaces_them_on_request_and_names_a_missing_dir() {
+    let Some(env) =
+        env("chroot_env_adds_to_the_defaults_replaces_them_on_request_and_names_a_missing_dir")
+    else {
+        return;
+    };
+    // Not under the data dir: /tmp is the task's own.
+    let extra = tempfile::Builder::new()
+        .prefix("execdriver-test-chroot-")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir");
+    std::fs::set_permissions(
+        extra.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::write(extra.path().join("f"), "extra\n").expect("write");
+    let extra_arg = extra.path().to_str().expect("utf-8");
+    let probe = format!("cat {extra_arg}/f; test -e /etc/passwd && echo etc");
+    let out = run(
+        &env,
+        &["--chroot-env", extra_arg, "--", "/bin/sh", "-c", &probe],
+    );
+    assert_eq!(stdout_ok(&out), "extra\netc\n");
+    let mut only = vec!["--chroot-env-only"];
+    for dir in ["/bin", "/lib", "/lib64", "/lib32", "/sbin", "/usr"] {
+        if Path::new(dir).exists() {
+            only.extend(["--chroot-env", dir]);
+        }
+    }
+    only.extend(["--chroot-env", extra_arg, "--", "/bin/sh", "-c", &probe]);
+    let out = run(&env, &only);
+    assert_eq!(text(&out.stdout), "extra\n", "{}", text(&out.stderr));
+    refused(
+        &run(&env, &["--chroot-env", "/no/such/chroot-dir", "/bin/true"]),
+        "/no/such/chroot-dir",
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn interactive_gives_the_task_our_stdin_until_its_end() {
+    let Some(env) = env("interactive_gives_the_task_our_stdin_until_its_end") else {
+        return;
+    };
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut child = command(&env, &["run", "--id", &id, "-i", "--", "/bin/cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"abc\n").expect("write");
+    // The end of our input is the end of the task's: cat exits.
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(stdout_ok(&out), "abc\n");
+    // Without -i the task reads /dev/null, even when we have input.
+    let out = run_with(&env, &["--", "/bin/cat"], |cmd| {
+        cmd.stdin(Stdio::piped());
+    });
+    assert_eq!(stdout_ok(&out), "");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn dry_run_prints_the_spec_that_spec_files_read_back_as_json_and_toml() {
+    let Some(env) = env("dry_run_prints_the_spec_that_spec_files_read_back_as_json_and_toml")
+    else {
+        return;
+    };
+    let id = unique_id("o");
+    let out = command(
+        &env,
+        &[
+            "run",
+            "--dry-run",
+            "--id",
+            &id,
+            "-e",
+            "A=1",
+            "-w",
+            "/usr",
+            "-v",
+            "/etc:/data:ro",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $A; pwd; ls /data/passwd",
+        ],
+    )
+    .output()
+    .expect("dry run");
+    let printed = stdout_ok(&out);
+    let spec: serde_json::Value = serde_json::from_str(&printed).expect("json");
+    assert_eq!(spec["task_id"], id.as_str());
+    assert_eq!(spec["env"]["A"], "1");
+    assert_eq!(spec["workdir"], "/usr");
+    assert_eq!(spec["mounts"][0]["readonly"], true);
+    assert!(
+        !env.data.join("allocs").join(&id).exists(),
+        "a dry run made an alloc dir"
+    );
+    assert!(
+        !env.data.join("tasks").join(&id).exists(),
+        "a dry run made a task"
+    );
+    // What --dry-run prints runs as printed (the task id taken from the file).
+    let json = env.data.join("spec.json");
+    std::fs::write(&json, &printed).expect("write");
+    env.track_id(&id);
+    let out = command(&env, &["run", "--spec", json.to_str().expect("utf-8")])
+        .output()
+        .expect("run --spec");
+    assert_eq!(stdout_ok(&out), "1\n/usr\n/data/passwd\n");
+    // TOML by the name; fields left out are defaults; flags beside it win.
+    let toml = env.data.join("task.toml");
+    std::fs::write(
+        &toml,
+        "user = \"root\"\nworkdir = \"/etc\"\n[config]\ncommand = \"/bin/sh\"\n\
+         args = [\"-c\", \"echo $B $(id -u) $(pwd)\"]\n[env]\nB = \"from toml\"\n\
+         [resources]\nmemory_limit_bytes = 67108864\n",
+    )
+    .expect("write");
+    let toml_arg = toml.to_str().expect("utf-8");
+    let out = run(&env, &["--spec", toml_arg]);
+    assert_eq!(stdout_ok(&out), "from toml 0 /etc\n");
+    let out = run(&env, &["--spec", toml_arg, "-e", "B=flag", "-w", "/usr"]);
+    assert_eq!(stdout_ok(&out), "flag 0 /usr\n");
+    std::fs::write(&toml, "bogus_field = 1\n").expect("write");
+    refused(
+        &run(&env, &["--spec", toml_arg, "/bin/true"]),
+        "bogus_field",
+    );
+    std::fs::write(&toml, "user = [\n").expect("write");
+    refused(&run(&env, &["--spec", toml_arg, "/bin/true"]), "TOML");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn a_second_ctrl_c_is_acknowledged_and_kills_at_once() {
+    let Some(env) = env("a_second_ctrl_c_is_acknowledged_and_kills_at_once") else {
+        return;
+    };
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut child = command(
+        &env,
+        &[
+            "run",
+            "--id",
+            &id,
+            "--kill-timeout",
+            "60s",
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap '' INT; echo up; while :; do sleep 0.05; done",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "up\n");
+    // Our own child, unreaped: its pid cannot have been reused.
+    let cli = execdriver_linux::process::Pidfd::open(pid).expect("pidfd");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    cli.signal(Signal::SIGINT).expect("first SIGINT");
+    // Each signal only once the previous one was read: two pending would merge into one.
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("read");
+    assert!(first.contains("Ctrl-C again"), "{first}");
+    let forced = Instant::now();
+    cli.signal(Signal::SIGINT).expect("second SIGINT");
+    let mut second = String::new();
+    stderr.read_line(&mut second).expect("read");
+    assert!(second.contains("now (SIGKILL)"), "{second}");
+    let status = child.wait().expect("wait");
+    // Far inside the 60 s grace the first Ctrl-C gave.
+    assert!(
+        forced.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        forced.elapsed()
+    );
+    assert_eq!(status.code(), Some(137));
+    env.assert_clean(CLEAN);
+}
