@@ -50,6 +50,7 @@ fn resources(memory: u64, pids: u64) -> Resources {
         memory_max_bytes: None,
         pids_max: pids,
         cpu_max_millicores: None,
+        ..Default::default()
     }
 }
 
@@ -601,9 +602,19 @@ fn open_recorded_finds_kills_and_destroys_and_refuses_foreign_paths() {
     refused("../x", &recorded);
     // The same hierarchy twice is not a record this driver writes.
     refused(&name, &[first.clone(), first.clone()]);
-    if let Some(cpuset) = Some(Path::new("/sys/fs/cgroup/cpuset")).filter(|p| p.is_dir()) {
+    if let Some(blkio) = Some(Path::new("/sys/fs/cgroup/blkio")).filter(|p| p.is_dir()) {
         // A hierarchy the driver does not use.
-        refused(&name, &[cpuset.join(&name)]);
+        refused(&name, &[blkio.join(&name)]);
+    }
+    if let Some(cpuset) = Some(Path::new("/sys/fs/cgroup/cpuset")).filter(|p| p.is_dir()) {
+        // One it uses for a task with a cpuset: accepted, and a directory that is not there
+        // is not made.
+        let path = cpuset.join(&name);
+        assert!(matches!(
+            TaskCgroup::open_recorded(&name, std::slice::from_ref(&path)),
+            Ok(None)
+        ));
+        assert!(!path.exists());
     }
     assert!(!outside.exists(), "a refused path was created");
 
@@ -962,5 +973,74 @@ fn supervisors_cgroup_takes_the_calling_process_only_in_every_hierarchy() {
         .chain(sup_dirs.iter().filter_map(|d| d.parent()))
     {
         assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
+
+/// The cpus a process may run on, as the kernel lists them.
+fn cpus_allowed(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_owned()
+}
+
+/// A cpuset through the way the driver makes a task cgroup: the paths decided (and the cpus
+/// checked) by the parent, the cgroup created from them, a member pinned, everything removed.
+#[test]
+fn a_cpuset_pins_a_member_and_goes_with_the_cgroup() {
+    if !can_run("a_cpuset_pins_a_member_and_goes_with_the_cgroup") {
+        return;
+    }
+    let test_parent = testing::TestParent::new("cpuset").unwrap();
+    let parent = test_parent.parent().clone();
+    let name = unique_name();
+    let first = cpus_allowed("self")
+        .split([',', '-'])
+        .next()
+        .expect("a cpu")
+        .to_owned();
+    let res = Resources {
+        cpuset_cpus: Some(first.clone()),
+        ..resources(32 * MIB, 16)
+    };
+    let bad = Resources {
+        cpuset_cpus: Some("8191".into()),
+        ..res.clone()
+    };
+    let err = parent.task_paths(&name, &bad).unwrap_err();
+    assert!(
+        matches!(err, CgroupError::CpusNotAllowed { .. }) && err.to_string().contains("8191"),
+        "{err}"
+    );
+    let paths = parent.task_paths(&name, &res).expect("task paths");
+    if parent.version() == CgroupVersion::V1 {
+        assert!(
+            paths.iter().any(|p| p.starts_with("/sys/fs/cgroup/cpuset")),
+            "{paths:?}"
+        );
+    }
+    let cgroup = TaskCgroup::create_recorded(&name, &paths, &res).expect("create");
+    let mut guard = CgroupGuard {
+        paths: cgroup.paths(),
+        cgroup: Some(cgroup),
+    };
+    let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
+    guard.get().add_process(child.pid()).unwrap();
+    assert_eq!(cpus_allowed(&child.pid().to_string()), first);
+    // Found again from the record alone, and destroyed in every hierarchy.
+    let opened = TaskCgroup::open_recorded(&name, &paths)
+        .unwrap()
+        .expect("there");
+    // Destroyed through the record, not by the guard.
+    let destroyed = opened.destroy();
+    guard.cgroup = None;
+    destroyed.unwrap();
+    assert_eq!(opened.paths().len(), paths.len());
+    drop(child);
+    for p in &paths {
+        assert!(!p.exists(), "{} left", p.display());
     }
 }

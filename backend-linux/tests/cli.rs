@@ -1332,3 +1332,179 @@ fn cpus_is_a_quota_read_back_from_the_tasks_cgroup() {
     assert_eq!(cli(&env, &["wait", &id]).status.code(), Some(7));
     env.assert_clean(CLEAN);
 }
+
+/// The cpus this process may run on, as the kernel lists them.
+fn own_cpus() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn cpuset_cpus_pins_the_task_and_an_impossible_cpu_is_refused_before_it_starts() {
+    let Some(env) =
+        env("cpuset_cpus_pins_the_task_and_an_impossible_cpu_is_refused_before_it_starts")
+    else {
+        return;
+    };
+    let first = own_cpus()
+        .split([',', '-'])
+        .next()
+        .expect("a cpu")
+        .to_owned();
+    let show = "grep Cpus_allowed_list /proc/self/status";
+    let (_, out) = run_task(
+        &env,
+        &["--cpuset-cpus", &first, "--", "/bin/sh", "-c", show],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("Cpus_allowed_list:\t{first}\n"));
+    // cpu 8191 exists on no machine this runs on: refused, naming it, with nothing started.
+    let (id, out) = run_task(&env, &["--cpuset-cpus", "8191", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("8191") && err.contains("does not allow"),
+        "{err}"
+    );
+    assert!(!env.data.join("tasks").join(&id).exists());
+    let (_, out) = run_task(&env, &["--cpuset-cpus", "3-1", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--cpuset-cpus"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn a_given_device_is_in_the_tasks_dev_and_others_are_absent() {
+    let Some(env) = env("a_given_device_is_in_the_tasks_dev_and_others_are_absent") else {
+        return;
+    };
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let script = "echo hi > /dev/mydev && head -c 4 /dev/mydev | wc -c && ls /dev && \
+                  cat /proc/self/cgroup";
+    let (_, out) = run_task(
+        &env,
+        &[
+            "--device",
+            "/dev/null:/dev/mydev:rw",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    );
+    if !v1 {
+        assert_eq!(out.status.code(), Some(125), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains("devices need cgroup v1"),
+            "{}",
+            text(&out.stderr)
+        );
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("0"), "{stdout}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.contains(':'))
+        .collect();
+    assert!(names.contains(&"mydev"), "{stdout}");
+    for absent in ["loop0", "sda", "vda", "mem", "kmsg"] {
+        assert!(!names.contains(&absent), "{absent} in {stdout}");
+    }
+    // The task's devices cgroup is its own (which denies everything not listed).
+    let devices_line = stdout
+        .lines()
+        .find(|l| l.contains(":devices:"))
+        .unwrap_or_default();
+    assert!(devices_line.contains("execdriver-"), "{stdout}");
+    // Permissions are the cgroup's: a read-only device given to root can be read, not written.
+    if std::path::Path::new("/dev/loop0").exists() {
+        let script = "head -c 1 /dev/l > /dev/null && echo read; (echo x > /dev/l) 2>&1; \
+                      ls /dev/loop0 2>&1";
+        let (_, out) = run_task(
+            &env,
+            &[
+                "--user",
+                "root",
+                "--device",
+                "/dev/loop0:/dev/l:r",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.starts_with("read\n"),
+            "{stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains("Operation not permitted"), "{stdout}");
+        assert!(stdout.contains("No such file"), "{stdout}");
+    }
+    for (bad, needle) in [
+        ("/etc/passwd:/dev/x", "not a character or block device"),
+        ("/dev/null:/tmp/x", "under /dev"),
+        ("/dev/null:/dev/x:rwx", "subset of rwm"),
+    ] {
+        let (_, out) = run_task(&env, &["--device", bad, "--", "/bin/true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    env.assert_clean(CLEAN);
+}
+
+/// A running task with a cpuset and a device has a directory in those hierarchies too (v1),
+/// and the kill and the collection remove them with the rest.
+#[test]
+fn a_killed_task_with_a_cpuset_and_a_device_leaves_nothing() {
+    let Some(env) = env("a_killed_task_with_a_cpuset_and_a_device_leaves_nothing") else {
+        return;
+    };
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let first = own_cpus()
+        .split([',', '-'])
+        .next()
+        .expect("a cpu")
+        .to_owned();
+    let mut args = vec!["--cpuset-cpus", first.as_str()];
+    if v1 {
+        args.extend(["--device", "/dev/null:/dev/mydev"]);
+    }
+    args.extend(["--", "/bin/sh", "-c", UNTIL_GO_THEN_EXIT_7]);
+    let (id, _) = start_task(&env, &args);
+    let dirs = linux_support::find_cgroup_dirs(&execdriver_linux::cgroups::cgroup_name(&id));
+    if v1 {
+        for hierarchy in ["cpuset", "devices"] {
+            let wanted = format!("/sys/fs/cgroup/{hierarchy}/");
+            assert!(
+                dirs.iter().any(|d| d.starts_with(&wanted)),
+                "no {hierarchy} dir in {dirs:?}"
+            );
+        }
+    }
+    let out = cli(&env, &["kill", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli(&env, &["wait", &id]);
+    no_backtrace(&out);
+    env.assert_clean(CLEAN);
+}

@@ -1082,6 +1082,7 @@ impl TestCgroup {
             memory_max_bytes: None,
             pids_max,
             cpu_max_millicores: None,
+            ..Default::default()
         };
         cgroups::TaskCgroup::create(&parent, &name, &resources)
             .map(|cg| Self(Some(cg), test_parent))

@@ -30,6 +30,7 @@
 //! let task = driver.open(&id)?;
 //! task.kill()?; // SIGINT is ignored: the force kill comes after the 5 s kill timeout
 //! assert_eq!(mock.time().0, Duration::from_secs(5));
+//! task.remove(false)?; // the exit is kept until the task is removed
 //! assert!(mock.all_resources().is_empty());
 //! # Ok::<(), execdriver_core::DriverError>(())
 //! ```

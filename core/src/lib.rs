@@ -33,6 +33,8 @@
 //! ```
 
 pub mod config;
+pub mod cpuset;
+pub mod devices;
 pub mod dns;
 pub mod driver;
 pub mod exec;
@@ -47,6 +49,8 @@ pub mod signal;
 pub mod spec;
 
 pub use config::{ConfigError, TaskConfig, validate_command};
+pub use cpuset::{CpuList, CpuListError};
+pub use devices::{DeviceError, DeviceMapping};
 pub use dns::{DnsConfig, DnsError};
 pub use driver::{
     Driver, DriverConfig, DriverError, LifecycleHooks, Listed, NoHooks, Operation, TaskHandle,

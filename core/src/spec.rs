@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, TaskConfig};
+use crate::cpuset::{CpuList, CpuListError};
+use crate::devices::{DeviceError, DeviceMapping};
 use crate::dns::{DnsConfig, DnsError};
 use crate::log_outputs::LogOutputs;
 use crate::seccomp::{Seccomp, SeccompProfileError};
@@ -156,6 +158,12 @@ pub enum SpecError {
     /// A dns setting that cannot go into a resolv.conf.
     #[error(transparent)]
     Dns(#[from] DnsError),
+    /// A cpuset that is not a cpu list.
+    #[error(transparent)]
+    Cpuset(#[from] CpuListError),
+    /// A device mapping that cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// A log output inside the task's root, where the task could reach it.
     #[error(
         "log output {path:?} is inside the task dir {task_dir:?}, which is the task's root: put it outside (Nomad's FIFOs are in the alloc dir's logs/)"
@@ -201,6 +209,16 @@ pub struct Resources {
     /// `cpu.cfs_quota_us` over a 100 ms `cpu.cfs_period_us`, v2 `cpu.max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_max_millicores: Option<u64>,
+    /// The cpus the task may run on, in the kernel's list format (`0-2,4`), `None` for the
+    /// parent's: `cpuset.cpus` of the task's cgroup (on v1 the task cgroup then joins the
+    /// cpuset hierarchy too). Checked against the cpus the parent allows at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// Host device nodes given to the task: made in its /dev and allowed by its cgroup (v1
+    /// only: the task cgroup joins the devices hierarchy, which then denies every other
+    /// device).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
 }
 
 impl Default for Resources {
@@ -211,6 +229,8 @@ impl Default for Resources {
             memory_max_bytes: None,
             pids_max: 4096,
             cpu_max_millicores: None,
+            cpuset_cpus: None,
+            devices: Vec::new(),
         }
     }
 }
@@ -243,6 +263,20 @@ impl Resources {
             && !(MIN_CPU_MAX_MILLICORES..=MAX_CPU_MAX_MILLICORES).contains(&millicores)
         {
             return Err(SpecError::CpuMax { millicores });
+        }
+        if let Some(cpus) = &self.cpuset_cpus {
+            CpuList::parse(cpus)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for device in &self.devices {
+            device.validate_syntax()?;
+            device.host_device()?;
+            if !seen.insert(&device.task_path) {
+                return Err(DeviceError::Duplicate {
+                    path: device.task_path.clone(),
+                }
+                .into());
+            }
         }
         Ok(())
     }

@@ -134,6 +134,10 @@ pub struct StartRequest {
     pub stdout_path: Option<PathBuf>,
     /// Where stderr goes (Nomad's FIFO); `None`: the engine's rotating files.
     pub stderr_path: Option<PathBuf>,
+    /// The cpus the task may run on (Nomad's reserved cores), kernel list format.
+    pub cpuset_cpus: Option<String>,
+    /// Host devices given to the task (Nomad's device plugins).
+    pub devices: Vec<execdriver_core::DeviceMapping>,
     /// `default`, `unconfined`, or the absolute path of a seccomp profile; `None`: default.
     pub seccomp: Option<String>,
     /// Nomad's volume and host mounts, bound into the task's root.
@@ -258,6 +262,8 @@ impl Engine {
             spec.resources.memory_limit_bytes = bytes;
         }
         spec.resources.memory_max_bytes = req.memory_max_bytes;
+        spec.resources.cpuset_cpus.clone_from(&req.cpuset_cpus);
+        spec.resources.devices.clone_from(&req.devices);
         if let Some(path) = &req.network_path {
             spec.network = Network::Path(path.clone());
         }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use execdriver_core::{BindMount, Propagation};
+use execdriver_core::devices::DEFAULT_DEVICE_PERMISSIONS;
+use execdriver_core::{BindMount, CpuList, DeviceMapping, Propagation};
 
 use crate::engine::{Dns, StartRequest};
 use crate::proto::drivers::{self, network_isolation_spec::NetworkIsolationMode};
@@ -34,7 +35,10 @@ pub enum StartError {
         /// The plugin's `allowed_users`.
         allowed: Vec<String>,
     },
-    /// Something the task asks for that execdriver cannot do yet.
+    /// A cpuset or device that is not usable (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something the engine does not offer.
     #[error("{0} is not supported by execdriver yet")]
     Unsupported(String),
     /// A mount whose propagation mode is not one of Nomad's.
@@ -121,7 +125,6 @@ pub fn start_request(
         return Err(StartError::Missing("alloc dir"));
     }
     let config = task_config::decode(&task.msgpack_driver_config)?;
-    refuse_unsupported(task)?;
     let user = if task.user.is_empty() {
         settings.default_user.clone()
     } else {
@@ -156,6 +159,8 @@ pub fn start_request(
         stdout_path: log_path(&task.stdout_path),
         stderr_path: log_path(&task.stderr_path),
         seccomp: config.seccomp,
+        cpuset_cpus: cpuset(task)?,
+        devices: devices(task)?,
         mounts: mounts(task)?,
     })
 }
@@ -187,31 +192,50 @@ fn mounts(task: &drivers::TaskConfig) -> Result<Vec<BindMount>, StartError> {
         .collect()
 }
 
-fn refuse_unsupported(task: &drivers::TaskConfig) -> Result<(), StartError> {
-    if let Some(device) = task.devices.first() {
-        return Err(StartError::Unsupported(format!(
-            "device {:?} (devices: the task's /dev has only null, zero, full, random, urandom \
-             and tty, and its cgroup joins no devices hierarchy; on cgroup v2 device access \
-             needs a BPF program)",
-            device.host_path
-        )));
-    }
-    // Reserved cores (`resources { cores = N }`) are a promise of cpus no other task uses:
-    // refused rather than run on shared cpus behind the job's back, since the task cgroup
-    // joins no cpuset hierarchy yet. Nomad's `cpuset_cgroup` (its own cgroup for the task)
-    // is not used: the engine creates, kills by and removes only cgroups of its own.
-    if let Some(cpus) = task
+/// Nomad's reserved cores (`resources { cores = N }`, sent as `cpuset_cpus`) as the task's
+/// cpuset; `None` when the job reserves none. Nomad's `cpuset_cgroup` (its own cgroup for the
+/// task) is not used: the engine creates, kills by and removes only cgroups of its own.
+fn cpuset(task: &drivers::TaskConfig) -> Result<Option<String>, StartError> {
+    let Some(text) = task
         .resources
         .as_ref()
         .and_then(|r| r.linux_resources.as_ref())
         .map(|l| l.cpuset_cpus.as_str())
-        .filter(|c| !c.is_empty())
-    {
-        return Err(StartError::Unsupported(format!(
-            "pinning the task to cpus {cpus:?} (reserved cores: resources.cores)"
-        )));
-    }
-    Ok(())
+        .filter(|c| !c.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let list = CpuList::parse(text).map_err(|e| StartError::Invalid(e.to_string()))?;
+    Ok(Some(list.to_string()))
+}
+
+/// Nomad's `devices` (from device plugins) as the task's device mappings: an empty task path
+/// is the host path, empty permissions are `rwm`, as Nomad's own drivers take them.
+fn devices(task: &drivers::TaskConfig) -> Result<Vec<DeviceMapping>, StartError> {
+    task.devices
+        .iter()
+        .map(|d| {
+            let task_path = if d.task_path.is_empty() {
+                &d.host_path
+            } else {
+                &d.task_path
+            };
+            let permissions = if d.cgroup_permissions.is_empty() {
+                DEFAULT_DEVICE_PERMISSIONS
+            } else {
+                &d.cgroup_permissions
+            };
+            let mapping = DeviceMapping {
+                host_path: PathBuf::from(&d.host_path),
+                task_path: PathBuf::from(task_path),
+                permissions: permissions.to_owned(),
+            };
+            mapping
+                .validate_syntax()
+                .map_err(|e| StartError::Invalid(e.to_string()))?;
+            Ok(mapping)
+        })
+        .collect()
 }
 
 /// The network namespace to join: none for HOST (the host's), the group's file for GROUP.
@@ -397,6 +421,67 @@ mod tests {
     }
 
     #[test]
+    fn reserved_cores_and_devices_reach_the_request() {
+        let mut t = task();
+        t.resources = Some(drivers::Resources {
+            linux_resources: Some(drivers::LinuxResources {
+                cpuset_cpus: "3,1,2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        t.devices.push(drivers::Device {
+            host_path: "/dev/null".into(),
+            ..Default::default()
+        });
+        t.devices.push(drivers::Device {
+            host_path: "/dev/zero".into(),
+            task_path: "/dev/z".into(),
+            cgroup_permissions: "r".into(),
+        });
+        let req = start_request(&t, &Settings::default()).unwrap();
+        assert_eq!(req.cpuset_cpus.as_deref(), Some("1-3"));
+        let got: Vec<(&str, &str, &str)> = req
+            .devices
+            .iter()
+            .map(|d| {
+                (
+                    d.host_path.to_str().unwrap(),
+                    d.task_path.to_str().unwrap(),
+                    d.permissions.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/dev/null", "/dev/null", "rwm"),
+                ("/dev/zero", "/dev/z", "r")
+            ]
+        );
+        t.devices[1].task_path = "/etc/z".into();
+        let err = start_request(&t, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/etc/z") && err.contains("under /dev"),
+            "{err}"
+        );
+        t.devices.clear();
+        t.resources = Some(drivers::Resources {
+            linux_resources: Some(drivers::LinuxResources {
+                cpuset_cpus: "2-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = start_request(&t, &Settings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpuset") && err.contains("2-1"), "{err}");
+    }
+
+    #[test]
     fn mounts_keep_their_paths_and_map_nomads_propagation_modes() {
         let mut t = task();
         for (mode, readonly) in [
@@ -463,27 +548,6 @@ mod tests {
     fn what_the_engine_cannot_do_is_refused_by_name() {
         type Mutation = fn(&mut drivers::TaskConfig);
         let cases: Vec<(Mutation, &str)> = vec![
-            (
-                |t| {
-                    t.devices.push(drivers::Device {
-                        host_path: "/dev/fuse".into(),
-                        ..Default::default()
-                    });
-                },
-                "devices",
-            ),
-            (
-                |t| {
-                    t.resources = Some(drivers::Resources {
-                        linux_resources: Some(drivers::LinuxResources {
-                            cpuset_cpus: "2-3".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
-                },
-                "reserved cores",
-            ),
             (
                 |t| {
                     t.network_isolation_spec = Some(drivers::NetworkIsolationSpec {

@@ -1,6 +1,7 @@
 //! Nomad's task model on the engine, through the plugin's real socket: log FIFOs read,
-//! dropped and read again, the task's resolv.conf, GROUP networking, the user policy and
-//! the seccomp option. Root-only tests fail loudly under CI without root.
+//! dropped and read again, the task's resolv.conf, GROUP networking, the user policy, the
+//! seccomp option, reserved cores and devices. Root-only tests fail loudly under CI without
+//! root.
 
 mod support;
 
@@ -506,4 +507,76 @@ async fn an_unconfined_task_may_do_what_the_default_filter_denies() {
     }
     assert_ne!(codes[0], 0, "the default filter let unshare --user through");
     assert_eq!(codes[1], 0, "unconfined, unshare --user works");
+}
+
+/// Sets Nomad's reserved cores (`cpuset_cpus`) of a task.
+fn reserve_cores(task: &mut d::TaskConfig, cpus: &str) {
+    if let Some(r) = task.resources.as_mut() {
+        r.linux_resources = Some(d::LinuxResources {
+            cpuset_cpus: cpus.into(),
+            ..Default::default()
+        });
+    }
+}
+
+#[tokio::test]
+async fn reserved_cores_pin_the_task_and_devices_appear_in_its_dev() {
+    if !root("reserved_cores_pin_the_task_and_devices_appear_in_its_dev") {
+        return;
+    }
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let first = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|l| l.trim().split([',', '-']).next().map(str::to_owned))
+        .expect("a cpu");
+    let plugin = PluginProcess::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut guard = TaskGuard::new(data.path());
+    let mut c = configured(&plugin, plugin_config(data.path())).await;
+    let alloc = AllocDir::new("web");
+    let script = "grep Cpus_allowed_list /proc/self/status > /alloc/cpus; \
+                  ls /dev/mydev > /alloc/dev 2>&1; true";
+    let mut task = task_config(&alloc, "web", "000000c1", "/bin/sh", &["-c", script]);
+    reserve_cores(&mut task, &first);
+    if v1 {
+        task.devices.push(d::Device {
+            host_path: "/dev/null".into(),
+            task_path: "/dev/mydev".into(),
+            cgroup_permissions: "rw".into(),
+        });
+    }
+    let task_id = task.id.clone();
+    guard.arm(&start(&mut c, task).await.expect("start"));
+    let result = wait_task(&mut c, &task_id).await;
+    guard.disarm();
+    assert_eq!(result.exit_code, 0);
+    let cpus = std::fs::read_to_string(alloc.shared().join("cpus")).expect("cpus");
+    assert_eq!(cpus, format!("Cpus_allowed_list:\t{first}\n"));
+    if v1 {
+        let dev = std::fs::read_to_string(alloc.shared().join("dev")).expect("dev");
+        assert_eq!(dev, "/dev/mydev\n");
+    }
+    destroy(&mut c, &task_id).await;
+
+    // Cores the node does not have: refused by name, and nothing starts.
+    let mut bad = task_config(&alloc, "web", "000000c2", "/bin/true", &[]);
+    reserve_cores(&mut bad, "8191");
+    let err = start(&mut c, bad).await.expect_err("cpu 8191");
+    assert!(err.message().contains("8191"), "{}", err.message());
+    if !v1 {
+        let mut bad = task_config(&alloc, "web", "000000c3", "/bin/true", &[]);
+        bad.devices.push(d::Device {
+            host_path: "/dev/null".into(),
+            ..Default::default()
+        });
+        let err = start(&mut c, bad).await.expect_err("devices on v2");
+        assert!(
+            err.message().contains("devices need cgroup v1"),
+            "{}",
+            err.message()
+        );
+    }
 }

@@ -48,6 +48,29 @@ pub enum CgroupError {
         /// The hierarchy path at the mountpoint.
         mount_root: String,
     },
+    /// A cpuset with cpus the parent cgroup does not allow.
+    #[error("cpuset {cpus} asks for cpus {outside} that the parent cgroup does not allow (it allows {allowed}, from {}): pick cpus from {allowed}", .path.display())]
+    CpusNotAllowed {
+        /// The cpus asked for.
+        cpus: String,
+        /// Those of them the parent does not allow.
+        outside: String,
+        /// What the parent allows.
+        allowed: String,
+        /// The file that says so.
+        path: PathBuf,
+    },
+    /// Devices asked for on a node whose cgroups cannot confine them.
+    #[error("devices need cgroup v1 here: execdriver does not attach a BPF device filter on cgroup v2 yet (leave devices out)")]
+    DevicesNeedV1,
+    /// An optional v1 hierarchy a task asks for is not mounted.
+    #[error("the task asks for {what}, which needs the cgroup v1 {controller} hierarchy, and none is mounted")]
+    OptionalHierarchyMissing {
+        /// The controller.
+        controller: &'static str,
+        /// The task setting that needs it.
+        what: &'static str,
+    },
     /// Limits the spec rules refuse.
     #[error("invalid resources: {0}")]
     InvalidResources(#[source] SpecError),

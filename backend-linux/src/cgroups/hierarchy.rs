@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CgroupError, CgroupVersion, REQUIRED_CONTROLLERS};
+use super::{CgroupError, CgroupVersion, OPTIONAL_V1_CONTROLLERS, REQUIRED_CONTROLLERS};
 
 /// One cgroup mount from /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +200,9 @@ pub(super) struct Layout {
     pub hierarchies: Vec<Hierarchy>,
     /// Required controllers that no hierarchy serves.
     pub missing: Vec<String>,
+    /// v1 only: the mounted hierarchies of [`OPTIONAL_V1_CONTROLLERS`] that serve no
+    /// required controller, each with that one controller.
+    pub optional: Vec<Hierarchy>,
 }
 
 impl Layout {
@@ -251,10 +254,27 @@ impl Layout {
             }
         }
         if !hierarchies.is_empty() {
+            let optional = OPTIONAL_V1_CONTROLLERS
+                .iter()
+                .filter_map(|controller| {
+                    let m = mounts.iter().find(|m| {
+                        m.fstype == "cgroup" && m.super_opts.iter().any(|o| o == controller)
+                    })?;
+                    // Co-mounted with a required controller: the task cgroup is there already.
+                    (!hierarchies.iter().any(|h| h.mountpoint == m.mountpoint)).then(|| {
+                        Hierarchy {
+                            controllers: vec![*controller],
+                            mountpoint: m.mountpoint.clone(),
+                            mount_root: m.root.clone(),
+                        }
+                    })
+                })
+                .collect();
             return Some(Self {
                 version: CgroupVersion::V1,
                 hierarchies,
                 missing,
+                optional,
             });
         }
         let v2 = mounts
@@ -283,7 +303,15 @@ impl Layout {
                 mount_root: v2.root.clone(),
             }],
             missing,
+            optional: Vec::new(),
         })
+    }
+
+    /// The optional v1 hierarchy of `controller` (one of [`OPTIONAL_V1_CONTROLLERS`]).
+    pub fn optional(&self, controller: &str) -> Option<&Hierarchy> {
+        self.optional
+            .iter()
+            .find(|h| h.controllers.contains(&controller))
     }
 
     /// Where the hierarchies are mounted: the v2 mount, or the common parent of the v1 mounts.
@@ -377,6 +405,21 @@ mod tests {
 31 25 0:29 / /sys/fs/cgroup/freezer rw shared:15 - cgroup cgroup rw,freezer
 32 25 0:30 / /sys/fs/cgroup/cpuset rw shared:16 - cgroup cgroup rw,cpuset
 ";
+
+    #[test]
+    fn cpuset_is_an_optional_hierarchy_on_v1_and_none_on_v2() {
+        let layout = Layout::from_mounts(&parse_mountinfo(HYBRID), |_| None).unwrap();
+        let cpuset = layout.optional("cpuset").unwrap();
+        assert_eq!(cpuset.mountpoint, Path::new("/sys/fs/cgroup/cpuset"));
+        assert_eq!(cpuset.controllers, vec!["cpuset"]);
+        assert!(layout.optional("devices").is_none());
+        let v2 = "26 25 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let layout = Layout::from_mounts(&parse_mountinfo(v2), |_| {
+            Some("cpuset cpu memory pids\n".into())
+        })
+        .unwrap();
+        assert!(layout.optional.is_empty());
+    }
 
     #[test]
     fn hybrid_is_v1_with_comounted_cpu() {

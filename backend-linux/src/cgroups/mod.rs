@@ -15,8 +15,9 @@
 //! - `hierarchy.rs`: mountinfo and /proc/self/cgroup; `fs.rs`: file helpers whose errors
 //!   name the file.
 //!
-//! A task cgroup is created only in the hierarchies of [`REQUIRED_CONTROLLERS`] (never in
-//! cpuset, devices, blkio or `name=systemd`), as `<parent>/<name>` where the parent is, by
+//! A task cgroup is created in the hierarchies of [`REQUIRED_CONTROLLERS`], and on v1 in those
+//! of [`OPTIONAL_V1_CONTROLLERS`] only for a task that asks for a cpuset or devices (never in
+//! blkio or `name=systemd`), as `<parent>/<name>` where the parent is, by
 //! default, the caller's own cgroup in each hierarchy ([`CgroupParent::own`]). What is
 //! checked everywhere: names are one plain path component and controller names are from
 //! [`REQUIRED_CONTROLLERS`]; each directory is made with one mkdir, an existing cgroup is
@@ -31,6 +32,7 @@
     allow(dead_code, unused_imports)
 )]
 
+mod cpuset;
 mod error;
 #[cfg(test)]
 pub(crate) mod fake;
@@ -99,6 +101,10 @@ pub enum CgroupVersion {
 
 /// Controllers a task cgroup needs.
 pub const REQUIRED_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "freezer"];
+
+/// v1 hierarchies a task cgroup joins only when the task asks for what they control: cpuset
+/// for a cpuset, devices for devices (so that the common start path makes no more cgroups).
+pub const OPTIONAL_V1_CONTROLLERS: [&str; 2] = ["cpuset", "devices"];
 
 /// The cgroup name of a task: `execdriver-<task id>`.
 pub fn cgroup_name(task_id: &str) -> String {

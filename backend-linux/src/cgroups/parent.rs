@@ -5,10 +5,14 @@ use std::path::{Path, PathBuf};
 
 #[cfg(doc)]
 use super::DEFAULT_SLICE_NAME;
-use super::hierarchy::{ControllerDir, Layout, check_hierarchy_path, proc_cgroup_path};
+use execdriver_core::Resources;
+
+use super::hierarchy::{
+    ControllerDir, Hierarchy, Layout, check_hierarchy_path, proc_cgroup_path,
+};
 use super::placement::slice_dir_name;
 use super::v2::delegation;
-use super::{CgroupError, CgroupVersion, fs, validate_name};
+use super::{CgroupError, CgroupVersion, cpuset, fs, validate_name};
 
 /// The parent under which task cgroups are created, resolved per controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +21,19 @@ pub struct CgroupParent {
     dirs: Vec<ControllerDir>,
     /// Created (or adopted) by this driver, so [`CgroupParent::remove`] may remove it.
     ours: bool,
+    /// How it was found, to find it again in a hierarchy a task asks for (v1 cpuset, devices).
+    origin: Origin,
+}
+
+/// Where a [`CgroupParent`] lies in every hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// The caller's own cgroup.
+    Own,
+    /// This path below the hierarchy's root.
+    Root(String),
+    /// This path below the caller's own cgroup.
+    UnderOwn(String),
 }
 
 impl CgroupParent {
@@ -45,6 +62,7 @@ impl CgroupParent {
             version: layout.version,
             dirs,
             ours: false,
+            origin: Origin::Own,
         })
     }
 
@@ -62,6 +80,7 @@ impl CgroupParent {
             .map(ControllerDir::root_of)
             .collect::<Result<Vec<_>, CgroupError>>()?;
         Self::create_below(layout.version, bases, relative)
+            .map(|p| p.with_origin(Origin::Root(relative.to_owned())))
     }
 
     /// A parent `relative` below the caller's own cgroup, created where missing, and the
@@ -70,6 +89,11 @@ impl CgroupParent {
         let relative = check_relative(relative)?;
         let own = Self::own()?;
         Self::create_below(own.version, own.dirs, relative)
+            .map(|p| p.with_origin(Origin::UnderOwn(relative.to_owned())))
+    }
+
+    fn with_origin(self, origin: Origin) -> Self {
+        Self { origin, ..self }
     }
 
     fn create_below(
@@ -93,6 +117,7 @@ impl CgroupParent {
             version,
             dirs,
             ours: true,
+            origin: Origin::Own,
         })
     }
 
@@ -110,6 +135,96 @@ impl CgroupParent {
             }
         }
         Ok(parent)
+    }
+
+    /// The directories of task cgroup `name` under this parent, to be recorded before the
+    /// cgroup exists and created from the record: one per required hierarchy, and on v1 one in
+    /// the cpuset hierarchy for a task with a cpuset and in the devices hierarchy for a task
+    /// given devices (the parent made there where missing, a v1 cpuset parent with its own
+    /// parent's cpus and mems). On v2 a cpuset has cpuset enabled down to the parent, along
+    /// the directories this parent was made through. A cpuset is checked against the cpus
+    /// the parent allows; devices on v2 are refused ([`CgroupError::DevicesNeedV1`]).
+    pub fn task_paths(
+        &self,
+        name: &str,
+        resources: &Resources,
+    ) -> Result<Vec<PathBuf>, CgroupError> {
+        validate_name(name)?;
+        let mut paths = self
+            .dirs
+            .iter()
+            .map(|d| d.child(name).map(|c| c.dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpus = resources.cpuset_cpus.as_deref();
+        match self.version {
+            CgroupVersion::V2 => {
+                if !resources.devices.is_empty() {
+                    return Err(CgroupError::DevicesNeedV1);
+                }
+                if let Some(cpus) = cpus {
+                    for d in &self.dirs {
+                        for dir in self.path_down(&d.hierarchy)? {
+                            delegation::enable_controller(&dir, "cpuset")?;
+                        }
+                        cpuset::check_allowed(cpus, &d.dir.join("cpuset.cpus.effective"))?;
+                    }
+                }
+            }
+            CgroupVersion::V1 => {
+                let wanted = [
+                    ("cpuset", cpus.is_some(), "a cpuset"),
+                    ("devices", !resources.devices.is_empty(), "devices"),
+                ];
+                if !wanted.iter().any(|(_, asked, _)| *asked) {
+                    return Ok(paths);
+                }
+                let layout = Layout::detect_complete()?;
+                for (controller, asked, what) in wanted {
+                    if !asked {
+                        continue;
+                    }
+                    let hierarchy = layout
+                        .optional(controller)
+                        .ok_or(CgroupError::OptionalHierarchyMissing { controller, what })?;
+                    let down = self.path_down(hierarchy)?;
+                    for pair in down.windows(2) {
+                        fs::ensure_dir(&pair[1])?;
+                        cpuset::inherit(&pair[0], &pair[1])?;
+                    }
+                    let parent = down.last().ok_or(CgroupError::NotMounted)?;
+                    if let Some(cpus) = cpus.filter(|_| controller == "cpuset") {
+                        cpuset::check_allowed(cpus, &parent.join("cpuset.cpus"))?;
+                    }
+                    paths.push(parent.join(name));
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// The directories from where this parent starts in `hierarchy` (its root, or the
+    /// caller's own cgroup) down to the parent itself, in order.
+    fn path_down(&self, hierarchy: &Hierarchy) -> Result<Vec<PathBuf>, CgroupError> {
+        let own = || -> Result<ControllerDir, CgroupError> {
+            let text = fs::read(Path::new("/proc/self/cgroup"))?;
+            let key = hierarchy.proc_key(self.version);
+            let rel = proc_cgroup_path(&text, key).ok_or_else(|| CgroupError::NoOwnCgroup {
+                controller: key.to_owned(),
+            })?;
+            ControllerDir::at(hierarchy.clone(), rel)
+        };
+        let (base, relative) = match &self.origin {
+            Origin::Own => (own()?, None),
+            Origin::Root(relative) => (ControllerDir::root_of(hierarchy.clone())?, Some(relative)),
+            Origin::UnderOwn(relative) => (own()?, Some(relative)),
+        };
+        let mut cur = base;
+        let mut out = vec![cur.dir.clone()];
+        for component in relative.into_iter().flat_map(|r| r.split('/')) {
+            cur = cur.child(component)?;
+            out.push(cur.dir.clone());
+        }
+        Ok(out)
     }
 
     /// Its directory in each hierarchy, for the modules that build on it.
@@ -222,7 +337,6 @@ fn check_relative(relative: &str) -> Result<&str, CgroupError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hierarchy::Hierarchy;
     use super::*;
 
     #[test]
@@ -260,6 +374,7 @@ mod tests {
                 dir: PathBuf::from("/nonexistent/memory/x"),
             }],
             ours: false,
+            origin: Origin::Own,
         };
         p.can_host_tasks().unwrap();
         let v2 = CgroupParent {

@@ -44,7 +44,10 @@ impl ServiceCgroup {
             if h.key.is_empty() || h.key == "name=systemd" {
                 made.tracked.push(dir.clone());
             }
-            for file in ["cpuset.cpus", "cpuset.mems"] {
+            // v1 only: on v2 an empty cpuset means "the parent's" (and the root has no
+            // cpuset.cpus to copy), which is what a service gets once a task's cpuset has
+            // enabled the controller above it.
+            for file in ["cpuset.cpus", "cpuset.mems"].into_iter().filter(|_| !h.key.is_empty()) {
                 let target = dir.join(file);
                 if target.exists() && fs::read(&target)?.trim().is_empty() {
                     let value = fs::read(&parent.dir.join(file))?;

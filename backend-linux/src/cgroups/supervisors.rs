@@ -14,6 +14,7 @@ use super::hierarchy::{
     AnyHierarchy, ControllerDir, all_hierarchies, parse_mountinfo, proc_cgroup_path_of,
 };
 use super::placement::slice_dir_name;
+use super::cpuset::inherit as inherit_cpuset;
 use super::{CgroupError, fs};
 
 /// The name of the supervisors' cgroup inside the driver's slice.
@@ -105,21 +106,6 @@ pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, Cg
     Ok(SupervisorsCgroup {
         paths: dirs.into_iter().map(|(_, d)| d.dir).collect(),
     })
-}
-
-/// Copies `cpuset.cpus` and `cpuset.mems` from `parent` into `child` where the child's are
-/// empty (a v1 cpuset starts empty unless its parent has clone_children set). A directory
-/// without them (any other hierarchy) is left alone.
-fn inherit_cpuset(parent: &Path, child: &Path) -> Result<(), CgroupError> {
-    for file in ["cpuset.cpus", "cpuset.mems"] {
-        let target = child.join(file);
-        if !target.exists() || !fs::read(&target)?.trim().is_empty() {
-            continue;
-        }
-        let value = fs::read(&parent.join(file))?;
-        fs::write_verified(&target, value.trim())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

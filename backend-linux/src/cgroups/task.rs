@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use execdriver_core::{Resources, TaskStats};
 
-use super::hierarchy::{ControllerDir, Layout, join_rel};
+use super::hierarchy::{ControllerDir, Hierarchy, Layout, join_rel};
 use super::v1::V1Cgroup;
 use super::v2::V2Cgroup;
 use super::{
-    AppliedLimit, CgroupError, CgroupParent, CgroupVersion, REQUIRED_CONTROLLERS, TaskCgroupOps,
+    AppliedLimit, CgroupError, CgroupParent, CgroupVersion, OPTIONAL_V1_CONTROLLERS,
+    REQUIRED_CONTROLLERS, TaskCgroupOps,
     validate_name,
 };
 
@@ -257,7 +258,12 @@ fn recorded_dirs(
 ) -> Result<Option<(CgroupVersion, Vec<ControllerDir>)>, CgroupError> {
         validate_name(name)?;
         let layout = Layout::detect()?;
-        let hierarchies = layout.as_ref().map_or(&[][..], |l| &l.hierarchies[..]);
+        // The optional v1 hierarchies too: a task that asked for a cpuset or devices has a
+        // directory there, found, killed and removed with the rest.
+        let hierarchies: Vec<&Hierarchy> = layout
+            .as_ref()
+            .map(|l| l.hierarchies.iter().chain(&l.optional).collect())
+            .unwrap_or_default();
         let mut dirs: Vec<ControllerDir> = Vec::new();
         for path in paths {
             let refuse = |reason: String| CgroupError::InvalidRecordedPath {
@@ -281,10 +287,11 @@ fn recorded_dirs(
             let hierarchy = hierarchies
                 .iter()
                 .filter(|h| path.starts_with(&h.mountpoint) && path != &h.mountpoint)
+                .copied()
                 .max_by_key(|h| h.mountpoint.components().count())
                 .ok_or_else(|| {
                     refuse(format!(
-                        "not inside a mounted cgroup hierarchy of {REQUIRED_CONTROLLERS:?}"
+                        "not inside a mounted cgroup hierarchy of {REQUIRED_CONTROLLERS:?} or {OPTIONAL_V1_CONTROLLERS:?}"
                     ))
                 })?;
             if dirs.iter().any(|d| d.hierarchy == *hierarchy) {

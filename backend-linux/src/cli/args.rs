@@ -246,6 +246,18 @@ pub struct TaskOptions {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpus: Option<String>,
 
+    /// The cpus the task may run on, in the kernel's list format such as 0-2,4 (cgroup
+    /// cpuset.cpus; they must be among the cpus the cgroup parent allows) [default: the
+    /// parent's].
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+
+    /// A host device node given to the task, HOST[:TASK][:PERMS] (repeatable): bound at TASK
+    /// (default: HOST, under /dev) and allowed with PERMS, a subset of rwm [default: rwm].
+    /// cgroup v1 only: the task's devices cgroup then denies every other device.
+    #[arg(long = "device", value_name = "HOST[:TASK][:PERMS]")]
+    pub devices: Vec<String>,
+
     /// Most processes and threads the task may have at once, counting its init (the
     /// task's pid 1 inside its namespace) [default: 4096].
     #[arg(long, value_name = "N")]

@@ -104,6 +104,16 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
         spec.resources.cpu_max_millicores =
             Some(execdriver_core::spec::parse_cpus(text).map_err(|e| fail!("--cpus: {e}"))?);
     }
+    if let Some(text) = &opts.cpuset_cpus {
+        let list =
+            execdriver_core::CpuList::parse(text).map_err(|e| fail!("--cpuset-cpus: {e}"))?;
+        spec.resources.cpuset_cpus = Some(list.to_string());
+    }
+    for text in &opts.devices {
+        let device =
+            execdriver_core::DeviceMapping::parse(text).map_err(|e| fail!("--device: {e}"))?;
+        spec.resources.devices.push(device);
+    }
     if let Some(user) = &opts.user {
         spec.user = user.clone();
     }

@@ -98,6 +98,14 @@ const NAMESPACES: libc::c_int =
 /// A failure to start or follow the task, naming what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IsolationError {
+    /// A device the task was given that cannot be put in its /dev.
+    #[error("device {path:?} cannot be given to the task: {why}")]
+    Device {
+        /// The path in the task.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The spec's user is not in the host's user database.
     #[error("user {user:?} does not exist on this node")]
     UnknownUser {

@@ -807,6 +807,7 @@ pub(crate) fn plan(spec: &TaskSpec, user: &TaskUser) -> Result<RootPlan, Isolati
             attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
         });
     }
+    plan_given_devices(&spec.resources.devices, &dev, &mut steps)?;
     let pts = dev.join("pts");
     steps.push(Step::MakeDir {
         path: cstring(&pts)?,
@@ -914,6 +915,62 @@ const RESOLV_CONF_PATH: &str = "/etc/resolv.conf";
 /// `/etc/resolv.conf` as the chroot env shows it, or over the file that one links to (a
 /// resolvconf or systemd-resolved node) when that is in the chroot env too; `/etc` not in
 /// the chroot env at all gets a mount point of its own in the task dir.
+/// What the driver itself puts in the task's /dev: a given device may not take its place.
+const DEV_OWN: [&str; 13] = [
+    "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "fd", "shm", "stdin",
+    "stdout", "stderr",
+];
+
+/// Binds each device the task was given at its path in the task's /dev (a tmpfs of ours,
+/// mounted nodev: a bind of the host node is the only way a node there can be opened),
+/// making the directories on the way.
+fn plan_given_devices(
+    devices: &[execdriver_core::DeviceMapping],
+    dev: &Path,
+    steps: &mut Vec<Step>,
+) -> Result<(), IsolationError> {
+    let mut made: Vec<PathBuf> = Vec::new();
+    for d in devices {
+        let refuse = |why: &str| IsolationError::Device {
+            path: d.task_path.clone(),
+            why: why.to_owned(),
+        };
+        let rel = d
+            .task_path
+            .strip_prefix("/dev")
+            .map_err(|_| refuse("it is not under /dev"))?;
+        let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy());
+        if first.is_some_and(|f| DEV_OWN.contains(&f.as_ref())) {
+            return Err(refuse("the driver puts its own node or directory there"));
+        }
+        d.host_device().map_err(|e| refuse(&e.to_string()))?;
+        let mut dir = dev.to_owned();
+        let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+        for component in parents {
+            dir.push(component);
+            if !made.contains(&dir) {
+                steps.push(Step::MakeDir {
+                    path: cstring(&dir)?,
+                    mode: 0o755,
+                });
+                made.push(dir.clone());
+            }
+        }
+        let dst = cstring(&dev.join(rel))?;
+        steps.push(Step::MakeFile {
+            path: dst.clone(),
+            mode: 0o644,
+        });
+        steps.push(Step::Bind {
+            src: cstring(&d.host_path)?,
+            dst,
+            recursive: false,
+            attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        });
+    }
+    Ok(())
+}
+
 fn plan_resolv_conf(
     root: &Path,
     entries: &[HostEntry],

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,9 @@ pub(crate) fn spawn(
         .cgroup_parent()
         .map_err(|e| fail(SpawnStep::Cgroup, e.to_string()))?;
     let name = cgroup_name(&spec.task_id);
-    let mut cgroup_paths: Vec<PathBuf> = parent.paths().iter().map(|p| p.join(&name)).collect();
+    let mut cgroup_paths = parent
+        .task_paths(&name, &spec.resources)
+        .map_err(|e| fail(SpawnStep::Cgroup, e.to_string()))?;
     cgroup_paths.sort();
     let spec_json = serde_json::to_vec(spec).map_err(|e| {
         fail(

@@ -10,6 +10,8 @@
 //!   kernel built without it) it does not, and the task may swap. `memory.swappiness` = 0
 //!   where the kernel accepts it.
 //! - pids: `pids.max`.
+//! - cpuset: `cpuset.cpus` when the task has one (its directory in the cpuset hierarchy got
+//!   the parent's `cpuset.mems` first).
 
 use execdriver_core::Resources;
 
@@ -46,6 +48,9 @@ pub(in crate::cgroups) fn settings(resources: &Resources, page: u64) -> Vec<Sett
     out.push(Setting::always("memory", "memory.memsw.limit_in_bytes", hard).when(When::IfPresent));
     out.push(Setting::always("memory", "memory.swappiness", 0).when(When::IfAccepted));
     out.push(Setting::always("pids", "pids.max", resources.pids_max));
+    if let Some(cpus) = crate::cgroups::cpuset::canonical(resources) {
+        out.push(Setting::always("cpuset", "cpuset.cpus", cpus));
+    }
     out
 }
 
@@ -68,6 +73,7 @@ mod tests {
             memory_max_bytes: None,
             pids_max: 64,
             cpu_max_millicores: None,
+            ..Default::default()
         };
         let mib64 = (64u64 << 20).to_string();
         assert_eq!(
@@ -90,6 +96,7 @@ mod tests {
             memory_max_bytes: Some(200_000_000),
             pids_max: 16,
             cpu_max_millicores: Some(1500),
+            ..Default::default()
         };
         let v = values(&r);
         let get = |file: &str| {

@@ -1,7 +1,9 @@
 //! A task cgroup on cgroup v1: one directory per hierarchy of the required controllers
-//! (cpu, cpuacct, memory, pids, freezer; co-mounted ones share a directory), never in the
-//! others (cpuset, devices, blkio, `name=systemd`).
+//! (cpu, cpuacct, memory, pids, freezer; co-mounted ones share a directory), plus cpuset for
+//! a task with a cpuset and devices for a task given devices (`devices.rs`); never in the
+//! others (blkio, `name=systemd`).
 
+mod devices;
 mod limits;
 mod stats;
 
@@ -15,7 +17,7 @@ use execdriver_core::{Resources, TaskStats};
 
 use super::hierarchy::{ControllerDir, is_within, proc_cgroup_path};
 use super::limits::page_size;
-use super::{AppliedLimit, CgroupError, CgroupVersion, TaskCgroupOps, fs, kill};
+use super::{AppliedLimit, CgroupError, CgroupVersion, TaskCgroupOps, cpuset, fs, kill};
 
 /// One task's cgroup in the v1 hierarchies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,31 @@ impl V1Cgroup {
             .iter()
             .find(|d| d.hierarchy.controllers.contains(&"freezer"))
             .or_else(|| self.dirs.first())
+    }
+
+    /// Writes the limits into the directories just made: a cpuset directory first gets its
+    /// parent's mems (and cpus, replaced by the task's), a devices one its rules.
+    fn apply(&self, resources: &Resources) -> Result<Vec<AppliedLimit>, CgroupError> {
+        let in_hierarchy = |c: &str| {
+            self.dirs
+                .iter()
+                .find(|d| d.hierarchy.controllers.contains(&c))
+        };
+        if let Some(d) = in_hierarchy("cpuset")
+            && let Some(parent) = d.dir.parent()
+        {
+            cpuset::inherit(parent, &d.dir)?;
+        }
+        let settings = limits::settings(resources, page_size());
+        let applied = super::limits::apply(&settings, |c| self.dir_for(c))?;
+        if !resources.devices.is_empty() {
+            let d = in_hierarchy("devices").ok_or(CgroupError::OptionalHierarchyMissing {
+                controller: "devices",
+                what: "devices",
+            })?;
+            devices::apply(&d.dir, &devices::rules(&resources.devices)?)?;
+        }
+        Ok(applied)
     }
 
     fn rollback(dirs: &[&Path]) {
@@ -89,8 +116,7 @@ impl TaskCgroupOps for V1Cgroup {
             }
             created.push(&d.dir);
         }
-        let settings = limits::settings(resources, page_size());
-        super::limits::apply(&settings, |c| self.dir_for(c)).inspect_err(|_| {
+        self.apply(resources).inspect_err(|_| {
             Self::rollback(&created);
         })
     }

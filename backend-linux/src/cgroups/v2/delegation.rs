@@ -78,11 +78,25 @@ pub(in crate::cgroups) fn check_v2_host(dir: &Path) -> Result<(), CgroupError> {
 
 /// Makes sure a v2 cgroup hands cpu, memory and pids to its children.
 pub(in crate::cgroups) fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+    enable(dir, &V2_DELEGATED)
+}
+
+/// Makes sure a v2 cgroup hands `controller` to its children (cpuset, only for a task that
+/// asks for one: enabling it is not free, and the common start path does without).
+pub(in crate::cgroups) fn enable_controller(
+    dir: &Path,
+    controller: &'static str,
+) -> Result<(), CgroupError> {
+    enable(dir, &[controller])
+}
+
+fn enable(dir: &Path, controllers: &[&'static str]) -> Result<(), CgroupError> {
     let subtree = dir.join("cgroup.subtree_control");
     let enabled = fs::read(&subtree)?;
     let enabled: Vec<&str> = enabled.split_whitespace().collect();
-    let wanted: Vec<&str> = V2_DELEGATED
-        .into_iter()
+    let wanted: Vec<&str> = controllers
+        .iter()
+        .copied()
         .filter(|c| !enabled.contains(c))
         .collect();
     if wanted.is_empty() {

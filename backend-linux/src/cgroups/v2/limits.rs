@@ -9,6 +9,7 @@
 //! - `memory.oom.group` = 1 where it exists (Linux 4.19+), so that an OOM kill takes every
 //!   process of the task, not one.
 //! - pids: `pids.max`.
+//! - cpuset: `cpuset.cpus` when the task has one (the parent enables cpuset for it).
 
 use execdriver_core::Resources;
 
@@ -39,6 +40,9 @@ pub(in crate::cgroups) fn settings(resources: &Resources, page: u64) -> Vec<Sett
     out.push(Setting::always("memory", "memory.swap.max", 0).when(When::IfPresent));
     out.push(Setting::always("memory", "memory.oom.group", 1).when(When::IfPresent));
     out.push(Setting::always("pids", "pids.max", resources.pids_max));
+    if let Some(cpus) = crate::cgroups::cpuset::canonical(resources) {
+        out.push(Setting::always("cpuset", "cpuset.cpus", cpus));
+    }
     out
 }
 
@@ -61,6 +65,7 @@ mod tests {
             memory_max_bytes: None,
             pids_max: 64,
             cpu_max_millicores: None,
+            ..Default::default()
         };
         assert_eq!(
             values(&r),
@@ -82,6 +87,7 @@ mod tests {
             memory_max_bytes: Some(200_000_000),
             pids_max: 16,
             cpu_max_millicores: Some(500),
+            ..Default::default()
         };
         let v = values(&r);
         let get = |file: &str| {

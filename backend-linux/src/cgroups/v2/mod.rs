@@ -88,8 +88,14 @@ impl TaskCgroupOps for V2Cgroup {
     /// Enables cpu, memory and pids in the parent's `cgroup.subtree_control` (so the new
     /// cgroup gets their files), makes the directory, applies the limits.
     fn create(&self, resources: &Resources) -> Result<Vec<AppliedLimit>, CgroupError> {
+        if !resources.devices.is_empty() {
+            return Err(CgroupError::DevicesNeedV1);
+        }
         if let Some(parent) = self.dir().parent() {
             delegation::enable_controllers(parent)?;
+            if resources.cpuset_cpus.is_some() {
+                delegation::enable_controller(parent, "cpuset")?;
+            }
         }
         fs::create_dir(self.dir())?;
         self.apply(resources).inspect_err(|_| {
@@ -204,6 +210,7 @@ mod tests {
             memory_max_bytes: Some(48 << 20),
             pids_max: 16,
             cpu_max_millicores: Some(1500),
+            ..Default::default()
         };
         let applied = cg.apply(&r).unwrap();
         assert_eq!(read(&cg, "cpu.weight"), "39");
