@@ -14,7 +14,7 @@ use prost::Message;
 use rmpv::Value as R;
 use support::{
     AllocDir, PluginProcess, TaskGuard, msgpack, plugin_config, set_config_request, strings,
-    task_config, wait_for_file,
+    task_config, wait_for_file, wait_for_line,
 };
 use tonic::Code;
 
@@ -484,7 +484,7 @@ async fn a_task_runs_is_signalled_stopped_waited_and_destroyed() {
     assert!(!handle.driver_state.is_empty());
 
     // The env and the shared alloc dir reach the task, which runs as nobody.
-    let hi = wait_for_file(&alloc.shared().join("hi"), Duration::from_secs(10));
+    let hi = wait_for_line(&alloc.shared().join("hi"), Duration::from_secs(10));
     assert_eq!(hi.trim(), "bar 65534");
 
     let inspect = c

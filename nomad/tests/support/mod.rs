@@ -325,6 +325,24 @@ pub fn task_config(
     }
 }
 
+/// Waits (bounded) until `path` holds a whole line (a shell's `echo > path` creates the file
+/// before it writes it); returns its contents.
+pub fn wait_for_line(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = wait_for_file(path, timeout);
+        if text.ends_with('\n') {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} held no whole line within {timeout:?}: {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits (bounded) until `path` exists; returns its contents.
 pub fn wait_for_file(path: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
