@@ -496,8 +496,10 @@ fn kill_is_bounded(test: &str, supervisor: Supervisor) {
         }
         _ => assert!(result.error.is_some(), "{supervisor:?}: {result:?}"),
     }
+    // The kill returns once the task's cgroup is empty; a process leaves its cgroup early
+    // in its exit, a moment before it is a zombie, which a loaded machine can show.
     assert!(
-        !alive(&handle.task),
+        eventually(Duration::from_secs(2), || !alive(&handle.task)),
         "{supervisor:?}: the task survived the kill"
     );
     // A released supervisor exits right after its answer.
