@@ -1057,6 +1057,7 @@ fn stats_table_and_json_with_limits_and_wall_clock_time() {
     let header = lines.next().unwrap_or_default();
     for column in [
         "TASK ID",
+        "NAME",
         "CPU %",
         "MEM USAGE / LIMIT",
         "MEM %",

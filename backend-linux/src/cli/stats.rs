@@ -23,7 +23,24 @@ const CLEAR: &str = "\x1b[2J\x1b[H";
 
 struct Watched {
     task: TaskHandle<LinuxPlatform>,
+    /// Its name, looked up once (`-` in the table when it has none).
+    name: Option<String>,
     last: Option<TaskStats>,
+}
+
+impl Watched {
+    fn new(ctx: &Ctx, task: TaskHandle<LinuxPlatform>) -> Self {
+        let name = ctx
+            .driver()
+            .details(&task.handle_id())
+            .ok()
+            .and_then(|d| d.spec.name);
+        Self {
+            task,
+            name,
+            last: None,
+        }
+    }
 }
 
 pub fn stats(ctx: &Ctx, opts: &StatsOpts) -> Result<u8> {
@@ -33,16 +50,13 @@ pub fn stats(ctx: &Ctx, opts: &StatsOpts) -> Result<u8> {
             if matches!(listed.status, Ok(TaskStatus::Running { .. })) {
                 // One that exited since the listing is no longer of interest.
                 if let Ok(task) = ctx.open(&Target::Task(listed.task_id)) {
-                    tasks.push(Watched { task, last: None });
+                    tasks.push(Watched::new(ctx, task));
                 }
             }
         }
     } else {
         for arg in &opts.handles {
-            tasks.push(Watched {
-                task: running(ctx, arg)?,
-                last: None,
-            });
+            tasks.push(Watched::new(ctx, running(ctx, arg)?));
         }
     }
     let mut first = true;
@@ -51,7 +65,7 @@ pub fn stats(ctx: &Ctx, opts: &StatsOpts) -> Result<u8> {
         tasks.retain_mut(|w| match w.task.stats() {
             Ok(now) => {
                 let cpu = w.last.as_ref().and_then(|l| now.cpu_percent_since(l));
-                rows.push(Row::new(w.task.task_id(), &now, cpu));
+                rows.push(Row::new(w.task.task_id(), w.name.as_deref(), &now, cpu));
                 w.last = Some(now);
                 true
             }
@@ -95,6 +109,8 @@ fn still_running(ctx: &Ctx, task: &TaskHandle<LinuxPlatform>) -> bool {
 #[derive(Debug, Serialize)]
 struct Row {
     task_id: String,
+    /// The task's name, null when it has none.
+    name: Option<String>,
     /// When the sample was taken, RFC 3339 in UTC (null from an older supervisor).
     read_at: Option<String>,
     read_at_unix_nanos: u64,
@@ -110,13 +126,14 @@ struct Row {
 }
 
 impl Row {
-    fn new(task_id: &str, s: &TaskStats, cpu_percent: Option<f64>) -> Self {
+    fn new(task_id: &str, name: Option<&str>, s: &TaskStats, cpu_percent: Option<f64>) -> Self {
         let limit = s
             .limits
             .map(|l| l.memory_max_bytes.unwrap_or(l.memory_limit_bytes));
         let used = s.memory_used();
         Self {
             task_id: task_id.to_owned(),
+            name: name.map(str::to_owned),
             read_at: (s.read_at_unix_nanos > 0).then(|| {
                 humantime::format_rfc3339_nanos(
                     std::time::UNIX_EPOCH + Duration::from_nanos(s.read_at_unix_nanos),
@@ -137,8 +154,8 @@ impl Row {
 
 fn table(rows: &[Row]) -> Result<()> {
     out(&format!(
-        "{:<40} {:>8} {:>22} {:>8} {:>13}",
-        "TASK ID", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS / LIMIT"
+        "{:<28} {:<16} {:>8} {:>22} {:>8} {:>13}",
+        "TASK ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS / LIMIT"
     ))?;
     let pct = |p: Option<f64>| p.map_or_else(|| "--".to_owned(), |p| format!("{p:.2}%"));
     for r in rows {
@@ -148,8 +165,9 @@ fn table(rows: &[Row]) -> Result<()> {
             .limits
             .map_or_else(|| "-".to_owned(), |l| l.pids_max.to_string());
         out(&format!(
-            "{:<40} {:>8} {:>22} {:>8} {:>13}",
+            "{:<28} {:<16} {:>8} {:>22} {:>8} {:>13}",
             r.task_id,
+            r.name.as_deref().unwrap_or("-"),
             pct(r.cpu_percent),
             format!("{} / {limit}", bytes(r.memory_used_bytes)),
             pct(r.memory_percent),
