@@ -54,6 +54,8 @@ mod step {
     pub const ENTER_CGROUP: u32 = 0xFFFF_0204;
     /// Putting stdio on 0, 1, 2.
     pub const ENTER_STDIO: u32 = 0xFFFF_0205;
+    /// prctl(PR_SET_DUMPABLE, 0).
+    pub const ENTER_NOT_DUMPABLE: u32 = 0xFFFF_0206;
 }
 
 /// A command to start in a running task.
@@ -191,6 +193,13 @@ fn report_failure(w: RawFd, step: u32, errno: i32) -> ! {
 unsafe fn helper_main(request: &EnterRequest<'_>, pid_w: RawFd, exec_w: RawFd) -> ! {
     // SAFETY: system calls on fds and values prepared before the clone.
     unsafe {
+        // Not dumpable until the command's execve (which resets it): once in the task's pid
+        // namespace, a root task could otherwise open the fds this copy of the caller holds
+        // (other sessions' terminals, the cgroup.procs fds) through /proc/PID/fd before they
+        // are closed, as runc's CVE-2016-9962 allowed.
+        if let Err(e) = check_int(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)) {
+            report_failure(exec_w, step::ENTER_NOT_DUMPABLE, e);
+        }
         if let Err(e) = check_int(libc::setns(request.init.as_fd().as_raw_fd(), JOINED)) {
             report_failure(exec_w, step::ENTER_SETNS, e);
         }
@@ -246,6 +255,9 @@ fn describe(step_code: u32, user: &TaskUser, cwd: &std::ffi::CStr) -> String {
         step::ENTER_CLONE => "while forking the command in the task's namespaces".to_owned(),
         step::ENTER_CGROUP => "while joining the task's cgroup".to_owned(),
         step::ENTER_STDIO => "while setting up stdin, stdout and stderr".to_owned(),
+        step::ENTER_NOT_DUMPABLE => {
+            "while making the exec helper not dumpable (PR_SET_DUMPABLE)".to_owned()
+        }
         super::exec::step::TASK_CONTROLLING_TTY => {
             "while making the terminal the controlling terminal (TIOCSCTTY)".to_owned()
         }

@@ -11,15 +11,17 @@
 //! log stats and marked in the stream when it flows again. The task is never blocked: its
 //! pipe to the supervisor is read at the usual rate whatever the FIFO does.
 //!
-//! The path is opened once, before the task starts, without following a symlink in its last
-//! component, and must be a FIFO, a regular file of one name (created if missing) or
+//! The path is opened once, before the task starts, without following a symlink in any of
+//! its components (`RESOLVE_NO_SYMLINKS`: Nomad's FIFOs sit in the alloc dir, where a root task
+//! could swap a dir for a link to a host dir and have the supervisor create or append to a
+//! file there), and must be a FIFO, a regular file of one name (created if missing) or
 //! `/dev/null`: a spec cannot point a root supervisor's writes at a disk or a terminal, nor a
 //! hard link planted in a dir the task can write at another file.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{RotatingWriter, Stream};
@@ -102,6 +104,24 @@ pub(crate) struct PathOutput {
     file: File,
 }
 
+/// Opens `path` with `flags` (a new file gets [`FILE_MODE`]) refusing a symlink anywhere in
+/// it (ELOOP), so no dir on the way can have been swapped for a link.
+fn open_beneath_no_links(path: &Path, flags: libc::c_int) -> io::Result<File> {
+    let fd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::OFlags::from_bits_retain(flags as u32),
+        // openat2 refuses a mode without O_CREAT.
+        if flags & libc::O_CREAT != 0 {
+            rustix::fs::Mode::from_raw_mode(FILE_MODE)
+        } else {
+            rustix::fs::Mode::empty()
+        },
+        rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )?;
+    Ok(File::from(fd))
+}
+
 fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -120,11 +140,7 @@ impl PathOutput {
         let flags = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC;
         let (file, kind) = match &found {
             Some(meta) if meta.file_type().is_fifo() => {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(flags | libc::O_NONBLOCK)
-                    .open(path)
+                let file = open_beneath_no_links(path, libc::O_RDWR | flags | libc::O_NONBLOCK)
                     .map_err(|e| refused(path, format_args!("cannot open the FIFO: {e}")))?;
                 (file, PathKind::Fifo)
             }
@@ -136,10 +152,7 @@ impl PathOutput {
                         "it is a character device other than /dev/null; use a FIFO or a file",
                     ));
                 }
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(flags)
-                    .open(path)
+                let file = open_beneath_no_links(path, libc::O_WRONLY | flags)
                     .map_err(|e| refused(path, format_args!("cannot open it: {e}")))?;
                 (file, PathKind::Null)
             }
@@ -150,13 +163,11 @@ impl PathOutput {
                 ));
             }
             _ => {
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(FILE_MODE)
-                    .custom_flags(flags)
-                    .open(path)
-                    .map_err(|e| refused(path, format_args!("cannot open it to append: {e}")))?;
+                let file = open_beneath_no_links(
+                    path,
+                    libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | flags,
+                )
+                .map_err(|e| refused(path, format_args!("cannot open it to append: {e}")))?;
                 (file, PathKind::File)
             }
         };
@@ -215,6 +226,7 @@ impl PathOutput {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -309,5 +321,28 @@ mod tests {
         assert!(err.to_string().contains("symlink is not followed"), "{err}");
         let err = PathOutput::open(tmp.path(), Stream::Stdout).expect_err("dir");
         assert!(err.to_string().contains("neither a FIFO"), "{err}");
+    }
+
+    #[test]
+    fn a_dir_on_the_way_swapped_for_a_link_is_refused_and_nothing_is_created_behind_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What a root task can do in the alloc dir: its logs dir a link to a host dir.
+        let host = tmp.path().join("host-dir");
+        std::fs::create_dir(&host).unwrap();
+        let logs = tmp.path().join("logs");
+        std::os::unix::fs::symlink(&host, &logs).unwrap();
+        for name in ["new.log", "web.stdout.fifo"] {
+            let err = PathOutput::open(&logs.join(name), Stream::Stdout).expect_err(name);
+            assert!(err.to_string().contains("log output"), "{err}");
+        }
+        fifo(&host);
+        let err = PathOutput::open(&logs.join("web.stdout.fifo"), Stream::Stdout)
+            .expect_err("a FIFO behind a link");
+        assert!(err.to_string().contains("cannot open the FIFO"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&host).unwrap().count(),
+            1,
+            "a file was created behind the link"
+        );
     }
 }

@@ -95,12 +95,19 @@ pub(crate) fn exec(
         .map(|e| e.home.clone())
         .filter(|home| {
             let rel = home.strip_prefix("/").unwrap_or(home);
+            // Resolved inside the task's root: a link the task planted cannot lead the
+            // look to a host dir.
             !rel.as_os_str().is_empty()
-                && rustix::fs::statat(root.as_fd(), rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| {
-                        rustix::fs::FileType::from_raw_mode(st.st_mode)
-                            == rustix::fs::FileType::Directory
-                    })
+                && rustix::fs::openat2(
+                    root.as_fd(),
+                    rel,
+                    rustix::fs::OFlags::PATH
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                    rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+                )
+                .is_ok()
         })
         .unwrap_or_else(|| std::path::PathBuf::from("/"));
     let plan = enter::plan(&spec, &user, &home, request.cwd.as_deref(), request.tty)
