@@ -3,43 +3,17 @@
 //! asked; refused for an exited task; killed with its task. Needs root (fails loudly under
 //! CI without it).
 
+mod cli_support;
 #[path = "../../tests/tests/linux_support/mod.rs"]
 mod linux_support;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use cli_support::{CLEAN, cli, command, env, text};
 use execdriver_core::HandleId;
 use linux_support::{TestEnv, eventually, unique_id};
-
-const CLEAN: Duration = Duration::from_secs(5);
-
-fn env(test: &str) -> Option<TestEnv> {
-    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
-        .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
-}
-
-fn command(env: &TestEnv, args: &[&str]) -> Command {
-    let mut cmd = Command::new(&env.binary);
-    cmd.arg("--data-dir")
-        .arg(&env.data)
-        .arg("--slice")
-        .arg(&env.slice)
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn cli(env: &TestEnv, args: &[&str]) -> Output {
-    command(env, args).output().expect("run execdriver")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `start --id <new id> <args...>`: the task id and its handle.
 fn start_task(env: &TestEnv, args: &[&str]) -> (String, HandleId) {

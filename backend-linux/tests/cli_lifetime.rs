@@ -2,41 +2,16 @@
 //! `run --rm`, `prune`), unique names usable wherever an id is, `list` and `inspect`.
 //! Needs root (fails loudly under CI without it).
 
+mod cli_support;
 #[path = "../../tests/tests/linux_support/mod.rs"]
 mod linux_support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use cli_support::{CLEAN, cli, command, env, text};
 use execdriver_core::HandleId;
 use linux_support::{TestEnv, find_cgroup_dirs, unique_id};
-
-const CLEAN: Duration = Duration::from_secs(5);
-
-fn env(test: &str) -> Option<TestEnv> {
-    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
-        .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
-}
-
-fn command(env: &TestEnv, args: &[&str]) -> Command {
-    let mut cmd = Command::new(&env.binary);
-    cmd.arg("--data-dir")
-        .arg(&env.data)
-        .arg("--slice")
-        .arg(&env.slice)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn cli(env: &TestEnv, args: &[&str]) -> Output {
-    command(env, args).output().expect("run execdriver")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `start --id <new id> <args...>`: the task id.
 fn start(env: &TestEnv, args: &[&str]) -> String {

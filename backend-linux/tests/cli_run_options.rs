@@ -3,6 +3,7 @@
 //! Ctrl-C) and what a task sees (HOME, USER, PATH, alloc/data). Needs root (fails loudly
 //! under CI without it).
 
+mod cli_support;
 #[path = "../../tests/tests/linux_support/mod.rs"]
 mod linux_support;
 
@@ -12,31 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cli_support::{CLEAN, command, env, text};
 use execdriver_core::Signal;
 use linux_support::{TestEnv, eventually, unique_id};
-
-const CLEAN: Duration = Duration::from_secs(5);
-
-fn env(test: &str) -> Option<TestEnv> {
-    execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces")
-        .then(|| TestEnv::new(PathBuf::from(env!("CARGO_BIN_EXE_execdriver"))))
-}
-
-fn command(env: &TestEnv, args: &[&str]) -> Command {
-    let mut cmd = Command::new(&env.binary);
-    cmd.arg("--data-dir")
-        .arg(&env.data)
-        .arg("--slice")
-        .arg(&env.slice)
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `run --id <new id> <args...>` with `prepare` applied to the command, tracked for the leak
 /// check.
