@@ -12,11 +12,12 @@
 //! {"op":"destroy"}                             -> {"ok":true}   (kill, remove cgroup and state, exit)
 //! {"op":"release"}                             -> {"ok":true}   (after the exit: keep the records, exit)
 //! {"op":"stats"}                               -> {"stats":{..}}
+//! {"op":"terminal"}                            -> {"ok":true} + the terminal's master (SCM_RIGHTS)
 //! any failure                                  -> {"error":{"code":"cgroup","message":"..."}}
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +70,9 @@ pub enum Request {
     Release,
     /// Resource use of the task's cgroup.
     Stats,
+    /// A descriptor of the master side of the task's terminal, passed with the answer's
+    /// first byte (`SCM_RIGHTS`).
+    Terminal,
 }
 
 /// What the supervisor says about itself.
@@ -121,6 +125,8 @@ pub enum ErrorCode {
     Cgroup,
     /// Removing the task's state failed.
     State,
+    /// The task was started without a terminal.
+    NoTerminal,
 }
 
 /// The body of [`Response::Error`].
@@ -321,6 +327,78 @@ impl Client {
 
     /// Sends `request` and reads its answer, giving up at `deadline`.
     pub fn call(&mut self, request: &Request, deadline: Instant) -> Result<Response, CallError> {
+        let timeout = self.send(request, deadline)?;
+        match read_line(&mut self.reader) {
+            Ok(Some(line)) => parse_response(&line),
+            Ok(None) => Err(CallError::Closed),
+            Err(e) => Err(read_error(e, timeout)),
+        }
+    }
+
+    /// As [`Client::call`], for an answer that may come with a descriptor (`SCM_RIGHTS` on
+    /// its first byte), which a plain read would discard.
+    pub fn call_for_fd(
+        &mut self,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<(Response, Option<OwnedFd>), CallError> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        let timeout = self.send(request, deadline)?;
+        if !self.reader.buffer().is_empty() {
+            return Err(CallError::Protocol(
+                "bytes before the answer to a terminal request".to_owned(),
+            ));
+        }
+        let stream = self.reader.get_mut();
+        let mut line = Vec::new();
+        let mut fd = None;
+        let mut chunk = [0u8; 4096];
+        while !line.contains(&b'\n') {
+            if line.len() as u64 > MAX_LINE {
+                return Err(CallError::Protocol(format!(
+                    "answer longer than {MAX_LINE} bytes"
+                )));
+            }
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [io::IoSliceMut::new(&mut chunk)];
+            let msg = match recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => msg,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(read_error(e.into(), timeout)),
+            };
+            let got = msg.bytes;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for cmsg in cmsgs {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        for raw in fds {
+                            // SAFETY: the kernel just installed this fd in our table for
+                            // us; nothing else owns it.
+                            let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                            // Only one is ever sent; any other is closed here.
+                            fd.get_or_insert(owned);
+                        }
+                    }
+                }
+            }
+            if got == 0 {
+                return Err(CallError::Closed);
+            }
+            line.extend_from_slice(&chunk[..got]);
+        }
+        let end = line.iter().position(|b| *b == b'\n').unwrap_or(line.len());
+        let text = std::str::from_utf8(&line[..end])
+            .map_err(|_| CallError::Protocol("answer is not utf-8".to_owned()))?;
+        Ok((parse_response(text)?, fd))
+    }
+
+    /// Writes `request`, with the time left until `deadline` as the socket's timeouts; the
+    /// read timeout it set.
+    fn send(&mut self, request: &Request, deadline: Instant) -> Result<Duration, CallError> {
         let left = || deadline.saturating_duration_since(Instant::now());
         let timeout = left();
         if timeout.is_zero() {
@@ -348,21 +426,20 @@ impl Client {
         stream
             .set_read_timeout(Some(timeout))
             .map_err(CallError::Io)?;
-        match read_line(&mut self.reader) {
-            Ok(Some(line)) => serde_json::from_str(&line)
-                .map_err(|e| CallError::Protocol(format!("{e} in {line:?}"))),
-            Ok(None) => Err(CallError::Closed),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(CallError::Closed),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(CallError::Timeout(timeout))
-            }
-            Err(e) => Err(CallError::Io(e)),
-        }
+        Ok(timeout)
+    }
+}
+
+fn parse_response(line: &str) -> Result<Response, CallError> {
+    serde_json::from_str(line).map_err(|e| CallError::Protocol(format!("{e} in {line:?}")))
+}
+
+/// A failed read of an answer as a call error: a timeout, the peer gone, or other.
+fn read_error(e: io::Error, timeout: Duration) -> CallError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => CallError::Closed,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::Timeout(timeout),
+        _ => CallError::Io(e),
     }
 }
 
@@ -407,6 +484,7 @@ mod tests {
             (Request::Destroy, r#"{"op":"destroy"}"#),
             (Request::Release, r#"{"op":"release"}"#),
             (Request::Stats, r#"{"op":"stats"}"#),
+            (Request::Terminal, r#"{"op":"terminal"}"#),
         ];
         for (request, text) in cases {
             assert_eq!(serde_json::to_string(&request).ok().as_deref(), Some(text));

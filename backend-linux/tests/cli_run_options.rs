@@ -1,6 +1,6 @@
 //! End to end through the `execdriver` binary: the options of `run` people bring from docker
-//! (-e, --env-file, -w, -v, --user UID:GID, -i, --chroot-env, --spec, --dry-run, a second
-//! Ctrl-C) and what a task sees (HOME, USER, PATH, alloc/data). Needs root (fails loudly
+//! (-e, --env-file, -w, -v, --user UID:GID, -i, -t, --chroot-env, --spec, --dry-run, a
+//! second Ctrl-C) and what a task sees (HOME, USER, PATH, alloc/data). Needs root (fails loudly
 //! under CI without it).
 
 mod cli_support;
@@ -8,6 +8,7 @@ mod cli_support;
 mod linux_support;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -582,5 +583,147 @@ fn a_second_ctrl_c_is_acknowledged_and_kills_at_once() {
         forced.elapsed()
     );
     assert_eq!(status.code(), Some(137));
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn tty_gives_the_task_a_terminal_of_its_own_with_all_output_on_stdout() {
+    let Some(env) = env("tty_gives_the_task_a_terminal_of_its_own_with_all_output_on_stdout")
+    else {
+        return;
+    };
+    // Our own stdio are pipes: the task's terminal is all the same.
+    let out = run(
+        &env,
+        &[
+            "-t",
+            "--",
+            "/bin/sh",
+            "-c",
+            "tty; test -t 0 && test -t 1 && test -t 2 && echo all-three; : < /dev/tty && \
+             echo ctty; echo TERM=$TERM; echo to-stderr >&2; exit 4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let shown = text(&out.stdout).replace("\r\n", "\n");
+    let mut lines = shown.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("/dev/pts/")),
+        "{shown:?}"
+    );
+    for want in ["all-three", "ctty", "to-stderr"] {
+        assert!(shown.lines().any(|l| l == want), "{want} not in {shown:?}");
+    }
+    assert!(
+        shown.lines().any(|l| l.starts_with("TERM=") && l.len() > 5),
+        "{shown:?}"
+    );
+    // The terminal is the task's stdin: a spec that also asks for ours is refused.
+    let spec_dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec_dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"config":{"command":"/bin/true"},"tty":{"rows":1,"cols":1},"stdin":"inherit"}"#,
+    )
+    .expect("write spec");
+    let out = run(&env, &["--spec", spec.to_str().expect("utf-8")]);
+    refused(&out, "reads its stdin from the terminal");
+    env.assert_clean(CLEAN);
+}
+
+/// Reads `master` into `seen` until `needle` shows (or 20 s pass, which fails the test).
+fn read_until(master: &std::os::fd::OwnedFd, seen: &mut String, needle: &str) {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{needle:?} did not show; got {seen:?}");
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(master, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+        match rustix::io::read(master, &mut buf) {
+            Ok(0) => panic!("the terminal closed before {needle:?}; got {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("reading the terminal before {needle:?} ({e}); got {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn interactive_tty_takes_our_keys_and_follows_our_window_size() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    use rustix::termios::{Winsize, tcsetwinsize};
+    let Some(env) = env("interactive_tty_takes_our_keys_and_follows_our_window_size") else {
+        return;
+    };
+    // A terminal of our own for `run` to attach to, as a user's shell has: its controlling
+    // terminal (setsid -c), so that resizing it sends SIGWINCH to `run`.
+    let master =
+        openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let size = |rows, cols| Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    tcsetwinsize(&master, size(30, 100)).expect("window size");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))
+        .expect("open the terminal's peer");
+    let id = unique_id("o");
+    env.track_id(&id);
+    let mut all = vec![
+        "--data-dir".to_owned(),
+        env.data.display().to_string(),
+        "--slice".to_owned(),
+        env.slice.clone(),
+        "run".to_owned(),
+        "--id".to_owned(),
+        id.clone(),
+        "-i".to_owned(),
+        "-t".to_owned(),
+        "--".to_owned(),
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+    ];
+    all.push(
+        "stty size; read x; echo got-$x; trap 'stty size; exit 7' WINCH; echo waiting; \
+         while :; do sleep 0.05; done"
+            .to_owned(),
+    );
+    let mut child = Command::new("setsid")
+        .arg("-c")
+        .arg(&env.binary)
+        .args(&all)
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("setsid(1) is installed");
+    let mut seen = String::new();
+    read_until(&master, &mut seen, "30 100");
+    // Typed keys: `run` has our terminal in raw mode, the task's terminal makes the
+    // carriage return a newline.
+    rustix::io::write(&master, b"abc\r").expect("type");
+    read_until(&master, &mut seen, "got-abc");
+    read_until(&master, &mut seen, "waiting");
+    tcsetwinsize(&master, size(40, 120)).expect("resize");
+    read_until(&master, &mut seen, "40 120");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(7), "{seen:?}");
     env.assert_clean(CLEAN);
 }

@@ -797,6 +797,21 @@ impl Platform for MockPlatform {
         exec::exec(&self.world, sup, &request, deadline)
     }
 
+    fn terminal(
+        &self,
+        sup: &Self::Supervisor,
+        deadline: Timestamp,
+    ) -> Result<std::os::fd::OwnedFd, PlatformError> {
+        let mut w = self.lock();
+        w.call(sup, deadline)?;
+        w.live(sup)?;
+        // Nothing in the mock reads input: a terminal would be a file nobody looks at.
+        Err(PlatformError::other(format!(
+            "task {}: the mock platform has no terminals",
+            sup.task_id
+        )))
+    }
+
     fn release(&self, sup: &Self::Supervisor, deadline: Timestamp) -> Result<(), PlatformError> {
         let mut w = self.lock();
         let id = sup.task_id.clone();

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -115,6 +116,8 @@ pub enum Operation {
     Inspect,
     /// [`TaskHandle::exec`].
     Exec,
+    /// [`TaskHandle::terminal`].
+    Terminal,
 }
 
 impl fmt::Display for Operation {
@@ -130,6 +133,7 @@ impl fmt::Display for Operation {
             Operation::Remove => "remove",
             Operation::Inspect => "inspect",
             Operation::Exec => "exec in",
+            Operation::Terminal => "attach to the terminal of",
         })
     }
 }
@@ -933,6 +937,18 @@ impl<P: Platform> TaskHandle<P> {
                 _ => Err(self.platform_error(Operation::Exec, source)),
             },
         }
+    }
+
+    /// The master side of the task's terminal (a task started with
+    /// [`TaskSpec::tty`](crate::TaskSpec::tty)): what is written to it is the task's
+    /// input, and its window size is the task's. The task's output is read from its stdout
+    /// log, which the supervisor keeps filling whether or not anyone holds this.
+    pub fn terminal(&self) -> Result<OwnedFd, DriverError> {
+        let supervisor = self.live_supervisor(Operation::Terminal)?;
+        let deadline = self.platform.now() + self.timeouts.call;
+        self.platform
+            .terminal(supervisor, deadline)
+            .map_err(|source| self.platform_error(Operation::Terminal, source))
     }
 
     /// The task's current resource use.

@@ -72,8 +72,8 @@ pub use platform::{
 pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};
 pub use spec::{
-    BindMount, LogRotation, Network, Propagation, Resources, SpecError, Stdin, TaskSpec, UserSpec,
-    parse_user, validate_task_id,
+    BindMount, LogRotation, Network, Propagation, Resources, SpecError, Stdin, TaskSpec,
+    TerminalSize, UserSpec, parse_user, validate_task_id,
 };
 
 #[cfg(feature = "mock")]

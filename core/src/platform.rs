@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Add;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -629,6 +630,14 @@ pub trait Platform: Send + Sync {
         request: ExecRequest,
         deadline: Timestamp,
     ) -> Result<ExecStarted, PlatformError>;
+
+    /// A new descriptor of the master side of the task's terminal, from its supervisor;
+    /// an error for a task started without one.
+    fn terminal(
+        &self,
+        supervisor: &Self::Supervisor,
+        deadline: Timestamp,
+    ) -> Result<OwnedFd, PlatformError>;
 
     /// After an exit was collected: the supervisor exits, leaving the task's records (spec,
     /// exit record) and logs for [`Platform::remove_task`]; its cgroup is gone by then.

@@ -115,6 +115,13 @@ pub enum SpecError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A terminal asked for together with the starter's stdin: the terminal is the task's
+    /// stdin.
+    #[error(
+        "a task with a terminal reads its stdin from the terminal: leave `stdin` at `null` and \
+         write to the terminal (`run -i -t` does)"
+    )]
+    TtyWithStdin,
     /// A pids limit below what the task needs to exist: its init and the task itself.
     #[error(
         "pids max {pids_max} is too low: at least {MIN_PIDS_MAX} are needed (the task's init and \
@@ -578,6 +585,23 @@ pub struct TaskSpec {
     /// Where the task's stdin comes from.
     #[serde(default, skip_serializing_if = "Stdin::is_null")]
     pub stdin: Stdin,
+    /// A terminal (`run -t`): the task's stdin, stdout and stderr are a new pseudo-terminal
+    /// of its own devpts, of this size, and its controlling terminal; all its output goes to
+    /// the stdout log. Input reaches it through [`crate::TaskHandle::terminal`], so `stdin`
+    /// must then be [`Stdin::Null`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TerminalSize>,
+}
+
+/// A terminal's size in character cells; 0 for a dimension not known (the kernel's own
+/// default for a new terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// How a mount's events propagate between the host and the task (`mount --make-*`).
@@ -752,6 +776,7 @@ impl TaskSpec {
             workdir: None,
             mounts: Vec::new(),
             stdin: Stdin::Null,
+            tty: None,
             name: None,
         }
     }
@@ -793,6 +818,9 @@ impl TaskSpec {
         }
         for mount in &self.mounts {
             mount.validate()?;
+        }
+        if self.tty.is_some() && self.stdin != Stdin::Null {
+            return Err(SpecError::TtyWithStdin);
         }
         self.resources.validate()?;
         self.seccomp.validate()?;
@@ -1109,10 +1137,23 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_round_trips_and_cannot_come_with_our_stdin() {
+        let mut s = spec();
+        s.tty = Some(TerminalSize { rows: 24, cols: 80 });
+        assert_eq!(s.validate(MAX), Ok(()));
+        let text = serde_json::to_string(&s).expect("serialize");
+        assert!(text.contains(r#""tty":{"rows":24,"cols":80}"#), "{text}");
+        let back: TaskSpec = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.tty, s.tty);
+        s.stdin = Stdin::Inherit;
+        assert_eq!(s.validate(MAX), Err(SpecError::TtyWithStdin));
+    }
+
+    #[test]
     fn run_options_round_trip_and_are_left_out_when_default() {
         let s = spec();
         let text = serde_json::to_string(&s).expect("serialize");
-        for field in ["workdir", "mounts", "stdin"] {
+        for field in ["workdir", "mounts", "stdin", "tty"] {
             assert!(!text.contains(field), "{field} in {text}");
         }
         let mut custom = spec();

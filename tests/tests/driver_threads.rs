@@ -214,6 +214,10 @@ impl Platform for Blocking {
         Ok(TaskStats::default())
     }
 
+    fn terminal(&self, _: &(), _: Timestamp) -> Result<std::os::fd::OwnedFd, PlatformError> {
+        Err(PlatformError::other("no terminals here"))
+    }
+
     fn release(&self, _: &(), _: Timestamp) -> Result<(), PlatformError> {
         let guard = self.lock();
         let mut guard = self

@@ -1230,3 +1230,37 @@ fn wait_ready(task: &execdriver_core::TaskHandle<impl execdriver_core::Platform>
         "the task never got ready"
     );
 }
+
+#[test]
+fn a_task_terminal_is_handed_to_any_handle_and_takes_input() {
+    let Some(env) = env("a_task_terminal_is_handed_to_any_handle_and_takes_input") else {
+        return;
+    };
+    let driver = env.driver();
+    let plain = driver
+        .start(&env.spec("/bin/sleep", &["600"]))
+        .expect("start");
+    env.track(plain.handle_id());
+    let err = plain.terminal().expect_err("no terminal without tty");
+    assert!(err.to_string().contains("without a terminal"), "{err}");
+    plain.kill().expect("kill");
+
+    let mut spec = env.spec("/bin/sh", &["-c", "read x; echo got-$x; stty size"]);
+    spec.tty = Some(execdriver_core::TerminalSize { rows: 12, cols: 34 });
+    let task = driver.start(&spec).expect("start");
+    env.track(task.handle_id());
+    // From another process's handle, as a restarted agent would attach.
+    let other = env.driver().open(&task.id()).expect("reattach");
+    let master = other.terminal().expect("terminal");
+    nix::unistd::write(&master, b"hello\n").expect("type");
+    let result = task.wait().expect("wait");
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let chunk = task
+        .read_logs(execdriver_core::LogStream::Stdout, Default::default(), 4096)
+        .expect("logs");
+    let out = String::from_utf8_lossy(&chunk.data).replace("\r\n", "\n");
+    assert!(out.contains("got-hello\n12 34\n"), "{out:?}");
+    // Once the task is gone there is nothing to attach to.
+    assert!(other.terminal().is_err());
+    env.assert_clean(CLEAN);
+}

@@ -294,9 +294,15 @@ pub struct TaskOptions {
     pub volume: Vec<String>,
 
     /// Give the task our stdin (`echo hi | execdriver run -i -- cat`); without it the task's
-    /// stdin is /dev/null.
+    /// stdin is /dev/null. With -t, our input is typed into the task's terminal instead.
     #[arg(short, long)]
     pub interactive: bool,
+
+    /// Give the task a terminal of its own (a new pseudo-terminal in its devpts) as stdin,
+    /// stdout and stderr; its output, all of it, goes to the stdout log. `run` follows our
+    /// window size and, with -i, puts our terminal in raw mode and types our input into it.
+    #[arg(short, long)]
+    pub tty: bool,
 
     /// Time the kill signal gets before everything is force-killed (500ms, 5s, 1m) [default: 5s].
     #[arg(long, value_name = "DUR")]

@@ -8,7 +8,7 @@
 //! are passed on to the command.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::thread;
@@ -16,46 +16,13 @@ use std::thread;
 use execdriver_core::{ExecExit, ExecRequest, ExecSession, ExecStdio, Signal};
 use execdriver_linux::exec_io::copy_output;
 use nix::sys::signal::{SigSet, Signal as NixSignal};
-use rustix::termios::{self, OptionalActions, Termios};
+use rustix::termios;
 
 use super::args::ExecOptions;
 use super::context::Ctx;
 use super::signal::running;
+use super::terminal::{RawMode, copy_window_size, pump_input};
 use super::{Result, errln, fail};
-
-/// Our terminal's settings before raw mode, put back on drop.
-struct RawMode<'a> {
-    fd: BorrowedFd<'a>,
-    saved: Termios,
-}
-
-impl<'a> RawMode<'a> {
-    /// Raw mode on `fd` if it is a terminal; `None` if it is not.
-    fn enter(fd: BorrowedFd<'a>) -> Result<Option<Self>> {
-        if !termios::isatty(fd) {
-            return Ok(None);
-        }
-        let saved = termios::tcgetattr(fd).map_err(|e| fail!("reading the terminal mode: {e}"))?;
-        let mut raw = saved.clone();
-        raw.make_raw();
-        termios::tcsetattr(fd, OptionalActions::Flush, &raw)
-            .map_err(|e| fail!("setting the terminal to raw mode: {e}"))?;
-        Ok(Some(Self { fd, saved }))
-    }
-}
-
-impl Drop for RawMode<'_> {
-    fn drop(&mut self) {
-        let _ = termios::tcsetattr(self.fd, OptionalActions::Flush, &self.saved);
-    }
-}
-
-/// Copies our window size (from stdin, if a terminal) to the command's terminal.
-fn copy_window_size(master: BorrowedFd<'_>) {
-    if let Ok(size) = termios::tcgetwinsize(io::stdin().as_fd()) {
-        let _ = termios::tcsetwinsize(master, size);
-    }
-}
 
 /// `-e K=V`, or `-e K` for our own value of K (left out when we have none).
 fn parse_env(items: &[String]) -> Result<BTreeMap<String, String>> {
@@ -111,35 +78,6 @@ fn pump_output(master: &OwnedFd, done: &OwnedFd) {
     copy_output(master.as_fd(), done.as_fd(), &mut |data| {
         stdout.write_all(data).and_then(|()| stdout.flush()).is_ok()
     });
-}
-
-/// Copies our stdin to the terminal until our stdin ends; then sends the terminal's EOF.
-fn pump_input(master: Arc<OwnedFd>) {
-    let spawned = thread::Builder::new()
-        .name("exec-stdin".into())
-        .spawn(move || {
-            let mut stdin = io::stdin().lock();
-            let mut buf = [0u8; 8192];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) => {
-                        // ^D, as a user at the terminal ends input.
-                        let _ = rustix::io::write(&*master, b"\x04");
-                        return;
-                    }
-                    Ok(n) => {
-                        if rustix::io::write(&*master, &buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        errln!("execdriver: our stdin will not reach the command: {e}");
-    }
 }
 
 pub fn exec(ctx: &Ctx, opts: ExecOptions) -> Result<u8> {

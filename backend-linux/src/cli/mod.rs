@@ -25,6 +25,7 @@ mod signal;
 mod spec;
 mod stats;
 mod status;
+mod terminal;
 mod wait;
 
 use std::fmt;

@@ -2,6 +2,7 @@
 //! the background and print the handle id).
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -13,6 +14,7 @@ use super::args::{RunOptions, TaskOptions};
 use super::context::Ctx;
 use super::follow::{BrokenPipeTolerant, Follower};
 use super::output::{exit_code_of, out};
+use super::terminal::{RawMode, copy_window_size, pump_input};
 use super::{Result, errln, fail, spec};
 
 /// Builds the spec, makes its alloc dir, and starts the task.
@@ -58,6 +60,7 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
         nix::sys::signal::SIGINT,
         nix::sys::signal::SIGTERM,
         nix::sys::signal::SIGHUP,
+        nix::sys::signal::SIGWINCH,
     ] {
         signals.add(s);
     }
@@ -65,7 +68,22 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
         .thread_block()
         .map_err(|e| fail!("blocking signals: {e}"))?;
     let handle = Arc::new(start_task(ctx, opts)?);
-    watch_signals(&handle, signals);
+    let master = opts.tty.then(|| attach(&handle)).flatten();
+    watch_signals(&handle, signals, master.clone());
+    // Raw mode only while our input goes to the task: without -i, Ctrl-C stays ours and
+    // kills the task as for any `run`.
+    let stdin = io::stdin();
+    let raw = match &master {
+        Some(master) if opts.interactive => {
+            let raw = RawMode::enter(stdin.as_fd()).unwrap_or_else(|e| {
+                errln!("execdriver: {e}; our input is passed on as the terminal gives it");
+                None
+            });
+            pump_input(Arc::clone(master));
+            raw
+        }
+        _ => None,
+    };
     // The followers copy the output while the task runs; this thread waits for the exit
     // (which the supervisor records only once the task's pipes are drained into the log
     // files) and then tells them to drain once more and stop, so a short task's `run` ends
@@ -126,6 +144,7 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
         }
         (result, stderr_bytes)
     });
+    drop(raw);
     // Only an exited task is removed: after a failed wait the task may still run (and
     // `wait <task id>` can collect it later).
     let result = result?;
@@ -136,10 +155,36 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
     Ok(code)
 }
 
+/// The master of the task's terminal (`run -t`), with our window size set on it; `None`
+/// (said why) when it cannot be had: the task runs on and its output still shows.
+fn attach(handle: &TaskHandle<LinuxPlatform>) -> Option<Arc<OwnedFd>> {
+    match handle.terminal() {
+        Ok(master) => {
+            copy_window_size(master.as_fd());
+            Some(Arc::new(master))
+        }
+        // A task that is done already has nothing to type into: its output still shows.
+        Err(_) if matches!(handle.wait_timeout(std::time::Duration::ZERO), Ok(Some(_))) => None,
+        Err(e) => {
+            errln!(
+                "execdriver: cannot attach to the terminal of task {} ({e}); its output shows, \
+                 our input and window size do not reach it",
+                handle.task_id()
+            );
+            None
+        }
+    }
+}
+
 /// Ctrl-C, SIGTERM or SIGHUP kill the task gracefully, from a thread of their own; a
 /// second one, acknowledged at once, forces it: SIGKILL to the task's init, which takes
 /// everything in its PID namespace down, while the graceful kill goes on to collect it.
-fn watch_signals(handle: &Arc<TaskHandle<LinuxPlatform>>, signals: nix::sys::signal::SigSet) {
+/// SIGWINCH passes our window size on to the task's terminal, if it has one.
+fn watch_signals(
+    handle: &Arc<TaskHandle<LinuxPlatform>>,
+    signals: nix::sys::signal::SigSet,
+    master: Option<Arc<OwnedFd>>,
+) {
     let watched = Arc::clone(handle);
     let spawned = thread::Builder::new()
         .name("signals".into())
@@ -147,6 +192,12 @@ fn watch_signals(handle: &Arc<TaskHandle<LinuxPlatform>>, signals: nix::sys::sig
             let handle = watched;
             let mut received = 0u32;
             while let Ok(sig) = signals.wait() {
+                if sig == nix::sys::signal::SIGWINCH {
+                    if let Some(master) = &master {
+                        copy_window_size(master.as_fd());
+                    }
+                    continue;
+                }
                 received += 1;
                 match received {
                     1 => {

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use execdriver_core::seccomp::MAX_PROFILE_BYTES;
 use execdriver_core::{
-    BindMount, Seccomp, SeccompProfile, Signal, Stdin, TaskConfig, TaskSpec, validate_task_id,
+    BindMount, Seccomp, SeccompProfile, Signal, Stdin, TaskConfig, TaskSpec, TerminalSize,
+    validate_task_id,
 };
 use execdriver_linux::AllocDir;
 
@@ -142,7 +143,23 @@ pub fn build(ctx: &Ctx, opts: &TaskOptions) -> Result<TaskSpec> {
         spec.mounts
             .push(volume(text).map_err(|e| fail!("-v {text}: {e}"))?);
     }
-    if opts.interactive {
+    if opts.tty {
+        // The terminal is the task's stdin: `run -i` types our input into it.
+        let size = super::terminal::window_size();
+        spec.tty = Some(TerminalSize {
+            rows: size.map_or(0, |s| s.ws_row),
+            cols: size.map_or(0, |s| s.ws_col),
+        });
+        spec.stdin = Stdin::Null;
+        // As docker and podman do with -t: programs look at TERM to drive the terminal.
+        if !spec.env.contains_key("TERM") {
+            let term = std::env::var("TERM")
+                .ok()
+                .filter(|t| !t.is_empty() && t != "dumb")
+                .unwrap_or_else(|| "xterm".to_owned());
+            spec.env.insert("TERM".to_owned(), term);
+        }
+    } else if opts.interactive {
         spec.stdin = Stdin::Inherit;
     }
     if let Some(text) = &opts.kill_timeout {

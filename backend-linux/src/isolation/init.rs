@@ -45,6 +45,19 @@ pub(crate) mod step {
     pub const INIT_OOM_SCORE: u32 = 0xFFFF_0004;
     /// Joining the network namespace, or bringing loopback up in a new one.
     pub const INIT_NETWORK: u32 = 0xFFFF_0005;
+    /// Opening the task's terminal in its devpts, or handing its master to the supervisor.
+    pub const INIT_TERMINAL: u32 = 0xFFFF_0006;
+}
+
+/// The task's terminal, to open once its root (with its own devpts) is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TerminalPlan {
+    /// Its size; 0 for a dimension not known.
+    pub rows: u16,
+    /// Its width.
+    pub cols: u16,
+    /// The task user, who owns it as a login's terminal is owned.
+    pub uid: libc::uid_t,
 }
 
 /// The oom_score_adj the init should set given the one it inherited, if any: a supervisor
@@ -121,6 +134,8 @@ pub(crate) struct ChildContext<'a> {
     pub network: &'a NetworkPlan,
     /// The exec of the task.
     pub exec: &'a ExecPlan,
+    /// The task's terminal, if it has one.
+    pub terminal: Option<TerminalPlan>,
     /// What `ps` should show for the init instead of the supervisor's command line.
     pub title: &'a [u8],
     /// The supervisor's argv area `[start, end)`, the same addresses in the child's copy.
@@ -295,6 +310,12 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
 
+        if let Some(plan) = &cx.terminal
+            && let Err(errno) = open_terminal(plan)
+        {
+            give_up(step::INIT_TERMINAL, errno);
+        }
+
         let sfd = setup_signals().unwrap_or_else(|e| give_up(step::INIT_SIGNALS, e));
         let mut pipe = [0 as RawFd; 2];
         if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
@@ -329,6 +350,101 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
         // Waiting and reaping touch a page or two of the code the start faulted in.
         cx.clean.release();
         supervise(task, sfd)
+    }
+}
+
+/// Opens a new terminal in the task's devpts (the root is the task's by now, so its name
+/// inside the task, `/dev/pts/N`, is right), sends the master to the supervisor and makes
+/// the peer our stdin, stdout and stderr, which the task inherits. No allocation.
+fn open_terminal(plan: &TerminalPlan) -> Result<(), i32> {
+    // SAFETY: opening, ioctls and closes on fds of our own, with local buffers.
+    unsafe {
+        let master = check_int(libc::open(
+            c"/dev/pts/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        ))?;
+        let peer = (|| {
+            let unlock: libc::c_int = 0;
+            check_int(libc::ioctl(master, libc::TIOCSPTLCK, &unlock))?;
+            // The peer by the master itself, not by a path a mount could have swapped.
+            let peer = check_int(libc::ioctl(
+                master,
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            ))?;
+            let set_up = (|| {
+                check_int(libc::fchown(peer, plan.uid, libc::gid_t::MAX))?;
+                if plan.rows != 0 || plan.cols != 0 {
+                    let size = libc::winsize {
+                        ws_row: plan.rows,
+                        ws_col: plan.cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    check_int(libc::ioctl(master, libc::TIOCSWINSZ, &size))?;
+                }
+                send_terminal(master)
+            })();
+            match set_up {
+                Ok(()) => Ok(peer),
+                Err(errno) => {
+                    libc::close(peer);
+                    Err(errno)
+                }
+            }
+        })();
+        // Only the supervisor keeps the master: its pump reads EIO once the task and
+        // everything it started have let go of the terminal.
+        libc::close(master);
+        let peer = peer?;
+        for fd in 0..=2 {
+            check_int(libc::dup2(peer, fd))?;
+        }
+        libc::close(peer);
+        Ok(())
+    }
+}
+
+/// Sends [`Record::Terminal`] with `master` attached on the control socket.
+fn send_terminal(master: RawFd) -> Result<(), i32> {
+    const SPACE: usize = 64;
+    // A u64 array keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; SPACE / 8];
+    let mut record = Record::Terminal.encode();
+    // SAFETY: the header and control buffer are local and sized by CMSG_SPACE, which is
+    // far below SPACE for one fd.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        if space > SPACE {
+            return Err(libc::EINVAL);
+        }
+        let mut iov = libc::iovec {
+            iov_base: record.as_mut_ptr().cast(),
+            iov_len: RECORD_LEN,
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(libc::EINVAL);
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), master);
+        loop {
+            let sent = libc::sendmsg(CTL_FD, &msg, libc::MSG_NOSIGNAL);
+            if sent == RECORD_LEN as isize {
+                return Ok(());
+            }
+            if sent < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            return Err(if sent < 0 { sys::errno() } else { libc::EIO });
+        }
     }
 }
 

@@ -73,7 +73,7 @@ mod user;
 mod wire;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -315,6 +315,8 @@ pub struct LaunchedTask {
     pid_namespace: u64,
     report: OwnedFd,
     control: OwnedFd,
+    /// The master of the task's terminal, when it has one, until the supervisor takes it.
+    pub terminal: Option<OwnedFd>,
     status: Mutex<Option<ExitStatus>>,
 }
 
@@ -563,6 +565,10 @@ fn describe_step(
         INIT_SIGNALS => "while setting up the init's signal handling".to_owned(),
         INIT_PIPE => "while creating the exec status pipe".to_owned(),
         INIT_FORK => "while forking the task from its init".to_owned(),
+        INIT_TERMINAL => {
+            "while opening the task's terminal in its /dev/pts (or handing it to the supervisor)"
+                .to_owned()
+        }
         INIT_OOM_SCORE => {
             "while resetting the negative oom_score_adj inherited from the supervisor to 0"
                 .to_owned()
@@ -649,7 +655,10 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     let user = user::lookup(&spec.user)?;
     let root = rootfs::plan(spec, &user)?;
     let network = network::NetworkPlan::new(&spec.network)?;
-    let exec = exec::ExecPlan::new(spec, &user, &root.home)?;
+    let mut exec = exec::ExecPlan::new(spec, &user, &root.home)?;
+    if spec.tty.is_some() {
+        exec = exec.with_controlling_tty();
+    }
 
     let null = nix::fcntl::open(
         "/dev/null",
@@ -680,6 +689,11 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         root: &root,
         network: &network,
         exec: &exec,
+        terminal: spec.tty.map(|size| init::TerminalPlan {
+            rows: size.rows,
+            cols: size.cols,
+            uid: user.uid,
+        }),
         title: title.as_bytes(),
         arg_area: own_arg_area(),
         clean: crate::process::CleanMappings::of_self(),
@@ -751,6 +765,16 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
             return Err(IsolationError::InitDied { pid, status });
         }
     }
+    let terminal = match spec.tty {
+        Some(_) => match receive_terminal(&control) {
+            Ok(master) => Some(master),
+            Err(e) => {
+                let _ = guard.reap();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut guard = guard;
     guard.armed = false;
     Ok(LaunchedTask {
@@ -759,8 +783,45 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         pid_namespace,
         report: report_r,
         control,
+        terminal,
         status: Mutex::new(None),
     })
+}
+
+/// The master of the task's terminal, which the init sent on the control socket before it
+/// reported the task started (so it waits there now).
+fn receive_terminal(control: &OwnedFd) -> Result<OwnedFd, IsolationError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut record = [0u8; RECORD_LEN];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [io::IoSliceMut::new(&mut record)];
+    let msg = recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(syscall_error("receiving the task's terminal from its init"))?;
+    let mut master = None;
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed this fd for us; nothing else owns it.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                master.get_or_insert(fd);
+            }
+        }
+    }
+    let got = msg.bytes;
+    match (got, master) {
+        (RECORD_LEN, Some(master)) if Record::decode(&record) == Some(Record::Terminal) => {
+            Ok(master)
+        }
+        _ => Err(IsolationError::Syscall {
+            call: "receiving the task's terminal from its init",
+            source: io::Error::other("the init sent no terminal"),
+        }),
+    }
 }
 
 #[cfg(test)]

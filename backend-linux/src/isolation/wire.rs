@@ -27,6 +27,9 @@ pub(crate) enum Record {
         /// errno of the failed call.
         errno: i32,
     },
+    /// Init -> supervisor, on the control socket with the master of the task's terminal
+    /// (`SCM_RIGHTS`): the task's terminal is open, before the task is forked.
+    Terminal,
     /// Init -> supervisor: the task has exec'd (or failed to, which is reported as its exit).
     Started,
     /// Init -> supervisor: the task exited with this code.
@@ -68,6 +71,7 @@ impl Record {
             Record::Exited { code } => (5, code as u32, 0, 0),
             Record::Killed { signal } => (6, signal as u32, 0, 0),
             Record::TaskFailed { step, errno, flags } => (7, step, errno as u32, flags),
+            Record::Terminal => (8, 0, 0, 0),
         };
         let mut out = [0u8; RECORD_LEN];
         for (i, word) in [MAGIC, kind, a, b, c].into_iter().enumerate() {
@@ -102,6 +106,7 @@ impl Record {
                 errno: b as i32,
                 flags: c,
             },
+            8 => Record::Terminal,
             _ => return None,
         })
     }
@@ -121,6 +126,7 @@ mod tests {
                 errno: 13,
             },
             Record::Started,
+            Record::Terminal,
             Record::Exited { code: 127 },
             Record::Exited { code: -1 },
             Record::Killed { signal: 9 },

@@ -4,6 +4,7 @@
 //! A request that gets no answer is settled by [`liveness::settle`]; an error answer is
 //! turned into the [`PlatformError`] of its kind.
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{PlatformError, ProcessIdentity, Refusal};
@@ -108,6 +109,29 @@ pub(crate) fn call(
     request: &Request,
     deadline: Instant,
 ) -> Result<Response, Unanswered> {
+    call_with(conn, request, deadline, |client| {
+        client.call(request, deadline).map(|r| (r, ()))
+    })
+    .map(|(response, ())| response)
+}
+
+/// As [`call`], for the answer that comes with a descriptor (the terminal's).
+pub(crate) fn call_for_fd(
+    conn: &SupervisorConn,
+    request: &Request,
+    deadline: Instant,
+) -> Result<(Response, Option<OwnedFd>), Unanswered> {
+    call_with(conn, request, deadline, |client| {
+        client.call_for_fd(request, deadline)
+    })
+}
+
+fn call_with<T>(
+    conn: &SupervisorConn,
+    request: &Request,
+    deadline: Instant,
+    exchange: impl Fn(&mut Client) -> Result<(Response, T), CallError>,
+) -> Result<(Response, T), Unanswered> {
     let settle = |e: CallError| unanswered(conn, e, deadline);
     // A supervisor at its connection bound says busy before it reads the request, and hangs
     // up; slots come free as other clients leave, so the call is tried again until its
@@ -117,10 +141,10 @@ pub(crate) fn call(
     loop {
         let mut client = Client::connect(&conn.paths.socket(), deadline).map_err(settle)?;
         check_peer(&client, conn)?;
-        let response = client.call(request, deadline).map_err(settle)?;
-        let busy = matches!(&response, Response::Error(reply) if reply.code == ErrorCode::Busy);
+        let answer = exchange(&mut client).map_err(settle)?;
+        let busy = matches!(&answer.0, Response::Error(reply) if reply.code == ErrorCode::Busy);
         if !busy || !retry_busy || Instant::now() + pause >= deadline {
-            return Ok(response);
+            return Ok(answer);
         }
         drop(client);
         std::thread::sleep(pause);
@@ -198,8 +222,10 @@ fn reply_error(conn: &SupervisorConn, what: &str, reply: ErrorReply) -> Platform
         ErrorCode::State => {
             PlatformError::io(conn.paths.dir.clone(), std::io::ErrorKind::Other, message)
         }
-        ErrorCode::BadRequest | ErrorCode::Closing | ErrorCode::Exited | ErrorCode::Signal => {
-            PlatformError::other(message)
-        }
+        ErrorCode::BadRequest
+        | ErrorCode::Closing
+        | ErrorCode::Exited
+        | ErrorCode::Signal
+        | ErrorCode::NoTerminal => PlatformError::other(message),
     }
 }

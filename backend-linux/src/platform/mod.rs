@@ -45,7 +45,7 @@ pub(crate) use spawn::START_LOCK_FD;
 
 use crate::cgroups::CgroupParent;
 use crate::protocol::{Request, Response};
-use client::{Unanswered, call, unexpected};
+use client::{Unanswered, call, call_for_fd, unexpected};
 use liveness::Liveness;
 
 /// The longest a single `wait` request asks the supervisor to block; longer waits are sent
@@ -287,6 +287,22 @@ impl Platform for LinuxPlatform {
         _deadline: Timestamp,
     ) -> Result<ExecStarted, PlatformError> {
         exec::exec(&self.data_dir_of(handle)?, handle, request, self.epoch)
+    }
+
+    fn terminal(
+        &self,
+        conn: &SupervisorConn,
+        deadline: Timestamp,
+    ) -> Result<std::os::fd::OwnedFd, PlatformError> {
+        match call_for_fd(conn, &Request::Terminal, self.instant(deadline)) {
+            Ok((Response::Ok(_), Some(fd))) => Ok(fd),
+            Ok((Response::Ok(_), None)) => Err(PlatformError::other(format!(
+                "supervisor of task {} answered the terminal request without the terminal",
+                conn.task_id()
+            ))),
+            Ok((other, _)) => Err(unexpected(conn, "terminal", other)),
+            Err(u) => Err(u.into_error(conn.task_id())),
+        }
     }
 
     fn release(&self, conn: &SupervisorConn, deadline: Timestamp) -> Result<(), PlatformError> {

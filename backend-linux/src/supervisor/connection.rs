@@ -2,6 +2,7 @@
 //! input and output buffers, served one request at a time.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub(super) struct Connection {
     closed: bool,
     /// The connection is dropped once its output is written.
     close_after_write: bool,
+    /// A descriptor to pass (`SCM_RIGHTS`) with the next bytes written.
+    fd: Option<OwnedFd>,
     /// A `wait` being held open.
     pub wait: Option<PendingWait>,
     /// When it last did something; idle connections are closed.
@@ -55,6 +58,7 @@ impl Connection {
             output: Vec::new(),
             closed: false,
             close_after_write: false,
+            fd: None,
             wait: None,
             last_active: now,
         })
@@ -155,6 +159,12 @@ impl Connection {
         }
     }
 
+    /// Queues `response` as one line, with `fd` passed along with its bytes.
+    pub(super) fn answer_with_fd(&mut self, response: &Response, fd: OwnedFd) {
+        self.answer(response);
+        self.fd = Some(fd);
+    }
+
     /// Hangs up once the output is written.
     pub(super) fn close_after_write(&mut self) {
         self.close_after_write = true;
@@ -163,7 +173,11 @@ impl Connection {
     /// Writes what the socket takes.
     pub(super) fn flush(&mut self, now: Instant) {
         while !self.output.is_empty() {
-            match self.stream.write(&self.output) {
+            let written = match self.fd.take() {
+                Some(fd) => self.write_with_fd(fd),
+                None => self.stream.write(&self.output),
+            };
+            match written {
                 Ok(0) => {
                     self.closed = true;
                     self.output.clear();
@@ -176,11 +190,33 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    // The peer is gone: nobody to write to.
+                    // The peer is gone: nobody to write to (a descriptor still held is
+                    // closed with the connection).
                     self.closed = true;
                     self.output.clear();
                     return;
                 }
+            }
+        }
+    }
+
+    /// One write of the output with `fd` attached; the descriptor is kept for the next try
+    /// when nothing could be written.
+    fn write_with_fd(&mut self, fd: OwnedFd) -> io::Result<usize> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let fds = [fd.as_raw_fd()];
+        let sent = sendmsg::<()>(
+            self.stream.as_raw_fd(),
+            &[io::IoSlice::new(&self.output)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match sent {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.fd = Some(fd);
+                Err(io::Error::from(e))
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The supervisor once the task runs: one thread, one poll loop over the socket and its
-//! connections, the task's pidfd, the two log pipes, a signalfd, and the timers (kill grace,
-//! pending waits, idle connections, the log drain, the linger).
+//! connections, the task's pidfd, the two log pipes (or its terminal's master), a signalfd,
+//! and the timers (kill grace, pending waits, idle connections, the log drain, the linger).
 //!
 //! The exit is published only after `exit.json` was written (or failed to be), so a `wait`
 //! answered with a result normally finds it on disk too. When writing it fails (full disk),
@@ -71,6 +71,9 @@ struct Output {
     wake: Option<Instant>,
     /// The first drop was reported in the supervisor log.
     drop_reported: bool,
+    /// It is the master of the task's terminal, not a pipe: no pipe size, no splice, and
+    /// EIO (every holder of the terminal gone) is its end.
+    terminal: bool,
 }
 
 /// A `destroy` under way.
@@ -92,6 +95,8 @@ pub(super) struct Supervisor {
     listener: UnixListener,
     signals: Option<SignalFd>,
     outputs: Vec<Option<Output>>,
+    /// The master of the task's terminal, when it has one, for `terminal` requests.
+    terminal: Option<OwnedFd>,
     /// Where dropped output goes by splice, without being copied: `/dev/null`.
     sink: Option<File>,
     /// The pumps' read buffer.
@@ -132,6 +137,7 @@ impl Supervisor {
             cgroup,
             listener,
             outputs,
+            terminal,
         } = started;
         let mut errors = Vec::new();
         let mut mask = SigSet::empty();
@@ -162,12 +168,14 @@ impl Supervisor {
         }
         let now = Instant::now();
         let rate = spec.logs.rate_bytes_per_sec;
+        let is_terminal = terminal.is_some();
         let outputs = outputs
             .into_iter()
             .map(|(fd, writer)| match set_nonblocking(&fd) {
                 Ok(()) => {
                     // A smaller pipe only lets less through while dropping.
-                    if let Err(e) = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE) {
+                    if !is_terminal && let Err(e) = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE)
+                    {
                         log(format_args!(
                             "cannot enlarge a log pipe to {PIPE_SIZE} bytes: {e}"
                         ));
@@ -178,6 +186,7 @@ impl Supervisor {
                         limiter: Limiter::new(rate, now),
                         wake: None,
                         drop_reported: false,
+                        terminal: is_terminal,
                     })
                 }
                 Err(e) => {
@@ -205,6 +214,7 @@ impl Supervisor {
             listener,
             signals,
             outputs,
+            terminal,
             sink,
             buf: vec![0u8; PUMP_CHUNK],
             dropped: LogStats::default(),
@@ -441,6 +451,7 @@ impl Supervisor {
             }
         }
         self.draining = Some((status, now + PUMP_DRAIN));
+        self.terminal = None;
         // What is left in the pipes is at most a pipe-full each: read it all, at once.
         for output in self.outputs.iter_mut().flatten() {
             output.limiter.lift();
@@ -480,6 +491,9 @@ impl Supervisor {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if output.terminal && e.raw_os_error() == Some(libc::EIO) => {
+                    return self.close_output(i, now);
+                }
                 Err(e) => {
                     log(format_args!("reading a log pipe failed: {e}"));
                     return self.close_output(i, now);
@@ -514,7 +528,9 @@ impl Supervisor {
                 output.limiter.rate().unwrap_or_default(),
             ));
         }
-        match discard(&output.pipe, self.sink.as_ref(), &mut self.buf) {
+        // A terminal cannot be spliced from: its output is read to be dropped.
+        let sink = self.sink.as_ref().filter(|_| !output.terminal);
+        match discard(&output.pipe, sink, &mut self.buf, output.terminal) {
             Ok((n, eof)) => {
                 output.pump.dropped(n);
                 let total = match stream {
@@ -700,6 +716,37 @@ impl Supervisor {
                 return self.start_destroy(id, now);
             }
             Request::Release => return self.release(conn, now),
+            Request::Terminal => {
+                let reply = match (
+                    &self.terminal,
+                    self.exit.is_some() || self.draining.is_some(),
+                ) {
+                    (_, true) => Err(Response::error(
+                        ErrorCode::Exited,
+                        format!("task {} has exited: no terminal", self.hello.task_id),
+                    )),
+                    (None, false) => Err(Response::error(
+                        ErrorCode::NoTerminal,
+                        format!(
+                            "task {} was started without a terminal (`run -t` gives one)",
+                            self.hello.task_id
+                        ),
+                    )),
+                    (Some(master), false) => master.try_clone().map_err(|e| {
+                        Response::error(
+                            ErrorCode::State,
+                            format!("duplicating the terminal's descriptor failed: {e}"),
+                        )
+                    }),
+                };
+                match reply {
+                    Ok(fd) => {
+                        self.conns[conn].answer_with_fd(&Response::Ok(true), fd);
+                        return None;
+                    }
+                    Err(reply) => reply,
+                }
+            }
             Request::Stats => match self.cgroup.as_ref() {
                 Some(cgroup) if self.exit.is_none() => match cgroup.stats() {
                     Ok(stats) => Response::Stats(execdriver_core::TaskStats {
@@ -1004,7 +1051,12 @@ fn timespec(d: Duration) -> rustix::event::Timespec {
 /// call takes a whole pipe-full), else read into `buf` and thrown away. At most about a
 /// pipe-full, since the task may be refilling it as fast. The bytes dropped, and whether the
 /// pipe reached its end.
-fn discard(pipe: &File, sink: Option<&File>, buf: &mut [u8]) -> io::Result<(u64, bool)> {
+fn discard(
+    pipe: &File,
+    sink: Option<&File>,
+    buf: &mut [u8],
+    terminal: bool,
+) -> io::Result<(u64, bool)> {
     let mut dropped = 0u64;
     let mut calls = match sink {
         Some(_) => 1,
@@ -1031,6 +1083,9 @@ fn discard(pipe: &File, sink: Option<&File>, buf: &mut [u8]) -> io::Result<(u64,
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if terminal && e.raw_os_error() == Some(libc::EIO) => {
+                return Ok((dropped, true));
+            }
             Err(e) => return Err(e),
         }
     }

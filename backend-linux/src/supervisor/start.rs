@@ -30,8 +30,11 @@ pub(super) struct Started {
     pub task: LaunchedTask,
     pub cgroup: TaskCgroup,
     pub listener: UnixListener,
-    /// The read ends of the task's stdout and stderr, with where each goes.
+    /// The read ends of the task's stdout and stderr, with where each goes; for a task with
+    /// a terminal, its master alone, to the stdout log.
     pub outputs: Vec<(OwnedFd, Sink)>,
+    /// The master of the task's terminal, when it has one, to hand to clients.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Why a start failed, at which step, and whether something it created could not be removed.
@@ -210,20 +213,43 @@ pub(super) fn start(
         stderr: err_w,
         place_in_cgroup: &place,
     });
-    let task = match launched {
+    let mut task = match launched {
         Ok(task) => task,
         Err(e) => {
             // The step names the launch already; the error says what in it failed.
             return fail(cgroup, SpawnStep::Launch, e.to_string());
         }
     };
+    // Past the launch a failure must take the running task down before the cgroup goes.
+    let fail_launched = |cgroup: TaskCgroup, task: &LaunchedTask, step, message: String| {
+        let _ = cgroup.kill_all();
+        let _ = task.wait();
+        fail(cgroup, step, message)
+    };
+    let stdout = writers.remove(0);
+    let stderr = writers.remove(0);
+    // With a terminal the task's pipes were replaced by it in the init: their read ends
+    // only ever see end-of-file, and everything the task writes comes through the master.
+    let (outputs, terminal) = match task.terminal.take() {
+        Some(master) => match master.try_clone() {
+            Ok(handed) => (vec![(master, stdout)], Some(handed)),
+            Err(e) => {
+                return fail_launched(
+                    cgroup,
+                    &task,
+                    SpawnStep::Launch,
+                    format!("duplicating the task's terminal failed: {e}"),
+                );
+            }
+        },
+        None => (vec![(out_r, stdout), (err_r, stderr)], None),
+    };
     let task_identity = match process::identity(task.init_pid) {
         Ok(identity) => identity,
         Err(e) => {
-            let _ = cgroup.kill_all();
-            let _ = task.wait();
-            return fail(
+            return fail_launched(
                 cgroup,
+                &task,
                 SpawnStep::Launch,
                 format!("reading the task's identity failed: {e}"),
             );
@@ -246,9 +272,7 @@ pub(super) fn start(
     // Before the ready report: from here on the task can be found again by its id from any
     // process, even if the agent dies before it reads the report.
     if let Err(e) = write_task_record(&paths.task_record(), &record) {
-        let _ = cgroup.kill_all();
-        let _ = task.wait();
-        return fail(cgroup, SpawnStep::Records, e.to_string());
+        return fail_launched(cgroup, &task, SpawnStep::Records, e.to_string());
     }
     log(format_args!(
         "task {} launched: init pid {}, cgroup {name}",
@@ -267,7 +291,8 @@ pub(super) fn start(
         task,
         cgroup,
         listener,
-        outputs: vec![(out_r, writers.remove(0)), (err_r, writers.remove(0))],
+        outputs,
+        terminal,
     })
 }
 
