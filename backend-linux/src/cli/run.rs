@@ -148,7 +148,9 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
     // Only an exited task is removed: after a failed wait the task may still run (and
     // `wait <task id>` can collect it later).
     let result = result?;
-    let code = exit_code_of(handle.task_id(), &result, stderr_bytes == 0);
+    // A task with a terminal says why its exec failed on the terminal, so in the stdout log.
+    let explain = stderr_bytes == 0 && !opts.tty;
+    let code = exit_code_of(handle.task_id(), &result, explain);
     if run_opts.rm {
         handle.remove(false)?;
     }
