@@ -658,62 +658,72 @@ fn read_until(master: &std::os::fd::OwnedFd, seen: &mut String, needle: &str) {
     }
 }
 
-#[test]
-fn interactive_tty_takes_our_keys_and_follows_our_window_size() {
+/// A terminal of the test's own, `rows` x `cols`: its master, and its peer to run under.
+fn test_terminal(rows: u16, cols: u16) -> (std::os::fd::OwnedFd, std::fs::File) {
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    use rustix::termios::{Winsize, tcsetwinsize};
-    let Some(env) = env("interactive_tty_takes_our_keys_and_follows_our_window_size") else {
-        return;
-    };
-    // A terminal of our own for `run` to attach to, as a user's shell has: its controlling
-    // terminal (setsid -c), so that resizing it sends SIGWINCH to `run`.
     let master =
         openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
     grantpt(&master).expect("grantpt");
     unlockpt(&master).expect("unlockpt");
     let name = ptsname(&master, Vec::new()).expect("ptsname");
-    let size = |rows, cols| Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    tcsetwinsize(&master, size(30, 100)).expect("window size");
+    rustix::termios::tcsetwinsize(&master, window(rows, cols)).expect("window size");
     let slave = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(std::ffi::OsStr::from_bytes(name.as_bytes()))
         .expect("open the terminal's peer");
-    let id = unique_id("o");
-    env.track_id(&id);
-    let mut all = vec![
-        "--data-dir".to_owned(),
-        env.data.display().to_string(),
-        "--slice".to_owned(),
-        env.slice.clone(),
-        "run".to_owned(),
-        "--id".to_owned(),
-        id.clone(),
-        "-i".to_owned(),
-        "-t".to_owned(),
-        "--".to_owned(),
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-    ];
-    all.push(
-        "stty size; read x; echo got-$x; trap 'stty size; exit 7' WINCH; echo waiting; \
-         while :; do sleep 0.05; done"
-            .to_owned(),
-    );
-    let mut child = Command::new("setsid")
+    (master, slave)
+}
+
+fn window(rows: u16, cols: u16) -> rustix::termios::Winsize {
+    rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+/// `execdriver ARGS` on `terminal` as its controlling terminal (setsid -c), as from a
+/// user's shell: resizing it sends SIGWINCH to execdriver.
+fn spawn_on_terminal(
+    env: &TestEnv,
+    terminal: &std::fs::File,
+    args: &[&str],
+) -> std::process::Child {
+    let dup = || terminal.try_clone().expect("dup");
+    Command::new("setsid")
         .arg("-c")
         .arg(&env.binary)
-        .args(&all)
-        .stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("--slice")
+        .arg(&env.slice)
+        .args(args)
+        .stdin(dup())
+        .stdout(dup())
+        .stderr(dup())
         .spawn()
-        .expect("setsid(1) is installed");
+        .expect("setsid(1) is installed")
+}
+
+#[test]
+fn interactive_tty_takes_our_keys_and_follows_our_window_size() {
+    let Some(env) = env("interactive_tty_takes_our_keys_and_follows_our_window_size") else {
+        return;
+    };
+    let (master, slave) = test_terminal(30, 100);
+    let id = unique_id("o");
+    env.track_id(&id);
+    let script = "stty size; read x; echo got-$x; trap 'stty size; exit 7' WINCH; echo waiting; \
+                  while :; do sleep 0.05; done";
+    let mut child = spawn_on_terminal(
+        &env,
+        &slave,
+        &[
+            "run", "--id", &id, "-i", "-t", "--", "/bin/sh", "-c", script,
+        ],
+    );
     let mut seen = String::new();
     read_until(&master, &mut seen, "30 100");
     // Typed keys: `run` has our terminal in raw mode, the task's terminal makes the
@@ -721,9 +731,58 @@ fn interactive_tty_takes_our_keys_and_follows_our_window_size() {
     rustix::io::write(&master, b"abc\r").expect("type");
     read_until(&master, &mut seen, "got-abc");
     read_until(&master, &mut seen, "waiting");
-    tcsetwinsize(&master, size(40, 120)).expect("resize");
+    rustix::termios::tcsetwinsize(&master, window(40, 120)).expect("resize");
     read_until(&master, &mut seen, "40 120");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(7), "{seen:?}");
+    env.assert_clean(CLEAN);
+}
+
+#[test]
+fn attach_types_into_a_started_terminal_detaches_and_ends_with_the_task() {
+    let Some(env) = env("attach_types_into_a_started_terminal_detaches_and_ends_with_the_task")
+    else {
+        return;
+    };
+    let id = unique_id("o");
+    env.track_id(&id);
+    let out = command(&env, &["start", "--id", &id, "-t", "--", "/bin/sh"])
+        .output()
+        .expect("start");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (master, slave) = test_terminal(24, 80);
+    let mut attach = spawn_on_terminal(&env, &slave, &["attach", &id]);
+    let mut seen = String::new();
+    rustix::io::write(&master, b"echo one-$((40+2))\r").expect("type");
+    read_until(&master, &mut seen, "one-42");
+    // Ctrl-P Ctrl-Q: we leave, the task stays.
+    rustix::io::write(&master, b"\x10\x11").expect("detach");
+    read_until(&master, &mut seen, "detached");
+    assert_eq!(attach.wait().expect("wait").code(), Some(0), "{seen:?}");
+    let status = cli_support::cli(&env, &["status", &id]);
+    assert!(
+        text(&status.stdout).contains("running"),
+        "{}",
+        text(&status.stdout)
+    );
+    // Again, until the task ends: its status is ours.
+    let mut attach = spawn_on_terminal(&env, &slave, &["attach", &id]);
+    rustix::io::write(&master, b"exit 3\r").expect("type");
+    assert_eq!(attach.wait().expect("wait").code(), Some(3), "{seen:?}");
+    // A task without a terminal has nothing to attach to.
+    let plain = unique_id("o");
+    env.track_id(&plain);
+    let out = command(&env, &["start", "--id", &plain, "--", "/bin/sleep", "600"])
+        .output()
+        .expect("start");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    refused(
+        &cli_support::cli(&env, &["attach", &plain]),
+        "has no terminal",
+    );
+    assert_eq!(
+        cli_support::cli(&env, &["rm", "-f", &plain]).status.code(),
+        Some(0)
+    );
     env.assert_clean(CLEAN);
 }

@@ -133,7 +133,7 @@ impl fmt::Display for Operation {
             Operation::Remove => "remove",
             Operation::Inspect => "inspect",
             Operation::Exec => "exec in",
-            Operation::Terminal => "attach to the terminal of",
+            Operation::Terminal => "attach to the terminal",
         })
     }
 }

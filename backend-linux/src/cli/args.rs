@@ -129,6 +129,11 @@ pub enum Command {
     /// 127: not found, 125: execdriver failed).
     Exec(ExecOptions),
 
+    /// Attach our terminal to the terminal of a task started with -t: its output from now
+    /// on, our keys typed into it, our window size followed. Ctrl-P Ctrl-Q detaches (the
+    /// task runs on); when the task exits, its status is ours.
+    Attach(AttachOptions),
+
     /// Show running tasks' cpu %, memory and processes against their limits, live (as
     /// `docker stats`).
     Stats(StatsOpts),
@@ -545,6 +550,18 @@ pub struct LogsOpts {
     #[arg(short, long)]
     pub timestamps: bool,
     /// The handle id, `-` to read it from stdin, or a task id in the data dir.
+    #[arg(value_name = "HANDLE")]
+    pub handle: String,
+}
+
+/// Options of `attach`.
+#[derive(Debug, Args)]
+pub struct AttachOptions {
+    /// Only watch: our input is not typed into the task's terminal (and our terminal stays
+    /// as it is; Ctrl-C then ends the attach, not the task).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The handle id, `-` to read it from stdin, or a task id or name in the data dir.
     #[arg(value_name = "HANDLE")]
     pub handle: String,
 }

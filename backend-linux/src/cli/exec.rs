@@ -142,7 +142,7 @@ pub fn exec(ctx: &Ctx, opts: ExecOptions) -> Result<u8> {
                 None
             };
             if opts.interactive {
-                pump_input(Arc::clone(&master));
+                pump_input(Arc::clone(&master), None);
             }
             let (done_r, done_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| fail!("creating a pipe: {e}"))?;

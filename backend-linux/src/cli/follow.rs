@@ -42,6 +42,14 @@ impl<'a> Follower<'a> {
         }
     }
 
+    /// A follower of `stream` through `read`, from `cursor`.
+    pub fn starting_at(read: &'a Source<'a>, stream: LogStream, cursor: LogCursor) -> Self {
+        Self {
+            cursor,
+            ..Self::new(read, stream)
+        }
+    }
+
     /// Copies everything there is now to `out`; whether more may come.
     pub fn poll(&mut self, out: &mut dyn Write) -> Result<bool, DriverError> {
         loop {

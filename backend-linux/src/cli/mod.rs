@@ -7,6 +7,7 @@
 //! alloc dir) until `rm`, `run --rm` or `prune` removes it through the driver.
 
 mod args;
+mod attach;
 mod context;
 mod docs;
 mod exec;
@@ -207,6 +208,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Status { json, handle } => status::status(&ctx, json, &handle),
         Command::Signal { handle, signal } => signal::signal(&ctx, &handle, &signal),
         Command::Exec(opts) => exec::exec(&ctx, opts),
+        Command::Attach(opts) => attach::attach(&ctx, &opts),
         Command::Stats(opts) => stats::stats(&ctx, &opts),
         Command::Logs(opts) => logs::logs(&ctx, &opts),
         Command::List { json } => list::list(&ctx, json),

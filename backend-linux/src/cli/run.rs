@@ -79,7 +79,7 @@ pub fn run(ctx: &Ctx, run_opts: &RunOptions) -> Result<u8> {
                 errln!("execdriver: {e}; our input is passed on as the terminal gives it");
                 None
             });
-            pump_input(Arc::clone(master));
+            pump_input(Arc::clone(master), None);
             raw
         }
         _ => None,

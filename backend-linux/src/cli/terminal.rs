@@ -74,11 +74,39 @@ fn write_all(master: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Docker's default detach keys, Ctrl-P Ctrl-Q.
+const DETACH: [u8; 2] = [0x10, 0x11];
+
+/// Scans typed input for the detach keys: appends to `out` what goes to the terminal, and
+/// says whether the keys were typed (the input after them is not the task's). A Ctrl-P at
+/// the end of `input` is held back in `held` until the next input says what it was.
+fn split_detach(held: &mut bool, input: &[u8], out: &mut Vec<u8>) -> bool {
+    for &byte in input {
+        if *held {
+            *held = false;
+            if byte == DETACH[1] {
+                return true;
+            }
+            out.push(DETACH[0]);
+        }
+        if byte == DETACH[0] {
+            *held = true;
+        } else {
+            out.push(byte);
+        }
+    }
+    false
+}
+
 /// Copies our stdin to the terminal until our stdin ends; then sends the terminal's EOF.
-pub(super) fn pump_input(master: Arc<OwnedFd>) {
+/// With `detach`, Ctrl-P Ctrl-Q typed in it are not passed on: `detach` is called instead
+/// and the copying stops.
+pub(super) fn pump_input(master: Arc<OwnedFd>, detach: Option<Box<dyn FnOnce() + Send>>) {
     let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
         let mut stdin = io::stdin().lock();
         let mut buf = [0u8; 8192];
+        let mut typed = Vec::with_capacity(buf.len() + 1);
+        let mut held = false;
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => {
@@ -87,7 +115,21 @@ pub(super) fn pump_input(master: Arc<OwnedFd>) {
                     return;
                 }
                 Ok(n) => {
-                    if write_all(master.as_fd(), &buf[..n]).is_err() {
+                    typed.clear();
+                    let detached = match &detach {
+                        Some(_) => split_detach(&mut held, &buf[..n], &mut typed),
+                        None => {
+                            typed.extend_from_slice(&buf[..n]);
+                            false
+                        }
+                    };
+                    if write_all(master.as_fd(), &typed).is_err() {
+                        return;
+                    }
+                    if detached {
+                        if let Some(detach) = detach {
+                            detach();
+                        }
                         return;
                     }
                 }
@@ -98,5 +140,33 @@ pub(super) fn pump_input(master: Arc<OwnedFd>) {
     });
     if let Err(e) = spawned {
         errln!("execdriver: our stdin will not reach the terminal: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut held = false;
+        let mut out = Vec::new();
+        for chunk in chunks {
+            if split_detach(&mut held, chunk, &mut out) {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn ctrl_p_ctrl_q_detaches_and_anything_else_passes() {
+        assert_eq!(split(&[b"ls\r"]), (b"ls\r".to_vec(), false));
+        assert_eq!(split(&[b"ab\x10\x11cd"]), (b"ab".to_vec(), true));
+        // Split across reads.
+        assert_eq!(split(&[b"ab\x10", b"\x11cd"]), (b"ab".to_vec(), true));
+        // A Ctrl-P not followed by Ctrl-Q is the task's, as typed.
+        assert_eq!(split(&[b"\x10x"]), (b"\x10x".to_vec(), false));
+        assert_eq!(split(&[b"\x10\x10\x11"]), (b"\x10".to_vec(), true));
+        assert_eq!(split(&[b"\x11"]), (b"\x11".to_vec(), false));
     }
 }

@@ -723,14 +723,11 @@ impl Supervisor {
                 ) {
                     (_, true) => Err(Response::error(
                         ErrorCode::Exited,
-                        format!("task {} has exited: no terminal", self.hello.task_id),
+                        "it has exited: its terminal is gone",
                     )),
                     (None, false) => Err(Response::error(
                         ErrorCode::NoTerminal,
-                        format!(
-                            "task {} was started without a terminal (`run -t` gives one)",
-                            self.hello.task_id
-                        ),
+                        "it was started without a terminal (`run -t` or `start -t` gives one)",
                     )),
                     (Some(master), false) => master.try_clone().map_err(|e| {
                         Response::error(
