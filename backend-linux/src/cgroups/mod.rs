@@ -41,11 +41,14 @@ mod hierarchy;
 mod kill;
 mod limits;
 mod membership;
+mod named;
 mod ops;
 mod parent;
 mod placement;
 #[cfg(any(test, feature = "test-support"))]
 mod service;
+#[cfg(any(test, feature = "test-support"))]
+mod standin;
 mod supervisors;
 mod task;
 mod v1;
@@ -60,7 +63,7 @@ pub use error::CgroupError;
 pub use membership::cgroup_dirs_of;
 pub use limits::{CPU_PERIOD_US, cpu_max_line, cpu_quota_us, shares_to_weight};
 pub use ops::{AppliedLimit, TaskCgroupOps};
-pub use parent::CgroupParent;
+pub use parent::{CgroupParent, TaskPlacement};
 pub use placement::{
     CallerCgroup, DEFAULT_SLICE_NAME, DefaultParent, OwnCgroupFacts, ParentDecision,
     decide_default_parent, detect_default_parent, slice_dir_name,
@@ -70,6 +73,8 @@ pub use supervisors::{
 };
 #[cfg(any(test, feature = "test-support"))]
 pub use service::ServiceCgroup;
+#[cfg(any(test, feature = "test-support"))]
+pub use standin::NomadCgroup;
 pub use task::TaskCgroup;
 
 /// How long removal retries an rmdir that fails with EBUSY (for one removal call: all the
