@@ -10,6 +10,9 @@
 //!   (`v2/delegation.rs`: `cgroup.subtree_control`); `fake.rs` in memory for unit tests.
 //! - `limits.rs`: the value conversions (cpu shares to weight, millicores to a CFS quota,
 //!   pages) and the writer that reads every value back; each version lists its files.
+//! - `named.rs`: the cgroup a task's spec names for its cpuset (Nomad's `cpuset_cgroup`),
+//!   another manager's, checked and placed relative to (the task's cgroup beneath it, or on
+//!   v1 without cpus joined), never killed by or removed;
 //! - `placement.rs`: the default parent (own cgroup or the driver's slice) and why;
 //!   `supervisors.rs`: the supervisors' own cgroup, in every hierarchy.
 //! - `hierarchy.rs`: mountinfo and /proc/self/cgroup; `fs.rs`: file helpers whose errors
