@@ -1100,6 +1100,10 @@ fn a_named_cpuset_cgroup_holds_the_task_and_outlives_it() {
     let placement = parent.task_placement(&name, &res).expect("placement");
     if v1 {
         assert_eq!(placement.join, vec![share.path().to_owned()]);
+        assert!(matches!(
+            parent.task_paths(&name, &res),
+            Err(CgroupError::CpusetCgroup { .. })
+        ));
         assert!(
             !placement.paths.iter().any(|p| p.starts_with(mount)),
             "{placement:?}"

@@ -112,6 +112,11 @@ pub(super) fn locate(
     }
     match layout.version {
         CgroupVersion::V2 => {
+            // The task's cgroup gets its limit files (cpu.weight, memory.max, pids.max) only
+            // from controllers its parent enables for children, so the create enables those
+            // not enabled yet in the named cgroup's subtree_control, and nothing else. A v2
+            // cgroup holding processes cannot enable them (the no-internal-processes rule):
+            // refused here, before anything is made, rather than failing half-way.
             delegation::check_v2_host(path).map_err(|e| match e {
                 CgroupError::CannotHostTasks { reason, .. } => refuse(
                     path,

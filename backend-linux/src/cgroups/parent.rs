@@ -158,14 +158,22 @@ impl CgroupParent {
     /// the directories this parent was made through. A cpuset is checked against the cpus
     /// the parent allows; devices on v2 are refused ([`CgroupError::DevicesNeedV1`]).
     ///
-    /// [`CgroupParent::task_placement`] without the cgroups to join: for a task without a
-    /// `cpuset_cgroup`, which joins none.
+    /// [`CgroupParent::task_placement`] for a task that joins no cgroup of another manager;
+    /// one that would (v1, a `cpuset_cgroup` without cpus) is refused rather than placed
+    /// without it.
     pub fn task_paths(
         &self,
         name: &str,
         resources: &Resources,
     ) -> Result<Vec<PathBuf>, CgroupError> {
-        self.task_placement(name, resources).map(|p| p.paths)
+        let placement = self.task_placement(name, resources)?;
+        match placement.join.first() {
+            None => Ok(placement.paths),
+            Some(path) => Err(CgroupError::CpusetCgroup {
+                path: path.clone(),
+                reason: "the task joins it, which only task_placement records".into(),
+            }),
+        }
     }
 
     /// Where task cgroup `name` goes ([`CgroupParent::task_paths`]), and for a task whose

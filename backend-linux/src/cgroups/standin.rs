@@ -2,8 +2,8 @@
 //! (`cpuset_cgroup`), made by the test where it may make cgroups and removed on drop: on v1
 //! in the cpuset hierarchy below the caller's own cgroup there, with its parent's cpus and
 //! mems (as Nomad's `nomad/share` partition has); on v2 below a given parent (the test's
-//! cgroup parent), offered cpu, memory and pids (and cpuset where the parent has it) by that
-//! parent, as Nomad's `share.slice/<alloc>.<task>.scope` is.
+//! cgroup parent), offered cpu, memory and pids by that parent (and cpuset, enabled from the
+//! root down where each level offers it), as Nomad's `share.slice/<alloc>.<task>.scope` is.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ pub struct NomadCgroup {
 impl NomadCgroup {
     /// Creates `name`: on v1 below the caller's own cgroup in the cpuset hierarchy, on v2
     /// below `v2_parent` (one of the test's own cgroups, whose subtree_control gets cpu,
-    /// memory and pids, and cpuset where its cgroup.controllers has it).
+    /// memory and pids, and cpuset where every level above offers it).
     pub fn create(name: &str, v2_parent: &Path) -> Result<Self, CgroupError> {
         validate_name(name)?;
         let layout = Layout::detect_complete()?;
@@ -45,9 +45,26 @@ impl NomadCgroup {
             }
             CgroupVersion::V2 => {
                 delegation::enable_controllers(v2_parent)?;
-                let offered = fs::read(&v2_parent.join("cgroup.controllers"))?;
-                if offered.split_whitespace().any(|c| c == "cpuset") {
-                    delegation::enable_controller(v2_parent, "cpuset")?;
+                // cpuset down from the root where each level offers it, as the driver enables
+                // it for a task with cpus, so that the reserved-cores case can run.
+                let mount = layout
+                    .hierarchies
+                    .first()
+                    .map(|h| h.mountpoint.clone())
+                    .ok_or(CgroupError::NotMounted)?;
+                let mut dir = mount.clone();
+                let below = v2_parent.strip_prefix(&mount).unwrap_or(Path::new(""));
+                let mut levels = vec![dir.clone()];
+                for component in below.components() {
+                    dir.push(component);
+                    levels.push(dir.clone());
+                }
+                for level in levels {
+                    let offered = fs::read(&level.join("cgroup.controllers"))?;
+                    if !offered.split_whitespace().any(|c| c == "cpuset") {
+                        break;
+                    }
+                    delegation::enable_controller(&level, "cpuset")?;
                 }
                 v2_parent.to_owned()
             }
@@ -62,9 +79,18 @@ impl NomadCgroup {
 
     /// Makes `name` below the deepest directory made so far, as Nomad makes a task's
     /// reserved-cores cgroup (`reserve/<alloc>.<task>`): on v1 with its parent's mems and no
-    /// cpus, on v2 with nothing enabled. Its path.
+    /// cpus; on v2 offered cpu, memory and pids, and cpuset where the parent has it, as
+    /// Nomad's `reserve.slice` offers them, with nothing enabled below. Its path.
     pub fn child(&mut self, name: &str) -> Result<PathBuf, CgroupError> {
         validate_name(name)?;
+        if self.version == CgroupVersion::V2 {
+            let above = self.path().to_owned();
+            delegation::enable_controllers(&above)?;
+            let offered = fs::read(&above.join("cgroup.controllers"))?;
+            if offered.split_whitespace().any(|c| c == "cpuset") {
+                delegation::enable_controller(&above, "cpuset")?;
+            }
+        }
         let dir = self.path().join(name);
         self.make(&dir, false)?;
         Ok(dir)
