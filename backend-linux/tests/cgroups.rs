@@ -1044,3 +1044,172 @@ fn a_cpuset_pins_a_member_and_goes_with_the_cgroup() {
         assert!(!p.exists(), "{} left", p.display());
     }
 }
+
+/// The hierarchy path of `pid` in the cpuset hierarchy (v1) or the unified one (v2), from
+/// /proc/PID/cgroup.
+fn cgroup_line(pid: i32, v1: bool) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    text.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (keys, path) = rest.split_once(':')?;
+            let wanted = if v1 {
+                keys.split(',').any(|k| k == "cpuset")
+            } else {
+                keys.is_empty()
+            };
+            wanted.then(|| path.to_owned())
+        })
+        .expect("a cpuset or unified line")
+}
+
+/// The directory of hierarchy path `rel` below a mountpoint (no container mount roots here).
+fn under_mount(mountpoint: &str, rel: &str) -> PathBuf {
+    Path::new(mountpoint).join(rel.trim_start_matches('/'))
+}
+
+/// A cgroup named for the task's cpuset (Nomad's `cpuset_cgroup`): the task's cgroup goes
+/// beneath it (v2; v1 with cpus) or the task joins it (v1 without cpus), the stand-in can
+/// still narrow its cpus while the task runs, and destroying the task's cgroup leaves the
+/// stand-in alone. Runs in the v2 guest too.
+#[test]
+fn a_named_cpuset_cgroup_holds_the_task_and_outlives_it() {
+    if !can_run("a_named_cpuset_cgroup_holds_the_task_and_outlives_it") {
+        return;
+    }
+    let test_parent = testing::TestParent::new("named-cpuset").unwrap();
+    let parent = test_parent.parent().clone();
+    let v1 = parent.version() == CgroupVersion::V1;
+    let mount = if v1 {
+        "/sys/fs/cgroup/cpuset"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let cpus = cpus_allowed("self");
+    let first = cpus.split([',', '-']).next().expect("a cpu").to_owned();
+    let standin_name = format!("{}-nomad", unique_name());
+    let share = execdriver_linux::cgroups::NomadCgroup::create(&standin_name, &parent.paths()[0])
+        .expect("stand-in");
+
+    // The shared partition, without reserved cores.
+    let name = unique_name();
+    let res = Resources {
+        cpuset_cgroup: Some(share.path().to_owned()),
+        ..resources(32 * MIB, 16)
+    };
+    let placement = parent.task_placement(&name, &res).expect("placement");
+    if v1 {
+        assert_eq!(placement.join, vec![share.path().to_owned()]);
+        assert!(matches!(
+            parent.task_paths(&name, &res),
+            Err(CgroupError::CpusetCgroup { .. })
+        ));
+        assert!(
+            !placement.paths.iter().any(|p| p.starts_with(mount)),
+            "{placement:?}"
+        );
+    } else {
+        assert_eq!(placement.paths, vec![share.path().join(&name)]);
+        assert!(placement.join.is_empty());
+    }
+    let cgroup =
+        TaskCgroup::create_recorded_joining(&name, &placement.paths, &placement.join, &res)
+            .expect("create");
+    let mut guard = CgroupGuard {
+        paths: cgroup.paths(),
+        cgroup: Some(cgroup),
+    };
+    let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
+    guard.get().add_process(child.pid()).unwrap();
+    let at = under_mount(mount, &cgroup_line(child.pid(), v1));
+    let expected = if v1 {
+        share.path().to_owned()
+    } else {
+        share.path().join(&name)
+    };
+    assert_eq!(at, expected);
+    assert_eq!(cpus_allowed(&child.pid().to_string()), cpus);
+    if v1 && first != cpus {
+        // What Nomad does when another task reserves cores: a child holding a copy of the
+        // cpus would make this EBUSY.
+        std::fs::write(share.path().join("cpuset.cpus"), &first).expect("narrow the share");
+        assert_eq!(cpus_allowed(&child.pid().to_string()), first);
+        std::fs::write(share.path().join("cpuset.cpus"), &cpus).expect("widen the share");
+    }
+    let opened = TaskCgroup::open_recorded(&name, &placement.paths)
+        .unwrap()
+        .expect("there");
+    let destroyed = opened.destroy();
+    guard.cgroup = None;
+    destroyed.unwrap();
+    drop(child);
+    for p in &placement.paths {
+        assert!(!p.exists(), "{} left", p.display());
+    }
+    assert!(share.path().is_dir(), "the stand-in went with the task");
+    assert!(share.pids().unwrap().is_empty());
+
+    // A task with reserved cores beneath the cgroup Nomad made for it (on v1 with mems
+    // only: its cpus are the driver's to write).
+    let mut reserve = share;
+    let scope = reserve.child("a1.web").expect("scope");
+    let name = unique_name();
+    let res = Resources {
+        cpuset_cpus: Some(first.clone()),
+        cpuset_cgroup: Some(scope.clone()),
+        ..resources(32 * MIB, 16)
+    };
+    let supports_cpuset = v1
+        || std::fs::read_to_string(scope.join("cgroup.controllers"))
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == "cpuset");
+    if supports_cpuset {
+        let placement = parent.task_placement(&name, &res).expect("placement");
+        assert!(placement.join.is_empty());
+        assert!(
+            placement.paths.contains(&scope.join(&name)),
+            "{placement:?}"
+        );
+        let cgroup = TaskCgroup::create_recorded(&name, &placement.paths, &res).expect("create");
+        let mut guard = CgroupGuard {
+            paths: cgroup.paths(),
+            cgroup: Some(cgroup),
+        };
+        let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
+        guard.get().add_process(child.pid()).unwrap();
+        assert_eq!(
+            under_mount(mount, &cgroup_line(child.pid(), v1)),
+            scope.join(&name)
+        );
+        assert_eq!(cpus_allowed(&child.pid().to_string()), first);
+        guard.destroy();
+        drop(child);
+        assert!(scope.is_dir(), "Nomad's task cgroup went with the task");
+        assert!(!scope.join(&name).exists());
+    } else {
+        eprintln!("the stand-in's parent offers no cpuset: the reserved-cores case is not run");
+    }
+
+    // Refused by name before anything is made: outside the hierarchy, missing, the root.
+    let missing = reserve.top().join("never-made");
+    for (path, needle) in [
+        (PathBuf::from("/tmp"), "not a cgroup inside"),
+        (missing.clone(), "does not exist"),
+        (PathBuf::from(mount), "not a cgroup inside"),
+    ] {
+        let name = unique_name();
+        let res = Resources {
+            cpuset_cgroup: Some(path.clone()),
+            ..resources(32 * MIB, 16)
+        };
+        let err = parent.task_placement(&name, &res).unwrap_err();
+        assert!(
+            matches!(err, CgroupError::CpusetCgroup { .. }) && err.to_string().contains(needle),
+            "{}: {err}",
+            path.display()
+        );
+        assert!(!parent.contains(&name).unwrap());
+    }
+    assert!(!missing.exists());
+}

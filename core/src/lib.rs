@@ -73,7 +73,7 @@ pub use seccomp::{Seccomp, SeccompProfile, SeccompProfileError};
 pub use signal::{Signal, SignalError};
 pub use spec::{
     BindMount, LogRotation, Network, Propagation, Resources, SpecError, Stdin, TaskSpec,
-    TerminalSize, UserSpec, parse_user, validate_task_id,
+    TerminalSize, UserSpec, parse_user, validate_cpuset_cgroup, validate_task_id,
 };
 
 #[cfg(feature = "mock")]

@@ -350,6 +350,9 @@ pub enum SpawnStep {
     Records,
     /// Starting the supervisor or reading its reports.
     Supervisor,
+    /// Checking the cgroup the spec names for the task's cpuset (`Resources::cpuset_cgroup`)
+    /// against the node's cgroup mounts: a path there that cannot be used.
+    CpusetCgroup,
     /// Creating the task's cgroup with its limits.
     Cgroup,
     /// Opening the task's log files.
@@ -366,6 +369,7 @@ impl fmt::Display for SpawnStep {
             SpawnStep::Name => "claiming the task name",
             SpawnStep::Records => "writing the task records",
             SpawnStep::Supervisor => "starting the supervisor",
+            SpawnStep::CpusetCgroup => "checking the task's cpuset cgroup",
             SpawnStep::Cgroup => "creating the task cgroup",
             SpawnStep::Logs => "opening the task logs",
             SpawnStep::Launch => "launching the task",

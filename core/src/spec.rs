@@ -171,6 +171,16 @@ pub enum SpecError {
     /// A device mapping that cannot be used.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A cpuset cgroup that is not a plain absolute directory path.
+    #[error(
+        "cpuset cgroup {path:?} is not usable: {why} (give the absolute directory of the cgroup made for the task, such as /sys/fs/cgroup/nomad.slice/share.slice/ALLOC.TASK.scope or /sys/fs/cgroup/cpuset/nomad/share)"
+    )]
+    CpusetCgroup {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A log output inside the task's root, where the task could reach it.
     #[error(
         "log output {path:?} is inside the task dir {task_dir:?}, which is the task's root: put it outside (Nomad's FIFOs are in the alloc dir's logs/)"
@@ -221,6 +231,15 @@ pub struct Resources {
     /// cpuset hierarchy too). Checked against the cpus the parent allows at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset_cpus: Option<String>,
+    /// A cgroup that the caller's own manager made for the task's cpuset (Nomad's
+    /// `cpuset_cgroup`, whose cpus Nomad changes as other tasks reserve cores), `None` for
+    /// none: the task's own cgroup is made beneath it (v2: the task's whole cgroup; v1: its
+    /// cgroup in the cpuset hierarchy, the others staying under the driver's parent), so the
+    /// driver still kills by and removes only a cgroup of its own. An absolute directory in
+    /// the cgroup mount; it must exist. With `cpuset_cpus` the task's own cpuset holds those
+    /// cpus beneath it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cgroup: Option<PathBuf>,
     /// Host device nodes given to the task: made in its /dev and allowed by its cgroup (v1
     /// only: the task cgroup joins the devices hierarchy, which then denies every other
     /// device).
@@ -237,6 +256,7 @@ impl Default for Resources {
             pids_max: 4096,
             cpu_max_millicores: None,
             cpuset_cpus: None,
+            cpuset_cgroup: None,
             devices: Vec::new(),
         }
     }
@@ -273,6 +293,9 @@ impl Resources {
         }
         if let Some(cpus) = &self.cpuset_cpus {
             CpuList::parse(cpus)?;
+        }
+        if let Some(path) = &self.cpuset_cgroup {
+            validate_cpuset_cgroup(path)?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for device in &self.devices {
@@ -896,6 +919,37 @@ pub fn is_plain_absolute(path: &Path) -> bool {
             .all(|c| !matches!(c, Component::ParentDir))
 }
 
+/// Refuses a cpuset cgroup path that is not absolute, not plain (an empty, `.` or `..`
+/// component, a trailing `/`, a NUL) or not UTF-8, or that is `/`. Where it must lie and that
+/// it exists are the platform's checks, made against the node's cgroup mounts.
+pub fn validate_cpuset_cgroup(path: &Path) -> Result<(), SpecError> {
+    let bad = |why| {
+        Err(SpecError::CpusetCgroup {
+            path: path.to_owned(),
+            why,
+        })
+    };
+    let Some(text) = path.to_str() else {
+        return bad("it is not valid UTF-8");
+    };
+    let Some(inner) = text.strip_prefix('/') else {
+        return bad("it must be an absolute path");
+    };
+    if text.contains('\0') {
+        return bad("it contains a NUL byte");
+    }
+    if inner.is_empty() {
+        return bad("it cannot be `/`");
+    }
+    if inner
+        .split('/')
+        .any(|component| matches!(component, "" | "." | ".."))
+    {
+        return bad("it has an empty, `.` or `..` component");
+    }
+    Ok(())
+}
+
 fn validate_abs_path(field: &'static str, path: &Path) -> Result<(), SpecError> {
     if is_plain_absolute(path) {
         Ok(())
@@ -1186,6 +1240,44 @@ mod tests {
             s.resources.cpu_max_millicores = Some(ok);
             assert_eq!(s.validate(MAX), Ok(()), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_cpuset_cgroup_must_be_a_plain_absolute_path() {
+        for ok in [
+            "/sys/fs/cgroup/cpuset/nomad/share",
+            "/sys/fs/cgroup/nomad.slice/share.slice/a1.web.scope",
+        ] {
+            let r = Resources {
+                cpuset_cgroup: Some(PathBuf::from(ok)),
+                ..Resources::default()
+            };
+            assert_eq!(r.validate(), Ok(()), "{ok}");
+        }
+        for (bad, needle) in [
+            ("sys/fs/cgroup/x", "absolute"),
+            ("", "absolute"),
+            ("/", "cannot be `/`"),
+            ("/sys/fs/cgroup/../etc", "`..`"),
+            ("/sys/fs/cgroup/./x", "`.`"),
+            ("/sys//fs/cgroup", "empty"),
+            ("/sys/fs/cgroup/x/", "empty"),
+            ("/sys/fs/cgroup/a\0b", "NUL"),
+        ] {
+            let r = Resources {
+                cpuset_cgroup: Some(PathBuf::from(bad)),
+                ..Resources::default()
+            };
+            let err = r.validate().expect_err(bad).to_string();
+            assert!(
+                err.contains(needle) && err.starts_with("cpuset cgroup "),
+                "{bad:?}: {err}"
+            );
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let not_utf8 = PathBuf::from(std::ffi::OsStr::from_bytes(b"/sys/fs/cgroup/\xff"));
+        let err = validate_cpuset_cgroup(&not_utf8).unwrap_err().to_string();
+        assert!(err.contains("UTF-8"), "{err}");
     }
 
     #[test]

@@ -64,7 +64,8 @@ impl From<DriverError> for EngineError {
             // What the task's own config decides (its dirs, user, command, id) cannot get
             // better by retrying; the node's side (cgroups, records, the supervisor) may.
             PlatformError::Spawn {
-                step: SpawnStep::Dirs | SpawnStep::Claim | SpawnStep::Launch,
+                step:
+                    SpawnStep::Dirs | SpawnStep::Claim | SpawnStep::Launch | SpawnStep::CpusetCgroup,
                 ..
             } => ErrorKind::Invalid,
             _ => ErrorKind::Transient,
@@ -136,6 +137,9 @@ pub struct StartRequest {
     pub stderr_path: Option<PathBuf>,
     /// The cpus the task may run on (Nomad's reserved cores), kernel list format.
     pub cpuset_cpus: Option<String>,
+    /// The cgroup Nomad made for the task's cpuset partition, which the task's own goes
+    /// beneath (`start::cpuset_cgroup`); `None`: none named.
+    pub cpuset_cgroup: Option<PathBuf>,
     /// Host devices given to the task (Nomad's device plugins).
     pub devices: Vec<execdriver_core::DeviceMapping>,
     /// `default`, `unconfined`, or the absolute path of a seccomp profile; `None`: default.
@@ -263,6 +267,7 @@ impl Engine {
         }
         spec.resources.memory_max_bytes = req.memory_max_bytes;
         spec.resources.cpuset_cpus.clone_from(&req.cpuset_cpus);
+        spec.resources.cpuset_cgroup.clone_from(&req.cpuset_cgroup);
         spec.resources.devices.clone_from(&req.devices);
         if let Some(path) = &req.network_path {
             spec.network = Network::Path(path.clone());

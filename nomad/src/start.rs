@@ -160,6 +160,7 @@ pub fn start_request(
         stderr_path: log_path(&task.stderr_path),
         seccomp: config.seccomp,
         cpuset_cpus: cpuset(task)?,
+        cpuset_cgroup: cpuset_cgroup(task)?,
         devices: devices(task)?,
         mounts: mounts(task)?,
     })
@@ -193,8 +194,7 @@ fn mounts(task: &drivers::TaskConfig) -> Result<Vec<BindMount>, StartError> {
 }
 
 /// Nomad's reserved cores (`resources { cores = N }`, sent as `cpuset_cpus`) as the task's
-/// cpuset; `None` when the job reserves none. Nomad's `cpuset_cgroup` (its own cgroup for the
-/// task) is not used: the engine creates, kills by and removes only cgroups of its own.
+/// cpuset; `None` when the job reserves none.
 fn cpuset(task: &drivers::TaskConfig) -> Result<Option<String>, StartError> {
     let Some(text) = task
         .resources
@@ -207,6 +207,28 @@ fn cpuset(task: &drivers::TaskConfig) -> Result<Option<String>, StartError> {
     };
     let list = CpuList::parse(text).map_err(|e| StartError::Invalid(e.to_string()))?;
     Ok(Some(list.to_string()))
+}
+
+/// Nomad's `cpuset_cgroup`: the cgroup its client made for the task's cpuset partition
+/// (the shared one, whose cpus it narrows as other tasks reserve cores, or the task's own
+/// reserved one); `None` when empty (an older client, or a node without cgroups). The engine
+/// makes the task's own cgroup beneath it (or, on v1 without reserved cores, has the task join
+/// it in the cpuset hierarchy), so it still creates, kills by and removes only cgroups of its
+/// own; the path is checked here as a path, and against the node's mounts by the engine.
+fn cpuset_cgroup(task: &drivers::TaskConfig) -> Result<Option<PathBuf>, StartError> {
+    let Some(path) = task
+        .resources
+        .as_ref()
+        .and_then(|r| r.linux_resources.as_ref())
+        .map(|l| l.cpuset_cgroup.as_str())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    execdriver_core::validate_cpuset_cgroup(&path)
+        .map_err(|e| StartError::Invalid(e.to_string()))?;
+    Ok(Some(path))
 }
 
 /// Nomad's `devices` (from device plugins) as the task's device mappings: an empty task path
@@ -479,6 +501,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cpuset") && err.contains("2-1"), "{err}");
+    }
+
+    #[test]
+    fn the_cpuset_cgroup_reaches_the_request_and_a_bad_one_is_refused() {
+        let mut t = task();
+        assert_eq!(
+            start_request(&t, &Settings::default())
+                .unwrap()
+                .cpuset_cgroup,
+            None
+        );
+        let with = |path: &str| drivers::Resources {
+            linux_resources: Some(drivers::LinuxResources {
+                cpuset_cgroup: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        t.resources = Some(with(""));
+        assert_eq!(
+            start_request(&t, &Settings::default())
+                .unwrap()
+                .cpuset_cgroup,
+            None
+        );
+        let scope = "/sys/fs/cgroup/nomad.slice/share.slice/a1.web.scope";
+        t.resources = Some(with(scope));
+        assert_eq!(
+            start_request(&t, &Settings::default())
+                .unwrap()
+                .cpuset_cgroup,
+            Some(PathBuf::from(scope))
+        );
+        for bad in ["nomad/share", "/sys/fs/cgroup/cpuset/../memory"] {
+            t.resources = Some(with(bad));
+            let err = start_request(&t, &Settings::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cpuset cgroup") && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

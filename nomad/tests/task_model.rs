@@ -580,3 +580,180 @@ async fn reserved_cores_pin_the_task_and_devices_appear_in_its_dev() {
         );
     }
 }
+
+/// Sets Nomad's `cpuset_cgroup` of a task, with reserved cores when `cpus` is not empty.
+fn cpuset_cgroup(task: &mut d::TaskConfig, path: &Path, cpus: &str) {
+    if let Some(r) = task.resources.as_mut() {
+        r.linux_resources = Some(d::LinuxResources {
+            cpuset_cpus: cpus.into(),
+            cpuset_cgroup: path.display().to_string(),
+            ..Default::default()
+        });
+    }
+}
+
+/// The cpuset (v1) or unified (v2) line of a /proc/PID/cgroup text: the hierarchy path.
+fn cpuset_line(text: &str, v1: bool) -> String {
+    text.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (keys, path) = rest.split_once(':')?;
+            let wanted = if v1 {
+                keys.split(',').any(|k| k == "cpuset")
+            } else {
+                keys.is_empty()
+            };
+            wanted.then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no cpuset line in {text:?}"))
+}
+
+/// Nomad's `cpuset_cgroup`, stood in for by a cgroup the test makes beneath its own: the task
+/// lives in it (v1 without reserved cores: joined, so Nomad can still narrow the partition's
+/// cpus under it) or beneath it, destroying the task leaves it (empty), and a path that is no
+/// cgroup is refused as an invalid argument with nothing started.
+#[tokio::test]
+async fn nomads_cpuset_cgroup_holds_the_task_and_outlives_it() {
+    if !root("nomads_cpuset_cgroup_holds_the_task_and_outlives_it") {
+        return;
+    }
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let mount = if v1 {
+        Path::new("/sys/fs/cgroup/cpuset")
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let cpus = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|l| l.trim().to_owned())
+        .expect("cpus");
+    let first = cpus.split([',', '-']).next().expect("a cpu").to_owned();
+    let test_parent =
+        execdriver_linux::testing::TestParent::new("nomad-cpuset-cgroup").expect("test parent");
+    // Declared before the task guard, so dropped after it: the task's cgroup goes first.
+    let mut share = execdriver_linux::cgroups::NomadCgroup::create(
+        &format!("execdriver-test-nomad-share-{}", std::process::id()),
+        &test_parent.parent().paths()[0],
+    )
+    .expect("stand-in of Nomad's cgroup");
+    let rel = |p: &Path| {
+        format!(
+            "/{}",
+            p.strip_prefix(mount).expect("in the mount").display()
+        )
+    };
+    let plugin = PluginProcess::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut guard = TaskGuard::new(data.path());
+    let mut c = configured(&plugin, plugin_config(data.path())).await;
+    let alloc = AllocDir::new("web");
+
+    // The shared partition.
+    let script = "cat /proc/self/cgroup > /alloc/cg.tmp && mv /alloc/cg.tmp /alloc/cg; \
+                  exec sleep 600";
+    let mut task = task_config(&alloc, "web", "000000d1", "/bin/sh", &["-c", script]);
+    cpuset_cgroup(&mut task, share.path(), "");
+    let task_id = task.id.clone();
+    guard.arm(&start(&mut c, task).await.expect("start"));
+    let at = cpuset_line(
+        &wait_for_file(&alloc.shared().join("cg"), Duration::from_secs(10)),
+        v1,
+    );
+    let share_rel = rel(share.path());
+    if v1 {
+        assert_eq!(at, share_rel, "the task is not in Nomad's share cgroup");
+        let pid = share
+            .pids()
+            .expect("pids")
+            .first()
+            .copied()
+            .expect("the task");
+        let allowed = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .expect("status")
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Cpus_allowed_list:")
+                        .map(|c| c.trim().to_owned())
+                })
+                .expect("cpus")
+        };
+        assert_eq!(allowed(pid), cpus);
+        if first != cpus {
+            // Nomad narrows the share when another task reserves cores.
+            std::fs::write(share.path().join("cpuset.cpus"), &first).expect("narrow");
+            assert_eq!(allowed(pid), first);
+            std::fs::write(share.path().join("cpuset.cpus"), &cpus).expect("widen");
+        }
+    } else {
+        let (parent, child) = at.rsplit_once('/').expect("a child");
+        assert_eq!(parent, share_rel);
+        assert!(child.starts_with("execdriver-"), "{at}");
+    }
+    destroy(&mut c, &task_id).await;
+    guard.disarm();
+    assert!(share.path().is_dir(), "Nomad's cgroup went with the task");
+    assert_eq!(share.pids().expect("pids"), Vec::<i32>::new());
+    let children = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(children(share.path()), Vec::<String>::new());
+
+    // Reserved cores, beneath the cgroup Nomad made for the task.
+    let scope = share.child("0b4e2d6a.web").expect("scope");
+    let offers_cpuset = v1
+        || std::fs::read_to_string(scope.join("cgroup.controllers"))
+            .expect("controllers")
+            .split_whitespace()
+            .any(|c| c == "cpuset");
+    if offers_cpuset {
+        let script = "cat /proc/self/cgroup > /alloc/cg2; \
+                      grep Cpus_allowed_list /proc/self/status > /alloc/cpus2";
+        let mut task = task_config(&alloc, "web", "000000d2", "/bin/sh", &["-c", script]);
+        cpuset_cgroup(&mut task, &scope, &first);
+        let task_id = task.id.clone();
+        guard.arm(&start(&mut c, task).await.expect("start reserved"));
+        assert_eq!(wait_task(&mut c, &task_id).await.exit_code, 0);
+        guard.disarm();
+        let at = cpuset_line(
+            &std::fs::read_to_string(alloc.shared().join("cg2")).expect("cg2"),
+            v1,
+        );
+        let (parent, child) = at.rsplit_once('/').expect("a child");
+        assert_eq!(parent, rel(&scope));
+        assert!(child.starts_with("execdriver-"), "{at}");
+        let got = std::fs::read_to_string(alloc.shared().join("cpus2")).expect("cpus2");
+        assert_eq!(got, format!("Cpus_allowed_list:\t{first}\n"));
+        destroy(&mut c, &task_id).await;
+        assert!(scope.is_dir());
+        assert_eq!(children(&scope), Vec::<String>::new());
+    } else {
+        eprintln!("the stand-in's parent offers no cpuset: the reserved-cores case is not run");
+    }
+
+    // No cgroup there, or no absolute path: an invalid argument, and nothing starts.
+    for (suffix, path) in [("000000d3", "/tmp"), ("000000d4", "nomad/share")] {
+        let mut bad = task_config(&alloc, "web", suffix, "/bin/true", &[]);
+        cpuset_cgroup(&mut bad, Path::new(path), "");
+        let err = start(&mut c, bad).await.expect_err(path);
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(
+            err.message().contains("cpuset cgroup") && err.message().contains(path),
+            "{}",
+            err.message()
+        );
+    }
+    let tasks = data.path().join("tasks");
+    let left: Vec<_> = std::fs::read_dir(&tasks)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tasks.display());
+}

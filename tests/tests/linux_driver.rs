@@ -1264,3 +1264,114 @@ fn a_task_terminal_is_handed_to_any_handle_and_takes_input() {
     assert!(other.terminal().is_err());
     env.assert_clean(CLEAN);
 }
+
+/// The cpuset (v1) or unified (v2) hierarchy path of `pid`, from /proc/PID/cgroup.
+fn cpuset_cgroup_of(pid: i32, v1: bool) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    text.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (keys, path) = rest.split_once(':')?;
+            let wanted = if v1 {
+                keys.split(',').any(|k| k == "cpuset")
+            } else {
+                keys.is_empty()
+            };
+            wanted.then(|| path.to_owned())
+        })
+        .expect("a cpuset or unified line")
+}
+
+/// A task whose spec names a cpuset cgroup (Nomad's `cpuset_cgroup`, stood in for by one of
+/// the test's): it lives in it (v1, joined) or beneath it (v2), a new driver (the plugin
+/// restarted) finds it there and kills it, a lost supervisor's cleanup removes only the
+/// task's own cgroup, and the stand-in is left empty. Runs in the v2 guest too.
+#[test]
+fn a_named_cpuset_cgroup_holds_the_task_across_restarts_and_cleanups() {
+    let test = "a_named_cpuset_cgroup_holds_the_task_across_restarts_and_cleanups";
+    if !execdriver_linux::testing::require_root(test, "it creates cgroups and namespaces") {
+        return;
+    }
+    let v1 = execdriver_linux::cgroups::probe().version
+        == Some(execdriver_linux::cgroups::CgroupVersion::V1);
+    let mount = if v1 {
+        "/sys/fs/cgroup/cpuset"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    // Made before the env, so removed after it: the env's cleanup takes the tasks first.
+    let test_parent =
+        execdriver_linux::testing::TestParent::new("driver-cpuset-cgroup").expect("parent");
+    let share = execdriver_linux::cgroups::NomadCgroup::create(
+        &unique_id("execdriver-test-share"),
+        &test_parent.parent().paths()[0],
+    )
+    .expect("stand-in");
+    let share_rel = format!(
+        "/{}",
+        share
+            .path()
+            .strip_prefix(mount)
+            .expect("in the mount")
+            .display()
+    );
+    let env = TestEnv::new(binary_from_target_dir());
+    let expected = |task_id: &str| {
+        if v1 {
+            share_rel.clone()
+        } else {
+            format!("{share_rel}/{}", cgroup_name(task_id))
+        }
+    };
+
+    // Started, found again by a new driver, killed through it.
+    let mut spec = env.spec("/bin/sleep", &["1000"]);
+    spec.resources.cpuset_cgroup = Some(share.path().to_owned());
+    let id = {
+        let driver = env.driver();
+        let task = driver.start(&spec).expect("start");
+        let handle = task.handle_id();
+        env.track(handle.clone());
+        assert_eq!(
+            cpuset_cgroup_of(handle.task.pid, v1),
+            expected(&handle.task_id)
+        );
+        task.id()
+    };
+    let task = env.driver().open(&id).expect("reattach");
+    assert_eq!(task.state(), State::Running);
+    assert!(task.stats().is_ok());
+    task.kill().expect("kill");
+    task.wait().expect("wait");
+
+    // A lost supervisor: the cleanup goes by the task's own recorded cgroup.
+    let mut spec = env.spec("/bin/sleep", &["1000"]);
+    spec.resources.cpuset_cgroup = Some(share.path().to_owned());
+    let driver = env.driver();
+    let task = driver.start(&spec).expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    assert_eq!(
+        cpuset_cgroup_of(handle.task.pid, v1),
+        expected(&handle.task_id)
+    );
+    kill_supervisor(&handle);
+    drop(task);
+    let reopened = env.driver().open(&handle.to_string());
+    assert!(
+        reopened.is_err(),
+        "a task without its supervisor reattached"
+    );
+    assert!(!alive(&handle.task), "the task outlived its cleanup");
+
+    env.assert_clean(CLEAN);
+    assert!(share.path().is_dir(), "the named cgroup went with a task");
+    assert_eq!(share.pids().expect("pids"), Vec::<i32>::new());
+    let children: Vec<_> = fs::read_dir(share.path())
+        .expect("read")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(children.is_empty(), "{children:?}");
+}

@@ -60,6 +60,14 @@ pub enum CgroupError {
         /// The file that says so.
         path: PathBuf,
     },
+    /// The cgroup named for the task's cpuset cannot be used (see `Resources::cpuset_cgroup`).
+    #[error("cpuset cgroup {}: {reason}", .path.display())]
+    CpusetCgroup {
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Devices asked for on a node whose cgroups cannot confine them.
     #[error("devices need cgroup v1 here: execdriver does not attach a BPF device filter on cgroup v2 yet (leave devices out)")]
     DevicesNeedV1,

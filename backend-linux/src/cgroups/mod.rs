@@ -10,6 +10,9 @@
 //!   (`v2/delegation.rs`: `cgroup.subtree_control`); `fake.rs` in memory for unit tests.
 //! - `limits.rs`: the value conversions (cpu shares to weight, millicores to a CFS quota,
 //!   pages) and the writer that reads every value back; each version lists its files.
+//! - `named.rs`: the cgroup a task's spec names for its cpuset (Nomad's `cpuset_cgroup`),
+//!   another manager's, checked and placed relative to (the task's cgroup beneath it, or on
+//!   v1 without cpus joined), never killed by or removed;
 //! - `placement.rs`: the default parent (own cgroup or the driver's slice) and why;
 //!   `supervisors.rs`: the supervisors' own cgroup, in every hierarchy.
 //! - `hierarchy.rs`: mountinfo and /proc/self/cgroup; `fs.rs`: file helpers whose errors
@@ -41,11 +44,14 @@ mod hierarchy;
 mod kill;
 mod limits;
 mod membership;
+mod named;
 mod ops;
 mod parent;
 mod placement;
 #[cfg(any(test, feature = "test-support"))]
 mod service;
+#[cfg(any(test, feature = "test-support"))]
+mod standin;
 mod supervisors;
 mod task;
 mod v1;
@@ -60,7 +66,7 @@ pub use error::CgroupError;
 pub use membership::cgroup_dirs_of;
 pub use limits::{CPU_PERIOD_US, cpu_max_line, cpu_quota_us, shares_to_weight};
 pub use ops::{AppliedLimit, TaskCgroupOps};
-pub use parent::CgroupParent;
+pub use parent::{CgroupParent, TaskPlacement};
 pub use placement::{
     CallerCgroup, DEFAULT_SLICE_NAME, DefaultParent, OwnCgroupFacts, ParentDecision,
     decide_default_parent, detect_default_parent, slice_dir_name,
@@ -70,6 +76,8 @@ pub use supervisors::{
 };
 #[cfg(any(test, feature = "test-support"))]
 pub use service::ServiceCgroup;
+#[cfg(any(test, feature = "test-support"))]
+pub use standin::NomadCgroup;
 pub use task::TaskCgroup;
 
 /// How long removal retries an rmdir that fails with EBUSY (for one removal call: all the

@@ -10,9 +10,22 @@ use execdriver_core::Resources;
 use super::hierarchy::{
     ControllerDir, Hierarchy, Layout, check_hierarchy_path, proc_cgroup_path,
 };
+use super::named::{self, Named};
 use super::placement::slice_dir_name;
 use super::v2::delegation;
 use super::{CgroupError, CgroupVersion, cpuset, fs, validate_name};
+
+/// Where a task's cgroup goes, decided before it exists and recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskPlacement {
+    /// The task cgroup's own directories, one per hierarchy it has one in: created, killed
+    /// by and removed with the task.
+    pub paths: Vec<PathBuf>,
+    /// Cgroups of another manager (v1: the cpuset cgroup a task without cpus is named) that
+    /// the task's processes join where the task has no cgroup of its own: never killed by,
+    /// never removed.
+    pub join: Vec<PathBuf>,
+}
 
 /// The parent under which task cgroups are created, resolved per controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,11 +157,35 @@ impl CgroupParent {
     /// parent's cpus and mems). On v2 a cpuset has cpuset enabled down to the parent, along
     /// the directories this parent was made through. A cpuset is checked against the cpus
     /// the parent allows; devices on v2 are refused ([`CgroupError::DevicesNeedV1`]).
+    ///
+    /// [`CgroupParent::task_placement`] for a task that joins no cgroup of another manager;
+    /// one that would (v1, a `cpuset_cgroup` without cpus) is refused rather than placed
+    /// without it.
     pub fn task_paths(
         &self,
         name: &str,
         resources: &Resources,
     ) -> Result<Vec<PathBuf>, CgroupError> {
+        let placement = self.task_placement(name, resources)?;
+        match placement.join.first() {
+            None => Ok(placement.paths),
+            Some(path) => Err(CgroupError::CpusetCgroup {
+                path: path.clone(),
+                reason: "the task joins it, which only task_placement records".into(),
+            }),
+        }
+    }
+
+    /// Where task cgroup `name` goes ([`CgroupParent::task_paths`]), and for a task whose
+    /// resources name a `cpuset_cgroup` (checked against the node first, module `named`):
+    /// on v2 the task's cgroup is made beneath it instead of beneath this parent; on v1 the
+    /// task's cpuset cgroup is made beneath it (with cpus), or the task joins it (without
+    /// cpus, [`TaskPlacement::join`]).
+    pub fn task_placement(
+        &self,
+        name: &str,
+        resources: &Resources,
+    ) -> Result<TaskPlacement, CgroupError> {
         validate_name(name)?;
         let mut paths = self
             .dirs
@@ -156,12 +193,28 @@ impl CgroupParent {
             .map(|d| d.child(name).map(|c| c.dir))
             .collect::<Result<Vec<_>, _>>()?;
         let cpus = resources.cpuset_cpus.as_deref();
+        let layout = match (&resources.cpuset_cgroup, self.version) {
+            (Some(_), _) | (None, CgroupVersion::V1) => Some(Layout::detect_complete()?),
+            (None, CgroupVersion::V2) => None,
+        };
+        let named = match (&resources.cpuset_cgroup, &layout) {
+            (Some(path), Some(layout)) => Some(named::locate(path, layout, resources)?),
+            _ => None,
+        };
+        let mut join = Vec::new();
         match self.version {
             CgroupVersion::V2 => {
                 if !resources.devices.is_empty() {
                     return Err(CgroupError::DevicesNeedV1);
                 }
-                if let Some(cpus) = cpus {
+                if let Some(Named::Parent(dir) | Named::Join(dir)) = &named {
+                    // Beneath the named cgroup, whose ancestors are its manager's: cpuset is
+                    // enabled (by the create) in its subtree_control only.
+                    if let Some(cpus) = cpus {
+                        cpuset::check_allowed(cpus, &dir.dir.join("cpuset.cpus.effective"))?;
+                    }
+                    paths = vec![dir.child(name)?.dir];
+                } else if let Some(cpus) = cpus {
                     for d in &self.dirs {
                         for dir in self.path_down(&d.hierarchy)? {
                             delegation::enable_controller(&dir, "cpuset")?;
@@ -171,14 +224,26 @@ impl CgroupParent {
                 }
             }
             CgroupVersion::V1 => {
+                match &named {
+                    Some(Named::Parent(dir)) => {
+                        let canonical = cpuset::canonical(resources).unwrap_or_default();
+                        named::fill_v1_parent(&dir.dir, &canonical)?;
+                        if let Some(cpus) = cpus {
+                            cpuset::check_allowed(cpus, &dir.dir.join("cpuset.cpus"))?;
+                        }
+                        paths.push(dir.child(name)?.dir);
+                    }
+                    Some(Named::Join(dir)) => join.push(dir.dir.clone()),
+                    None => {}
+                }
                 let wanted = [
-                    ("cpuset", cpus.is_some(), "a cpuset"),
+                    ("cpuset", cpus.is_some() && named.is_none(), "a cpuset"),
                     ("devices", !resources.devices.is_empty(), "devices"),
                 ];
-                if !wanted.iter().any(|(_, asked, _)| *asked) {
-                    return Ok(paths);
-                }
-                let layout = Layout::detect_complete()?;
+                let Some(layout) = layout.filter(|_| wanted.iter().any(|(_, asked, _)| *asked))
+                else {
+                    return Ok(TaskPlacement { paths, join });
+                };
                 for (controller, asked, what) in wanted {
                     if !asked {
                         continue;
@@ -199,7 +264,7 @@ impl CgroupParent {
                 }
             }
         }
-        Ok(paths)
+        Ok(TaskPlacement { paths, join })
     }
 
     /// The directories from where this parent starts in `hierarchy` (its root, or the

@@ -24,6 +24,9 @@ pub struct TaskCgroup {
     ops: Box<dyn TaskCgroupOps>,
     /// What `create` applied (empty for a cgroup that was opened).
     applied: Vec<AppliedLimit>,
+    /// Another manager's cgroups its processes join ([`super::TaskPlacement::join`]); only
+    /// [`TaskCgroup::add_process`] uses them.
+    joined: Vec<PathBuf>,
 }
 
 impl TaskCgroup {
@@ -83,9 +86,31 @@ impl TaskCgroup {
         paths: &[PathBuf],
         resources: &Resources,
     ) -> Result<Self, CgroupError> {
+        Self::create_recorded_joining(name, paths, &[], resources)
+    }
+
+    /// [`TaskCgroup::create_recorded`] for a task that also joins the recorded cgroups `join`
+    /// of another manager ([`super::TaskPlacement::join`]): each is checked (a v1 cpuset
+    /// cgroup, existing) before anything is created, and [`TaskCgroup::add_process`] moves
+    /// processes into them too. They are never killed by and never removed.
+    pub fn create_recorded_joining(
+        name: &str,
+        paths: &[PathBuf],
+        join: &[PathBuf],
+        resources: &Resources,
+    ) -> Result<Self, CgroupError> {
         resources
             .validate()
             .map_err(CgroupError::InvalidResources)?;
+        let joined = match join {
+            [] => Vec::new(),
+            _ => {
+                let layout = Layout::detect_complete()?;
+                join.iter()
+                    .map(|p| super::named::check_join(p, &layout))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
         let Some((version, dirs)) = recorded_dirs(name, paths)? else {
             return Err(CgroupError::NotMounted);
         };
@@ -105,6 +130,7 @@ impl TaskCgroup {
         }
         let mut cgroup = Self::of(name, version, dirs)?;
         cgroup.applied = cgroup.ops.create(resources)?;
+        cgroup.joined = joined;
         Ok(cgroup)
     }
 
@@ -140,6 +166,7 @@ impl TaskCgroup {
             name: name.to_owned(),
             ops,
             applied: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -177,9 +204,20 @@ impl TaskCgroup {
         self.ops.as_ref()
     }
 
-    /// Moves `pid` (a process we just started) into the cgroup in every controller.
+    /// Moves `pid` (a process we just started) into the cgroup in every controller, and into
+    /// the cgroups it joins.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        self.ops.add_process(pid)
+        self.ops.add_process(pid)?;
+        for dir in &self.joined {
+            super::fs::write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The cgroups of another manager that its processes join (see
+    /// [`TaskCgroup::create_recorded_joining`]).
+    pub fn joined(&self) -> &[PathBuf] {
+        &self.joined
     }
 
     /// Every pid in the cgroup and its descendants, in every hierarchy, sorted.

@@ -252,6 +252,7 @@ mod tests {
             name: "execdriver-other".into(),
             parent: None,
             paths: vec![outside.clone()],
+            join: Vec::new(),
         }
         .write_new(&paths.cgroup_record())
         .expect("write");
@@ -263,6 +264,7 @@ mod tests {
                 name: name.into(),
                 parent: Some("execdriver-test-parent-never-created".into()),
                 paths: vec![path.to_owned()],
+                join: Vec::new(),
             }
             .write_new(&paths.cgroup_record())
             .expect("write");

@@ -18,7 +18,7 @@ use execdriver_core::{
 use super::LinuxPlatform;
 use super::client::{LogLocation, SupervisorConn};
 use super::orphan::{destroy_recorded_cgroup, kill_supervisor_process, remove_dir};
-use crate::cgroups::cgroup_name;
+use crate::cgroups::{CgroupError, cgroup_name};
 use crate::protocol::{self, Ready};
 use crate::state::{self, CgroupRecord, ClaimError, StatePaths, claim_task_dir};
 
@@ -89,9 +89,14 @@ pub(crate) fn spawn(
         .cgroup_parent()
         .map_err(|e| fail(SpawnStep::Cgroup, e.to_string()))?;
     let name = cgroup_name(&spec.task_id);
-    let mut cgroup_paths = parent
-        .task_paths(&name, &spec.resources)
-        .map_err(|e| fail(SpawnStep::Cgroup, e.to_string()))?;
+    let placement = parent.task_placement(&name, &spec.resources).map_err(|e| {
+        let step = match e {
+            CgroupError::CpusetCgroup { .. } => SpawnStep::CpusetCgroup,
+            _ => SpawnStep::Cgroup,
+        };
+        fail(step, e.to_string())
+    })?;
+    let mut cgroup_paths = placement.paths;
     cgroup_paths.sort();
     let spec_json = serde_json::to_vec(spec).map_err(|e| {
         fail(
@@ -107,6 +112,7 @@ pub(crate) fn spawn(
             name: name.clone(),
             parent: platform.config.cgroup_parent.clone(),
             paths: cgroup_paths,
+            join: placement.join,
         }
         .write_new(&paths.cgroup_record())
     });

@@ -30,6 +30,11 @@ pub(crate) struct CgroupRecord {
     pub parent: Option<String>,
     /// The task cgroup's absolute directory in each hierarchy, sorted.
     pub paths: Vec<PathBuf>,
+    /// Cgroups of another manager the task's processes join (Nomad's v1 cpuset cgroup of a
+    /// task without reserved cores), checked again when the supervisor creates the cgroup.
+    /// Only ever joined: cleanups go by `paths` alone, never killing by or removing these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<PathBuf>,
 }
 
 impl CgroupRecord {
@@ -147,7 +152,14 @@ mod tests {
             name: "execdriver-t1".into(),
             parent: None,
             paths: vec!["/sys/fs/cgroup/execdriver-t1".into()],
+            join: Vec::new(),
         };
+        // Records written before `join` existed still read.
+        let old: CgroupRecord = serde_json::from_str(
+            r#"{"name":"execdriver-t1","parent":null,"paths":["/sys/fs/cgroup/execdriver-t1"]}"#,
+        )
+        .expect("old record");
+        assert_eq!(old, record);
         record.write_new(&path).expect("write");
         assert_eq!(CgroupRecord::read(&path).ok(), Some(Some(record.clone())));
         assert!(record.write_new(&path).is_err());

@@ -156,7 +156,12 @@ pub(super) fn start(
         )));
     }
     // Where the agent recorded it: the cleanup of a lost task finds it there.
-    let cgroup = match TaskCgroup::create_recorded(&name, &record.paths, &spec.resources) {
+    let cgroup = match TaskCgroup::create_recorded_joining(
+        &name,
+        &record.paths,
+        &record.join,
+        &spec.resources,
+    ) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             cleanup_socket();
