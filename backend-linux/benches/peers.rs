@@ -17,7 +17,8 @@
 //! of load from the rest of the machine hits all alike; medians and ratios are printed as one
 //! markdown table. With `EXECDRIVER_BENCH_BASELINE=<an older execdriver binary>`, that binary
 //! is one more runner of every figure; `EXECDRIVER_BENCH_BINARY` replaces the binary built
-//! with the bench (to measure a copy while the tree is rebuilt).
+//! with the bench (to measure a copy while the tree is rebuilt; either starts the
+//! `execdriver-supervisor` beside it when there is one, so copy the pair).
 //!
 //! Run as root: `cargo bench -p execdriver-linux --features test-support --bench peers --
 //! [--rounds N] [--cycles N] [--tasks N]`. Everything it makes (tasks, cgroups, bundles,
