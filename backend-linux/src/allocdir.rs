@@ -251,22 +251,18 @@ fn lock_dir(dir: &Path, op: FlockOperation) -> io::Result<File> {
 
 /// Removes temporary alloc dirs whose maker died before renaming them into place.
 fn sweep_abandoned(allocs: &Path) {
-    let Ok(entries) = fs::read_dir(allocs) else {
+    let Ok(names) = crate::state::names_with_prefix(allocs, NEW_PREFIX) else {
         return;
     };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(NEW_PREFIX) {
-            continue;
-        }
-        let old = entry
-            .metadata()
+    for name in names {
+        let path = allocs.join(name);
+        let old = fs::symlink_metadata(&path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > ABANDONED_AFTER);
-        if old && let Ok(_lock) = lock_dir(&entry.path(), FlockOperation::NonBlockingLockExclusive)
-        {
-            let _ = fs::remove_dir_all(entry.path());
+        if old && let Ok(_lock) = lock_dir(&path, FlockOperation::NonBlockingLockExclusive) {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }

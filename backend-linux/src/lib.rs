@@ -83,7 +83,7 @@ mod testing;
 pub use allocdir::{AllocDir, AllocDirError};
 pub use platform::{
     DEFAULT_DATA_DIR, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, LinuxConfig, LinuxPlatform,
-    SupervisorConn,
+    SUPERVISOR_ENTRY, SupervisorConn,
 };
 pub use seccomp::SeccompError;
 pub use supervisor::SuperviseOptions;
@@ -110,6 +110,7 @@ pub fn supervise_main() -> Option<i32> {
     if args.first().map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new("supervise")) {
         return None;
     }
+    set_supervisor_panic_hook();
     Some(match parse_supervise_args(&args[1..]) {
         Ok(options) => supervise(&options),
         Err(e) => {
@@ -118,6 +119,33 @@ pub fn supervise_main() -> Option<i32> {
             2
         }
     })
+}
+
+/// A bug must not take the task down with it unnoticed: the supervisor notes a panic in its
+/// log (its stderr) as one line, without a backtrace.
+pub fn set_supervisor_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "supervisor: internal error: {}",
+            panic_message(info)
+        );
+    }));
+}
+
+/// A panic's payload and location as one line (for a log or a message on stderr).
+pub fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned());
+    match info.location() {
+        Some(l) => format!("{payload} at {}:{}", l.file(), l.line()).replace('\n', " "),
+        None => payload.replace('\n', " "),
+    }
 }
 
 fn parse_supervise_args(args: &[std::ffi::OsString]) -> Result<SuperviseOptions, String> {

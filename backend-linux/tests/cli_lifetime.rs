@@ -131,6 +131,30 @@ fn rm_of_a_running_task_needs_force_and_run_rm_removes_after_the_exit() {
 }
 
 #[test]
+fn the_cli_starts_the_small_supervisor_entry_installed_beside_it() {
+    let Some(env) = env("the_cli_starts_the_small_supervisor_entry_installed_beside_it") else {
+        return;
+    };
+    let id = start(&env, &["--", "/bin/sleep", "100"]);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&cli(&env, &["inspect", &id]).stdout).expect("inspect json");
+    let pid = doc["supervisor_pid"].as_i64().expect("a supervisor pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the supervisor's exe");
+    assert_eq!(
+        exe,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_execdriver-supervisor"))
+    );
+    // What it does is the same: the task answers and goes as with any supervisor.
+    let status = cli(&env, &["status", "--json", &id]);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(report["state"], "running", "{report}");
+    let out = cli(&env, &["rm", "-f", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(remains(&env, &id), Vec::<String>::new());
+    env.assert_clean(CLEAN);
+}
+
+#[test]
 fn a_name_is_unique_until_removed_and_works_wherever_an_id_does() {
     let Some(env) = env("a_name_is_unique_until_removed_and_works_wherever_an_id_does") else {
         return;

@@ -41,7 +41,9 @@ impl Target {
 
 impl Ctx {
     pub fn new(data_dir: PathBuf, cgroup_parent: Option<String>, slice: String) -> Self {
-        let mut config = LinuxConfig::new(&data_dir).with_slice_name(slice);
+        let mut config = LinuxConfig::new(&data_dir)
+            .with_slice_name(slice)
+            .with_supervisor_entry_beside();
         if let Some(parent) = cgroup_parent {
             config = config.with_cgroup_parent(parent);
         }

@@ -144,6 +144,11 @@ pub(crate) use fail;
 
 /// Parses the command line, runs the command, and turns the outcome into an exit status.
 pub fn main() -> ExitCode {
+    // The supervisor's own command line, as the platform starts it, skips clap: building the
+    // whole command tree is most of what the supervisor's start would spend before its work.
+    if let Some(code) = execdriver_linux::supervise_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -163,11 +168,7 @@ pub fn main() -> ExitCode {
         start_lock_fd,
     } = &cli.command
     {
-        // A bug must not take the task down with it unnoticed: note it in the supervisor
-        // log, without a backtrace.
-        std::panic::set_hook(Box::new(|info| {
-            errln!("supervisor: internal error: {}", one_line(info));
-        }));
+        execdriver_linux::set_supervisor_panic_hook();
         let options = execdriver_linux::SuperviseOptions::new(state_dir)
             .with_slice(cli.slice.clone())
             .with_linger(std::time::Duration::from_millis(*linger_ms))
@@ -176,7 +177,10 @@ pub fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     std::panic::set_hook(Box::new(|info| {
-        errln!("execdriver: internal error: {}", one_line(info));
+        errln!(
+            "execdriver: internal error: {}",
+            execdriver_linux::panic_message(info)
+        );
         std::process::exit(i32::from(EXIT_DRIVER_FAILED));
     }));
     match dispatch(cli) {
@@ -220,18 +224,5 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Man { dir } => docs::man(dir.as_deref()),
         // Handled before dispatch: it must not install the CLI's panic hook.
         Command::Supervise { .. } => Err(fail!("supervise is handled by main")),
-    }
-}
-
-fn one_line(info: &std::panic::PanicHookInfo<'_>) -> String {
-    let payload = info
-        .payload()
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| info.payload().downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_owned());
-    match info.location() {
-        Some(l) => format!("{payload} at {}:{}", l.file(), l.line()).replace('\n', " "),
-        None => payload.replace('\n', " "),
     }
 }

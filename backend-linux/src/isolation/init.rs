@@ -347,8 +347,10 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
         report(Record::Started);
-        // Waiting and reaping touch a page or two of the code the start faulted in.
+        // Waiting and reaping touch a page or two of the code the start faulted in, and no
+        // byte of the heap: `supervise` uses nothing of `cx` and allocates nothing.
         cx.clean.release();
+        cx.clean.discard_heap();
         supervise(task, sfd)
     }
 }

@@ -9,6 +9,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/execdriver";
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a supervisor stays after the exit by default when nobody collects it.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(300);
+/// The file name of the small supervisor binary installed beside the `execdriver` CLI (see
+/// [`LinuxConfig::supervisor_entry_beside`]).
+pub const SUPERVISOR_ENTRY: &str = "execdriver-supervisor";
 
 /// Settings of the Linux platform; start from [`LinuxConfig::new`] and change what you need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,11 @@ pub struct LinuxConfig {
     /// `execdriver` binary, or an agent's own binary that calls
     /// [`crate::supervise_main`] for them); default: the running executable.
     pub supervisor_binary: Option<PathBuf>,
+    /// Without a `supervisor_binary`: start [`SUPERVISOR_ENTRY`] from the running
+    /// executable's dir when it is there (the CLI's install puts it there), else the running
+    /// executable. The supervisor then execs a binary of a third of the size, without the
+    /// CLI's argument parser. Default off: an agent's own binary serves `supervise` itself.
+    pub supervisor_entry_beside: bool,
     /// The cgroup parent, relative to each hierarchy root. Default: the caller's own cgroup
     /// where it can host task cgroups (always on v1; on v2 when it is the root or delegates
     /// cpu, memory and pids), else the driver's own slice `/<slice_name>.slice`.
@@ -42,6 +50,7 @@ impl LinuxConfig {
         Self {
             data_dir: data_dir.into(),
             supervisor_binary: None,
+            supervisor_entry_beside: false,
             cgroup_parent: None,
             slice_name: crate::cgroups::DEFAULT_SLICE_NAME.to_owned(),
             supervisor_linger: DEFAULT_LINGER,
@@ -52,6 +61,13 @@ impl LinuxConfig {
     /// This config with `binary` as the supervisor binary.
     pub fn with_supervisor_binary(mut self, binary: impl Into<PathBuf>) -> Self {
         self.supervisor_binary = Some(binary.into());
+        self
+    }
+
+    /// This config starting [`SUPERVISOR_ENTRY`] beside the running executable when there
+    /// is one (see [`LinuxConfig::supervisor_entry_beside`]).
+    pub fn with_supervisor_entry_beside(mut self) -> Self {
+        self.supervisor_entry_beside = true;
         self
     }
 

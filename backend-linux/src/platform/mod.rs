@@ -40,7 +40,9 @@ use execdriver_core::{
 };
 
 pub use client::SupervisorConn;
-pub use config::{DEFAULT_DATA_DIR, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, LinuxConfig};
+pub use config::{
+    DEFAULT_DATA_DIR, DEFAULT_LINGER, DEFAULT_READY_TIMEOUT, LinuxConfig, SUPERVISOR_ENTRY,
+};
 pub(crate) use spawn::START_LOCK_FD;
 
 use crate::cgroups::CgroupParent;
@@ -134,11 +136,18 @@ impl LinuxPlatform {
     }
 
     fn binary(&self) -> Result<PathBuf, String> {
-        match &self.config.supervisor_binary {
-            Some(path) => Ok(path.clone()),
-            None => std::env::current_exe()
-                .map_err(|e| format!("cannot find the execdriver binary: {e}")),
+        if let Some(path) = &self.config.supervisor_binary {
+            return Ok(path.clone());
         }
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the execdriver binary: {e}"))?;
+        if self.config.supervisor_entry_beside {
+            let entry = exe.with_file_name(SUPERVISOR_ENTRY);
+            if entry.is_file() {
+                return Ok(entry);
+            }
+        }
+        Ok(exe)
     }
 
     /// A point on the platform clock as an [`Instant`].

@@ -19,6 +19,8 @@ const MAX_MAPPINGS: usize = 64;
 pub(crate) struct CleanMappings {
     ranges: [(usize, usize); MAX_MAPPINGS],
     len: usize,
+    /// Where the heap (`[heap]`, the brk area) starts; 0 when there is none.
+    heap_start: usize,
 }
 
 impl CleanMappings {
@@ -34,6 +36,7 @@ impl CleanMappings {
         let mut found = Self {
             ranges: [(0, 0); MAX_MAPPINGS],
             len: 0,
+            heap_start: 0,
         };
         let Ok(file) = std::fs::File::open("/proc/self/smaps") else {
             return found;
@@ -43,6 +46,9 @@ impl CleanMappings {
         for line in BufReader::new(file).lines().map_while(Result::ok) {
             if let Some(range) = mapping_header(&line) {
                 current = range;
+                if line.ends_with("[heap]") {
+                    found.heap_start = heap_start(&line).unwrap_or(0);
+                }
             } else if let Some(kb) = line.strip_prefix("Anonymous:") {
                 // The last field of a mapping that matters here; a private page excludes it.
                 let anonymous = kb.trim().trim_end_matches("kB").trim() != "0";
@@ -66,6 +72,43 @@ impl CleanMappings {
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         }
     }
+}
+
+impl CleanMappings {
+    /// Gives back every page of the heap, free or not: for a process that never touches its
+    /// heap again, what it holds is dead weight. The task's init is one: a copy of the
+    /// supervisor made by a clone, whose heap pages turn into the init's own as soon as the
+    /// supervisor writes its copies, while the init, once the task runs, only waits and
+    /// reaps with system calls on its stack. Only system calls: safe in a forked child.
+    ///
+    /// # Safety
+    /// Nothing in this process may read, write, allocate or free heap memory afterwards: the
+    /// heap reads back as zeros.
+    pub(crate) unsafe fn discard_heap(&self) {
+        if self.heap_start == 0 {
+            return;
+        }
+        // SAFETY: sbrk(0) only reads the current break.
+        let end = unsafe { libc::sbrk(0) } as usize;
+        if end == usize::MAX || end <= self.heap_start {
+            return;
+        }
+        // SAFETY: [heap_start, end) is this process's brk heap, which the caller promises is
+        // never used again; a failure leaves it as it was.
+        unsafe {
+            libc::madvise(
+                self.heap_start as *mut libc::c_void,
+                end - self.heap_start,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+}
+
+/// The start address of a `/proc/self/smaps` header line's mapping.
+fn heap_start(line: &str) -> Option<usize> {
+    let (start, _) = line.split_ascii_whitespace().next()?.split_once('-')?;
+    usize::from_str_radix(start, 16).ok()
 }
 
 /// Gives the heap's free pages back to the kernel (glibc keeps them otherwise): before the
@@ -116,6 +159,13 @@ mod tests {
         }
         assert_eq!(mapping_header("Anonymous:        0 kB"), None);
         assert_eq!(mapping_header("VmFlags: rd ex mr mw me"), None);
+    }
+
+    #[test]
+    fn the_heap_is_found_by_its_header() {
+        let line = "55d0c1a00000-55d0c1b21000 rw-p 00000000 00:00 0                          [heap]";
+        assert_eq!(heap_start(line), Some(0x55d0c1a00000));
+        assert_eq!(heap_start("not a header"), None);
     }
 
     #[test]

@@ -154,22 +154,18 @@ const ABANDONED_CLAIM_AGE: std::time::Duration = std::time::Duration::from_secs(
 
 /// Removes claim dirs under `tasks_dir` whose claimer died before renaming them into place.
 pub(crate) fn sweep_abandoned_claims(tasks_dir: &Path) {
-    let Ok(entries) = fs::read_dir(tasks_dir) else {
+    let Ok(names) = super::names_with_prefix(tasks_dir, CLAIM_PREFIX) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(CLAIM_PREFIX) {
-            continue;
-        }
-        let paths = StatePaths::at(entry.path());
+    for name in names {
+        let path = tasks_dir.join(name);
+        let paths = StatePaths::at(&path);
         // Held: a claim under way. Missing or free: the claimer died, or is a moment from
         // locking (its lock file exists a moment before it is locked: a sweep in between
         // took a live claim for abandoned and removed it under a concurrent start). A claim
         // is a few milliseconds, so only one older than a minute is taken for abandoned.
         let old = || {
-            entry
-                .metadata()
+            fs::symlink_metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
