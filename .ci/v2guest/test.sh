@@ -7,8 +7,9 @@
 #   V2GUEST_FILTER      nextest filterset of the tests to run in the guest (default: the tests of
 #                       execdriver-linux and the linux_driver tests of execdriver-tests)
 #   V2GUEST_PLACEMENTS  placements to run, in order (default "service root"; also: bare)
-#   V2GUEST_TIMEOUT     hard limit per guest in seconds, boot included (default 540: two guests
-#                       stay under 20 minutes even when both hang)
+#   V2GUEST_TIMEOUT     hard limit per guest in seconds, boot included (default 720: a healthy
+#                       run takes 250-320 s on a 2-core VM, and a neighbour's load has made it
+#                       take over 540; two guests that both hang stay under 25 minutes)
 #   V2GUEST_NEXTEST_ARGS  extra arguments for `nextest run` in the guest, split on spaces
 #                       (e.g. "--test-threads 1" or "--retries 1")
 #   V2GUEST_OUT         dir for the archive, the share and the console logs
@@ -23,7 +24,7 @@ export CARGO_TERM_COLOR=never
 
 filter="${V2GUEST_FILTER:-package(execdriver-linux) | (package(execdriver-tests) & binary(linux_driver))}"
 placements="${V2GUEST_PLACEMENTS:-service root}"
-timeout="${V2GUEST_TIMEOUT:-540}"
+timeout="${V2GUEST_TIMEOUT:-720}"
 out="${V2GUEST_OUT:-$checkout/target/v2guest}"
 
 phases=()
