@@ -153,9 +153,12 @@ fn kill_of_a_task_ignoring_sigint_ends_within_the_timeout() {
     let started = Instant::now();
     task.kill().expect("kill");
     let took = started.elapsed();
+    println!("kill took {took:?} with a 1 s kill timeout");
+    // The promise (README, "How long a kill takes") is the kill timeout plus 2 s; a tighter
+    // bound failed in the emulated v2 guest (1.57 s) with nothing wrong.
     assert!(
-        took < Duration::from_millis(1500),
-        "kill took {took:?}, more than the 1 s kill timeout + 0.5 s"
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "kill took {took:?}, not between the 1 s kill timeout and it + 2 s"
     );
     let result = task.wait().expect("wait");
     assert_eq!(result.signal, Some(Signal::SIGKILL), "{result:?}");
