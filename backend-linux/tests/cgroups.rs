@@ -1045,22 +1045,14 @@ fn a_cpuset_pins_a_member_and_goes_with_the_cgroup() {
     }
 }
 
-/// The hierarchy path of `pid` in the cpuset hierarchy (v1) or the unified one (v2), from
-/// /proc/PID/cgroup.
-fn cgroup_line(pid: i32, v1: bool) -> String {
+/// The directory `pid` is in within `standin`'s hierarchy (the cpuset one on v1, the unified
+/// one on v2), below that hierarchy's `mountpoint`.
+fn dir_of(standin: &execdriver_linux::cgroups::NomadCgroup, mountpoint: &str, pid: i32) -> PathBuf {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-    text.lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(':')?;
-            let (keys, path) = rest.split_once(':')?;
-            let wanted = if v1 {
-                keys.split(',').any(|k| k == "cpuset")
-            } else {
-                keys.is_empty()
-            };
-            wanted.then(|| path.to_owned())
-        })
-        .expect("a cpuset or unified line")
+    let rel = standin
+        .hierarchy_path_in(&text)
+        .expect("a cpuset or unified line");
+    under_mount(mountpoint, rel)
 }
 
 /// The directory of hierarchy path `rel` below a mountpoint (no container mount roots here).
@@ -1121,7 +1113,7 @@ fn a_named_cpuset_cgroup_holds_the_task_and_outlives_it() {
     };
     let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
     guard.get().add_process(child.pid()).unwrap();
-    let at = under_mount(mount, &cgroup_line(child.pid(), v1));
+    let at = dir_of(&share, mount, child.pid());
     let expected = if v1 {
         share.path().to_owned()
     } else {
@@ -1178,10 +1170,7 @@ fn a_named_cpuset_cgroup_holds_the_task_and_outlives_it() {
         };
         let child = ChildGuard(Command::new("sleep").arg("1000").spawn().unwrap());
         guard.get().add_process(child.pid()).unwrap();
-        assert_eq!(
-            under_mount(mount, &cgroup_line(child.pid(), v1)),
-            scope.join(&name)
-        );
+        assert_eq!(dir_of(&reserve, mount, child.pid()), scope.join(&name));
         assert_eq!(cpus_allowed(&child.pid().to_string()), first);
         guard.destroy();
         drop(child);

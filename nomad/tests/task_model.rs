@@ -592,22 +592,6 @@ fn cpuset_cgroup(task: &mut d::TaskConfig, path: &Path, cpus: &str) {
     }
 }
 
-/// The cpuset (v1) or unified (v2) line of a /proc/PID/cgroup text: the hierarchy path.
-fn cpuset_line(text: &str, v1: bool) -> String {
-    text.lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(':')?;
-            let (keys, path) = rest.split_once(':')?;
-            let wanted = if v1 {
-                keys.split(',').any(|k| k == "cpuset")
-            } else {
-                keys.is_empty()
-            };
-            wanted.then(|| path.to_owned())
-        })
-        .unwrap_or_else(|| panic!("no cpuset line in {text:?}"))
-}
-
 /// Nomad's `cpuset_cgroup`, stood in for by a cgroup the test makes beneath its own: the task
 /// lives in it (v1 without reserved cores: joined, so Nomad can still narrow the partition's
 /// cpus under it) or beneath it, destroying the task leaves it (empty), and a path that is no
@@ -658,10 +642,11 @@ async fn nomads_cpuset_cgroup_holds_the_task_and_outlives_it() {
     cpuset_cgroup(&mut task, share.path(), "");
     let task_id = task.id.clone();
     guard.arm(&start(&mut c, task).await.expect("start"));
-    let at = cpuset_line(
-        &wait_for_file(&alloc.shared().join("cg"), Duration::from_secs(10)),
-        v1,
-    );
+    let seen = wait_for_file(&alloc.shared().join("cg"), Duration::from_secs(10));
+    let at = share
+        .hierarchy_path_in(&seen)
+        .unwrap_or_else(|| panic!("no cpuset line in {seen:?}"))
+        .to_owned();
     let share_rel = rel(share.path());
     if v1 {
         assert_eq!(at, share_rel, "the task is not in Nomad's share cgroup");
@@ -723,10 +708,11 @@ async fn nomads_cpuset_cgroup_holds_the_task_and_outlives_it() {
         guard.arm(&start(&mut c, task).await.expect("start reserved"));
         assert_eq!(wait_task(&mut c, &task_id).await.exit_code, 0);
         guard.disarm();
-        let at = cpuset_line(
-            &std::fs::read_to_string(alloc.shared().join("cg2")).expect("cg2"),
-            v1,
-        );
+        let seen = std::fs::read_to_string(alloc.shared().join("cg2")).expect("cg2");
+        let at = share
+            .hierarchy_path_in(&seen)
+            .unwrap_or_else(|| panic!("no cpuset line in {seen:?}"))
+            .to_owned();
         let (parent, child) = at.rsplit_once('/').expect("a child");
         assert_eq!(parent, rel(&scope));
         assert!(child.starts_with("execdriver-"), "{at}");

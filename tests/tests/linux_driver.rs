@@ -1268,21 +1268,13 @@ fn a_task_terminal_is_handed_to_any_handle_and_takes_input() {
     env.assert_clean(CLEAN);
 }
 
-/// The cpuset (v1) or unified (v2) hierarchy path of `pid`, from /proc/PID/cgroup.
-fn cpuset_cgroup_of(pid: i32, v1: bool) -> String {
+/// The path `pid` has in `standin`'s hierarchy, from /proc/PID/cgroup.
+fn standin_path_of(standin: &execdriver_linux::cgroups::NomadCgroup, pid: i32) -> String {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-    text.lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once(':')?;
-            let (keys, path) = rest.split_once(':')?;
-            let wanted = if v1 {
-                keys.split(',').any(|k| k == "cpuset")
-            } else {
-                keys.is_empty()
-            };
-            wanted.then(|| path.to_owned())
-        })
+    standin
+        .hierarchy_path_in(&text)
         .expect("a cpuset or unified line")
+        .to_owned()
 }
 
 /// A task whose spec names a cpuset cgroup (Nomad's `cpuset_cgroup`, stood in for by one of
@@ -1336,7 +1328,7 @@ fn a_named_cpuset_cgroup_holds_the_task_across_restarts_and_cleanups() {
         let handle = task.handle_id();
         env.track(handle.clone());
         assert_eq!(
-            cpuset_cgroup_of(handle.task.pid, v1),
+            standin_path_of(&share, handle.task.pid),
             expected(&handle.task_id)
         );
         task.id()
@@ -1355,7 +1347,7 @@ fn a_named_cpuset_cgroup_holds_the_task_across_restarts_and_cleanups() {
     let handle = task.handle_id();
     env.track(handle.clone());
     assert_eq!(
-        cpuset_cgroup_of(handle.task.pid, v1),
+        standin_path_of(&share, handle.task.pid),
         expected(&handle.task_id)
     );
     kill_supervisor(&handle);

@@ -124,6 +124,16 @@ impl NomadCgroup {
         self.dirs.first().map_or(Path::new("/"), PathBuf::as_path)
     }
 
+    /// The path, from its hierarchy's root, that a `/proc/PID/cgroup` text gives for this
+    /// stand-in's hierarchy (the cpuset one on v1, the unified one on v2).
+    pub fn hierarchy_path_in<'a>(&self, proc_cgroup: &'a str) -> Option<&'a str> {
+        let key = match self.version {
+            CgroupVersion::V1 => "cpuset",
+            CgroupVersion::V2 => "",
+        };
+        proc_cgroup_path(proc_cgroup, key)
+    }
+
     /// Every pid in the deepest directory made and below it.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         fs::tree_pids(self.path())
