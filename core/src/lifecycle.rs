@@ -63,8 +63,8 @@ impl fmt::Display for State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Timeouts {
-    /// How long a supervisor has to answer one request of a kill (the kill signal, the force
-    /// kill, the release after the exit); one that does not is unresponsive.
+    /// How long a supervisor has to answer one request of a kill (the kill signal, the release
+    /// after the exit); one that does not is unresponsive. The force kill has `force` instead.
     pub answer: Duration,
     /// How long a force kill through the supervisor has to end the task.
     pub force: Duration,
@@ -523,9 +523,14 @@ impl Lifecycle {
                 kill.force_ends = (now + self.timeouts.force).min(kill.bound);
             }
         }
-        vec![Effect::ForceKill {
-            deadline: now + self.timeouts.answer,
-        }]
+        // The supervisor's force kill does its work before it answers, so the request gets the
+        // whole force window rather than one answer's time: under load, emptying a cgroup can
+        // take longer than an idle supervisor takes to reply.
+        let answer_by = now + self.timeouts.answer;
+        let deadline = self
+            .kill
+            .map_or(answer_by, |kill| kill.force_ends.max(answer_by));
+        vec![Effect::ForceKill { deadline }]
     }
 
     /// Enters [`State::CleaningUp`] without the supervisor.
@@ -728,7 +733,7 @@ mod tests {
         assert_eq!(
             effects,
             vec![Effect::ForceKill {
-                deadline: at(2_600)
+                deadline: at(3_100)
             }]
         );
         assert_eq!(m.state(), State::Forcing);
@@ -767,7 +772,12 @@ mod tests {
         let effects = m
             .handle(at(10), Event::KillSignalFailed { error: "e".into() })
             .expect("legal");
-        assert_eq!(effects, vec![Effect::ForceKill { deadline: at(510) }]);
+        assert_eq!(
+            effects,
+            vec![Effect::ForceKill {
+                deadline: at(1_010)
+            }]
+        );
         assert_eq!(m.poll_timeout(), Some(at(1_010)));
     }
 

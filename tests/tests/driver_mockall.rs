@@ -205,7 +205,7 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
     let grace_ends = T0 + KILL_TIMEOUT;
     expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
     p.expect_force_kill()
-        .with(eq(SUP), eq(grace_ends + ANSWER))
+        .with(eq(SUP), eq(grace_ends + FORCE))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
@@ -243,7 +243,7 @@ fn stop_sends_its_own_signal_waits_its_own_grace_capped_at_the_maximum_then_forc
     let grace_ends = T0 + grace;
     expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
     p.expect_force_kill()
-        .with(eq(SUP), eq(grace_ends + ANSWER))
+        .with(eq(SUP), eq(grace_ends + FORCE))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
@@ -303,7 +303,7 @@ fn kill_forces_at_once_when_the_signal_cannot_be_sent() {
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Err(PlatformError::other("no such process")));
     p.expect_force_kill()
-        .with(eq(SUP), eq(T0 + ANSWER))
+        .with(eq(SUP), eq(T0 + FORCE))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
