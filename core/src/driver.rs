@@ -92,7 +92,7 @@ impl DriverConfig {
     }
 }
 
-/// A driver operation, named in errors.
+/// A driver operation, named in errors as the verb of "cannot ... task X".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
@@ -124,16 +124,16 @@ impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Operation::Open => "open",
-            Operation::Wait => "wait",
+            Operation::Wait => "wait for",
             Operation::Signal => "signal",
             Operation::Kill => "kill",
-            Operation::Stats => "stats",
-            Operation::Logs => "logs",
+            Operation::Stats => "read the stats of",
+            Operation::Logs => "read the logs of",
             Operation::List => "list",
             Operation::Remove => "remove",
             Operation::Inspect => "inspect",
             Operation::Exec => "exec in",
-            Operation::Terminal => "attach to the terminal",
+            Operation::Terminal => "attach to",
         })
     }
 }
@@ -216,7 +216,7 @@ pub enum DriverError {
         failures: Vec<CleanupFailure>,
     },
     /// A platform call failed.
-    #[error("{op} of task {task_id} failed: {source}")]
+    #[error("cannot {op} task {task_id}: {source}")]
     Platform {
         /// The operation.
         op: Operation,

@@ -168,11 +168,7 @@ fn attach(handle: &TaskHandle<LinuxPlatform>) -> Option<Arc<OwnedFd>> {
         // A task that is done already has nothing to type into: its output still shows.
         Err(_) if matches!(handle.wait_timeout(std::time::Duration::ZERO), Ok(Some(_))) => None,
         Err(e) => {
-            errln!(
-                "execdriver: cannot attach to the terminal of task {} ({e}); its output shows, \
-                 our input and window size do not reach it",
-                handle.task_id()
-            );
+            errln!("execdriver: {e}; its output shows, our input and window size do not reach it");
             None
         }
     }
