@@ -163,12 +163,15 @@ v2g_log "booting (kernel $V2GUEST_KVER, cgroup placement $cgroup, ${cpus} vCPUs,
     "timeout ${timeout}s) to run: $*"
 start="$(v2g_now)"
 # tcg: a KVM guest hangs at boot on these machines. panic=-1 with -no-reboot turns a guest
-# panic into qemu's exit instead of a hang. The guest has no network device, only loopback.
+# panic into qemu's exit instead of a hang; softlockup_panic makes a kernel stuck on a CPU
+# for 20 s one (once, both emulated CPUs locked up in the kernel and the guest sat out its
+# whole timeout), with every CPU's backtrace on the console first (loglevel=5 lets the
+# register and stack dumps through `quiet`). The guest has no network device, only loopback.
 qemu-system-x86_64 \
     -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$memory" \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$V2GUEST_KERNEL" -initrd "$V2GUEST_INITRD" \
-    -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all mitigations=off" \
+    -append "console=ttyS0 quiet loglevel=5 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 cgroup_no_v1=all mitigations=off" \
     -chardev "stdio,id=con,signal=off,logfile=$log" -serial chardev:con \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$share,mount_tag=share,security_model=none,multidevs=remap" \

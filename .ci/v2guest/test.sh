@@ -54,17 +54,33 @@ guest_cmd='mkdir -p /tmp/nextest &&
 cargo-nextest nextest run --archive-file /v2guest/archive.tar.zst --extract-to /tmp/nextest \
     --workspace-remap "$PWD" --no-fail-fast -E "$V2GUEST_FILTER" $V2GUEST_NEXTEST_ARGS'
 
+# The guest's kernel locked up once (soft lockup on both emulated CPUs, no test of ours
+# running in user space). Such a guest now panics at once (see run.sh); a placement whose
+# guest died that way runs once more, and the summary says so. A test that fails, or a
+# guest that dies any other way, fails the stage as before.
+locked_up() { grep -a -q -E 'soft lockup|Kernel panic' "$1" 2>/dev/null; }
 declare -A status
+declare -A reruns
 for p in $placements; do
-    begin "tests in the guest, cgroup placement '$p'"
-    rc=0
-    "$V2GUEST_DIR/run.sh" --cgroup "$p" --timeout "$timeout" --workdir "$checkout" \
-        --share "$out" --log "$out/console-$p.log" --env "V2GUEST_FILTER=$filter" \
-        --env "V2GUEST_NEXTEST_ARGS=${V2GUEST_NEXTEST_ARGS:-}" \
-        --env CARGO_TERM_COLOR=never --env RUST_BACKTRACE=1 \
-        -- bash -c "$guest_cmd" || rc=$?
-    status[$p]=$rc
-    end "guest ($p)"
+    for attempt in 1 2; do
+        again=""
+        ((attempt == 1)) || again=" (again: the guest kernel locked up)"
+        begin "tests in the guest, cgroup placement '$p'$again"
+        rc=0
+        "$V2GUEST_DIR/run.sh" --cgroup "$p" --timeout "$timeout" --workdir "$checkout" \
+            --share "$out" --log "$out/console-$p.log" --env "V2GUEST_FILTER=$filter" \
+            --env "V2GUEST_NEXTEST_ARGS=${V2GUEST_NEXTEST_ARGS:-}" \
+            --env CARGO_TERM_COLOR=never --env RUST_BACKTRACE=1 \
+            -- bash -c "$guest_cmd" || rc=$?
+        status[$p]=$rc
+        end "guest ($p)"
+        if ((rc == 125 && attempt == 1)) && locked_up "$out/console-$p.log"; then
+            cp "$out/console-$p.log" "$out/console-$p-lockup.log"
+            reruns[$p]="the first guest's kernel locked up (console: $out/console-$p-lockup.log)"
+            continue
+        fi
+        break
+    done
 done
 rm -rf "$out/.v2guest"
 
@@ -78,6 +94,7 @@ for p in $placements; do
     boot="$(grep -a -o -E 'v2guest: booted in [0-9.]+s' "$log" 2>/dev/null | head -n 1 |
         grep -o -E '[0-9.]+s' || true)"
     echo "  placement $p: exit status ${status[$p]}, boot ${boot:-?}, ${summary:-no nextest summary}"
+    [[ -z "${reruns[$p]:-}" ]] || echo "    ran twice: ${reruns[$p]}"
     # nextest's final list after its summary line: one "FAIL [ time] (n/m) binary test" line
     # per test that did not pass (FAIL, TIMEOUT, SIGSEGV, LEAK-FAIL, ...), each with the first
     # line of its panic message, taken from the output nextest printed under that test.
