@@ -11,7 +11,8 @@
 //! - 200 tasks started at once, and the node's used memory (MemTotal - MemAvailable) before
 //!   and after them (with a baseline: twice, in both orders, averaged);
 //! - sequential start+kill cycles (1000, or `--cycles N`), p50 and p99;
-//! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT.
+//! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT;
+//! - the floor those stand on: `execdriver --version` and `/bin/true`, each from a new process.
 //!
 //! Runs alternate between the runners (A/B/C.., their order rotated each round), so a burst
 //! of load from the rest of the machine hits all alike; medians and ratios are printed as one
@@ -927,7 +928,10 @@ fn cycle(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table) {
 fn status_and_kill(bench: &Bench, drivers: &[&Runner], rounds: usize, table: &mut Table) {
     let mut status = vec![Vec::new(); drivers.len()];
     let mut kill = vec![Vec::new(); drivers.len()];
+    let mut version = vec![Vec::new(); drivers.len()];
+    let mut floor = Vec::new();
     for round in 0..rounds {
+        floor.push(spawned(Command::new("/bin/true")));
         for k in 0..drivers.len() {
             if stopped() {
                 return;
@@ -936,6 +940,9 @@ fn status_and_kill(bench: &Bench, drivers: &[&Runner], rounds: usize, table: &mu
             let Some(binary) = drivers[i].driver_binary() else {
                 continue;
             };
+            let mut bare = Command::new(binary);
+            bare.arg("--version");
+            version[i].push(spawned(bare));
             let handle = start_sleep(bench, binary);
             let t = Instant::now();
             let out = Command::new(binary)
@@ -971,6 +978,30 @@ fn status_and_kill(bench: &Bench, drivers: &[&Runner], rounds: usize, table: &mu
         "ms",
         cells(&mut kill),
     );
+    // What any new process costs on this node, to read the figures above against: a
+    // goal below these is out of reach of a CLI, whatever the CLI does.
+    table.row(
+        format!("`--version` from a new process: its exec and start alone (median of {rounds})"),
+        "ms",
+        cells(&mut version),
+    );
+    table.row(
+        format!("`/bin/true` from a new process: this node's floor (median of {rounds})"),
+        "ms",
+        vec![("/bin/true".to_owned(), ms(median(&mut floor)))],
+    );
+}
+
+/// How long `command` took from its spawn to its reaping, output discarded.
+fn spawned(mut command: Command) -> Duration {
+    let t = Instant::now();
+    let status = command
+        .stdout(Stdio::null())
+        .status()
+        .expect("spawn a command");
+    let took = t.elapsed();
+    assert!(status.success(), "{command:?}: {status}");
+    took
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
@@ -1016,7 +1047,11 @@ impl Table {
                 }
             }
         }
-        let peers: Vec<&String> = names.iter().filter(|n| *n != "execdriver").collect();
+        // A bare command (a floor, named by its path) gets a column but no ratio.
+        let peers: Vec<&String> = names
+            .iter()
+            .filter(|n| *n != "execdriver" && !n.starts_with('/'))
+            .collect();
         print!("\n| figure | unit |");
         for name in &names {
             print!(" {name} |");
