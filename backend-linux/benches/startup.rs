@@ -224,6 +224,7 @@ fn launch_true(spec: &TaskSpec) {
         stdin: None,
         stdout: out_w,
         stderr: err_w,
+        clone_into: None,
         place_in_cgroup: &|_| Ok(()),
     })
     .expect("launch /bin/true");

@@ -116,6 +116,7 @@ fn start_with(
         stdin: None,
         stdout: out_w,
         stderr: err_w,
+        clone_into: None,
         place_in_cgroup: place,
     })?;
     Ok(Running {

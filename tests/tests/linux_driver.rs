@@ -269,6 +269,55 @@ fn wait_in_one_thread_kill_in_another() {
     env.assert_clean(CLEAN);
 }
 
+/// On a node with only the unified hierarchy the supervisor is cloned straight into the
+/// supervisors cgroup and the task's init into its own cgroup (clone3 with
+/// CLONE_INTO_CGROUP), so that no write to `cgroup.procs` makes the start wait out an RCU
+/// grace period; elsewhere both are moved by writes. Either way each ends up where it belongs.
+#[test]
+fn the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2() {
+    let Some(env) = env("the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2") else {
+        return;
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroups");
+    let only_unified = own.lines().count() == 1 && own.starts_with("0::");
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["60"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let log = std::fs::read_to_string(handle.state_dir.join("supervisor.log")).expect("log");
+    let how = if only_unified {
+        "born in"
+    } else {
+        "moved into"
+    };
+    assert!(
+        log.contains(&format!("{how} the supervisors cgroup")),
+        "expected the supervisor {how} its cgroup: {log}"
+    );
+    assert!(
+        log.contains(&format!("{how} cgroup {}", cgroup_name(&handle.task_id))),
+        "expected the init {how} its cgroup: {log}"
+    );
+    let place = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("a process's cgroups")
+    };
+    let supervisor = place(handle.supervisor.process.pid);
+    assert!(
+        supervisor.contains(&format!("{}.slice/supervisors\n", env.slice)),
+        "supervisor in {supervisor}"
+    );
+    let init = place(handle.task.pid);
+    assert!(
+        init.contains(&format!("{}\n", cgroup_name(&handle.task_id))),
+        "init in {init}"
+    );
+    task.kill().expect("kill");
+    task.wait().expect("wait");
+    env.assert_clean(CLEAN);
+}
+
 #[test]
 fn reattach_from_a_new_driver() {
     let Some(env) = env("reattach_from_a_new_driver") else {

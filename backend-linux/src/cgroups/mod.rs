@@ -72,7 +72,8 @@ pub use placement::{
     decide_default_parent, detect_default_parent, slice_dir_name,
 };
 pub use supervisors::{
-    SUPERVISORS_CGROUP, SupervisorsCgroup, join_supervisors_cgroup, supervisors_cgroup_paths,
+    SUPERVISORS_CGROUP, SupervisorsCgroup, join_supervisors_cgroup, supervisors_clone_target,
+    supervisors_cgroup_paths,
 };
 #[cfg(any(test, feature = "test-support"))]
 pub use service::ServiceCgroup;

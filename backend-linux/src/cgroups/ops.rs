@@ -3,6 +3,7 @@
 //! the kill-all, destroy and OOM answers are written once here on top of the primitives.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,14 @@ pub trait TaskCgroupOps: fmt::Debug + Send + Sync {
 
     /// Moves `pid` into the cgroup (in every hierarchy).
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+
+    /// The cgroup's directory, opened, for a process to be born in it (clone3 with
+    /// CLONE_INTO_CGROUP): where the cgroup is one directory in the unified hierarchy and
+    /// it can be opened. A child born there needs no write to `cgroup.procs`, and no RCU
+    /// grace period waited out for that write.
+    fn clone_target(&self) -> Option<OwnedFd> {
+        None
+    }
 
     /// Every member pid, descendants included, sorted, once each.
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;

@@ -8,6 +8,8 @@
 //! is a leaf under the slice, so the slice itself holds no process and can delegate
 //! controllers to the task cgroups beside it.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::hierarchy::{
@@ -24,12 +26,19 @@ pub const SUPERVISORS_CGROUP: &str = "supervisors";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SupervisorsCgroup {
     paths: Vec<PathBuf>,
+    born_there: bool,
 }
 
 impl SupervisorsCgroup {
     /// Its directory in each mounted hierarchy.
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// Whether the process was there from its start in every hierarchy (it was cloned into
+    /// it), so that no write moved it.
+    pub fn born_there(&self) -> bool {
+        self.born_there
     }
 }
 
@@ -70,7 +79,15 @@ pub fn supervisors_cgroup_paths(slice_name: &str) -> Result<Vec<PathBuf>, Cgroup
 pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, CgroupError> {
     let dirs = supervisors_dirs(slice_name)?;
     let pid = std::process::id().to_string();
+    let before = fs::read(Path::new("/proc/self/cgroup"))?;
+    let mut born_there = true;
     for (h, sup) in &dirs {
+        // Born there (see `supervisors_clone_target`): a write would only wait out another
+        // RCU grace period for nothing.
+        if proc_cgroup_path_of(&before, &h.key) == Some(sup.rel.as_str()) {
+            continue;
+        }
+        born_there = false;
         let procs = sup.dir.join("cgroup.procs");
         // Made once per node and then joined by every supervisor: try the join first. A
         // cgroup that another supervisor is still setting up (its cpuset still empty) fails
@@ -105,7 +122,32 @@ pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, Cg
     }
     Ok(SupervisorsCgroup {
         paths: dirs.into_iter().map(|(_, d)| d.dir).collect(),
+        born_there,
     })
+}
+
+/// The supervisors cgroup of slice `slice_name`, made where missing and opened, for a
+/// supervisor to be born in it (clone3 with CLONE_INTO_CGROUP) rather than moved there by a
+/// write to `cgroup.procs`, which waits out an RCU grace period (the longest wait of a
+/// start). Only where the unified hierarchy is the only one mounted: on v1 and hybrid nodes
+/// the other hierarchies need the writes anyway. `None` whenever it cannot be had: the
+/// supervisor then joins by writes, which report what is wrong.
+pub fn supervisors_clone_target(slice_name: &str) -> Option<OwnedFd> {
+    let dirs = supervisors_dirs(slice_name).ok()?;
+    let [(h, sup)] = dirs.as_slice() else {
+        return None;
+    };
+    if !h.key.is_empty() {
+        return None;
+    }
+    fs::ensure_dir(sup.dir.parent()?).ok()?;
+    fs::ensure_dir(&sup.dir).ok()?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&sup.dir)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 #[cfg(test)]

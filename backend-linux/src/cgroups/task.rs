@@ -3,6 +3,7 @@
 //! [`TaskCgroupOps`] (`v1/`, `v2/`, or the fake in tests).
 
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -212,6 +213,16 @@ impl TaskCgroup {
             super::fs::write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// The cgroup's directory for the init to be born in (see
+    /// [`TaskCgroupOps::clone_target`]); never for a cgroup whose processes join others too.
+    pub fn clone_target(&self) -> Option<OwnedFd> {
+        if self.joined.is_empty() {
+            self.ops.clone_target()
+        } else {
+            None
+        }
     }
 
     /// The cgroups of another manager that its processes join (see

@@ -10,7 +10,8 @@
 //! 2. clone(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS, plus CLONE_NEWNET for
 //!    `--network none`). The child is the namespace's init (module `init`): it closes the
 //!    supervisor's fds and waits.
-//! 3. The supervisor calls `place_in_cgroup(init_pid)`, then sends "go".
+//! 3. The supervisor calls `place_in_cgroup(init_pid)` (unless the init was cloned straight
+//!    into its cgroup v2 directory), then sends "go".
 //! 4. The init joins the planned network namespace (or brings `lo` up in its new one),
 //!    makes the mount tree private, binds the task dir onto itself, binds the chroot env
 //!    read-only, covers the masked paths, mounts proc (it is in the new PID namespace
@@ -73,7 +74,7 @@ mod user;
 mod wire;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -287,8 +288,12 @@ pub struct LaunchRequest<'a> {
     pub stdout: OwnedFd,
     /// Where the task's stderr goes.
     pub stderr: OwnedFd,
-    /// Called in the parent with the init's host pid before the init may go on: the
-    /// supervisor puts it into the task cgroup here, so the task never runs outside it.
+    /// The task cgroup's directory when the init can be born in it (cgroup v2): it is
+    /// cloned into it, and `place_in_cgroup` is then not called.
+    pub clone_into: Option<BorrowedFd<'a>>,
+    /// Called in the parent with the init's host pid before the init may go on, unless it
+    /// was born in its cgroup: the supervisor puts it into the task cgroup here, so the task
+    /// never runs outside it.
     pub place_in_cgroup: &'a dyn Fn(i32) -> Result<(), String>,
 }
 
@@ -317,6 +322,8 @@ pub struct LaunchedTask {
     control: OwnedFd,
     /// The master of the task's terminal, when it has one, until the supervisor takes it.
     pub terminal: Option<OwnedFd>,
+    /// Whether the init was cloned straight into its cgroup (see [`LaunchRequest::clone_into`]).
+    pub born_in_cgroup: bool,
     status: Mutex<Option<ExitStatus>>,
 }
 
@@ -650,6 +657,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         stdin,
         stdout,
         stderr,
+        clone_into,
         place_in_cgroup,
     } = request;
     let user = user::lookup(&spec.user)?;
@@ -705,11 +713,27 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     crate::process::trim_heap();
     // SAFETY: the child runs only init_main, which makes system calls on data prepared
     // above and leaves with _exit.
-    let cloned = unsafe { sys::clone_fork(NAMESPACES | network.clone_flags()) };
-    if let Ok(0) = cloned {
+    let flags = NAMESPACES | network.clone_flags();
+    // SAFETY: as above.
+    let born_in_cgroup = clone_into.map(|dir| unsafe { sys::clone_fork_into(flags, dir.as_raw_fd()) });
+    if let Some(Ok(0)) = born_in_cgroup {
         // SAFETY: as above; never returns.
         unsafe { init::init_main(&cx) }
     }
+    let (cloned, placed) = match born_in_cgroup {
+        Some(Ok(pid)) => (Ok(pid), true),
+        // A kernel without CLONE_INTO_CGROUP (before 5.7), or a cgroup it refuses: the
+        // init is moved by a write instead, which says what is wrong if anything is.
+        _ => {
+            // SAFETY: as above.
+            let cloned = unsafe { sys::clone_fork(flags) };
+            if let Ok(0) = cloned {
+                // SAFETY: as above; never returns.
+                unsafe { init::init_main(&cx) }
+            }
+            (cloned, false)
+        }
+    };
     sys::restore_signals(&blocked);
     let pid = match cloned {
         Ok(pid) => pid,
@@ -731,7 +755,9 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
             call: "reading the init's pid namespace",
             source,
         })?;
-    place_in_cgroup(pid).map_err(|reason| IsolationError::Cgroup { pid, reason })?;
+    if !placed {
+        place_in_cgroup(pid).map_err(|reason| IsolationError::Cgroup { pid, reason })?;
+    }
 
     let go = Record::Go.encode();
     // SAFETY: sending a local buffer; a dead init shows up as end-of-file below.
@@ -784,6 +810,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         report: report_r,
         control,
         terminal,
+        born_in_cgroup: placed,
         status: Mutex::new(None),
     })
 }

@@ -46,6 +46,39 @@ pub(crate) unsafe fn clone_fork(namespaces: libc::c_int) -> Result<libc::pid_t, 
     check(ret).map(|pid| pid as libc::pid_t)
 }
 
+/// clone3's flag for a child born in the cgroup v2 directory `clone_args.cgroup` (Linux 5.7);
+/// libc declares it as a `c_int`, too narrow for its bit.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`clone_fork`] with the child born in the cgroup v2 directory `cgroup`: no write to
+/// `cgroup.procs` moves it there afterwards, so the kernel waits out no RCU grace period
+/// for it (each such write pays one unless the node mounts cgroup2 with `favordynmods`).
+/// Fails where the kernel has no clone3 or no CLONE_INTO_CGROUP; the caller then clones
+/// without it and moves the child.
+///
+/// # Safety
+/// As for [`clone_fork`].
+pub(crate) unsafe fn clone_fork_into(
+    namespaces: libc::c_int,
+    cgroup: RawFd,
+) -> Result<libc::pid_t, i32> {
+    // SAFETY: clone_args is plain integers, all zero meaning "not used".
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = namespaces as u32 as u64 | CLONE_INTO_CGROUP;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = cgroup as u64;
+    // SAFETY: without CLONE_VM and with no stack given, clone3 behaves like fork (the child
+    // runs on a copy of the caller's stack); the kernel reads `args` only.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    check(ret).map(|pid| pid as libc::pid_t)
+}
+
 /// Sets `sig` back to SIG_DFL with the raw system call: glibc refuses to touch its two
 /// internal real-time signals (32 and 33), but an ignored disposition inherited from the
 /// supervisor's own parent would otherwise survive into the task's exec.

@@ -2,13 +2,14 @@
 //! supervisor, read its two reports, and on any failure leave nothing behind (or keep the
 //! state dir when the cgroup could not be removed, and say so).
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use execdriver_core::{
@@ -18,7 +19,8 @@ use execdriver_core::{
 use super::LinuxPlatform;
 use super::client::{LogLocation, SupervisorConn};
 use super::orphan::{destroy_recorded_cgroup, kill_supervisor_process, remove_dir};
-use crate::cgroups::{CgroupError, cgroup_name};
+use crate::cgroups::{CgroupError, cgroup_name, supervisors_clone_target};
+use crate::process::born_in_cgroup::{self, Program, spawn_in_cgroup};
 use crate::protocol::{self, Ready};
 use crate::state::{self, CgroupRecord, ClaimError, StatePaths, claim_task_dir};
 
@@ -202,62 +204,29 @@ fn start_supervisor(
     let binary = platform
         .binary()
         .map_err(|e| SpawnFailure::clean(SpawnStep::Supervisor, e.to_string()))?;
-    let mut command = Command::new(&binary);
-    command
-        .arg("supervise")
-        .arg("--state-dir")
-        .arg(&paths.dir)
-        .arg("--linger-ms")
-        .arg(platform.config.supervisor_linger.as_millis().to_string())
-        .arg("--start-lock-fd")
-        .arg(START_LOCK_FD.to_string())
-        .arg("--slice")
-        .arg(&platform.config.slice_name);
-    // The supervisor needs nothing from the agent's environment, and the task's
-    // environment comes from the spec alone.
-    // The supervisor's stdin is the task's to be: ours when the spec asks for it (the
-    // supervisor hands it on and lets go of it), else nothing.
-    let stdin = match spec.stdin {
-        execdriver_core::Stdin::Inherit => Stdio::inherit(),
-        _ => Stdio::null(),
+    let linger = platform.config.supervisor_linger.as_millis().to_string();
+    let lock_at = START_LOCK_FD.to_string();
+    let args: [&OsStr; 9] = [
+        "supervise".as_ref(),
+        "--state-dir".as_ref(),
+        paths.dir.as_os_str(),
+        "--linger-ms".as_ref(),
+        linger.as_ref(),
+        "--start-lock-fd".as_ref(),
+        lock_at.as_ref(),
+        "--slice".as_ref(),
+        platform.config.slice_name.as_ref(),
+    ];
+    let (intermediate, stdout) = match supervisors_clone_target(&platform.config.slice_name) {
+        Some(cgroup) => match spawn_born_in(&binary, &args, spec, &log, lock, cgroup.as_fd()) {
+            Ok(born) => born,
+            // The kernel or the cgroup refuses (a kernel before 5.7, a restricted mount):
+            // the supervisor then moves itself, and says so in its log if it cannot.
+            Err(_) => spawn_moving(&binary, &args, spec, log, lock)?,
+        },
+        None => spawn_moving(&binary, &args, spec, log, lock)?,
     };
-    command
-        .env_clear()
-        .current_dir("/")
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(log);
-    let lock_fd = lock.fd().as_raw_fd();
-    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe; the fd
-    // at START_LOCK_FD (without CLOEXEC) hands the held lock to the supervisor. dup2 onto
-    // itself keeps CLOEXEC, so a lock that is already fd 3 has the flag cleared instead.
-    unsafe {
-        command.pre_exec(move || {
-            let ret = if lock_fd == START_LOCK_FD {
-                libc::fcntl(lock_fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(lock_fd, START_LOCK_FD)
-            };
-            if ret < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(|e| {
-        SpawnFailure::clean(
-            SpawnStep::Supervisor,
-            format!("starting supervisor {} failed: {e}", binary.display()),
-        )
-    })?;
-    let Some(stdout) = child.stdout.take() else {
-        reap_intermediate(&mut child);
-        return Err(SpawnFailure::lost(
-            SpawnStep::Supervisor,
-            "supervisor stdout was not captured".to_owned(),
-            None,
-        ));
-    };
+    let mut child = intermediate;
     let mut reader = ReadyReader::new(stdout, platform.config.ready_timeout);
     // First line: who the daemonized supervisor is, so that it can be killed if it never
     // gets as far as the ready report. Second line: the ready report. An error report says
@@ -345,6 +314,105 @@ fn start_supervisor(
     }
 }
 
+/// The process the agent started, which forks the real supervisor and exits.
+enum Intermediate {
+    /// Started by std's `Command`.
+    Std(Child),
+    /// Started born in the supervisors cgroup: our own child, by pid.
+    Born(i32),
+}
+
+/// Starts the supervisor's first process by std's `Command`, in our cgroup: the
+/// supervisor then moves itself into the supervisors cgroup.
+fn spawn_moving(
+    binary: &Path,
+    args: &[&OsStr],
+    spec: &TaskSpec,
+    log: File,
+    lock: &state::StartLock,
+) -> Result<(Intermediate, OwnedFd), SpawnFailure> {
+    // The supervisor needs nothing from the agent's environment, and the task's
+    // environment comes from the spec alone.
+    // The supervisor's stdin is the task's to be: ours when the spec asks for it (the
+    // supervisor hands it on and lets go of it), else nothing.
+    let stdin = match spec.stdin {
+        execdriver_core::Stdin::Inherit => Stdio::inherit(),
+        _ => Stdio::null(),
+    };
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(log);
+    let lock_fd = lock.fd().as_raw_fd();
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe; the fd
+    // at START_LOCK_FD (without CLOEXEC) hands the held lock to the supervisor. dup2 onto
+    // itself keeps CLOEXEC, so a lock that is already fd 3 has the flag cleared instead.
+    unsafe {
+        command.pre_exec(move || {
+            let ret = if lock_fd == START_LOCK_FD {
+                libc::fcntl(lock_fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(lock_fd, START_LOCK_FD)
+            };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| {
+        SpawnFailure::clean(
+            SpawnStep::Supervisor,
+            format!("starting supervisor {} failed: {e}", binary.display()),
+        )
+    })?;
+    let Some(stdout) = child.stdout.take() else {
+        let mut child = Intermediate::Std(child);
+        reap_intermediate(&mut child);
+        return Err(SpawnFailure::lost(
+            SpawnStep::Supervisor,
+            "supervisor stdout was not captured".to_owned(),
+            None,
+        ));
+    };
+    Ok((Intermediate::Std(child), OwnedFd::from(stdout)))
+}
+
+/// Starts the supervisor's first process born in the supervisors cgroup `cgroup` (see
+/// [`supervisors_clone_target`]): the same program, descriptors and environment as
+/// [`spawn_moving`] gives it, without the write that would move it there afterwards.
+fn spawn_born_in(
+    binary: &Path,
+    args: &[&OsStr],
+    spec: &TaskSpec,
+    log: &File,
+    lock: &state::StartLock,
+    cgroup: BorrowedFd<'_>,
+) -> io::Result<(Intermediate, OwnedFd)> {
+    let null;
+    let ours = io::stdin();
+    let stdin = match spec.stdin {
+        execdriver_core::Stdin::Inherit => ours.as_fd(),
+        _ => {
+            null = File::open("/dev/null")?;
+            null.as_fd()
+        }
+    };
+    let (stdout_r, stdout_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let program = Program {
+        binary,
+        args,
+        stdio: [stdin, stdout_w.as_fd(), log.as_fd()],
+        extra: Some((lock.fd(), START_LOCK_FD)),
+    };
+    let pid = spawn_in_cgroup(&program, cgroup)?;
+    Ok((Intermediate::Born(pid), stdout_r))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
@@ -361,16 +429,16 @@ fn is_dir(path: &Path) -> bool {
 
 /// Reads the supervisor's report lines, all within one `timeout` from its creation.
 struct ReadyReader {
-    stdout: ChildStdout,
+    stdout: File,
     timeout: Duration,
     deadline: Option<Instant>,
     buf: Vec<u8>,
 }
 
 impl ReadyReader {
-    fn new(stdout: ChildStdout, timeout: Duration) -> Self {
+    fn new(stdout: OwnedFd, timeout: Duration) -> Self {
         Self {
-            stdout,
+            stdout: File::from(stdout),
             timeout,
             // A timeout too large for the clock (Duration::MAX) means no deadline, not a panic.
             deadline: Instant::now().checked_add(timeout),
@@ -421,17 +489,30 @@ impl ReadyReader {
 }
 
 /// Reaps the process the agent started; it exits right after forking the real supervisor.
-fn reap_intermediate(child: &mut Child) {
+fn reap_intermediate(child: &mut Intermediate) {
     for _ in 0..200 {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        let gone = match child {
+            Intermediate::Std(child) => !matches!(child.try_wait(), Ok(None)),
+            Intermediate::Born(pid) => born_in_cgroup::try_reap(*pid),
+        };
+        if gone {
+            return;
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
     // Still there after a second: it is not a supervisor that daemonized (or it hangs).
     // It is our own unreaped child, so its pid cannot have been reused.
-    let _ = child.kill();
-    let _ = child.wait();
+    match child {
+        Intermediate::Std(child) => {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Intermediate::Born(pid) => {
+            // SAFETY: kill of our own unreaped child.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            born_in_cgroup::reap(*pid);
+        }
+    }
 }
 
 /// The end of the supervisor's log, to explain a failed start.
@@ -466,7 +547,7 @@ mod tests {
                 .spawn()
                 .expect("sh");
             let out = child.stdout.take().expect("stdout");
-            let read = ReadyReader::new(out, timeout).line();
+            let read = ReadyReader::new(OwnedFd::from(out), timeout).line();
             let _ = child.kill();
             let _ = child.wait();
             read

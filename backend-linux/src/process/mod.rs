@@ -4,6 +4,7 @@
 //! start time from `/proc/<pid>/stat`, and a [`Pidfd`] pins one process for good: once open,
 //! it keeps referring to that process even after it exits and its pid is handed out again.
 
+pub(crate) mod born_in_cgroup;
 mod footprint;
 mod identity;
 mod pidfd;

@@ -4,7 +4,7 @@
 //! or the failure says that the cgroup could not be.
 
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
@@ -86,7 +86,12 @@ pub(super) fn start(
     // the supervisor then shares the agent's fate.
     match join_supervisors_cgroup(&options.slice) {
         Ok(joined) => log(format_args!(
-            "in the supervisors cgroup {}",
+            "{} the supervisors cgroup {}",
+            if joined.born_there() {
+                "born in"
+            } else {
+                "moved into"
+            },
             joined
                 .paths()
                 .first()
@@ -211,13 +216,16 @@ pub(super) fn start(
     }
     let ((out_r, out_w), (err_r, err_w)) = pipes;
     let place = |pid: i32| cgroup.add_process(pid).map_err(|e| e.to_string());
+    let clone_target = cgroup.clone_target();
     let launched = isolation::launch(LaunchRequest {
         spec: &spec,
         stdin: task_stdin(&spec),
         stdout: out_w,
         stderr: err_w,
+        clone_into: clone_target.as_ref().map(AsFd::as_fd),
         place_in_cgroup: &place,
     });
+    drop(clone_target);
     let mut task = match launched {
         Ok(task) => task,
         Err(e) => {
@@ -280,8 +288,14 @@ pub(super) fn start(
         return fail_launched(cgroup, &task, SpawnStep::Records, e.to_string());
     }
     log(format_args!(
-        "task {} launched: init pid {}, cgroup {name}",
-        spec.task_id, task.init_pid
+        "task {} launched: init pid {}, {} cgroup {name}",
+        spec.task_id,
+        task.init_pid,
+        if task.born_in_cgroup {
+            "born in"
+        } else {
+            "moved into"
+        }
     ));
     let hello = Hello {
         task_id: spec.task_id.clone(),

@@ -12,6 +12,7 @@ mod stats;
 #[cfg(test)]
 pub(super) use limits::settings;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -109,6 +110,16 @@ impl TaskCgroupOps for V2Cgroup {
             return Err(CgroupError::InvalidPid(pid));
         }
         fs::write(&self.file("cgroup.procs"), &pid.to_string())
+    }
+
+    fn clone_target(&self) -> Option<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(self.dir())
+            .ok()
+            .map(OwnedFd::from)
     }
 
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {

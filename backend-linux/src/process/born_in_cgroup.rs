@@ -1,0 +1,135 @@
+//! Starting a program as a child born in a cgroup v2 directory (clone3 with
+//! CLONE_INTO_CGROUP), for the supervisor: std's `Command` cannot do it, and moving the child
+//! afterwards by a write to `cgroup.procs` waits out an RCU grace period, the longest single
+//! wait of a task's start on a node that does not mount cgroup2 with `favordynmods`.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::isolation::sys;
+
+/// The lowest fd the child's descriptors are parked on before they are put in place, so that
+/// no target number (0 to 9) can be a source still to be moved.
+const PARKED: RawFd = 10;
+
+/// What the child is given besides its cgroup.
+#[derive(Debug)]
+pub(crate) struct Program<'a> {
+    /// The executable, by path.
+    pub binary: &'a Path,
+    /// Its arguments after `argv[0]` (which is `binary`).
+    pub args: &'a [&'a OsStr],
+    /// Its stdin, stdout and stderr, in that order.
+    pub stdio: [BorrowedFd<'a>; 3],
+    /// One more descriptor the child keeps, at the given number (below 10).
+    pub extra: Option<(BorrowedFd<'a>, RawFd)>,
+}
+
+/// Starts `program` with no environment, in `/`, with no signal blocked and SIGPIPE at its
+/// default (as std's `Command` leaves them), born in the cgroup v2 directory `cgroup`.
+/// Returns its pid once it has exec'd; an exec that failed is reaped and its errno returned.
+pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> io::Result<i32> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+    let cstring = |s: &OsStr| CString::new(s.as_bytes()).map_err(|_| invalid("a nul byte"));
+    let binary = cstring(program.binary.as_os_str())?;
+    let mut argv = vec![binary.clone()];
+    for arg in program.args {
+        argv.push(cstring(arg)?);
+    }
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let root = c"/";
+    if program.extra.is_some_and(|(_, at)| !(3..PARKED).contains(&at)) {
+        return Err(invalid("the extra descriptor must go to 3 to 9"));
+    }
+    let park = |fd: BorrowedFd<'_>| -> io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we then own.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, PARKED) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+    };
+    let mut moves: Vec<(OwnedFd, RawFd)> = Vec::with_capacity(4);
+    for (fd, at) in program.stdio.iter().zip(0..) {
+        moves.push((park(*fd)?, at));
+    }
+    if let Some((fd, at)) = program.extra {
+        moves.push((park(fd)?, at));
+    }
+    let raw_moves: Vec<(RawFd, RawFd)> = moves.iter().map(|(fd, at)| (fd.as_raw_fd(), *at)).collect();
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+
+    // No handler of ours may run in the child's copy before its exec.
+    let blocked = sys::block_all_signals();
+    // SAFETY: the child makes system calls only, on data prepared above, and leaves by
+    // execve or _exit.
+    let cloned = unsafe { sys::clone_fork_into(0, cgroup.as_raw_fd()) };
+    if let Ok(0) = cloned {
+        // SAFETY: as above; every pointer refers to memory the copy still holds.
+        unsafe {
+            for &(from, to) in &raw_moves {
+                if libc::dup2(from, to) < 0 {
+                    fail(report_w.as_raw_fd());
+                }
+            }
+            if libc::chdir(root.as_ptr()) < 0 {
+                fail(report_w.as_raw_fd());
+            }
+            sys::reset_signal_default(libc::SIGPIPE);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(binary.as_ptr(), argv_ptrs.as_ptr(), envp.as_ptr());
+            fail(report_w.as_raw_fd());
+        }
+    }
+    sys::restore_signals(&blocked);
+    let pid = cloned.map_err(io::Error::from_raw_os_error)?;
+    drop(report_w);
+    drop(moves);
+    let mut errno = [0u8; 4];
+    match sys::read_full(report_r.as_raw_fd(), &mut errno) {
+        // End of file: the exec closed our CLOEXEC pipe.
+        Ok(0) => Ok(pid),
+        got => {
+            reap(pid);
+            Err(match got {
+                Ok(4) => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                Ok(_) => io::Error::other("the child's report of its failed exec was cut short"),
+                Err(e) => io::Error::from_raw_os_error(e),
+            })
+        }
+    }
+}
+
+/// In the child: reports errno on the pipe and exits as a failed exec does.
+///
+/// # Safety
+/// Only for the cloned child, which must not return into the parent's code.
+unsafe fn fail(report: RawFd) -> ! {
+    let errno = sys::errno().to_ne_bytes();
+    sys::write_all(report, &errno);
+    // SAFETY: _exit runs no handler of the copied process.
+    unsafe { libc::_exit(127) }
+}
+
+/// Waits for our own child `pid` (it cannot have been reused: it is not reaped yet).
+pub(crate) fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child writes only `status`.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && sys::errno() == libc::EINTR {}
+}
+
+/// Whether our own child `pid` has exited; reaped if so (an error counts as gone).
+pub(crate) fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: as in `reap`.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    ret != 0
+}
