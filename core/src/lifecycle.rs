@@ -63,8 +63,9 @@ impl fmt::Display for State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Timeouts {
-    /// How long a supervisor has to answer one request of a kill (the kill signal, the release
-    /// after the exit); one that does not is unresponsive. The force kill has `force` instead.
+    /// How long a supervisor has to answer one request of a kill (the release after the
+    /// exit; the kill signal at least this, up to the grace); one that does not is
+    /// unresponsive. The force kill has `force` instead.
     pub answer: Duration,
     /// How long a force kill through the supervisor has to end the task.
     pub force: Duration,
@@ -432,7 +433,7 @@ impl Lifecycle {
                 vec![Effect::BeginKill {
                     signal,
                     grace: timeout,
-                    deadline: now + t.answer,
+                    deadline: now + begin_kill_answer(t, timeout),
                 }]
             }
             // A second kill while one is under way joins it rather than restarting the clock.
@@ -553,6 +554,14 @@ impl Lifecycle {
         self.state = State::CleaningUp;
         vec![Effect::OrphanCleanup { deadline }]
     }
+}
+
+/// How long a supervisor has to acknowledge a kill signal: the grace (it ends there anyway),
+/// within `answer` and `call`. A supervisor that is alive but slow (a loaded node: dozens of
+/// kills at once on two CPUs took over 0.5 s to be answered) then still sends the signal
+/// itself, instead of being called unresponsive and its task reported a failure.
+fn begin_kill_answer(t: Timeouts, grace: Duration) -> Duration {
+    grace.min(t.call).max(t.answer)
 }
 
 /// The result of a task whose cleanup has run.
@@ -724,7 +733,7 @@ mod tests {
             vec![Effect::BeginKill {
                 signal: Signal::SIGTERM,
                 grace: s(2),
-                deadline: at(600),
+                deadline: at(2_100),
             }]
         );
         assert_eq!(m.poll_timeout(), Some(at(2_100)));

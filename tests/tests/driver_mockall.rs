@@ -197,7 +197,8 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
             eq(SUP),
             eq(Signal::SIGTERM),
             eq(KILL_TIMEOUT),
-            eq(T0 + ANSWER),
+            // The supervisor has the grace (3 s) to take the signal on.
+            eq(T0 + KILL_TIMEOUT),
         )
         .times(1)
         .in_sequence(&mut seq)
@@ -236,7 +237,7 @@ fn stop_sends_its_own_signal_waits_its_own_grace_capped_at_the_maximum_then_forc
     // Asked for 60 s: the driver's maximum (10 s) is what it gets.
     let grace = Duration::from_secs(10);
     p.expect_begin_kill()
-        .with(eq(SUP), eq(Signal::SIGUSR2), eq(grace), eq(T0 + ANSWER))
+        .with(eq(SUP), eq(Signal::SIGUSR2), eq(grace), eq(T0 + CALL))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(()));
@@ -581,7 +582,8 @@ fn an_unresponsive_supervisor_still_opens_and_is_killed_by_cgroup() {
             c.set(deadline);
             Err(PlatformError::unresponsive("stopped"))
         });
-    let start = T0 + ANSWER;
+    // The kill signal's request had the whole grace (1 s) to be answered.
+    let start = T0 + Duration::from_secs(1);
     expect_orphan_cleanup(
         &mut p,
         &mut seq,
@@ -713,7 +715,7 @@ fn a_reattached_task_is_killed_with_its_recorded_signal_and_capped_timeout() {
             eq(SUP),
             eq(Signal::SIGUSR2),
             eq(Duration::from_secs(4)),
-            eq(T0 + ANSWER),
+            eq(T0 + Duration::from_secs(4)),
         )
         .times(1)
         .in_sequence(&mut seq)

@@ -92,7 +92,7 @@ fn check_effects(
             &[Effect::BeginKill {
                 signal: *signal,
                 grace: *timeout,
-                deadline: now + t.answer
+                deadline: now + (*timeout).min(t.call).max(t.answer)
             }][..]
         ),
         // Joining a kill under way neither re-signals nor restarts its clock.
