@@ -1223,6 +1223,15 @@ impl<P: Platform> TaskHandle<P> {
                 }
                 // Another thread saw the exit and is releasing the supervisor under us.
                 Err(_) if self.lock().machine.is_finishing() => {}
+                // A wait that ran to the grace's end and was not answered: the supervisor
+                // may be busy killing the cgroup itself at that moment, so the force kill,
+                // which has the force window to be answered, is what decides.
+                Err(PlatformError::Unresponsive { .. })
+                    if state == State::Killing
+                        && wake.is_some_and(|w| self.platform.now() >= w) =>
+                {
+                    self.feed(Event::Timeout)?;
+                }
                 // During a kill, a supervisor that cannot tell us about the exit is taken
                 // over: the cleanup by cgroup ends the task for sure, within the bound.
                 Err(e) if killing => self.feed(Event::SupervisorUnresponsive {

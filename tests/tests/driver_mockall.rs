@@ -231,6 +231,81 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
     task.kill().expect("kill again");
 }
 
+/// A wait over the grace that goes unanswered (the supervisor killing the cgroup itself as
+/// the grace ends) leads to the force kill, which the supervisor then answers: a kill, not a
+/// takeover.
+#[test]
+fn an_unanswered_wait_at_the_graces_end_goes_on_to_the_force_kill() {
+    let (mut p, mut seq, clock) = started();
+    p.expect_begin_kill()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(()));
+    let grace_ends = T0 + KILL_TIMEOUT;
+    let c = clock.clone();
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(grace_ends)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _| {
+            c.set(grace_ends + ms(250));
+            Err(PlatformError::unresponsive("no answer within 3.25s"))
+        });
+    p.expect_force_kill()
+        .with(eq(SUP), eq(grace_ends + FORCE))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
+    p.expect_release()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    let driver = Driver::with_config(p, config());
+    let task = driver.start(&spec()).expect("start");
+    task.kill().expect("kill");
+    assert_eq!(
+        task.wait(),
+        Ok(WaitResult::from(ExitStatus::signaled(Signal::SIGKILL)))
+    );
+}
+
+/// Before the grace's end an unanswered wait is an unresponsive supervisor: taken over.
+#[test]
+fn an_unanswered_wait_within_the_grace_is_taken_over_by_cgroup() {
+    let (mut p, mut seq, clock) = started();
+    p.expect_begin_kill()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(()));
+    let grace_ends = T0 + KILL_TIMEOUT;
+    let c = clock.clone();
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(grace_ends)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_, _| {
+            c.set(T0 + ms(1500));
+            Err(PlatformError::unresponsive("no answer"))
+        });
+    p.expect_force_kill().never();
+    expect_orphan_cleanup(
+        &mut p,
+        &mut seq,
+        grace_ends + OVERRUN,
+        [Ok(()), Ok(()), Ok(())],
+    );
+    let driver = Driver::with_config(p, config());
+    let task = driver.start(&spec()).expect("start");
+    task.kill().expect("kill");
+    let (kind, _) = error_of(&task.wait().expect("result"));
+    assert_eq!(kind, TaskErrorKind::SupervisorUnresponsive);
+}
+
 #[test]
 fn stop_sends_its_own_signal_waits_its_own_grace_capped_at_the_maximum_then_forces() {
     let (mut p, mut seq, clock) = started();

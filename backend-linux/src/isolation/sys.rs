@@ -98,6 +98,23 @@ pub(crate) fn reset_signal_default(sig: libc::c_int) {
     };
 }
 
+/// Whether `sig` has a handler (neither SIG_DFL nor SIG_IGN), asked with the raw system call.
+pub(crate) fn has_handler(sig: libc::c_int) -> bool {
+    // The kernel's struct sigaction, whose first word is the handler on every architecture.
+    let mut old = [0u64; 4];
+    // SAFETY: rt_sigaction with no new action only writes the old one into `old`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            std::ptr::null::<libc::c_void>(),
+            old.as_mut_ptr(),
+            8usize,
+        )
+    };
+    ret == 0 && old[0] != libc::SIG_DFL as u64 && old[0] != libc::SIG_IGN as u64
+}
+
 /// Blocks every signal in the calling thread; returns the previous mask.
 pub(crate) fn block_all_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on locals; pthread_sigmask only affects this thread.

@@ -5,7 +5,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -64,6 +64,9 @@ pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> 
     }
     let raw_moves: Vec<(RawFd, RawFd)> = moves.iter().map(|(fd, at)| (fd.as_raw_fd(), *at)).collect();
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Parked too: a caller with a standard fd closed would get it as 0 to 2, where a dup2
+    // below would close it in the child and a failed exec would pass for a start.
+    let report_w = park(report_w.as_fd())?;
 
     // No handler of ours may run in the child's copy before its exec.
     let blocked = sys::block_all_signals();
@@ -81,7 +84,14 @@ pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> 
             if libc::chdir(root.as_ptr()) < 0 {
                 fail(report_w.as_raw_fd());
             }
-            sys::reset_signal_default(libc::SIGPIPE);
+            // As posix_spawn does: a handler of ours must not run in the copy once the mask
+            // is lifted (a signal sent to our process group in between), and an ignored
+            // SIGPIPE would outlive the exec.
+            for sig in 1..=64 {
+                if sig == libc::SIGPIPE || sys::has_handler(sig) {
+                    sys::reset_signal_default(sig);
+                }
+            }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -95,16 +105,20 @@ pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> 
     drop(moves);
     let mut errno = [0u8; 4];
     match sys::read_full(report_r.as_raw_fd(), &mut errno) {
-        // End of file: the exec closed our CLOEXEC pipe.
-        Ok(0) => Ok(pid),
-        got => {
+        Ok(4) => {
             reap(pid);
-            Err(match got {
-                Ok(4) => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-                Ok(_) => io::Error::other("the child's report of its failed exec was cut short"),
-                Err(e) => io::Error::from_raw_os_error(e),
-            })
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
         }
+        Ok(n) if n > 0 => {
+            reap(pid);
+            Err(io::Error::other(
+                "the child's report of its failed exec was cut short",
+            ))
+        }
+        // End of file: the exec closed our CLOEXEC pipe. A read that failed says nothing
+        // either way: the child may run, so it counts as started and the supervisor's own
+        // report decides (an error here would start a second one beside it).
+        Ok(_) | Err(_) => Ok(pid),
     }
 }
 

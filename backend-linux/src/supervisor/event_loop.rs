@@ -933,17 +933,6 @@ impl Supervisor {
 
     /// Runs every timer that is due.
     fn fire_timers(&mut self, now: Instant) {
-        if let Some(at) = self.kill_at
-            && now >= at
-        {
-            self.kill_at = None;
-            if self.exit.is_none() && self.draining.is_none() {
-                log("the task outlived its kill grace: killing its cgroup");
-                if let Err(e) = self.kill_all(crate::cgroups::KILL_ALL_BUDGET) {
-                    log(e);
-                }
-            }
-        }
         if let Some(destroy) = &mut self.destroy
             && self.exit.is_none()
             && now >= destroy.deadline
@@ -953,6 +942,9 @@ impl Supervisor {
             ));
             self.complete_destroy();
         }
+        // Waits first: an agent waiting out a kill's grace asks to be answered when it ends,
+        // which is when the kill below fires, and the kill may take its budget while the
+        // agent gives a wait only a short slack before calling us unresponsive.
         for conn in &mut self.conns {
             match conn.wait {
                 Some(PendingWait::Until(at)) if now >= at => {
@@ -967,6 +959,17 @@ impl Supervisor {
             }
         }
         self.drop_finished_connections();
+        if let Some(at) = self.kill_at
+            && now >= at
+        {
+            self.kill_at = None;
+            if self.exit.is_none() && self.draining.is_none() {
+                log("the task outlived its kill grace: killing its cgroup");
+                if let Err(e) = self.kill_all(crate::cgroups::KILL_ALL_BUDGET) {
+                    log(e);
+                }
+            }
+        }
         for i in 0..self.outputs.len() {
             let due = self.outputs[i]
                 .as_ref()
