@@ -63,10 +63,12 @@ pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> 
         moves.push((park(fd)?, at));
     }
     let raw_moves: Vec<(RawFd, RawFd)> = moves.iter().map(|(fd, at)| (fd.as_raw_fd(), *at)).collect();
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (report_r, unparked) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // Parked too: a caller with a standard fd closed would get it as 0 to 2, where a dup2
-    // below would close it in the child and a failed exec would pass for a start.
-    let report_w = park(report_w.as_fd())?;
+    // below would close it in the child and a failed exec would pass for a start. The
+    // unparked end is closed at once: while we hold any write end, no end of file comes.
+    let report_w = park(unparked.as_fd())?;
+    drop(unparked);
 
     // No handler of ours may run in the child's copy before its exec.
     let blocked = sys::block_all_signals();
@@ -146,4 +148,77 @@ pub(crate) fn try_reap(pid: i32) -> bool {
     // SAFETY: as in `reap`.
     let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     ret != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::path::PathBuf;
+
+    /// Our own cgroup's directory in the unified hierarchy (cgroup2 at any mountpoint).
+    fn own_unified_dir() -> Option<(PathBuf, String)> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mountpoint = mountinfo.lines().find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            (rest.split(' ').next() == Some("cgroup2")).then(|| fields.split(' ').nth(4))?
+        })?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+        let dir = Path::new(mountpoint).join(rel.trim_start_matches('/'));
+        Some((dir, rel))
+    }
+
+    struct RemoveDir(PathBuf);
+
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_child_is_born_in_the_cgroup_and_a_failed_exec_is_reported() {
+        let test = "a_child_is_born_in_the_cgroup_and_a_failed_exec_is_reported";
+        if !crate::testing::require_root(test, "it makes a cgroup in the unified hierarchy") {
+            return;
+        }
+        let found = own_unified_dir();
+        let unmet = found.is_none().then(|| "no cgroup2 mount here".to_owned());
+        if !crate::testing::require(test, unmet) {
+            return;
+        }
+        let Some((own, rel)) = found else { return };
+        let name = format!("execdriver-born-test-{}", std::process::id());
+        let dir = RemoveDir(own.join(&name));
+        std::fs::create_dir(&dir.0).expect("a cgroup below our own");
+        let cgroup = std::fs::File::open(&dir.0).expect("open the cgroup dir");
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let args: [&OsStr; 2] = ["-c".as_ref(), "cat /proc/self/cgroup; pwd".as_ref()];
+        let program = Program {
+            binary: Path::new("/bin/sh"),
+            args: &args,
+            stdio: [null.as_fd(), out_w.as_fd(), null.as_fd()],
+            extra: None,
+        };
+        let pid = spawn_in_cgroup(&program, cgroup.as_fd()).expect("spawn");
+        drop(out_w);
+        let mut out = String::new();
+        std::fs::File::from(out_r)
+            .read_to_string(&mut out)
+            .expect("the child's output");
+        reap(pid);
+        let want = format!("0::{}/{name}", rel.trim_end_matches('/'));
+        assert!(out.lines().any(|l| l == want), "{want:?} not in {out:?}");
+        assert_eq!(out.lines().last(), Some("/"), "{out:?}");
+        let missing = Program {
+            binary: Path::new("/nonexistent/execdriver-test"),
+            args: &[],
+            stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
+            extra: None,
+        };
+        let err = spawn_in_cgroup(&missing, cgroup.as_fd()).expect_err("no such binary");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    }
 }
