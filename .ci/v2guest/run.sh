@@ -19,6 +19,8 @@ paths, each at its host path. The share dir is writable, at /v2guest in the gues
                               root:    the root cgroup of the same tree
                               bare:    the root cgroup, no controller enabled anywhere
   --timeout SECS              hard limit for the whole guest, boot included (default 1200)
+  --stall SECS                end the guest when its console has printed nothing for SECS
+                              (a frozen guest kernel; default: never)
   --workdir DIR               host dir to run COMMAND from (default: the current dir)
   --bind PATH                 another host path to show read-only at its place (repeatable)
   --share DIR                 host dir to share writable at /v2guest (default: a temp dir,
@@ -30,12 +32,14 @@ paths, each at its host path. The share dir is writable, at /v2guest in the gues
   --log FILE                  also write the console to FILE (default: <share>/.v2guest/console.log)
 
 Exit status: COMMAND's; 124 when the guest outlived --timeout; 125 when the guest ended without
-reporting a status (kernel panic, init failure, qemu error) or on bad usage.
+reporting a status (kernel panic, init failure, qemu error), was ended for --stall, or on bad
+usage.
 EOF
 }
 
 cgroup=service
 timeout="${V2GUEST_TIMEOUT:-1200}"
+stall=""
 workdir="$(pwd -P)"
 binds=()
 share=""
@@ -55,6 +59,7 @@ while (($#)); do
     case "$1" in
     --cgroup) cgroup="${2:-}" && shift 2 ;;
     --timeout) timeout="${2:-}" && shift 2 ;;
+    --stall) stall="${2:-}" && shift 2 ;;
     --workdir) workdir="${2:-}" && shift 2 ;;
     --bind) binds+=("${2:-}") && shift 2 ;;
     --share) share="${2:-}" && shift 2 ;;
@@ -71,6 +76,7 @@ done
 (($#)) || bad_usage "no command given (put it after --)"
 case "$cgroup" in service | root | bare) ;; *) bad_usage "--cgroup must be service, root or bare" ;; esac
 [[ "$timeout" =~ ^[1-9][0-9]*$ ]] || bad_usage "--timeout must be a positive number of seconds"
+[[ -z "$stall" || "$stall" =~ ^[1-9][0-9]*$ ]] || bad_usage "--stall must be a positive number of seconds"
 [[ "$memory" =~ ^[1-9][0-9]*$ ]] || bad_usage "--memory must be a number of MiB"
 [[ "$cpus" =~ ^[1-9][0-9]*$ ]] || bad_usage "--cpus must be a positive number"
 [[ -d "$workdir" ]] || bad_usage "--workdir $workdir is not a dir"
@@ -180,10 +186,21 @@ qemu_pid=$!
 
 deadline=$((SECONDS + timeout))
 timed_out=false
+stalled=false
 reported_at=""
+printed=-1
+printed_at=$SECONDS
 while kill -0 "$qemu_pid" 2>/dev/null && [[ "$(ps -o stat= -p "$qemu_pid" 2>/dev/null)" != Z* ]]; do
     if ((SECONDS >= deadline)); then
         timed_out=true
+        break
+    fi
+    size="$(stat -c %s "$log" 2>/dev/null || echo 0)"
+    if ((size != printed)); then
+        printed=$size
+        printed_at=$SECONDS
+    elif [[ -n "$stall" ]] && ((SECONDS - printed_at >= stall)); then
+        stalled=true
         break
     fi
     # The guest powers off right after reporting; one that reported but hangs on the way out
@@ -203,6 +220,13 @@ if [[ -s "$ctl/exit-status" ]]; then
     boot="$(cat "$ctl/boot-seconds" 2>/dev/null || echo '?')"
     v2g_log "guest booted in ${boot}s; command exited with status $status; the guest ran ${total}s"
     exit "$status"
+fi
+if $stalled; then
+    why="the guest printed nothing for ${stall}s (its kernel froze); qemu was killed after ${total}s"
+    # In the console log too, where test.sh looks for how a guest died.
+    printf 'v2guest: error: %s\n' "$why" >>"$log"
+    v2g_log "error: $why; console log above"
+    exit 125
 fi
 if $timed_out; then
     v2g_log "error: the guest did not finish within ${timeout}s (hung or too slow); qemu was" \
