@@ -3,6 +3,8 @@
 
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -214,6 +216,18 @@ pub(super) fn ensure_dir(dir: &Path) -> Result<(), CgroupError> {
         Err(CgroupError::AlreadyExists { .. }) if dir.is_dir() => Ok(()),
         other => other,
     }
+}
+
+/// A cgroup directory opened for a child to be born in it (clone3's CLONE_INTO_CGROUP
+/// takes a directory fd), never through a symlink; `None` when it cannot be opened, for a
+/// caller that then moves the child by a write instead.
+pub(super) fn open_clone_target(dir: &Path) -> Option<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! controllers to the task cgroups beside it.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::hierarchy::{
@@ -109,7 +108,12 @@ pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, Cg
         }
         fs::write(&procs, &pid)?;
     }
-    let text = fs::read(Path::new("/proc/self/cgroup"))?;
+    // Unchanged when no write moved us: what was read before still holds.
+    let text = if born_there {
+        before
+    } else {
+        fs::read(Path::new("/proc/self/cgroup"))?
+    };
     for (h, sup) in &dirs {
         let found = proc_cgroup_path_of(&text, &h.key).unwrap_or_default();
         if found != sup.rel {
@@ -133,6 +137,13 @@ pub fn join_supervisors_cgroup(slice_name: &str) -> Result<SupervisorsCgroup, Cg
 /// the other hierarchies need the writes anyway. `None` whenever it cannot be had: the
 /// supervisor then joins by writes, which report what is wrong.
 pub fn supervisors_clone_target(slice_name: &str) -> Option<OwnedFd> {
+    // One statfs on the start path of every node: a v1 or hybrid node (a tmpfs here) is
+    // told apart before mountinfo is read and parsed a second time for the start.
+    let unified = nix::sys::statfs::statfs(Path::new("/sys/fs/cgroup"))
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if !unified {
+        return None;
+    }
     let dirs = supervisors_dirs(slice_name).ok()?;
     let [(h, sup)] = dirs.as_slice() else {
         return None;
@@ -142,12 +153,7 @@ pub fn supervisors_clone_target(slice_name: &str) -> Option<OwnedFd> {
     }
     fs::ensure_dir(sup.dir.parent()?).ok()?;
     fs::ensure_dir(&sup.dir).ok()?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(&sup.dir)
-        .ok()
-        .map(OwnedFd::from)
+    fs::open_clone_target(&sup.dir)
 }
 
 #[cfg(test)]

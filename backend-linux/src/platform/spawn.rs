@@ -217,7 +217,7 @@ fn start_supervisor(
         "--slice".as_ref(),
         platform.config.slice_name.as_ref(),
     ];
-    let (intermediate, stdout) = match supervisors_clone_target(&platform.config.slice_name) {
+    let (mut child, stdout) = match supervisors_clone_target(&platform.config.slice_name) {
         Some(cgroup) => match spawn_born_in(&binary, &args, spec, &log, lock, cgroup.as_fd()) {
             Ok(born) => born,
             // The kernel or the cgroup refuses (a kernel before 5.7, a restricted mount):
@@ -226,7 +226,6 @@ fn start_supervisor(
         },
         None => spawn_moving(&binary, &args, spec, log, lock)?,
     };
-    let mut child = intermediate;
     let mut reader = ReadyReader::new(stdout, platform.config.ready_timeout);
     // First line: who the daemonized supervisor is, so that it can be killed if it never
     // gets as far as the ready report. Second line: the ready report. An error report says

@@ -113,13 +113,7 @@ impl TaskCgroupOps for V2Cgroup {
     }
 
     fn clone_target(&self) -> Option<OwnedFd> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(self.dir())
-            .ok()
-            .map(OwnedFd::from)
+        fs::open_clone_target(self.dir())
     }
 
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
