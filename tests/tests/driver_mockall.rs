@@ -150,6 +150,31 @@ fn expect_wait_out(p: &mut MockPlatform, seq: &mut Sequence, clock: &Clock, unti
         });
 }
 
+/// Expects the force kill through the supervisor (by `force_ends`, the end of its window),
+/// the task's SIGKILL exit seen by the wait that follows, and the release by `release_by`.
+fn expect_forced_exit(
+    p: &mut MockPlatform,
+    seq: &mut Sequence,
+    force_ends: Timestamp,
+    release_by: Timestamp,
+) {
+    p.expect_force_kill()
+        .with(eq(SUP), eq(force_ends))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_, _| Ok(()));
+    p.expect_wait()
+        .with(eq(SUP), eq(Some(force_ends)))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
+    p.expect_release()
+        .with(eq(SUP), eq(release_by))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_, _| Ok(()));
+}
+
 /// Expects the three orphan cleanup steps (the records stay until the task is removed), in order, on the handle of task t1 with the
 /// deadline `deadline`, each returning the given result.
 fn expect_orphan_cleanup(
@@ -205,21 +230,7 @@ fn kill_signals_waits_out_the_timeout_then_forces() {
         .returning(|_, _, _, _| Ok(()));
     let grace_ends = T0 + KILL_TIMEOUT;
     expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
-    p.expect_force_kill()
-        .with(eq(SUP), eq(grace_ends + FORCE))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
-    p.expect_release()
-        .with(eq(SUP), eq(grace_ends + ANSWER))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+    expect_forced_exit(&mut p, &mut seq, grace_ends + FORCE, grace_ends + ANSWER);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
@@ -251,20 +262,12 @@ fn an_unanswered_wait_at_the_graces_end_goes_on_to_the_force_kill() {
             c.set(grace_ends + ms(250));
             Err(PlatformError::unresponsive("no answer within 3.25s"))
         });
-    p.expect_force_kill()
-        .with(eq(SUP), eq(grace_ends + FORCE))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
-    p.expect_release()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+    expect_forced_exit(
+        &mut p,
+        &mut seq,
+        grace_ends + FORCE,
+        grace_ends + ms(250) + ANSWER,
+    );
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
@@ -318,21 +321,7 @@ fn stop_sends_its_own_signal_waits_its_own_grace_capped_at_the_maximum_then_forc
         .returning(|_, _, _, _| Ok(()));
     let grace_ends = T0 + grace;
     expect_wait_out(&mut p, &mut seq, &clock, grace_ends);
-    p.expect_force_kill()
-        .with(eq(SUP), eq(grace_ends + FORCE))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(grace_ends + FORCE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
-    p.expect_release()
-        .with(eq(SUP), eq(grace_ends + ANSWER))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+    expect_forced_exit(&mut p, &mut seq, grace_ends + FORCE, grace_ends + ANSWER);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.stop(Signal::SIGUSR2, Duration::from_secs(60))
@@ -378,20 +367,7 @@ fn kill_forces_at_once_when_the_signal_cannot_be_sent() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Err(PlatformError::other("no such process")));
-    p.expect_force_kill()
-        .with(eq(SUP), eq(T0 + FORCE))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
-    p.expect_wait()
-        .with(eq(SUP), eq(Some(T0 + FORCE)))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Some(ExitStatus::signaled(Signal::SIGKILL))));
-    p.expect_release()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_, _| Ok(()));
+    expect_forced_exit(&mut p, &mut seq, T0 + FORCE, T0 + ANSWER);
     let driver = Driver::with_config(p, config());
     let task = driver.start(&spec()).expect("start");
     task.kill().expect("kill");
