@@ -716,24 +716,18 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     let flags = NAMESPACES | network.clone_flags();
     // SAFETY: as above.
     let born_in_cgroup = clone_into.map(|dir| unsafe { sys::clone_fork_into(flags, dir.as_raw_fd()) });
-    if let Some(Ok(0)) = born_in_cgroup {
-        // SAFETY: as above; never returns.
-        unsafe { init::init_main(&cx) }
-    }
     let (cloned, placed) = match born_in_cgroup {
         Some(Ok(pid)) => (Ok(pid), true),
         // A kernel without CLONE_INTO_CGROUP (before 5.7), or a cgroup it refuses: the
         // init is moved by a write instead, which says what is wrong if anything is.
-        _ => {
-            // SAFETY: as above.
-            let cloned = unsafe { sys::clone_fork(flags) };
-            if let Ok(0) = cloned {
-                // SAFETY: as above; never returns.
-                unsafe { init::init_main(&cx) }
-            }
-            (cloned, false)
-        }
+        // SAFETY: as above.
+        _ => (unsafe { sys::clone_fork(flags) }, false),
     };
+    // In the child (of either clone), which only ever gets this far.
+    if let Ok(0) = cloned {
+        // SAFETY: as above; never returns.
+        unsafe { init::init_main(&cx) }
+    }
     sys::restore_signals(&blocked);
     let pid = match cloned {
         Ok(pid) => pid,
