@@ -21,7 +21,8 @@ use super::liveness::{self, DYING_GRACE};
 use crate::process::Pidfd;
 use crate::state::{StatePaths, recorded_cgroup};
 
-/// The longest a SIGKILLed supervisor is waited for, whatever the deadline.
+/// The longest a SIGKILLed supervisor (or a killed task's init) is waited for, whatever the
+/// deadline.
 const SUPERVISOR_DEATH: Duration = Duration::from_secs(5);
 
 fn failed(message: String) -> PlatformError {
@@ -115,10 +116,37 @@ pub(crate) fn kill_cgroup(
 ) -> Result<(), PlatformError> {
     let confined = confine_state(data_dir, handle)?;
     match recorded_cgroup(&confined.paths, &handle.task_id).map_err(PlatformError::cgroup)? {
-        Some(cgroup) => cgroup
-            .kill_all_within(deadline.saturating_duration_since(Instant::now()))
-            .map_err(|e| PlatformError::cgroup(format!("killing cgroup {}: {e}", cgroup.name()))),
+        Some(cgroup) => {
+            cgroup
+                .kill_all_within(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|e| {
+                    PlatformError::cgroup(format!("killing cgroup {}: {e}", cgroup.name()))
+                })?;
+            wait_task_gone(&handle.task, deadline)
+        }
         None => Ok(()),
+    }
+}
+
+/// Waits (by `deadline`) until the task's recorded init has exited. An empty cgroup.procs
+/// does not say that: a process leaves the list early in its exit, and a pid namespace's
+/// init then still waits for the rest of its namespace to be reaped, looking alive.
+fn wait_task_gone(task: &ProcessIdentity, deadline: Instant) -> Result<(), PlatformError> {
+    let pidfd = match Pidfd::open_verified(task) {
+        Ok(Some(pidfd)) => pidfd,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(failed(format!("checking task pid {}: {e}", task.pid))),
+    };
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(100), SUPERVISOR_DEATH);
+    match pidfd.wait_exit(Some(wait)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(failed(format!(
+            "task pid {} still runs {wait:?} after its cgroup was emptied",
+            task.pid
+        ))),
+        Err(e) => Err(failed(format!("waiting for task pid {}: {e}", task.pid))),
     }
 }
 
