@@ -9,7 +9,9 @@
 //! - the memory of each process a running `sleep` task costs (`/proc/PID/smaps_rollup`):
 //!   the supervisor and the task's init, beside conmon (with crun) for one container;
 //! - 200 tasks started at once, and the node's used memory (MemTotal - MemAvailable) before
-//!   and after them (with a baseline: twice, in both orders, averaged);
+//!   and after them (with a baseline: twice, in both orders, averaged), the kernel's own part
+//!   of it (slabs, per-cpu, stacks, page tables), and the mean Pss of the supervisors and the
+//!   inits while all of them run (their shares of the text they map together);
 //! - sequential start+kill cycles (1000, or `--cycles N`), p50 and p99;
 //! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT;
 //! - the floor those stand on: `execdriver --version` and `/bin/true`, each from a new process.
@@ -794,10 +796,37 @@ fn used_memory_kb() -> f64 {
     field("MemTotal:") - field("MemAvailable:")
 }
 
+/// The kernel's own memory in `/proc/meminfo`, in KiB: slabs, per-cpu areas, kernel
+/// stacks and page tables. Unlike MemAvailable it does not move with the page cache, so its
+/// change over 200 tasks says what their processes, mounts, namespaces and cgroups cost the
+/// kernel.
+fn kernel_memory_kb() -> f64 {
+    let meminfo = read(Path::new("/proc/meminfo"));
+    ["Slab:", "Percpu:", "KernelStack:", "PageTables:"]
+        .iter()
+        .map(|key| {
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+/// What [`many_at_once_pass`] measures, one `(runner, value)` list per figure.
+#[derive(Default)]
+struct AtOnce {
+    took: Vec<(String, f64)>,
+    per_task: Vec<(String, f64)>,
+    own: Vec<(String, f64)>,
+    supervisor: Vec<(String, f64)>,
+    init: Vec<(String, f64)>,
+    kernel: Vec<(String, f64)>,
+}
+
 fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table) {
-    let mut took = Vec::new();
-    let mut per_task = Vec::new();
-    let mut own = Vec::new();
+    let mut m = AtOnce::default();
     // The node's memory counts what the kernel keeps cached from the runner before (slabs of
     // freed cgroups, mounts, processes): the second runner of a pass reuses the first's. With
     // more than one runner there are two passes, the second in reverse order, and each
@@ -811,7 +840,7 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         if pass > 0 {
             order.reverse();
         }
-        many_at_once_pass(bench, &order, n, &mut took, &mut per_task, &mut own);
+        many_at_once_pass(bench, &order, n, &mut m);
     }
     let mean = |rows: Vec<(String, f64)>| -> Vec<(String, f64)> {
         drivers
@@ -829,31 +858,40 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
             })
             .collect()
     };
-    table.row(format!("{n} tasks started at once"), "ms", mean(took));
+    table.row(format!("{n} tasks started at once"), "ms", mean(m.took));
     table.row(
         format!("node memory used per task (of {n}), beyond the task's own `sleep`"),
         "MiB",
-        mean(per_task),
+        mean(m.per_task),
     );
-    table.row("(the task's own `sleep`, Pss)".into(), "KiB", mean(own));
+    table.row("(the task's own `sleep`, Pss)".into(), "KiB", mean(m.own));
+    table.row(
+        format!("supervisor Pss, mean of the {n} running at once"),
+        "KiB",
+        mean(m.supervisor),
+    );
+    table.row(
+        format!("the task's init Pss, mean of the {n}"),
+        "KiB",
+        mean(m.init),
+    );
+    table.row(
+        format!("kernel memory per task (of {n}): slab, per-cpu, stacks, page tables"),
+        "KiB",
+        mean(m.kernel),
+    );
 }
 
 /// One pass of [`many_at_once`]: each runner in `order` starts `n` tasks at once, then
 /// kills them.
-fn many_at_once_pass(
-    bench: &Bench,
-    order: &[&Runner],
-    n: usize,
-    took: &mut Vec<(String, f64)>,
-    per_task: &mut Vec<(String, f64)>,
-    own: &mut Vec<(String, f64)>,
-) {
+fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce) {
     for runner in order {
         let Some(binary) = runner.driver_binary() else {
             continue;
         };
         bench.settle();
         let before = used_memory_kb();
+        let kernel_before = kernel_memory_kb();
         let t = Instant::now();
         let handles: Vec<String> = std::thread::scope(|s| {
             let starts: Vec<_> = (0..n)
@@ -861,7 +899,7 @@ fn many_at_once_pass(
                 .collect();
             starts.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        took.push((runner.name().to_owned(), ms(t.elapsed())));
+        m.took.push((runner.name().to_owned(), ms(t.elapsed())));
         if handles.len() < n {
             println!(
                 "{}: {} of {n} starts at once failed (see above)",
@@ -870,6 +908,23 @@ fn many_at_once_pass(
             );
         }
         let after = used_memory_kb();
+        let kernel_after = kernel_memory_kb();
+        // Each process's share of what the tasks' processes map together (the binary's
+        // text above all), as it is with n of them on the node.
+        let mean_pss = |path: &[&str]| -> f64 {
+            let all: Vec<f64> = handles
+                .iter()
+                .map(|h| mem_of(pid_in(h, path)).pss_kb)
+                .filter(|p| p.is_finite())
+                .collect();
+            all.iter().sum::<f64>() / all.len().max(1) as f64
+        };
+        let name = runner.name().to_owned();
+        m.supervisor
+            .push((name.clone(), mean_pss(&["supervisor", "process", "pid"])));
+        m.init.push((name.clone(), mean_pss(&["task", "pid"])));
+        m.kernel
+            .push((name, (kernel_after - kernel_before) / n as f64));
         // The tasks' own processes (each `sleep`): the init's child in its pid namespace.
         let sleeps: f64 = handles
             .iter()
@@ -884,11 +939,11 @@ fn many_at_once_pass(
                     .sum::<f64>()
             })
             .sum();
-        per_task.push((
+        m.per_task.push((
             runner.name().to_owned(),
             (after - before - sleeps) / n as f64 / 1024.0,
         ));
-        own.push((runner.name().to_owned(), sleeps / n as f64));
+        m.own.push((runner.name().to_owned(), sleeps / n as f64));
         std::thread::scope(|s| {
             for handle in &handles {
                 s.spawn(|| kill_sleep(bench, binary, handle));
