@@ -272,7 +272,8 @@ fn wait_in_one_thread_kill_in_another() {
 /// On a node with only the unified hierarchy the supervisor is cloned straight into the
 /// supervisors cgroup and the task's init into its own cgroup (clone3 with
 /// CLONE_INTO_CGROUP), so that no write to `cgroup.procs` makes the start wait out an RCU
-/// grace period; elsewhere both are moved by writes. Either way each ends up where it belongs.
+/// grace period; elsewhere both are moved by writes. Either way each ends up where it
+/// belongs, and the supervisor starts with its own environment, which the task does not get.
 #[test]
 fn the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2() {
     let Some(env) = env("the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2") else {
@@ -316,6 +317,34 @@ fn the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2() {
     assert!(
         init.contains(&format!("{}\n", cgroup_name(&handle.task_id))),
         "init in {init}"
+    );
+    let environ = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .expect("a process's environment")
+            .split(|b| *b == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        environ(handle.supervisor.process.pid),
+        ["GLIBC_TUNABLES=glibc.malloc.tcache_count=0"]
+    );
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", handle.task.pid))
+        .expect("the init's children");
+    let sleep: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the task's sleep");
+    let task_env = environ(sleep);
+    assert!(
+        task_env.iter().all(|e| !e.starts_with("GLIBC_TUNABLES=")),
+        "{task_env:?}"
+    );
+    assert!(
+        task_env.iter().any(|e| e.starts_with("PATH=")),
+        "{task_env:?}"
     );
     task.kill().expect("kill");
     task.wait().expect("wait");

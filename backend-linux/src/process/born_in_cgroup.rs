@@ -22,13 +22,15 @@ pub(crate) struct Program<'a> {
     pub binary: &'a Path,
     /// Its arguments after `argv[0]` (which is `binary`).
     pub args: &'a [&'a OsStr],
+    /// Its whole environment, as `NAME=value` entries.
+    pub env: &'a [&'a str],
     /// Its stdin, stdout and stderr, in that order.
     pub stdio: [BorrowedFd<'a>; 3],
     /// One more descriptor the child keeps, at the given number (below 10).
     pub extra: Option<(BorrowedFd<'a>, RawFd)>,
 }
 
-/// Starts `program` with no environment, in `/`, with no signal blocked and SIGPIPE at its
+/// Starts `program` with its own environment only, in `/`, with no signal blocked and SIGPIPE at its
 /// default (as std's `Command` leaves them), born in the cgroup v2 directory `cgroup`.
 /// Returns its pid once it has exec'd; an exec that failed is reaped and its errno returned.
 pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> io::Result<i32> {
@@ -41,7 +43,13 @@ pub(crate) fn spawn_in_cgroup(program: &Program<'_>, cgroup: BorrowedFd<'_>) -> 
     }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let env = program
+        .env
+        .iter()
+        .map(|e| cstring(OsStr::new(e)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let root = c"/";
     if program.extra.is_some_and(|(_, at)| !(3..PARKED).contains(&at)) {
         return Err(invalid("the extra descriptor must go to 3 to 9"));
@@ -195,10 +203,14 @@ mod tests {
         let cgroup = std::fs::File::open(&dir.0).expect("open the cgroup dir");
         let null = std::fs::File::open("/dev/null").expect("/dev/null");
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
-        let args: [&OsStr; 2] = ["-c".as_ref(), "cat /proc/self/cgroup; pwd".as_ref()];
+        let args: [&OsStr; 2] = [
+            "-c".as_ref(),
+            "cat /proc/self/cgroup; pwd; echo \"$BORN\"".as_ref(),
+        ];
         let program = Program {
             binary: Path::new("/bin/sh"),
             args: &args,
+            env: &["BORN=in a cgroup"],
             stdio: [null.as_fd(), out_w.as_fd(), null.as_fd()],
             extra: None,
         };
@@ -211,10 +223,12 @@ mod tests {
         reap(pid);
         let want = format!("0::{}/{name}", rel.trim_end_matches('/'));
         assert!(out.lines().any(|l| l == want), "{want:?} not in {out:?}");
-        assert_eq!(out.lines().last(), Some("/"), "{out:?}");
+        let tail: Vec<&str> = out.lines().rev().take(2).collect();
+        assert_eq!(tail, ["in a cgroup", "/"], "{out:?}");
         let missing = Program {
             binary: Path::new("/nonexistent/execdriver-test"),
             args: &[],
+            env: &[],
             stdio: [null.as_fd(), null.as_fd(), null.as_fd()],
             extra: None,
         };
