@@ -347,12 +347,25 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
         report(Record::Started);
-        // Waiting and reaping touch a page or two of the code the start faulted in, and no
-        // byte of the heap: `supervise` uses nothing of `cx` and allocates nothing.
-        cx.clean.release();
-        cx.clean.discard_heap();
-        supervise(task, sfd)
+        idle(cx.clean, task, sfd)
     }
+}
+
+/// Gives back the start's pages and waits out the task. Waiting and reaping touch a page or
+/// two of code, all of it in the idle section (see `process::footprint`) beside the
+/// supervisor's own waiting code, and no byte of the heap: nothing here uses `cx` or
+/// allocates.
+///
+/// # Safety
+/// As for [`CleanMappings::discard_heap`]: nothing may use the heap afterwards.
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
+// Not inlined into the start code it is called from, which the release gives back.
+#[inline(never)]
+unsafe fn idle(clean: CleanMappings, task: libc::pid_t, sfd: RawFd) -> ! {
+    clean.release();
+    // SAFETY: `supervise` and what it calls allocate nothing and read no heap memory.
+    unsafe { clean.discard_heap() };
+    supervise(task, sfd)
 }
 
 /// Opens a new terminal in the task's devpts (the root is the task's by now, so its name
@@ -452,6 +465,7 @@ fn send_terminal(master: RawFd) -> Result<(), i32> {
 
 /// Forwards signals to the task and reaps until the task is gone; then reports its status
 /// and exits (and the kernel kills whatever else is left in the namespace).
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
 fn supervise(task: libc::pid_t, sfd: RawFd) -> ! {
     let mut status: Option<Record> = None;
     let mut ctl_open = true;
@@ -506,6 +520,7 @@ fn supervise(task: libc::pid_t, sfd: RawFd) -> ! {
 }
 
 /// Reads every pending signal and forwards those sent from outside the namespace.
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
 fn drain_signals(task: libc::pid_t, sfd: RawFd) {
     loop {
         // SAFETY: reading whole signalfd_siginfo records into a local.
@@ -533,6 +548,7 @@ fn drain_signals(task: libc::pid_t, sfd: RawFd) {
 }
 
 /// Reaps every exited child; records the task's status when it is among them.
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
 fn reap(task: libc::pid_t, status: &mut Option<Record>) {
     loop {
         let mut wstatus = 0;

@@ -8,6 +8,13 @@
 //! from the same file. Only mappings that are not writable and hold no private (copied on
 //! write, e.g. relocated RELRO) page are given back, so no byte of this process's state is
 //! lost; anonymous memory is never touched.
+//!
+//! What faults back in is not a page but the kernel's fault-around window (64 KiB) around
+//! it, so the waiting code's footprint is the number of windows it touches. The functions
+//! that run from the release until the poll blocks (here, in the supervisor's event loop and
+//! in the init) are therefore put together in one section, `.text.hot.execdriver_idle`,
+//! which the binaries' link (`build.rs`, `-z keep-text-section-prefix`) keeps as one output
+//! section instead of scattering it through `.text`.
 
 use std::io::{BufRead, BufReader};
 
@@ -64,6 +71,7 @@ impl CleanMappings {
     }
 
     /// Unmaps those pages from this process. Only system calls: safe in a forked child.
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     pub(crate) fn release(&self) {
         for &(start, end) in &self.ranges[..self.len] {
             // SAFETY: the range is a private, read-only file mapping without private pages,
@@ -84,6 +92,7 @@ impl CleanMappings {
     /// # Safety
     /// Nothing in this process may read, write, allocate or free heap memory afterwards: the
     /// heap reads back as zeros.
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     pub(crate) unsafe fn discard_heap(&self) {
         if self.heap_start == 0 {
             return;
@@ -114,6 +123,7 @@ fn heap_start(line: &str) -> Option<usize> {
 /// Gives the heap's free pages back to the kernel (glibc keeps them otherwise): before the
 /// init's clone, so that the init does not start with copies of the start's garbage, and in
 /// the supervisor once its start is done.
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
 pub(crate) fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases memory that no allocation holds.

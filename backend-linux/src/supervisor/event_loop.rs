@@ -33,14 +33,13 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use execdriver_core::{ExitStatus, LogStats, Signal, TaskSpec};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use rustix::event::{PollFd, PollFlags, poll};
 
 use super::connection::{Connection, Input, PendingWait};
 use super::start::Started;
@@ -56,6 +55,9 @@ use crate::state::{StatePaths, exit_record, recorded_cgroup, remove_cgroup_recor
 const PUMP_DRAIN: Duration = Duration::from_secs(5);
 /// Connections served at once; one more is answered `busy` and closed, never queued.
 const MAX_CONNECTIONS: usize = 64;
+/// Poll slots on the stack: signals, listener, task, two outputs and every connection (one
+/// more than [`MAX_CONNECTIONS`] can be open when accepting stops).
+const POLL_SLOTS: usize = 5 + MAX_CONNECTIONS + 1;
 /// How long a connection may sit without a request before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The size asked for each output pipe (the kernel's default `pipe-max-size`): the more a
@@ -267,6 +269,7 @@ impl Supervisor {
     }
 
     /// Runs the loop until the task's result is collected, or its linger ran out.
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     pub(super) fn run(&mut self) {
         while !self.done {
             let now = Instant::now();
@@ -295,56 +298,82 @@ impl Supervisor {
     }
 
     /// Which sources are ready, after one poll.
-    fn poll_once(&self, timeout: Option<&rustix::event::Timespec>) -> io::Result<Ready2> {
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(5 + self.conns.len());
-        match &self.signals {
-            Some(signals) => fds.push(PollFd::new(signals, PollFlags::IN)),
-            None => fds.push(PollFd::new(&self.listener, PollFlags::empty())),
-        }
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn poll_once(&self, timeout: Option<&libc::timespec>) -> io::Result<Ready2> {
+        // On the stack, and by raw fd: this runs just before the loop blocks, and what it
+        // calls is what a waiting supervisor keeps mapped (see `process::footprint`); an
+        // allocation or a trait call into another crate would each fault in one more window.
+        // Zeroed, not filled with a pattern: a pattern is a vector constant read from
+        // .rodata, one more window. Every slot is set below.
+        let unset = libc::pollfd {
+            fd: 0,
+            events: 0,
+            revents: 0,
+        };
+        let mut on_stack = [unset; POLL_SLOTS];
+        let mut on_heap;
+        let needed = 3 + self.outputs.len() + self.conns.len();
+        let fds: &mut [libc::pollfd] = if needed <= POLL_SLOTS {
+            &mut on_stack[..needed]
+        } else {
+            on_heap = vec![unset; needed];
+            &mut on_heap
+        };
+        // A negative fd is a slot poll skips; the slots keep their places for `Ready2`.
+        let watch = |fd: Option<RawFd>, events: libc::c_short| libc::pollfd {
+            fd: fd.unwrap_or(-1),
+            events,
+            revents: 0,
+        };
+        fds[0] = watch(self.signals.as_ref().map(|s| s.as_raw_fd()), libc::POLLIN);
         let accepting = self.conns.len() <= MAX_CONNECTIONS;
-        fds.push(PollFd::new(
-            &self.listener,
-            if accepting {
-                PollFlags::IN
-            } else {
-                PollFlags::empty()
-            },
-        ));
+        fds[1] = watch(accepting.then(|| self.listener.as_raw_fd()), libc::POLLIN);
         // Once reaped, a pidfd reports a hang-up even with no events asked for: left in, it
         // would spin the loop for the whole linger.
-        if self.draining.is_none() && self.exit.is_none() {
-            fds.push(PollFd::new(&self.task.pidfd, PollFlags::IN));
-        } else {
-            fds.push(PollFd::new(&self.listener, PollFlags::empty()));
+        let waiting = self.draining.is_none() && self.exit.is_none();
+        fds[2] = watch(waiting.then(|| self.task.pidfd.as_raw_fd()), libc::POLLIN);
+        let outputs_at = 3;
+        for (slot, output) in fds[outputs_at..].iter_mut().zip(&self.outputs) {
+            // A pipe over its rate is left out altogether: a hang-up would still be
+            // reported with no events asked for, and spin the loop.
+            let pipe = output
+                .as_ref()
+                .filter(|o| o.wake.is_none())
+                .map(|o| o.pipe.as_raw_fd());
+            *slot = watch(pipe, libc::POLLIN);
         }
-        for output in &self.outputs {
-            match output {
-                // A pipe over its rate is left out altogether: a hang-up would still be
-                // reported with no events asked for, and spin the loop.
-                Some(o) if o.wake.is_none() => fds.push(PollFd::new(&o.pipe, PollFlags::IN)),
-                _ => fds.push(PollFd::new(&self.listener, PollFlags::empty())),
-            }
-        }
-        for conn in &self.conns {
-            let mut flags = PollFlags::empty();
+        let conns_at = outputs_at + self.outputs.len();
+        for (slot, conn) in fds[conns_at..].iter_mut().zip(&self.conns) {
+            let mut events = 0;
             if conn.wants_read() {
-                flags |= PollFlags::IN;
+                events |= libc::POLLIN;
             }
             if conn.wants_write() {
-                flags |= PollFlags::OUT;
+                events |= libc::POLLOUT;
             }
-            fds.push(PollFd::new(conn.stream(), flags));
+            *slot = watch(Some(conn.stream().as_raw_fd()), events);
         }
+        let timeout = timeout.map_or(std::ptr::null(), |t| t as *const libc::timespec);
         loop {
-            match poll(&mut fds, timeout) {
-                Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+            // SAFETY: `fds` is a slice of initialised pollfds that ppoll may write the
+            // revents of; the timeout is null or points to a live timespec; no signal mask.
+            let n = unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    timeout,
+                    std::ptr::null(),
+                )
+            };
+            if n >= 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
-        let hit = |fd: &PollFd<'_>| !fd.revents().is_empty();
-        let outputs_at = 3;
-        let conns_at = outputs_at + self.outputs.len();
+        let hit = |fd: &libc::pollfd| fd.fd >= 0 && fd.revents != 0;
         Ok(Ready2 {
             signal: hit(&fds[0]),
             listener: hit(&fds[1]),
@@ -932,6 +961,7 @@ impl Supervisor {
     }
 
     /// Runs every timer that is due.
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     fn fire_timers(&mut self, now: Instant) {
         if let Some(destroy) = &mut self.destroy
             && self.exit.is_none()
@@ -993,6 +1023,7 @@ impl Supervisor {
     }
 
     /// The earliest timer, if any.
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
@@ -1026,8 +1057,12 @@ impl Supervisor {
         next
     }
 
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
     fn drop_finished_connections(&mut self) {
-        self.conns.retain(|c| !c.is_done());
+        // Checked first: `retain` is not inlined, and an idle loop calls this with none done.
+        if self.conns.iter().any(Connection::is_done) {
+            self.conns.retain(|c| !c.is_done());
+        }
     }
 }
 
@@ -1040,10 +1075,11 @@ struct Ready2 {
     conns: Vec<bool>,
 }
 
-fn timespec(d: Duration) -> rustix::event::Timespec {
-    rustix::event::Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos()),
     }
 }
 

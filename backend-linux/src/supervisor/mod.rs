@@ -160,12 +160,21 @@ pub fn run(options: &SuperviseOptions) -> i32 {
     drop(start_lock);
     log("task running; ready report delivered");
     silence_stdout();
-    // The start's code is not needed again: see process::footprint.
+    wait_out(&mut supervisor);
+    log("exiting");
+    0
+}
+
+/// Gives back the start's pages (see `process::footprint`) and runs the event loop. Called
+/// from here, in the idle section, so that returning from the release faults in no page of
+/// the start's code.
+#[unsafe(link_section = ".text.hot.execdriver_idle")]
+// Not inlined into the start code it is called from, which the release gives back.
+#[inline(never)]
+fn wait_out(supervisor: &mut event_loop::Supervisor) {
     process::CleanMappings::of_self().release();
     process::trim_heap();
     supervisor.run();
-    log("exiting");
-    0
 }
 
 /// Whether `fd` is an open descriptor of this process.
