@@ -21,7 +21,7 @@ const PROTOS: [&str; 9] = [
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The plugin binary is also its tasks' supervisor: its waiting code stays in one
     // section, as in backend-linux's binaries (see backend-linux/build.rs).
-    println!("cargo::rustc-link-arg-bins=-Wl,-z,keep-text-section-prefix");
+    println!("cargo::rustc-link-arg-bins=-zkeep-text-section-prefix");
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());

@@ -599,9 +599,7 @@ fn memory(bench: &Bench, runners: &[Runner], table: &mut Table) {
                 // Both finish their start after the handle is out (the supervisor gives
                 // back its start's pages once the ready report is read): measured once
                 // both wait.
-                for pid in pids {
-                    wait_until_waiting(pid);
-                }
+                wait_until_waiting(&pids);
                 sup.push(mem_of(pids[0]));
                 ini.push(mem_of(pids[1]));
                 kill_sleep(bench, binary, &handle);
@@ -667,12 +665,16 @@ fn median_mem(samples: &mut [Mem]) -> Mem {
     samples[samples.len() / 2]
 }
 
-/// Waits (up to 3 s) until `pid` sleeps in poll(2), where the supervisor's event loop and
-/// the init's reaper wait.
-fn wait_until_waiting(pid: i64) {
-    let by = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < by && !read(Path::new(&format!("/proc/{pid}/wchan"))).contains("poll") {
-        std::thread::sleep(Duration::from_millis(2));
+/// Waits (up to 3 s each) until every one of `pids` sleeps in poll(2), where the
+/// supervisor's event loop and the init's reaper wait.
+fn wait_until_waiting(pids: &[i64]) {
+    for pid in pids {
+        let by = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < by
+            && !read(Path::new(&format!("/proc/{pid}/wchan"))).contains("poll")
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     // The last steps before the wait (madvise, malloc_trim) are done by then; a moment more
     // for a supervisor woken once more by its log pipes.
@@ -907,6 +909,15 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
                 n - handles.len()
             );
         }
+        // Measured once every supervisor and init has given back its start's pages (after
+        // its ready report, so not yet when the start returns).
+        let supervisor = ["supervisor", "process", "pid"];
+        let init = ["task", "pid"];
+        let pids: Vec<i64> = handles
+            .iter()
+            .flat_map(|h| [pid_in(h, &supervisor), pid_in(h, &init)])
+            .collect();
+        wait_until_waiting(&pids);
         let after = used_memory_kb();
         let kernel_after = kernel_memory_kb();
         // Each process's share of what the tasks' processes map together (the binary's
@@ -917,20 +928,24 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
                 .map(|h| mem_of(pid_in(h, path)).pss_kb)
                 .filter(|p| p.is_finite())
                 .collect();
-            all.iter().sum::<f64>() / all.len().max(1) as f64
+            if all.is_empty() {
+                f64::NAN
+            } else {
+                all.iter().sum::<f64>() / all.len() as f64
+            }
         };
         let name = runner.name().to_owned();
-        m.supervisor
-            .push((name.clone(), mean_pss(&["supervisor", "process", "pid"])));
-        m.init.push((name.clone(), mean_pss(&["task", "pid"])));
+        let started = handles.len().max(1) as f64;
+        m.supervisor.push((name.clone(), mean_pss(&supervisor)));
+        m.init.push((name.clone(), mean_pss(&init)));
         m.kernel
-            .push((name, (kernel_after - kernel_before) / n as f64));
+            .push((name, (kernel_after - kernel_before) / started));
         // The tasks' own processes (each `sleep`): the init's child in its pid namespace.
         let sleeps: f64 = handles
             .iter()
             .map(|h| {
-                let init = pid_in(h, &["task", "pid"]);
-                let children = read(Path::new(&format!("/proc/{init}/task/{init}/children")));
+                let pid = pid_in(h, &init);
+                let children = read(Path::new(&format!("/proc/{pid}/task/{pid}/children")));
                 children
                     .split_whitespace()
                     .filter_map(|p| p.parse().ok())
@@ -941,9 +956,9 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
             .sum();
         m.per_task.push((
             runner.name().to_owned(),
-            (after - before - sleeps) / n as f64 / 1024.0,
+            (after - before - sleeps) / started / 1024.0,
         ));
-        m.own.push((runner.name().to_owned(), sleeps / n as f64));
+        m.own.push((runner.name().to_owned(), sleeps / started));
         std::thread::scope(|s| {
             for handle in &handles {
                 s.spawn(|| kill_sleep(bench, binary, handle));

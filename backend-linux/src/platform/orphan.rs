@@ -143,7 +143,9 @@ fn wait_task_gone(task: &ProcessIdentity, deadline: Instant) -> Result<(), Platf
     match pidfd.wait_exit(Some(wait)) {
         Ok(true) => Ok(()),
         Ok(false) => Err(failed(format!(
-            "task pid {} still runs {wait:?} after its cgroup was emptied",
+            "task init pid {} has not finished exiting {wait:?} after its cgroup was emptied \
+             (an init exits once every process of its namespace is reaped, exec'd commands \
+             included)",
             task.pid
         ))),
         Err(e) => Err(failed(format!("waiting for task pid {}: {e}", task.pid))),

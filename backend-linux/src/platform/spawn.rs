@@ -324,7 +324,7 @@ enum Intermediate {
 /// The supervisor's whole environment. It needs nothing from the agent's, and the task's
 /// comes from the spec alone. glibc's per-thread cache of freed chunks is off: chunks in it
 /// count as used, so `malloc_trim` after the start could not give their pages back, and
-/// they were half of the heap a waiting supervisor held (80 KiB against 36 with it off);
+/// they were half of the heap a waiting supervisor held (72 KiB resident against 36);
 /// its speed is of no use to a process that mostly waits.
 const SUPERVISOR_ENV: &[&str] = &["GLIBC_TUNABLES=glibc.malloc.tcache_count=0"];
 

@@ -55,8 +55,9 @@ use crate::state::{StatePaths, exit_record, recorded_cgroup, remove_cgroup_recor
 const PUMP_DRAIN: Duration = Duration::from_secs(5);
 /// Connections served at once; one more is answered `busy` and closed, never queued.
 const MAX_CONNECTIONS: usize = 64;
-/// Poll slots on the stack: signals, listener, task, two outputs and every connection (one
-/// more than [`MAX_CONNECTIONS`] can be open when accepting stops).
+/// Poll slots on the stack: signals, listener, task, two outputs and up to
+/// [`MAX_CONNECTIONS`] connections, with one to spare; more (which `accept` does not let
+/// happen) would poll from the heap.
 const POLL_SLOTS: usize = 5 + MAX_CONNECTIONS + 1;
 /// How long a connection may sit without a request before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -303,6 +304,8 @@ impl Supervisor {
         // On the stack, and by raw fd: this runs just before the loop blocks, and what it
         // calls is what a waiting supervisor keeps mapped (see `process::footprint`); an
         // allocation or a trait call into another crate would each fault in one more window.
+        // (After a wake, `Ready2` and whatever serves the event allocate: that is code a
+        // request needs anyway.)
         // Zeroed, not filled with a pattern: a pattern is a vector constant read from
         // .rodata, one more window. Every slot is set below.
         let unset = libc::pollfd {
