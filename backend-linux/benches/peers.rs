@@ -24,7 +24,8 @@
 //! `execdriver-supervisor` beside it when there is one, so copy the pair).
 //!
 //! Run as root: `cargo bench -p execdriver-linux --features test-support --bench peers --
-//! [--rounds N] [--cycles N] [--tasks N]`. Everything it makes (tasks, cgroups, bundles,
+//! [--rounds N] [--cycles N] [--tasks N] [--drop-caches]` (the last drops the node's clean
+//! caches before each at-once pass, for steadier memory figures). Everything it makes (tasks, cgroups, bundles,
 //! state) is removed at the end, on a panic, and on SIGINT/SIGTERM (checked between runs;
 //! the runners are in process groups of their own so that a ^C reaches only the bench).
 
@@ -72,7 +73,7 @@ fn main() {
         // SAFETY: the handler only stores to an atomic.
         unsafe { nix::sys::signal::sigaction(sig, &action) }.expect("sigaction");
     }
-    let bench = Bench::new();
+    let bench = Bench::new(args.iter().any(|a| a == "--drop-caches"));
     let mut table = Table::default();
     let mut runners = vec![Runner::Execdriver(bench.binary.clone())];
     if let Some(old) = std::env::var_os("EXECDRIVER_BENCH_BASELINE") {
@@ -114,6 +115,8 @@ struct Bench {
     dir: tempfile::TempDir,
     data_dir: PathBuf,
     live: std::sync::Mutex<Vec<(PathBuf, String)>>,
+    /// `--drop-caches`: drop the node's caches before each at-once pass.
+    drop_caches: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -125,7 +128,7 @@ enum Usage {
 }
 
 impl Bench {
-    fn new() -> Self {
+    fn new(drop_caches: bool) -> Self {
         let slice = format!("execdriver-bench-peers-{}", std::process::id());
         let (root, usage) = if Path::new("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists() {
             (PathBuf::from("/sys/fs/cgroup/cpuacct"), Usage::V1)
@@ -155,6 +158,7 @@ impl Bench {
             dir,
             data_dir,
             live: std::sync::Mutex::new(Vec::new()),
+            drop_caches,
         }
     }
 
@@ -901,9 +905,12 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         };
         bench.settle();
         // The reclaimable caches (dentries, inodes, page cache) that the last runner left
-        // would otherwise be reused or reclaimed by this one's tasks, and move both figures
-        // by more than the runners differ (+10 % to +34 % either way in earlier runs).
-        drop_caches();
+        // are otherwise reused or reclaimed by this one's tasks, and move both memory figures
+        // by more than the runners differ; dropping them is the whole node's, so only when
+        // asked.
+        if bench.drop_caches {
+            drop_caches();
+        }
         let before = used_memory_kb();
         let kernel_before = kernel_memory_kb();
         let t = Instant::now();
