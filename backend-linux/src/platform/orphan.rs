@@ -79,19 +79,28 @@ pub(crate) fn kill_supervisor_process(
         .signal(Signal::SIGKILL)
         .map_err(|e| failed(format!("killing supervisor pid {}: {e}", identity.pid)))?;
     // SIGKILL ends a stopped process too, and at once; the wait is bounded all the same.
+    let who = format!("supervisor pid {}", identity.pid);
+    wait_dead(&pidfd, deadline, &who, |wait| {
+        format!("did not die within {wait:?} of SIGKILL")
+    })
+}
+
+/// Waits for `pidfd`'s process to exit: by `deadline`, but at least 100 ms and at most
+/// [`SUPERVISOR_DEATH`]. `who` names it in the errors; `late` says what its outlasting the
+/// wait means.
+fn wait_dead(
+    pidfd: &Pidfd,
+    deadline: Instant,
+    who: &str,
+    late: impl FnOnce(Duration) -> String,
+) -> Result<(), PlatformError> {
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .clamp(Duration::from_millis(100), SUPERVISOR_DEATH);
     match pidfd.wait_exit(Some(wait)) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(failed(format!(
-            "supervisor pid {} did not die within {wait:?} of SIGKILL",
-            identity.pid
-        ))),
-        Err(e) => Err(failed(format!(
-            "waiting for supervisor pid {}: {e}",
-            identity.pid
-        ))),
+        Ok(false) => Err(failed(format!("{who} {}", late(wait)))),
+        Err(e) => Err(failed(format!("waiting for {who}: {e}"))),
     }
 }
 
@@ -137,19 +146,13 @@ fn wait_task_gone(task: &ProcessIdentity, deadline: Instant) -> Result<(), Platf
         Ok(None) => return Ok(()),
         Err(e) => return Err(failed(format!("checking task pid {}: {e}", task.pid))),
     };
-    let wait = deadline
-        .saturating_duration_since(Instant::now())
-        .clamp(Duration::from_millis(100), SUPERVISOR_DEATH);
-    match pidfd.wait_exit(Some(wait)) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(failed(format!(
-            "task init pid {} has not finished exiting {wait:?} after its cgroup was emptied \
-             (an init exits once every process of its namespace is reaped, exec'd commands \
-             included)",
-            task.pid
-        ))),
-        Err(e) => Err(failed(format!("waiting for task pid {}: {e}", task.pid))),
-    }
+    let who = format!("task init pid {}", task.pid);
+    wait_dead(&pidfd, deadline, &who, |wait| {
+        format!(
+            "has not finished exiting {wait:?} after its cgroup was emptied (an init exits \
+             once every process of its namespace is reaped, exec'd commands included)"
+        )
+    })
 }
 
 /// Removes the handle's cgroup by `deadline`; an absent cgroup is fine.
