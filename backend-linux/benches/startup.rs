@@ -226,6 +226,7 @@ fn launch_true(spec: &TaskSpec) {
         stderr: err_w,
         clone_into: None,
         place_in_cgroup: &|_| Ok(()),
+        user: None,
     })
     .expect("launch /bin/true");
     let status = task.wait().expect("wait for /bin/true");

@@ -151,6 +151,7 @@ pub fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
 fn parse_supervise_args(args: &[std::ffi::OsString]) -> Result<SuperviseOptions, String> {
     let mut state_dir = None;
     let mut options = SuperviseOptions::new("");
+    let (mut user_ids, mut login, mut home) = (None, None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it
@@ -179,10 +180,33 @@ fn parse_supervise_args(args: &[std::ffi::OsString]) -> Result<SuperviseOptions,
                     .map_err(|_| format!("--start-lock-fd {value:?} is out of range"))?;
                 options = options.with_start_lock_fd(Some(fd));
             }
+            Some("--user-ids") => user_ids = Some(value),
+            Some("--user-login") => {
+                let name = value
+                    .to_str()
+                    .ok_or_else(|| format!("--user-login {value:?} is not utf-8"))?;
+                login = Some(name.to_owned());
+            }
+            Some("--user-home") => home = Some(std::path::PathBuf::from(value)),
             _ => return Err(format!("unknown option {}", flag.to_string_lossy())),
         }
     }
     let state_dir = state_dir.ok_or("--state-dir is required")?;
+    let entry = match (login, home) {
+        (Some(name), Some(home)) => Some(isolation::UserEntry { name, home }),
+        (None, None) => None,
+        _ => return Err("--user-login and --user-home go together".into()),
+    };
+    if let Some(ids) = user_ids {
+        let text = ids
+            .to_str()
+            .ok_or_else(|| format!("--user-ids {ids:?} is not utf-8"))?;
+        let user = isolation::TaskUser::from_ids_arg("", text, entry)
+            .ok_or_else(|| format!("--user-ids {text:?} is not UID:GID:GROUP,..."))?;
+        options.user = Some(user);
+    } else if entry.is_some() {
+        return Err("--user-login and --user-home need --user-ids".into());
+    }
     Ok(SuperviseOptions {
         state_dir,
         ..options
@@ -217,5 +241,51 @@ mod tests {
         assert!(e.contains("--state-dir"), "{e}");
         let e = parse_supervise_args(&args(&["--bogus", "1"])).expect_err("unknown");
         assert!(e.contains("--bogus"), "{e}");
+    }
+
+    #[test]
+    fn the_agents_user_reaches_the_supervisor_and_a_bad_one_is_named() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let o = parse_supervise_args(&args(&["--state-dir", "/d"])).expect("parse");
+        assert_eq!(o.user, None);
+        let o = parse_supervise_args(&args(&[
+            "--state-dir",
+            "/d",
+            "--user-ids",
+            "65534:65534:65534,5",
+            "--user-login",
+            "nobody",
+            "--user-home",
+            "/nonexistent",
+        ]))
+        .expect("parse");
+        let user = o.user.expect("user");
+        assert_eq!(
+            (user.uid, user.gid, user.groups),
+            (65534, 65534, vec![65534, 5])
+        );
+        assert_eq!(
+            user.entry,
+            Some(isolation::UserEntry {
+                name: "nobody".into(),
+                home: "/nonexistent".into(),
+            })
+        );
+        for (bad, named) in [
+            (&["--user-ids", "1:x:"][..], "--user-ids"),
+            (
+                &["--user-ids", "1:2:", "--user-login", "u"][..],
+                "--user-home",
+            ),
+            (
+                &["--user-login", "u", "--user-home", "/h"][..],
+                "--user-ids",
+            ),
+        ] {
+            let mut a = vec!["--state-dir", "/d"];
+            a.extend_from_slice(bad);
+            let e = parse_supervise_args(&args(&a)).expect_err("bad user");
+            assert!(e.contains(named), "{bad:?}: {e}");
+        }
     }
 }

@@ -118,6 +118,7 @@ fn start_with(
         stderr: err_w,
         clone_into: None,
         place_in_cgroup: place,
+        user: None,
     })?;
     Ok(Running {
         task,

@@ -351,6 +351,71 @@ fn the_supervisor_and_the_init_are_born_in_their_cgroups_on_v2() {
     env.assert_clean(CLEAN);
 }
 
+/// The agent looks the task's user up and hands the ids to the supervisor: neither the
+/// supervisor nor the init maps an NSS module (and what such a module pulls in) for the
+/// task's whole life, and the task still runs as that user with its groups.
+#[test]
+fn the_user_is_looked_up_by_the_agent_so_no_supervisor_maps_nss() {
+    let Some(env) = env("the_user_is_looked_up_by_the_agent_so_no_supervisor_maps_nss") else {
+        return;
+    };
+    let driver = env.driver();
+    let mut spec = env.spec("/bin/sleep", &["60"]);
+    spec.user = "nobody".into();
+    let task = driver.start(&spec).expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    for (who, pid) in [
+        ("supervisor", handle.supervisor.process.pid),
+        ("init", handle.task.pid),
+    ] {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        let libs: Vec<&str> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.contains("/libnss_") || p.contains("/libcap"))
+            .collect();
+        assert!(libs.is_empty(), "the {who} maps {libs:?}");
+    }
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", handle.task.pid))
+        .expect("the init's children");
+    let sleep = children
+        .split_whitespace()
+        .next()
+        .expect("the task's sleep");
+    let status = std::fs::read_to_string(format!("/proc/{sleep}/status")).expect("status");
+    let field = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    let uid = nobody.uid.as_raw();
+    let gid = nobody.gid.as_raw();
+    assert_eq!(field("Uid:"), [uid; 4]);
+    assert_eq!(field("Gid:"), [gid; 4]);
+    let name = std::ffi::CString::new(nobody.name).expect("name");
+    let mut want: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+        .expect("groups")
+        .into_iter()
+        .map(nix::unistd::Gid::as_raw)
+        .collect();
+    want.sort_unstable();
+    want.dedup();
+    let mut groups = field("Groups:");
+    groups.sort_unstable();
+    assert_eq!(groups, want);
+    task.kill().expect("kill");
+    task.wait().expect("wait");
+    env.assert_clean(CLEAN);
+}
+
 #[test]
 fn reattach_from_a_new_driver() {
     let Some(env) = env("reattach_from_a_new_driver") else {

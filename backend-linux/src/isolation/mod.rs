@@ -90,6 +90,7 @@ use crate::process::{Pidfd, ProcessError};
 #[cfg(any(test, feature = "test-support"))]
 pub use exec::{DEFAULT_PATH, TASK_CAPABILITIES, task_environment};
 pub(crate) use user::lookup as lookup_user;
+pub use user::{TaskUser, UserEntry};
 use wire::{RECORD_LEN, Record};
 
 /// The namespaces a task gets.
@@ -295,6 +296,8 @@ pub struct LaunchRequest<'a> {
     /// was born in its cgroup: the supervisor puts it into the task cgroup here, so the task
     /// never runs outside it.
     pub place_in_cgroup: &'a dyn Fn(i32) -> Result<(), String>,
+    /// The spec's user as the agent looked it up; `None` looks it up here.
+    pub user: Option<TaskUser>,
 }
 
 impl std::fmt::Debug for LaunchRequest<'_> {
@@ -659,8 +662,12 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
         stderr,
         clone_into,
         place_in_cgroup,
+        user,
     } = request;
-    let user = user::lookup(&spec.user)?;
+    let user = match user {
+        Some(user) => user,
+        None => user::lookup(&spec.user)?,
+    };
     let root = rootfs::plan(spec, &user)?;
     let network = network::NetworkPlan::new(&spec.network)?;
     let mut exec = exec::ExecPlan::new(spec, &user, &root.home)?;

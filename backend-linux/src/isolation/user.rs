@@ -11,7 +11,7 @@ use super::IsolationError;
 
 /// The uid, gid and supplementary groups the task runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TaskUser {
+pub struct TaskUser {
     /// The user as the spec gives it (`NAME`, `UID`, `UID:GID`, `NAME:GROUP`).
     pub name: String,
     /// User id.
@@ -26,7 +26,7 @@ pub(crate) struct TaskUser {
 
 /// What a login takes from the passwd entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UserEntry {
+pub struct UserEntry {
     /// The login name.
     pub name: String,
     /// The home dir, as the host's passwd gives it.
@@ -107,6 +107,36 @@ pub(crate) fn lookup(text: &str) -> Result<TaskUser, IsolationError> {
 }
 
 impl TaskUser {
+    /// The ids as one argument, `UID:GID:G1,G2,...`, as the agent hands the user it looked
+    /// up to the supervisor (which then never loads the host's NSS modules).
+    pub(crate) fn ids_arg(&self) -> String {
+        let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+        format!("{}:{}:{}", self.uid, self.gid, groups.join(","))
+    }
+
+    /// The user `name` (the spec's text) with the ids of an [`TaskUser::ids_arg`] and the
+    /// passwd entry, if it has one; `None` when `ids` is not of that form.
+    pub(crate) fn from_ids_arg(name: &str, ids: &str, entry: Option<UserEntry>) -> Option<Self> {
+        let mut parts = ids.splitn(3, ':');
+        let id = |s: Option<&str>| s?.parse::<u32>().ok();
+        let uid = id(parts.next())?;
+        let gid = id(parts.next())?;
+        let groups = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|g| g.parse::<u32>().ok())
+                .collect::<Option<Vec<_>>>()?,
+        };
+        Some(Self {
+            name: name.to_owned(),
+            uid,
+            gid,
+            groups,
+            entry,
+        })
+    }
+
     /// Whether the user may search (cd through) `dir`, by its mode bits alone.
     pub(crate) fn can_search(&self, dir: &Path) -> std::io::Result<bool> {
         if self.uid == 0 {
@@ -128,6 +158,28 @@ impl TaskUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_go_to_the_supervisor_and_back_whole() {
+        let entry = Some(UserEntry {
+            name: "nobody".into(),
+            home: "/nonexistent".into(),
+        });
+        for groups in [vec![], vec![65534], vec![65534, 4, 27]] {
+            let user = TaskUser {
+                name: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+                groups,
+                entry: entry.clone(),
+            };
+            let back = TaskUser::from_ids_arg("nobody", &user.ids_arg(), entry.clone());
+            assert_eq!(back.as_ref(), Some(&user));
+        }
+        for bad in ["", "1", "1:2", "x:2:", "1:2:3,,4", "1:2:-3", "1:99999999999:"] {
+            assert_eq!(TaskUser::from_ids_arg("u", bad, None), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn root_and_nobody_exist() {

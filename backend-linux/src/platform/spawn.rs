@@ -20,6 +20,7 @@ use super::LinuxPlatform;
 use super::client::{LogLocation, SupervisorConn};
 use super::orphan::{destroy_recorded_cgroup, kill_supervisor_process, remove_dir};
 use crate::cgroups::{CgroupError, cgroup_name, supervisors_clone_target};
+use crate::isolation::TaskUser;
 use crate::process::born_in_cgroup::{self, Program, spawn_in_cgroup};
 use crate::protocol::{self, Ready};
 use crate::state::{self, CgroupRecord, ClaimError, StatePaths, claim_task_dir};
@@ -67,6 +68,12 @@ pub(crate) fn spawn(
     // The supervisor builds the filter again before its clone; a profile it would refuse is
     // refused here, before any state, cgroup or process exists.
     crate::seccomp::check(&spec.seccomp).map_err(|e| fail(SpawnStep::Launch, e.to_string()))?;
+    // Looked up here, once, rather than in each supervisor: a lookup there would map the
+    // host's NSS modules (libnss_systemd, and libcap and libm with it) and their relocated
+    // pages into every supervisor and init for the task's whole life. An unknown user is
+    // refused before anything exists.
+    let user = crate::isolation::lookup_user(&spec.user)
+        .map_err(|e| fail(SpawnStep::Launch, e.to_string()))?;
     for (what, dir) in [("task dir", &spec.task_dir), ("alloc dir", &spec.alloc_dir)] {
         if !dir.is_absolute() || !is_dir(dir) {
             return Err(fail(
@@ -134,7 +141,7 @@ pub(crate) fn spawn(
         }
         return Err(fail(SpawnStep::Name, message));
     }
-    let result = start_supervisor(platform, spec, &paths, &lock);
+    let result = start_supervisor(platform, spec, &user, &paths, &lock);
     // The supervisor holds the lock now, through the same open file, until the task record
     // exists; or it is gone and the cleanup below removes the state dir.
     drop(lock);
@@ -187,6 +194,7 @@ fn clean_up(failure: SpawnFailure, paths: &StatePaths, task_id: &str) -> Platfor
 fn start_supervisor(
     platform: &LinuxPlatform,
     spec: &TaskSpec,
+    user: &TaskUser,
     paths: &StatePaths,
     lock: &state::StartLock,
 ) -> Result<Spawned<SupervisorConn>, SpawnFailure> {
@@ -206,7 +214,8 @@ fn start_supervisor(
         .map_err(|e| SpawnFailure::clean(SpawnStep::Supervisor, e.to_string()))?;
     let linger = platform.config.supervisor_linger.as_millis().to_string();
     let lock_at = START_LOCK_FD.to_string();
-    let args: [&OsStr; 9] = [
+    let user_ids = user.ids_arg();
+    let mut args: Vec<&OsStr> = vec![
         "supervise".as_ref(),
         "--state-dir".as_ref(),
         paths.dir.as_os_str(),
@@ -216,7 +225,17 @@ fn start_supervisor(
         lock_at.as_ref(),
         "--slice".as_ref(),
         platform.config.slice_name.as_ref(),
+        "--user-ids".as_ref(),
+        user_ids.as_ref(),
     ];
+    if let Some(entry) = &user.entry {
+        args.extend::<[&OsStr; 4]>([
+            "--user-login".as_ref(),
+            entry.name.as_ref(),
+            "--user-home".as_ref(),
+            entry.home.as_os_str(),
+        ]);
+    }
     let (mut child, stdout) = match supervisors_clone_target(&platform.config.slice_name) {
         Some(cgroup) => match spawn_born_in(&binary, &args, spec, &log, lock, cgroup.as_fd()) {
             Ok(born) => born,

@@ -45,6 +45,9 @@ pub struct SuperviseOptions {
     pub linger: Duration,
     /// The fd on which the agent handed over the task's start lock, if it did.
     pub start_lock_fd: Option<i32>,
+    /// The spec's user as the agent looked it up (its name is the spec's); `None` looks it
+    /// up in the supervisor, which then maps the host's NSS modules for good.
+    pub(crate) user: Option<crate::isolation::TaskUser>,
 }
 
 impl SuperviseOptions {
@@ -55,6 +58,7 @@ impl SuperviseOptions {
             slice: crate::cgroups::DEFAULT_SLICE_NAME.to_owned(),
             linger: crate::platform::DEFAULT_LINGER,
             start_lock_fd: None,
+            user: None,
         }
     }
 

@@ -224,6 +224,10 @@ pub(super) fn start(
         stderr: err_w,
         clone_into: clone_target.as_ref().map(AsFd::as_fd),
         place_in_cgroup: &place,
+        user: options.user.clone().map(|user| isolation::TaskUser {
+            name: spec.user.clone(),
+            ..user
+        }),
     });
     drop(clone_target);
     let mut task = match launched {
