@@ -11,7 +11,9 @@
 //! - 200 tasks started at once, and the node's used memory (MemTotal - MemAvailable) before
 //!   and after them (with a baseline: twice, in both orders, averaged), the kernel's own part
 //!   of it (slabs, per-cpu, stacks, page tables), and the mean Pss of the supervisors and the
-//!   inits while all of them run (their shares of the text they map together);
+//!   inits while all of them run (their shares of the text they map together); the kernel's
+//!   share of the task's own `sleep`, measured on 200 bare sleeps in the same passes, is
+//!   taken off for the host memory a task costs beyond its own process;
 //! - sequential start+kill cycles (1000, or `--cycles N`), p50 and p99;
 //! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT;
 //! - the floor those stand on: `execdriver --version` and `/bin/true`, each from a new process.
@@ -837,6 +839,8 @@ struct AtOnce {
     supervisor: Vec<(String, f64)>,
     init: Vec<(String, f64)>,
     kernel: Vec<(String, f64)>,
+    /// The kernel memory of one bare `sleep` process, per pass.
+    bare: Vec<f64>,
 }
 
 fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table) {
@@ -861,6 +865,7 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         if pass > 0 {
             order.reverse();
         }
+        m.bare.push(bare_sleeps_kernel_kb(bench, n));
         many_at_once_pass(bench, &order, n, &mut m);
     }
     let mean = |rows: Vec<(String, f64)>| -> Vec<(String, f64)> {
@@ -889,18 +894,99 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
     table.row(
         format!("supervisor Pss, mean of the {n} running at once"),
         "KiB",
-        mean(m.supervisor),
+        mean(m.supervisor.clone()),
+    );
+    // The goal counts what a task costs beyond its own processes, so the kernel's share of
+    // the `sleep` itself (its task_struct, mm, page tables, stack), measured on n bare
+    // sleeps in the same passes, is taken off.
+    let finite: Vec<f64> = m.bare.iter().copied().filter(|v| v.is_finite()).collect();
+    let bare = if finite.is_empty() {
+        f64::NAN
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    let mut kernel = mean(m.kernel);
+    let beyond: Vec<(String, f64)> = kernel.iter().map(|(r, v)| (r.clone(), v - bare)).collect();
+    let supervisor = mean(m.supervisor);
+    let init = mean(m.init);
+    let host: Vec<(String, f64)> = beyond
+        .iter()
+        .map(|(r, k)| {
+            let of = |rows: &[(String, f64)]| {
+                rows.iter()
+                    .find(|(n, _)| n == r)
+                    .map_or(f64::NAN, |(_, v)| *v)
+            };
+            (r.clone(), of(&supervisor) + of(&init) + k)
+        })
+        .collect();
+    kernel.push(("/bin/sleep".to_owned(), bare));
+    table.row(format!("the task's init Pss, mean of the {n}"), "KiB", init);
+    table.row(
+        format!(
+            "kernel memory per task (of {n}): slab, per-cpu, stacks, page tables \
+             (/bin/sleep: per bare `sleep` of {n})"
+        ),
+        "KiB",
+        kernel,
     );
     table.row(
-        format!("the task's init Pss, mean of the {n}"),
+        "kernel memory per task, beyond its `sleep`'s own".into(),
         "KiB",
-        mean(m.init),
+        beyond,
     );
     table.row(
-        format!("kernel memory per task (of {n}): slab, per-cpu, stacks, page tables"),
+        "host memory per task beyond its `sleep`: supervisor + init Pss + that kernel memory"
+            .into(),
         "KiB",
-        mean(m.kernel),
+        host,
     );
+}
+
+/// The kernel memory (as [`kernel_memory_kb`] counts it) that each of `n` bare `sleep`
+/// processes costs: what a task's own process costs the kernel, without any driver.
+fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> f64 {
+    bench.settle();
+    if bench.drop_caches {
+        drop_caches();
+    }
+    let before = kernel_memory_kb();
+    let mut sleeps = Vec::with_capacity(n);
+    for _ in 0..n {
+        match Command::new("/bin/sleep")
+            .arg("600")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => sleeps.push(child),
+            Err(e) => {
+                println!("a bare /bin/sleep did not start: {e}");
+                break;
+            }
+        }
+    }
+    // Each is counted once its exec is done and it sleeps.
+    for child in &sleeps {
+        let pid = child.id();
+        let by = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < by
+            && !read(Path::new(&format!("/proc/{pid}/wchan"))).contains("sleep")
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let after = kernel_memory_kb();
+    let started = sleeps.len();
+    for mut child in sleeps {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if started == 0 {
+        return f64::NAN;
+    }
+    (after - before) / started as f64
 }
 
 /// One pass of [`many_at_once`]: each runner in `order` starts `n` tasks at once, then
