@@ -13,7 +13,9 @@
 //!   of it (slabs, per-cpu, stacks, page tables), and the mean Pss of the supervisors and the
 //!   inits while all of them run (their shares of the text they map together); the kernel's
 //!   share of the task's own `sleep`, measured on 200 bare sleeps in the same passes, is
-//!   taken off for the host memory a task costs beyond its own process;
+//!   taken off for the host memory a task costs beyond its own process (with
+//!   `--drop-caches`, from what is still held once the clean caches are dropped again:
+//!   the records' inodes and pages are the node's cache, not the task's);
 //! - sequential start+kill cycles (1000, or `--cycles N`), p50 and p99;
 //! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT;
 //! - the floor those stand on: `execdriver --version` and `/bin/true`, each from a new process.
@@ -792,6 +794,24 @@ fn conmon_memory(
     mem
 }
 
+/// The kernel memory once it has stopped falling: what the last batch's cgroups, mounts
+/// and processes held is freed lazily (RCU, workqueues) for a while after they are gone,
+/// and freed during a measurement it would make that batch look smaller (by up to 60 KiB
+/// a task here). Polls every 250 ms until two readings are within 256 KiB, for 10 s at
+/// most.
+fn steady_kernel_memory_kb() -> f64 {
+    let by = Instant::now() + Duration::from_secs(10);
+    let mut last = kernel_memory_kb();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = kernel_memory_kb();
+        if (last - now).abs() < 256.0 || Instant::now() >= by {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Writes back dirty pages and drops the clean caches and reclaimable slabs (root only; a
 /// failure leaves them, and the figures noisier).
 fn drop_caches() {
@@ -839,8 +859,11 @@ struct AtOnce {
     supervisor: Vec<(String, f64)>,
     init: Vec<(String, f64)>,
     kernel: Vec<(String, f64)>,
-    /// The kernel memory of one bare `sleep` process, per pass.
-    bare: Vec<f64>,
+    /// The kernel memory of one bare `sleep` process, per pass: as counted, and still held
+    /// once the clean caches are dropped again (with `--drop-caches`).
+    bare: Vec<(f64, f64)>,
+    /// The kernel memory a task still holds once the clean caches are dropped again.
+    held: Vec<(String, f64)>,
 }
 
 fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table) {
@@ -899,14 +922,27 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
     // The goal counts what a task costs beyond its own processes, so the kernel's share of
     // the `sleep` itself (its task_struct, mm, page tables, stack), measured on n bare
     // sleeps in the same passes, is taken off.
-    let finite: Vec<f64> = m.bare.iter().copied().filter(|v| v.is_finite()).collect();
-    let bare = if finite.is_empty() {
-        f64::NAN
-    } else {
-        finite.iter().sum::<f64>() / finite.len() as f64
+    let mean_of = |values: Vec<f64>| {
+        let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        if finite.is_empty() {
+            f64::NAN
+        } else {
+            finite.iter().sum::<f64>() / finite.len() as f64
+        }
     };
+    let bare = mean_of(m.bare.iter().map(|b| b.0).collect());
+    let bare_held = mean_of(m.bare.iter().map(|b| b.1).collect());
     let mut kernel = mean(m.kernel);
-    let beyond: Vec<(String, f64)> = kernel.iter().map(|(r, v)| (r.clone(), v - bare)).collect();
+    let mut held = mean(m.held);
+    let (beyond_of, bare_of, what) = if bare_held.is_finite() {
+        (&held, bare_held, "held")
+    } else {
+        (&kernel, bare, "counted")
+    };
+    let beyond: Vec<(String, f64)> = beyond_of
+        .iter()
+        .map(|(r, v)| (r.clone(), v - bare_of))
+        .collect();
     let supervisor = mean(m.supervisor);
     let init = mean(m.init);
     let host: Vec<(String, f64)> = beyond
@@ -921,6 +957,7 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         })
         .collect();
     kernel.push(("/bin/sleep".to_owned(), bare));
+    held.push(("/bin/sleep".to_owned(), bare_held));
     table.row(format!("the task's init Pss, mean of the {n}"), "KiB", init);
     table.row(
         format!(
@@ -930,8 +967,15 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         "KiB",
         kernel,
     );
+    if bare_held.is_finite() {
+        table.row(
+            "the same, still held once the clean caches are dropped again".into(),
+            "KiB",
+            held,
+        );
+    }
     table.row(
-        "kernel memory per task, beyond its `sleep`'s own".into(),
+        format!("kernel memory per task ({what}), beyond its `sleep`'s own"),
         "KiB",
         beyond,
     );
@@ -944,13 +988,14 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
 }
 
 /// The kernel memory (as [`kernel_memory_kb`] counts it) that each of `n` bare `sleep`
-/// processes costs: what a task's own process costs the kernel, without any driver.
-fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> f64 {
+/// processes costs: what a task's own process costs the kernel, without any driver; then
+/// what of it stays once the clean caches are dropped (NaN without `--drop-caches`).
+fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> (f64, f64) {
     bench.settle();
     if bench.drop_caches {
         drop_caches();
     }
-    let before = kernel_memory_kb();
+    let before = steady_kernel_memory_kb();
     let mut sleeps = Vec::with_capacity(n);
     for _ in 0..n {
         match Command::new("/bin/sleep")
@@ -978,15 +1023,22 @@ fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> f64 {
         }
     }
     let after = kernel_memory_kb();
+    let held = if bench.drop_caches {
+        drop_caches();
+        kernel_memory_kb()
+    } else {
+        f64::NAN
+    };
     let started = sleeps.len();
     for mut child in sleeps {
         let _ = child.kill();
         let _ = child.wait();
     }
     if started == 0 {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
-    (after - before) / started as f64
+    let per = |kb: f64| (kb - before) / started as f64;
+    (per(after), per(held))
 }
 
 /// One pass of [`many_at_once`]: each runner in `order` starts `n` tasks at once, then
@@ -1004,8 +1056,8 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         if bench.drop_caches {
             drop_caches();
         }
+        let kernel_before = steady_kernel_memory_kb();
         let before = used_memory_kb();
-        let kernel_before = kernel_memory_kb();
         let t = Instant::now();
         let handles: Vec<String> = std::thread::scope(|s| {
             let starts: Vec<_> = (0..n)
@@ -1032,6 +1084,14 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         wait_until_waiting(&pids);
         let after = used_memory_kb();
         let kernel_after = kernel_memory_kb();
+        // What the tasks hold rather than what their start left cached (the records' and
+        // logs' inodes and pages, dentries of closed files): the clean caches go again.
+        let kernel_held = if bench.drop_caches {
+            drop_caches();
+            kernel_memory_kb()
+        } else {
+            f64::NAN
+        };
         // Each process's share of what the tasks' processes map together (the binary's
         // text above all), as it is with n of them on the node.
         let mean_pss = |path: &[&str]| -> f64 {
@@ -1051,7 +1111,8 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         m.supervisor.push((name.clone(), mean_pss(&supervisor)));
         m.init.push((name.clone(), mean_pss(&init)));
         m.kernel
-            .push((name, (kernel_after - kernel_before) / started));
+            .push((name.clone(), (kernel_after - kernel_before) / started));
+        m.held.push((name, (kernel_held - kernel_before) / started));
         // The tasks' own processes (each `sleep`): the init's child in its pid namespace.
         let sleeps: f64 = handles
             .iter()
