@@ -1254,16 +1254,78 @@ fn bad_specs_are_refused_before_anything_starts() {
     assert!(err.to_string().contains("not searchable"), "{err}");
 }
 
+/// The init's executable once the task runs: the reaper's memfd, or (waiting in place) the
+/// binary it is a fork of. Waits until the exec, which follows the task's start report.
+fn init_image_once_settled(pid: i32, reaper: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if exe.starts_with("/memfd:execdriver-init") == reaper {
+            return exe;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the init of pid {pid} is still {exe}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Once the task runs its init execs the reaper: nothing of the supervisor's address space
+/// (binary, libraries, heap) stays mapped for the task's life, `ps` still shows it as the
+/// task's init, and it still forwards a signal from outside and reports the task's end.
 #[test]
-fn ps_shows_the_init_as_such() {
-    if !require_root("ps_shows_the_init_as_such", NEEDS_ROOT) {
+fn the_init_becomes_the_small_reaper_once_the_task_runs() {
+    if !require_root(
+        "the_init_becomes_the_small_reaper_once_the_task_runs",
+        NEEDS_ROOT,
+    ) {
         return;
     }
-    // The init is a fork that never execs: without a title it would look like a second
-    // copy of the supervisor in `ps`.
     let fx = Fixture::new();
     let running = start(&fx.spec("/bin/sleep", &["1000"]));
     let pid = running.task.init_pid;
+    init_image_once_settled(pid, true);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    for line in maps.lines() {
+        let name = line.split_whitespace().nth(5).unwrap_or("");
+        assert!(
+            name.starts_with("/memfd:execdriver-init")
+                || ["[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"].contains(&name),
+            "the reaper maps {line}"
+        );
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim_end(), "execdriver-init");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert_eq!(cmdline, b"execdriver-init\0isolation-test\0");
+    wait_for_state(task_host_pid(pid), 'S');
+    // From outside the namespace, as the supervisor's kill does.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the init");
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGTERM), "{out:?}");
+}
+
+/// Where the reaper cannot be exec'd, the init waits in place, titled as the task's init
+/// rather than shown as a second copy of the supervisor, and does the same job.
+#[test]
+fn an_init_without_the_reaper_waits_in_place() {
+    if !require_root("an_init_without_the_reaper_waits_in_place", NEEDS_ROOT) {
+        return;
+    }
+    isolation::force_init_waiting_in_place(true);
+    let fx = Fixture::new();
+    let running = start(&fx.spec("/bin/sh", &["-c", "sleep 1000; exit 3"]));
+    isolation::force_init_waiting_in_place(false);
+    let pid = running.task.init_pid;
+    wait_for_state(task_host_pid(pid), 'S');
+    init_image_once_settled(pid, false);
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
     assert_eq!(comm.trim_end(), "execdriver-init");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
@@ -1273,8 +1335,9 @@ fn ps_shows_the_init_as_such() {
     // The title is cut to the length of our own argv area.
     let expected = "execdriver-init isolation-test";
     assert_eq!(shown, &expected[..expected.len().min(own.len() - 1)]);
-    running.task.signal(Signal::SIGKILL).expect("kill");
-    running.finish();
+    running.task.signal(Signal::SIGUSR1).expect("usr1");
+    let out = running.finish();
+    assert_eq!(out.status, ExitStatus::signaled(Signal::SIGUSR1), "{out:?}");
 }
 
 #[test]

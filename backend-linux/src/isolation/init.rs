@@ -26,9 +26,12 @@ const REPORT_FD: RawFd = 4;
 /// once joined).
 const NETNS_FD: RawFd = 5;
 
+/// The reaper's memfd, when there is one, after the fds are arranged.
+const REAPER_FD: RawFd = 6;
+
 /// The first of the detached mount trees of the root plan, after the fds are arranged (the
 /// rest follow it in order).
-pub(crate) const FIRST_TREE_FD: RawFd = NETNS_FD + 1;
+pub(crate) const FIRST_TREE_FD: RawFd = REAPER_FD + 1;
 
 /// The init's exit code when it gives up during setup (after reporting why).
 pub(crate) const INIT_SETUP_FAILED: i32 = 125;
@@ -138,6 +141,10 @@ pub(crate) struct ChildContext<'a> {
     pub terminal: Option<TerminalPlan>,
     /// What `ps` should show for the init instead of the supervisor's command line.
     pub title: &'a [u8],
+    /// The task id: the reaper's argument, which `ps` shows.
+    pub task_id: &'a std::ffi::CStr,
+    /// The reaper's memfd (see `reaper`), or -1: the init then waits in place.
+    pub reaper: RawFd,
     /// The supervisor's argv area `[start, end)`, the same addresses in the child's copy.
     pub arg_area: Option<(usize, usize)>,
     /// The clean file mappings, the same in the child's copy: given back once the task runs.
@@ -177,9 +184,10 @@ fn set_title(cx: &ChildContext<'_>) {
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// Moves the fds the init keeps to 0..=4 (stdin, stdout, stderr, control, report), and the
-/// network namespace to join, if any, to [`NETNS_FD`]; closes everything else the
-/// supervisor had open.
+/// Moves the fds the init keeps to 0..=4 (stdin, stdout, stderr, control, report), the
+/// network namespace to join, if any, to [`NETNS_FD`], the reaper, if any, to
+/// [`REAPER_FD`], and the root plan's trees from [`FIRST_TREE_FD`] on; closes everything
+/// else the supervisor had open.
 fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
     use std::os::fd::AsRawFd;
     const SLOTS: usize = FIRST_TREE_FD as usize + super::rootfs::MAX_PROPAGATING_MOUNTS;
@@ -192,6 +200,7 @@ fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
         cx.ctl,
         cx.report,
         netns.unwrap_or(-1),
+        cx.reaper,
     ]) {
         *slot = fd;
     }
@@ -217,13 +226,11 @@ fn arrange_fds(cx: &ChildContext<'_>) -> Result<(), i32> {
         // SAFETY: dup3 onto a low fd number; fd >= SLOTS so they never coincide.
         check_int(unsafe { libc::dup3(fd, target, flags) })?;
     }
-    if trees == 0 {
-        sys::close_from(if netns.is_some() { NETNS_FD + 1 } else { NETNS_FD });
-        return Ok(());
-    }
-    if netns.is_none() {
-        // SAFETY: closing an fd number of ours that holds nothing we need.
-        unsafe { libc::close(NETNS_FD) };
+    for (fd, kept) in [(NETNS_FD, netns.is_some()), (REAPER_FD, cx.reaper >= 0)] {
+        if !kept {
+            // SAFETY: closing an fd number of ours that holds nothing we need.
+            unsafe { libc::close(fd) };
+        }
     }
     sys::close_from(FIRST_TREE_FD + trees as RawFd);
     Ok(())
@@ -347,7 +354,44 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
         report(Record::Started);
+        if cx.reaper >= 0 {
+            exec_reaper(cx.task_id, task, sfd);
+        }
         idle(cx.clean, task, sfd)
+    }
+}
+
+/// Becomes the reaper (see `reaper`), which waits out the task as [`supervise`] does; returns
+/// only if the exec fails, and the init then waits in place. The signal mask (all blocked)
+/// and the parent-death signal survive the exec; the handlers do not, and need not: a
+/// blocked signal is queued for the signalfd even at SIG_DFL.
+///
+/// # Safety
+/// In the init, after the task's fork: the fds it keeps are this process's.
+unsafe fn exec_reaper(task_id: &std::ffi::CStr, task: libc::pid_t, sfd: RawFd) {
+    let mut handover = [0u8; 48];
+    if super::reaper::handover(task, sfd, &mut handover).is_none() {
+        return;
+    }
+    // SAFETY: fcntl and execveat on our own fds, with nul-terminated strings and
+    // null-terminated vectors on this stack.
+    unsafe {
+        for fd in [CTL_FD, REPORT_FD, sfd] {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return;
+            }
+        }
+        let argv = [c"execdriver-init".as_ptr(), task_id.as_ptr(), std::ptr::null()];
+        let envp = [handover.as_ptr().cast::<libc::c_char>(), std::ptr::null()];
+        libc::syscall(
+            libc::SYS_execveat,
+            REAPER_FD,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        // Failed: the in-place wait does not exec, so the flags need no restoring.
     }
 }
 

@@ -71,6 +71,7 @@ mod network;
 mod rootfs;
 pub(crate) mod sys;
 mod user;
+mod reaper;
 mod wire;
 
 use std::io;
@@ -640,6 +641,13 @@ fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationErro
 /// For tests: plan bind flags with MS_REMOUNT (the path for kernels older than 5.12, which
 /// lack mount_setattr, where binds are not recursive) instead of mount_setattr.
 #[doc(hidden)]
+/// Makes every init started from now on in this process wait in place instead of exec'ing
+/// the reaper, as on a node where that exec is refused.
+#[cfg(any(test, feature = "test-support"))]
+pub fn force_init_waiting_in_place(on: bool) {
+    reaper::IN_PLACE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[cfg(any(test, feature = "test-support"))]
 pub fn force_bind_remount_fallback(on: bool) {
     rootfs::FORCE_REMOUNT.store(on, std::sync::atomic::Ordering::Relaxed);
@@ -695,6 +703,10 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     .map_err(syscall_error("socketpair"))?;
 
     let title = format!("execdriver-init {}", spec.task_id);
+    let task_id = std::ffi::CString::new(spec.task_id.as_str()).map_err(|_| IsolationError::Nul {
+        what: format!("task id {:?}", spec.task_id),
+    })?;
+    let reaper = reaper::image();
     let cx = init::ChildContext {
         null: stdin.as_raw_fd(),
         stdout: stdout.as_raw_fd(),
@@ -710,6 +722,8 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
             uid: user.uid,
         }),
         title: title.as_bytes(),
+        task_id: &task_id,
+        reaper: reaper.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
         arg_area: own_arg_area(),
         clean: crate::process::CleanMappings::of_self(),
     };
@@ -747,7 +761,7 @@ pub fn launch(request: LaunchRequest<'_>) -> Result<LaunchedTask, IsolationError
     };
     let guard = InitGuard { pid, armed: true };
     // Only the child keeps these: the log pump must see end-of-file when the task is gone.
-    drop((stdin, stdout, stderr, report_w, control_child));
+    drop((stdin, stdout, stderr, report_w, control_child, reaper));
 
     let pidfd = Pidfd::open(pid)?;
     let pid_namespace = std::fs::metadata(format!("/proc/{pid}/ns/pid"))

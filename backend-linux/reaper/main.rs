@@ -1,0 +1,314 @@
+//! The task's init once the task runs: the init, a fork of the supervisor, execs this
+//! program so that what waits out the task for its whole life is a few KiB of code and a
+//! stack instead of the supervisor's address space (its libraries, heap and page tables).
+//!
+//! It does what the in-place wait in `src/isolation/init.rs` does (which remains for
+//! kernels or nodes where the exec fails): forward to the task the signals sent to pid 1
+//! from outside the namespace and those the supervisor asks for, reap every child, and
+//! report the task's end on the report pipe, then exit (the kernel kills what is left in
+//! the namespace).
+//!
+//! Built by `build.rs` with rustc alone (no std, no libc: static-pie, no relocations, so
+//! the kernel loads it at a random address with nothing to resolve) and embedded in the
+//! binary. The init hands it, in the environment variable `EXECDRIVER_INIT`,
+//! `TASK_PID:SIGNAL_FD`; the control socket and the report pipe are on fds 3 and 4.
+
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, global_asm};
+
+#[path = "../src/isolation/wire.rs"]
+#[allow(dead_code)]
+mod wire;
+
+use wire::{RECORD_LEN, Record};
+
+const CTL_FD: usize = 3;
+const REPORT_FD: usize = 4;
+
+const SYS_READ: usize = 0;
+const SYS_WRITE: usize = 1;
+const SYS_POLL: usize = 7;
+const SYS_RECVFROM: usize = 45;
+const SYS_WAIT4: usize = 61;
+const SYS_KILL: usize = 62;
+const SYS_PRCTL: usize = 157;
+const SYS_EXIT_GROUP: usize = 231;
+
+const EINTR: isize = 4;
+const EAGAIN: isize = 11;
+const SIGCHLD: i32 = 17;
+const POLLIN: i16 = 1;
+const WNOHANG: usize = 1;
+const MSG_DONTWAIT: usize = 0x40;
+const PR_SET_NAME: usize = 15;
+/// Exit status when the init's handover is not what this program expects.
+const BAD_HANDOVER: usize = 125;
+
+global_asm!(
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {main}",
+    "ud2",
+    main = sym start,
+);
+
+/// A system call with up to six arguments; the kernel's return value (-errno on failure).
+///
+/// # Safety
+/// The arguments must be valid for system call `n`.
+unsafe fn syscall(n: usize, a: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86-64 system call convention; rcx and r11 are clobbered by `syscall`.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+fn exit(code: usize) -> ! {
+    loop {
+        // SAFETY: exit_group takes a status and does not return.
+        unsafe { syscall(SYS_EXIT_GROUP, [code, 0, 0, 0, 0, 0]) };
+    }
+}
+
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+
+/// The leading fields of `struct signalfd_siginfo` (128 bytes in all).
+#[repr(C)]
+struct SignalInfo {
+    signo: u32,
+    errno: i32,
+    code: i32,
+    pid: u32,
+    rest: [u8; 112],
+}
+
+/// Reads a decimal number at `p`, up to `stop`: the number and the address after `stop`.
+///
+/// # Safety
+/// `p` must point into a nul-terminated string.
+unsafe fn number(mut p: *const u8, stop: u8) -> Option<(usize, *const u8)> {
+    let mut n = 0usize;
+    let mut digits = 0;
+    loop {
+        // SAFETY: within the string, whose nul ends the loop at the latest.
+        let b = unsafe { *p };
+        // SAFETY: b was not the nul, or we return.
+        p = unsafe { p.add(1) };
+        if b == stop && digits > 0 {
+            return Some((n, p));
+        }
+        if !b.is_ascii_digit() || digits == 10 {
+            return None;
+        }
+        n = n * 10 + usize::from(b - b'0');
+        digits += 1;
+    }
+}
+
+/// `EXECDRIVER_INIT=TASK_PID:SIGNAL_FD` among the nul-terminated strings of `envp`.
+///
+/// # Safety
+/// `envp` must be the process's environment vector, ended by a null pointer.
+unsafe fn handover(mut envp: *const *const u8) -> Option<(i32, i32)> {
+    const KEY: &[u8] = b"EXECDRIVER_INIT=";
+    loop {
+        // SAFETY: envp points into the vector the kernel set up, up to its null end.
+        let entry = unsafe { *envp };
+        if entry.is_null() {
+            return None;
+        }
+        // Compared byte by byte: a nul in the entry differs from every byte of KEY, so
+        // nothing is read past it.
+        // SAFETY: each entry is nul-terminated.
+        let matches = KEY
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| unsafe { *entry.add(i) } == k);
+        if matches {
+            // SAFETY: past KEY, still within the nul-terminated entry.
+            let (task, rest) = unsafe { number(entry.add(KEY.len()), b':') }?;
+            // SAFETY: `rest` is past the colon, within the entry.
+            let (sfd, _) = unsafe { number(rest, 0) }?;
+            return Some((i32::try_from(task).ok()?, i32::try_from(sfd).ok()?));
+        }
+        // SAFETY: not yet at the null end.
+        envp = unsafe { envp.add(1) };
+    }
+}
+
+/// Entered from `_start` with the initial stack: argc, argv..., null, envp..., null.
+unsafe extern "C" fn start(sp: *const usize) -> ! {
+    // SAFETY: the kernel's initial stack layout.
+    let envp = unsafe {
+        let argc = *sp;
+        sp.add(1 + argc + 1) as *const *const u8
+    };
+    // SAFETY: a 16-byte buffer with the name and its nul.
+    unsafe { syscall(SYS_PRCTL, [PR_SET_NAME, c"execdriver-init".as_ptr() as usize, 0, 0, 0, 0]) };
+    // SAFETY: the environment vector from the kernel.
+    let Some((task, sfd)) = (unsafe { handover(envp) }) else {
+        exit(BAD_HANDOVER)
+    };
+    supervise(task, sfd)
+}
+
+fn supervise(task: i32, sfd: i32) -> ! {
+    let mut ctl_open = true;
+    loop {
+        if let Some(record) = reap(task) {
+            report(record);
+            exit(0);
+        }
+        let mut fds = [
+            PollFd {
+                fd: sfd,
+                events: POLLIN,
+                revents: 0,
+            },
+            PollFd {
+                fd: if ctl_open { CTL_FD as i32 } else { -1 },
+                events: POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds on the stack; no timeout.
+        let n = unsafe { syscall(SYS_POLL, [fds.as_mut_ptr() as usize, 2, usize::MAX, 0, 0, 0]) };
+        if n < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            drain_signals(task, sfd);
+        }
+        if fds[1].revents != 0 {
+            let mut msg = [0u8; RECORD_LEN];
+            // SAFETY: one message into a local buffer.
+            let n = unsafe {
+                syscall(
+                    SYS_RECVFROM,
+                    [CTL_FD, msg.as_mut_ptr() as usize, RECORD_LEN, MSG_DONTWAIT, 0, 0],
+                )
+            };
+            if n == RECORD_LEN as isize {
+                if let Some(Record::Forward { signal }) = Record::decode(&msg) {
+                    kill(task, signal);
+                }
+            } else if n == 0 || (n < 0 && n != -EAGAIN && n != -EINTR) {
+                // The supervisor closed its end; PR_SET_PDEATHSIG (kept across the exec)
+                // covers its death.
+                ctl_open = false;
+            }
+        }
+    }
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: signalling our own child, which is not reaped yet.
+    unsafe { syscall(SYS_KILL, [pid as usize, signal as usize, 0, 0, 0, 0]) };
+}
+
+/// Reads every pending signal and forwards those sent from outside the namespace.
+fn drain_signals(task: i32, sfd: i32) {
+    loop {
+        let mut info = SignalInfo {
+            signo: 0,
+            errno: 0,
+            code: 0,
+            pid: 0,
+            rest: [0; 112],
+        };
+        let size = core::mem::size_of::<SignalInfo>();
+        // SAFETY: whole signalfd_siginfo records into a local of that size.
+        let n = unsafe {
+            syscall(SYS_READ, [sfd as usize, &mut info as *mut SignalInfo as usize, size, 0, 0, 0])
+        };
+        if n != size as isize {
+            return;
+        }
+        let signo = info.signo as i32;
+        // A sender pid of 0 means outside this namespace (the supervisor); signals from the
+        // task's own processes to pid 1, or from the kernel to the init itself, stay here.
+        let from_outside = info.pid == 0;
+        let user_sent = info.code <= 0;
+        let forward = if signo == SIGCHLD {
+            from_outside && user_sent
+        } else {
+            from_outside
+        };
+        if forward {
+            kill(task, signo);
+        }
+    }
+}
+
+/// Reaps every exited child; the task's status when it is among them.
+fn reap(task: i32) -> Option<Record> {
+    let mut status = None;
+    loop {
+        let mut wstatus: i32 = 0;
+        // SAFETY: wait4 writes one int; no rusage.
+        let pid = unsafe {
+            syscall(
+                SYS_WAIT4,
+                [usize::MAX, &mut wstatus as *mut i32 as usize, WNOHANG, 0, 0, 0],
+            )
+        };
+        if pid <= 0 {
+            return status;
+        }
+        if pid == task as isize {
+            let signal = wstatus & 0x7f;
+            status = Some(if signal != 0 {
+                Record::Killed { signal }
+            } else {
+                Record::Exited {
+                    code: (wstatus >> 8) & 0xff,
+                }
+            });
+        }
+    }
+}
+
+fn report(record: Record) {
+    let bytes = record.encode();
+    let mut done = 0;
+    while done < bytes.len() {
+        // SAFETY: writing from a local buffer.
+        let n = unsafe {
+            syscall(
+                SYS_WRITE,
+                [REPORT_FD, bytes[done..].as_ptr() as usize, bytes.len() - done, 0, 0, 0],
+            )
+        };
+        if n == -EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        done += n as usize;
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    exit(BAD_HANDOVER)
+}

@@ -1,0 +1,104 @@
+//! The program the task's init becomes once the task runs (`reaper/main.rs`, built by
+//! `build.rs`): a few KiB of code and a stack wait out the task for its whole life, instead
+//! of a copy of the supervisor's address space. Embedded in the binary and handed to the
+//! init as a sealed memfd, which it execs; where there is none (another architecture, a
+//! kernel or sysctl that refuses executable memfds) the init waits in place.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by tests to exercise the in-place wait.
+pub(crate) static IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+#[cfg(execdriver_reaper)]
+const IMAGE: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/execdriver-reaper")));
+#[cfg(not(execdriver_reaper))]
+const IMAGE: Option<&[u8]> = None;
+
+/// The environment variable the init hands `TASK_PID:SIGNAL_FD` to the reaper in.
+pub(crate) const HANDOVER: &[u8] = b"EXECDRIVER_INIT=";
+
+/// The reaper in a sealed, close-on-exec memfd; `None` where there is none or it cannot be
+/// made (the init then waits in place).
+pub(crate) fn image() -> Option<OwnedFd> {
+    let image = IMAGE?;
+    if IN_PLACE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: a constant name; the kernel returns a new fd or -1.
+    let mut fd = unsafe { libc::memfd_create(c"execdriver-init".as_ptr(), flags | libc::MFD_EXEC) };
+    if fd < 0 {
+        // Kernels before 6.3 know no MFD_EXEC (and make every memfd executable).
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c"execdriver-init".as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: memfd_create just returned it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, image).ok()?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our own fd.
+    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_ADD_SEALS, seals) } < 0 {
+        return None;
+    }
+    Some(file.into())
+}
+
+/// Writes `EXECDRIVER_INIT=TASK_PID:SIGNAL_FD` and its nul into `buf`, without allocating
+/// (in the init); `None` if it does not fit.
+pub(crate) fn handover(task: libc::pid_t, sfd: libc::c_int, buf: &mut [u8; 48]) -> Option<()> {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        let end = at + bytes.len();
+        buf.get_mut(at..end)?.copy_from_slice(bytes);
+        at = end;
+        Some(())
+    };
+    put(HANDOVER)?;
+    put(decimal(u32::try_from(task).ok()?, &mut [0; 10]))?;
+    put(b":")?;
+    put(decimal(u32::try_from(sfd).ok()?, &mut [0; 10]))?;
+    put(b"\0")
+}
+
+/// `n` in decimal, in `digits`.
+fn decimal(mut n: u32, digits: &mut [u8; 10]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handover_is_the_pid_and_the_fd() {
+        let mut buf = [0u8; 48];
+        handover(2, 5, &mut buf).expect("fits");
+        assert!(buf.starts_with(b"EXECDRIVER_INIT=2:5\0"));
+        handover(i32::MAX, i32::MAX, &mut buf).expect("fits");
+        assert!(buf.starts_with(b"EXECDRIVER_INIT=2147483647:2147483647\0"));
+        assert_eq!(handover(-1, 5, &mut buf), None);
+    }
+
+    #[cfg(execdriver_reaper)]
+    #[test]
+    fn the_image_is_a_static_elf_without_an_interpreter() {
+        let bytes = IMAGE.expect("built");
+        assert!(bytes.starts_with(b"\x7fELF"));
+        // ET_DYN: a static-pie, loaded at a random address.
+        assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 3);
+        assert!(image().is_some(), "no memfd for the reaper");
+    }
+}
