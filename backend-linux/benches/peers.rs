@@ -13,9 +13,7 @@
 //!   of it (slabs, per-cpu, stacks, page tables), and the mean Pss of the supervisors and the
 //!   inits while all of them run (their shares of the text they map together); the kernel's
 //!   share of the task's own `sleep`, measured on 200 bare sleeps in the same passes, is
-//!   taken off for the host memory a task costs beyond its own process (with
-//!   `--drop-caches`, from what is still held once the clean caches are dropped again:
-//!   the records' inodes and pages are the node's cache, not the task's);
+//!   taken off for the host memory a task costs beyond its own process;
 //! - sequential start+kill cycles (1000, or `--cycles N`), p50 and p99;
 //! - `status` (a reattach) from a new process, and `kill` of a task that obeys SIGINT;
 //! - the floor those stand on: `execdriver --version` and `/bin/true`, each from a new process.
@@ -859,11 +857,8 @@ struct AtOnce {
     supervisor: Vec<(String, f64)>,
     init: Vec<(String, f64)>,
     kernel: Vec<(String, f64)>,
-    /// The kernel memory of one bare `sleep` process, per pass: as counted, and still held
-    /// once the clean caches are dropped again (with `--drop-caches`).
-    bare: Vec<(f64, f64)>,
-    /// The kernel memory a task still holds once the clean caches are dropped again.
-    held: Vec<(String, f64)>,
+    /// The kernel memory of one bare `sleep` process, per pass.
+    bare: Vec<f64>,
 }
 
 fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table) {
@@ -930,19 +925,9 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
             finite.iter().sum::<f64>() / finite.len() as f64
         }
     };
-    let bare = mean_of(m.bare.iter().map(|b| b.0).collect());
-    let bare_held = mean_of(m.bare.iter().map(|b| b.1).collect());
+    let bare = mean_of(m.bare.clone());
     let mut kernel = mean(m.kernel);
-    let mut held = mean(m.held);
-    let (beyond_of, bare_of, what) = if bare_held.is_finite() {
-        (&held, bare_held, "held")
-    } else {
-        (&kernel, bare, "counted")
-    };
-    let beyond: Vec<(String, f64)> = beyond_of
-        .iter()
-        .map(|(r, v)| (r.clone(), v - bare_of))
-        .collect();
+    let beyond: Vec<(String, f64)> = kernel.iter().map(|(r, v)| (r.clone(), v - bare)).collect();
     let supervisor = mean(m.supervisor);
     let init = mean(m.init);
     let host: Vec<(String, f64)> = beyond
@@ -957,7 +942,6 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         })
         .collect();
     kernel.push(("/bin/sleep".to_owned(), bare));
-    held.push(("/bin/sleep".to_owned(), bare_held));
     table.row(format!("the task's init Pss, mean of the {n}"), "KiB", init);
     table.row(
         format!(
@@ -967,15 +951,8 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
         "KiB",
         kernel,
     );
-    if bare_held.is_finite() {
-        table.row(
-            "the same, still held once the clean caches are dropped again".into(),
-            "KiB",
-            held,
-        );
-    }
     table.row(
-        format!("kernel memory per task ({what}), beyond its `sleep`'s own"),
+        "kernel memory per task, beyond its `sleep`'s own".into(),
         "KiB",
         beyond,
     );
@@ -988,9 +965,8 @@ fn many_at_once(bench: &Bench, drivers: &[&Runner], n: usize, table: &mut Table)
 }
 
 /// The kernel memory (as [`kernel_memory_kb`] counts it) that each of `n` bare `sleep`
-/// processes costs: what a task's own process costs the kernel, without any driver; then
-/// what of it stays once the clean caches are dropped (NaN without `--drop-caches`).
-fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> (f64, f64) {
+/// processes costs: what a task's own process costs the kernel, without any driver.
+fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> f64 {
     bench.settle();
     if bench.drop_caches {
         drop_caches();
@@ -1023,22 +999,15 @@ fn bare_sleeps_kernel_kb(bench: &Bench, n: usize) -> (f64, f64) {
         }
     }
     let after = kernel_memory_kb();
-    let held = if bench.drop_caches {
-        drop_caches();
-        kernel_memory_kb()
-    } else {
-        f64::NAN
-    };
     let started = sleeps.len();
     for mut child in sleeps {
         let _ = child.kill();
         let _ = child.wait();
     }
     if started == 0 {
-        return (f64::NAN, f64::NAN);
+        return f64::NAN;
     }
-    let per = |kb: f64| (kb - before) / started as f64;
-    (per(after), per(held))
+    (after - before) / started as f64
 }
 
 /// One pass of [`many_at_once`]: each runner in `order` starts `n` tasks at once, then
@@ -1084,14 +1053,6 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         wait_until_waiting(&pids);
         let after = used_memory_kb();
         let kernel_after = kernel_memory_kb();
-        // What the tasks hold rather than what their start left cached (the records' and
-        // logs' inodes and pages, dentries of closed files): the clean caches go again.
-        let kernel_held = if bench.drop_caches {
-            drop_caches();
-            kernel_memory_kb()
-        } else {
-            f64::NAN
-        };
         // Each process's share of what the tasks' processes map together (the binary's
         // text above all), as it is with n of them on the node.
         let mean_pss = |path: &[&str]| -> f64 {
@@ -1111,8 +1072,7 @@ fn many_at_once_pass(bench: &Bench, order: &[&Runner], n: usize, m: &mut AtOnce)
         m.supervisor.push((name.clone(), mean_pss(&supervisor)));
         m.init.push((name.clone(), mean_pss(&init)));
         m.kernel
-            .push((name.clone(), (kernel_after - kernel_before) / started));
-        m.held.push((name, (kernel_held - kernel_before) / started));
+            .push((name, (kernel_after - kernel_before) / started));
         // The tasks' own processes (each `sleep`): the init's child in its pid namespace.
         let sleeps: f64 = handles
             .iter()
