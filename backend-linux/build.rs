@@ -21,13 +21,26 @@ fn main() {
     println!("cargo::rerun-if-changed=reaper/main.rs");
     println!("cargo::rerun-if-changed=src/isolation/wire.rs");
     let env = |key: &str| std::env::var(key).unwrap_or_default();
-    if env("CARGO_CFG_TARGET_ARCH") != "x86_64" || env("CARGO_CFG_TARGET_OS") != "linux" {
+    // The reaper's start and system calls are x86-64 Linux's; musl's targets link their own
+    // start files whatever -nostartfiles says.
+    if env("CARGO_CFG_TARGET_ARCH") != "x86_64"
+        || env("CARGO_CFG_TARGET_OS") != "linux"
+        || env("CARGO_CFG_TARGET_ENV") != "gnu"
+        || env("CARGO_CFG_TARGET_POINTER_WIDTH") != "64"
+    {
         return;
     }
     let out = PathBuf::from(env("OUT_DIR")).join("execdriver-reaper");
     let source = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("reaper/main.rs");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let status = Command::new(rustc)
+    let mut command = Command::new(rustc);
+    // The linker cargo was told to use for this target, when it was.
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        command
+            .arg("-C")
+            .arg(format!("linker={}", linker.to_string_lossy()));
+    }
+    let status = command
         .args(["--edition", "2024", "--crate-name", "execdriver_reaper"])
         .args(["--crate-type", "bin", "--target", &env("TARGET")])
         .args([
@@ -50,9 +63,18 @@ fn main() {
         .arg(&out)
         .arg(&source)
         .status();
+    // Without it the init waits in place, as on other targets: a warning, not a failed
+    // build (the reaper's tests fail loudly where it is expected).
     match status {
         Ok(s) if s.success() => println!("cargo::rustc-cfg=execdriver_reaper"),
-        Ok(s) => panic!("building the reaper from {} failed: {s}", source.display()),
-        Err(e) => panic!("running rustc for the reaper failed: {e}"),
+        Ok(s) => println!(
+            "cargo::warning=building the reaper from {} failed ({s}): the task's init will \
+             wait in place",
+            source.display()
+        ),
+        Err(e) => println!(
+            "cargo::warning=running rustc for the reaper failed ({e}): the task's init will \
+             wait in place"
+        ),
     }
 }

@@ -11,7 +11,7 @@
 //! Built by `build.rs` with rustc alone (no std, no libc: static-pie, no relocations, so
 //! the kernel loads it at a random address with nothing to resolve) and embedded in the
 //! binary. The init hands it, in the environment variable `EXECDRIVER_INIT`,
-//! `TASK_PID:SIGNAL_FD`; the control socket and the report pipe are on fds 3 and 4.
+//! `TASK_PID:SIGNAL_FD`; the control socket and the report pipe are where `wire` says.
 
 #![no_std]
 #![no_main]
@@ -24,8 +24,8 @@ mod wire;
 
 use wire::{RECORD_LEN, Record};
 
-const CTL_FD: usize = 3;
-const REPORT_FD: usize = 4;
+const CTL_FD: usize = wire::CTL_FD as usize;
+const REPORT_FD: usize = wire::REPORT_FD as usize;
 
 const SYS_READ: usize = 0;
 const SYS_WRITE: usize = 1;
@@ -42,8 +42,11 @@ const SIGCHLD: i32 = 17;
 const POLLIN: i16 = 1;
 const WNOHANG: usize = 1;
 const MSG_DONTWAIT: usize = 0x40;
+const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_NAME: usize = 15;
-/// Exit status when the init's handover is not what this program expects.
+const SIGKILL: usize = 9;
+/// Exit status when the init's handover is not what this program expects: the init's own
+/// setup failure code (`INIT_SETUP_FAILED`), since the task then dies with the namespace.
 const BAD_HANDOVER: usize = 125;
 
 global_asm!(
@@ -111,7 +114,8 @@ unsafe fn number(mut p: *const u8, stop: u8) -> Option<(usize, *const u8)> {
     loop {
         // SAFETY: within the string, whose nul ends the loop at the latest.
         let b = unsafe { *p };
-        // SAFETY: b was not the nul, or we return.
+        // SAFETY: at most one past the byte just read, which is within the string or its
+        // nul; nothing is read there unless that byte was not the nul.
         p = unsafe { p.add(1) };
         if b == stop && digits > 0 {
             return Some((n, p));
@@ -163,7 +167,23 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         sp.add(1 + argc + 1) as *const *const u8
     };
     // SAFETY: a 16-byte buffer with the name and its nul.
-    unsafe { syscall(SYS_PRCTL, [PR_SET_NAME, c"execdriver-init".as_ptr() as usize, 0, 0, 0, 0]) };
+    unsafe {
+        syscall(
+            SYS_PRCTL,
+            [
+                PR_SET_NAME,
+                c"execdriver-init".as_ptr() as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    // Kept by the exec, which changes no credential (the init checks that first); set again
+    // all the same, since the task must never outlive its supervisor unsupervised.
+    // SAFETY: prctl with a signal number.
+    unsafe { syscall(SYS_PRCTL, [PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0]) };
     // SAFETY: the environment vector from the kernel.
     let Some((task, sfd)) = (unsafe { handover(envp) }) else {
         exit(BAD_HANDOVER)
@@ -191,7 +211,12 @@ fn supervise(task: i32, sfd: i32) -> ! {
             },
         ];
         // SAFETY: two pollfds on the stack; no timeout.
-        let n = unsafe { syscall(SYS_POLL, [fds.as_mut_ptr() as usize, 2, usize::MAX, 0, 0, 0]) };
+        let n = unsafe {
+            syscall(
+                SYS_POLL,
+                [fds.as_mut_ptr() as usize, 2, usize::MAX, 0, 0, 0],
+            )
+        };
         if n < 0 {
             continue;
         }
@@ -204,7 +229,14 @@ fn supervise(task: i32, sfd: i32) -> ! {
             let n = unsafe {
                 syscall(
                     SYS_RECVFROM,
-                    [CTL_FD, msg.as_mut_ptr() as usize, RECORD_LEN, MSG_DONTWAIT, 0, 0],
+                    [
+                        CTL_FD,
+                        msg.as_mut_ptr() as usize,
+                        RECORD_LEN,
+                        MSG_DONTWAIT,
+                        0,
+                        0,
+                    ],
                 )
             };
             if n == RECORD_LEN as isize {
@@ -238,7 +270,17 @@ fn drain_signals(task: i32, sfd: i32) {
         let size = core::mem::size_of::<SignalInfo>();
         // SAFETY: whole signalfd_siginfo records into a local of that size.
         let n = unsafe {
-            syscall(SYS_READ, [sfd as usize, &mut info as *mut SignalInfo as usize, size, 0, 0, 0])
+            syscall(
+                SYS_READ,
+                [
+                    sfd as usize,
+                    &mut info as *mut SignalInfo as usize,
+                    size,
+                    0,
+                    0,
+                    0,
+                ],
+            )
         };
         if n != size as isize {
             return;
@@ -268,15 +310,24 @@ fn reap(task: i32) -> Option<Record> {
         let pid = unsafe {
             syscall(
                 SYS_WAIT4,
-                [usize::MAX, &mut wstatus as *mut i32 as usize, WNOHANG, 0, 0, 0],
+                [
+                    usize::MAX,
+                    &mut wstatus as *mut i32 as usize,
+                    WNOHANG,
+                    0,
+                    0,
+                    0,
+                ],
             )
         };
         if pid <= 0 {
             return status;
         }
         if pid == task as isize {
+            // WIFSIGNALED: a signal number, not 0 (exited) nor 0x7f (stopped, which wait4
+            // reports only with WUNTRACED).
             let signal = wstatus & 0x7f;
-            status = Some(if signal != 0 {
+            status = Some(if signal != 0 && signal != 0x7f {
                 Record::Killed { signal }
             } else {
                 Record::Exited {
@@ -295,7 +346,14 @@ fn report(record: Record) {
         let n = unsafe {
             syscall(
                 SYS_WRITE,
-                [REPORT_FD, bytes[done..].as_ptr() as usize, bytes.len() - done, 0, 0, 0],
+                [
+                    REPORT_FD,
+                    bytes[done..].as_ptr() as usize,
+                    bytes.len() - done,
+                    0,
+                    0,
+                    0,
+                ],
             )
         };
         if n == -EINTR {

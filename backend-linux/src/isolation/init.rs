@@ -1,5 +1,4 @@
-//! The task's init: pid 1 of the new PID namespace, a tiny supervisor written in Rust that
-//! never execs.
+//! The task's init: pid 1 of the new PID namespace, a tiny supervisor written in Rust.
 //!
 //! A namespace's init gets only the signals it has a handler for, and must reap every
 //! orphan in the namespace; when it exits, the kernel kills everything else in it. So the
@@ -8,6 +7,9 @@
 //! taking any daemons the task left behind with it.
 //!
 //! This runs in a copy of the supervisor made by a raw clone: only system calls, no heap.
+//! Once the task runs, the init execs the reaper (`reaper/main.rs`, see `super::reaper`),
+//! which waits out the task as [`supervise`] here does; where that exec is not possible
+//! the init waits here, in place.
 
 use std::os::fd::RawFd;
 
@@ -15,13 +17,9 @@ use super::exec::{self, ExecPlan, step::TASK_EXEC};
 use super::network::NetworkPlan;
 use super::rootfs::RootPlan;
 use super::sys::{self, check_int};
-use super::wire::{RECORD_LEN, Record};
+use super::wire::{CTL_FD, RECORD_LEN, REPORT_FD, Record};
 use crate::process::CleanMappings;
 
-/// The init's control socket (from the supervisor) after the fds are arranged.
-const CTL_FD: RawFd = 3;
-/// The init's report pipe (to the supervisor) after the fds are arranged.
-const REPORT_FD: RawFd = 4;
 /// The network namespace to join, when there is one, after the fds are arranged (closed
 /// once joined).
 const NETNS_FD: RawFd = 5;
@@ -162,7 +160,7 @@ fn give_up(step: u32, errno: i32) -> ! {
 }
 
 /// Overwrites the child's copy of the argv area so `ps` shows the init as such rather than
-/// as a second copy of the supervisor (it is a fork that never execs).
+/// as a second copy of the supervisor (it is a fork, until it execs the reaper, if ever).
 fn set_title(cx: &ChildContext<'_>) {
     // SAFETY: prctl with a nul-terminated name of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"execdriver-init".as_ptr(), 0, 0, 0) };
@@ -354,10 +352,62 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
             }
         }
         report(Record::Started);
-        if cx.reaper >= 0 {
+        if cx.reaper >= 0 && exec_keeps_credentials() {
             exec_reaper(cx.task_id, task, sfd);
         }
         idle(cx.clean, task, sfd)
+    }
+}
+
+/// Whether an exec leaves this process's credentials as they are: root with no securebits
+/// and every capability of the bounding set permitted. Otherwise the exec would change
+/// them (root's exec is given the whole bounding set), which clears the parent-death signal
+/// and, with securebits, could leave the reaper unable to signal the task: the init then
+/// waits in place. Only system calls.
+fn exec_keeps_credentials() -> bool {
+    // SAFETY: getters without pointers, and capget into a local header and data.
+    unsafe {
+        if libc::getuid() != 0 || libc::geteuid() != 0 || libc::getgid() != libc::getegid() {
+            return false;
+        }
+        if libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) != 0 {
+            return false;
+        }
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) != 0 {
+            return false;
+        }
+        let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+        for cap in 0..64 {
+            match libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) {
+                1 if permitted & (1 << cap) == 0 => return false,
+                // Past the last capability this kernel knows.
+                r if r < 0 => break,
+                _ => {}
+            }
+        }
+        true
     }
 }
 

@@ -638,16 +638,24 @@ fn syscall_error(call: &'static str) -> impl FnOnce(nix::Error) -> IsolationErro
     }
 }
 
-/// For tests: plan bind flags with MS_REMOUNT (the path for kernels older than 5.12, which
-/// lack mount_setattr, where binds are not recursive) instead of mount_setattr.
+/// For tests: every init started from now on in this process waits in place instead of
+/// exec'ing the reaper, as on a node where that exec is refused.
 #[doc(hidden)]
-/// Makes every init started from now on in this process wait in place instead of exec'ing
-/// the reaper, as on a node where that exec is refused.
 #[cfg(any(test, feature = "test-support"))]
 pub fn force_init_waiting_in_place(on: bool) {
     reaper::IN_PLACE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// For tests: whether this build has the reaper for the init to exec (x86-64 Linux, gnu).
+#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
+pub fn reaper_built() -> bool {
+    reaper::BUILT
+}
+
+/// For tests: plan bind flags with MS_REMOUNT (the path for kernels older than 5.12, which
+/// lack mount_setattr, where binds are not recursive) instead of mount_setattr.
+#[doc(hidden)]
 #[cfg(any(test, feature = "test-support"))]
 pub fn force_bind_remount_fallback(on: bool) {
     rootfs::FORCE_REMOUNT.store(on, std::sync::atomic::Ordering::Relaxed);

@@ -15,6 +15,10 @@ const IMAGE: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/exec
 #[cfg(not(execdriver_reaper))]
 const IMAGE: Option<&[u8]> = None;
 
+/// Whether this build has the reaper (`build.rs` builds it on x86-64 Linux with glibc).
+#[cfg(any(test, feature = "test-support"))]
+pub(crate) const BUILT: bool = IMAGE.is_some();
+
 /// The environment variable the init hands `TASK_PID:SIGNAL_FD` to the reaper in.
 pub(crate) const HANDOVER: &[u8] = b"EXECDRIVER_INIT=";
 
@@ -92,13 +96,38 @@ mod tests {
         assert_eq!(handover(-1, 5, &mut buf), None);
     }
 
+    /// The kernel loads the reaper as it is: a static-pie (ET_DYN) with no interpreter and
+    /// nothing to relocate (no code runs before its `_start` to apply relocations, so one
+    /// static table of pointers would be left pointing nowhere).
     #[cfg(execdriver_reaper)]
     #[test]
-    fn the_image_is_a_static_elf_without_an_interpreter() {
-        let bytes = IMAGE.expect("built");
-        assert!(bytes.starts_with(b"\x7fELF"));
-        // ET_DYN: a static-pie, loaded at a random address.
-        assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 3);
+    fn the_image_is_a_static_pie_with_nothing_to_relocate() {
+        let elf = IMAGE.expect("built");
+        let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]);
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&elf[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        assert!(elf.starts_with(b"\x7fELF\x02\x01"), "a little-endian ELF64");
+        assert_eq!(u16_at(16), 3, "ET_DYN");
+        let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+        const PT_DYNAMIC: u32 = 2;
+        const PT_INTERP: u32 = 3;
+        // DT_RELA, DT_REL, DT_TEXTREL, DT_JMPREL, DT_RELR.
+        const RELOCATING: [u64; 5] = [7, 17, 22, 23, 36];
+        for i in 0..usize::from(phnum) {
+            let ph = phoff + i * phentsize;
+            let kind = u32::from_le_bytes([elf[ph], elf[ph + 1], elf[ph + 2], elf[ph + 3]]);
+            assert_ne!(kind, PT_INTERP, "the reaper asks for an interpreter");
+            if kind == PT_DYNAMIC {
+                let (offset, size) = (u64_at(ph + 8) as usize, u64_at(ph + 32) as usize);
+                for entry in (offset..offset + size).step_by(16) {
+                    let tag = u64_at(entry);
+                    assert!(!RELOCATING.contains(&tag), "dynamic tag {tag}: relocations");
+                }
+            }
+        }
         assert!(image().is_some(), "no memfd for the reaper");
     }
 }

@@ -118,14 +118,15 @@ impl TaskUser {
     /// passwd entry, if it has one; `None` when `ids` is not of that form.
     pub(crate) fn from_ids_arg(name: &str, ids: &str, entry: Option<UserEntry>) -> Option<Self> {
         let mut parts = ids.splitn(3, ':');
-        let id = |s: Option<&str>| s?.parse::<u32>().ok();
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let id = |s: Option<&str>| s.filter(|s| digits(s))?.parse::<u32>().ok();
         let uid = id(parts.next())?;
         let gid = id(parts.next())?;
         let groups = match parts.next()? {
             "" => Vec::new(),
             list => list
                 .split(',')
-                .map(|g| g.parse::<u32>().ok())
+                .map(|g| id(Some(g)))
                 .collect::<Option<Vec<_>>>()?,
         };
         Some(Self {
@@ -176,7 +177,17 @@ mod tests {
             let back = TaskUser::from_ids_arg("nobody", &user.ids_arg(), entry.clone());
             assert_eq!(back.as_ref(), Some(&user));
         }
-        for bad in ["", "1", "1:2", "x:2:", "1:2:3,,4", "1:2:-3", "1:99999999999:"] {
+        for bad in [
+            "",
+            "1",
+            "1:2",
+            "x:2:",
+            "1:2:3,,4",
+            "1:2:-3",
+            "+1:2:",
+            "1:2:+3",
+            "1:99999999999:",
+        ] {
             assert_eq!(TaskUser::from_ids_arg("u", bad, None), None, "{bad:?}");
         }
     }

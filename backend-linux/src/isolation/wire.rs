@@ -7,6 +7,13 @@
 /// Size in bytes of one encoded record.
 pub(crate) const RECORD_LEN: usize = 20;
 
+/// The init's control socket (from the supervisor) once its fds are arranged; the reaper
+/// finds it there too.
+pub(crate) const CTL_FD: i32 = 3;
+/// The init's report pipe (to the supervisor) once its fds are arranged; the reaper finds
+/// it there too.
+pub(crate) const REPORT_FD: i32 = 4;
+
 const MAGIC: u32 = 0x4544_5852;
 
 /// A message between the supervisor, the init and the task.

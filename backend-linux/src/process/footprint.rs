@@ -1,6 +1,7 @@
 //! A long-lived process's share of clean file pages, given back once its start is done.
 //!
-//! The supervisor and the task's init run from the whole `execdriver` binary, and their
+//! The supervisor (and the task's init, until it execs the reaper or where it cannot) runs
+//! from the whole `execdriver` binary, and their
 //! start (argument parsing, the spec, the seccomp compiler, the root plan) faults in far more
 //! of its code and read-only data than the years of waiting that follow ever touch. Those
 //! pages are clean copies of the file: `MADV_DONTNEED` unmaps them from this process (the

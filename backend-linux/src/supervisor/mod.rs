@@ -45,8 +45,9 @@ pub struct SuperviseOptions {
     pub linger: Duration,
     /// The fd on which the agent handed over the task's start lock, if it did.
     pub start_lock_fd: Option<i32>,
-    /// The spec's user as the agent looked it up (its name is the spec's); `None` looks it
-    /// up in the supervisor, which then maps the host's NSS modules for good.
+    /// The ids and passwd entry of the spec's user as the agent looked it up (the start
+    /// gives it the spec's user text as its name); `None` looks it up in the supervisor,
+    /// which then maps the host's NSS modules for good.
     pub(crate) user: Option<crate::isolation::TaskUser>,
 }
 
