@@ -2,11 +2,11 @@
 //! program so that what waits out the task for its whole life is a few KiB of code and a
 //! stack instead of the supervisor's address space (its libraries, heap and page tables).
 //!
-//! It does what the in-place wait in `src/isolation/init.rs` does (which remains for
-//! kernels or nodes where the exec fails): forward to the task the signals sent to pid 1
-//! from outside the namespace and those the supervisor asks for, reap every child, and
-//! report the task's end on the report pipe, then exit (the kernel kills what is left in
-//! the namespace).
+//! It runs the wait the init runs when it waits in place (`src/isolation/wait_out.rs`, the
+//! same file, included here): forward to the task the signals sent to pid 1 from outside
+//! the namespace and those the supervisor asks for, reap every child, report the task's end
+//! on the report pipe, then exit (the kernel kills what is left in the namespace). What is
+//! here is the start and the system calls.
 //!
 //! Built by `build.rs` with rustc alone (no std, no libc: static-pie, no relocations, so
 //! the kernel loads it at a random address with nothing to resolve) and embedded in the
@@ -22,6 +22,10 @@ use core::arch::{asm, global_asm};
 #[allow(dead_code)]
 mod wire;
 
+#[path = "../src/isolation/wait_out.rs"]
+mod wait_out;
+
+use wait_out::Sys;
 use wire::{RECORD_LEN, Record};
 
 const CTL_FD: usize = wire::CTL_FD as usize;
@@ -38,7 +42,6 @@ const SYS_EXIT_GROUP: usize = 231;
 
 const EINTR: isize = 4;
 const EAGAIN: isize = 11;
-const SIGCHLD: i32 = 17;
 const POLLIN: i16 = 1;
 const WNOHANG: usize = 1;
 const MSG_DONTWAIT: usize = 0x40;
@@ -188,78 +191,33 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     let Some((task, sfd)) = (unsafe { handover(envp) }) else {
         exit(BAD_HANDOVER)
     };
-    supervise(task, sfd)
+    wait_out::wait_out(&Raw, task, sfd)
 }
 
-fn supervise(task: i32, sfd: i32) -> ! {
-    let mut ctl_open = true;
-    loop {
-        if let Some(record) = reap(task) {
-            report(record);
-            exit(0);
-        }
-        let mut fds = [
-            PollFd {
-                fd: sfd,
-                events: POLLIN,
-                revents: 0,
-            },
-            PollFd {
-                fd: if ctl_open { CTL_FD as i32 } else { -1 },
-                events: POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two pollfds on the stack; no timeout.
+/// The wait's system calls, made directly.
+struct Raw;
+
+impl Sys for Raw {
+    const SIGCHLD: i32 = 17;
+
+    fn poll_in(&self, fds: [i32; 2]) -> Option<[bool; 2]> {
+        let watch = |fd| PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        };
+        let mut polled = [watch(fds[0]), watch(fds[1])];
+        // SAFETY: two pollfds on the stack; a timeout of -1 (the int the kernel reads).
         let n = unsafe {
             syscall(
                 SYS_POLL,
-                [fds.as_mut_ptr() as usize, 2, usize::MAX, 0, 0, 0],
+                [polled.as_mut_ptr() as usize, 2, usize::MAX, 0, 0, 0],
             )
         };
-        if n < 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            drain_signals(task, sfd);
-        }
-        if fds[1].revents != 0 {
-            let mut msg = [0u8; RECORD_LEN];
-            // SAFETY: one message into a local buffer.
-            let n = unsafe {
-                syscall(
-                    SYS_RECVFROM,
-                    [
-                        CTL_FD,
-                        msg.as_mut_ptr() as usize,
-                        RECORD_LEN,
-                        MSG_DONTWAIT,
-                        0,
-                        0,
-                    ],
-                )
-            };
-            if n == RECORD_LEN as isize {
-                if let Some(Record::Forward { signal }) = Record::decode(&msg) {
-                    kill(task, signal);
-                }
-            } else if n == 0 || (n < 0 && n != -EAGAIN && n != -EINTR) {
-                // The supervisor closed its end; PR_SET_PDEATHSIG (kept across the exec)
-                // covers its death.
-                ctl_open = false;
-            }
-        }
+        (n >= 0).then_some([polled[0].revents != 0, polled[1].revents != 0])
     }
-}
 
-fn kill(pid: i32, signal: i32) {
-    // SAFETY: signalling our own child, which is not reaped yet.
-    unsafe { syscall(SYS_KILL, [pid as usize, signal as usize, 0, 0, 0, 0]) };
-}
-
-/// Reads every pending signal and forwards those sent from outside the namespace.
-fn drain_signals(task: i32, sfd: i32) {
-    loop {
+    fn read_signal(&self, sfd: i32) -> Option<(i32, i32, u32)> {
         let mut info = SignalInfo {
             signo: 0,
             errno: 0,
@@ -268,101 +226,60 @@ fn drain_signals(task: i32, sfd: i32) {
             rest: [0; 112],
         };
         let size = core::mem::size_of::<SignalInfo>();
+        let at = &mut info as *mut SignalInfo as usize;
         // SAFETY: whole signalfd_siginfo records into a local of that size.
-        let n = unsafe {
-            syscall(
-                SYS_READ,
-                [
-                    sfd as usize,
-                    &mut info as *mut SignalInfo as usize,
-                    size,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-        };
-        if n != size as isize {
-            return;
-        }
-        let signo = info.signo as i32;
-        // A sender pid of 0 means outside this namespace (the supervisor); signals from the
-        // task's own processes to pid 1, or from the kernel to the init itself, stay here.
-        let from_outside = info.pid == 0;
-        let user_sent = info.code <= 0;
-        let forward = if signo == SIGCHLD {
-            from_outside && user_sent
-        } else {
-            from_outside
-        };
-        if forward {
-            kill(task, signo);
+        let n = unsafe { syscall(SYS_READ, [sfd as usize, at, size, 0, 0, 0]) };
+        (n == size as isize).then_some((info.signo as i32, info.code, info.pid))
+    }
+
+    fn recv_control(&self, buf: &mut [u8; RECORD_LEN]) -> Option<usize> {
+        let at = buf.as_mut_ptr() as usize;
+        // SAFETY: one message into the caller's buffer of RECORD_LEN bytes.
+        let n = unsafe { syscall(SYS_RECVFROM, [CTL_FD, at, RECORD_LEN, MSG_DONTWAIT, 0, 0]) };
+        match usize::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) if n == -EAGAIN || n == -EINTR => None,
+            Err(_) => Some(0),
         }
     }
-}
 
-/// Reaps every exited child; the task's status when it is among them.
-fn reap(task: i32) -> Option<Record> {
-    let mut status = None;
-    loop {
+    fn kill(&self, pid: i32, signal: i32) {
+        // SAFETY: signalling our own child, which is not reaped yet.
+        unsafe { syscall(SYS_KILL, [pid as usize, signal as usize, 0, 0, 0, 0]) };
+    }
+
+    fn reap_one(&self) -> Option<(i32, i32)> {
         let mut wstatus: i32 = 0;
+        let at = &mut wstatus as *mut i32 as usize;
         // SAFETY: wait4 writes one int; no rusage.
-        let pid = unsafe {
-            syscall(
-                SYS_WAIT4,
-                [
-                    usize::MAX,
-                    &mut wstatus as *mut i32 as usize,
-                    WNOHANG,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-        };
-        if pid <= 0 {
-            return status;
-        }
-        if pid == task as isize {
-            // WIFSIGNALED: a signal number, not 0 (exited) nor 0x7f (stopped, which wait4
-            // reports only with WUNTRACED).
-            let signal = wstatus & 0x7f;
-            status = Some(if signal != 0 && signal != 0x7f {
-                Record::Killed { signal }
-            } else {
-                Record::Exited {
-                    code: (wstatus >> 8) & 0xff,
-                }
-            });
+        let pid = unsafe { syscall(SYS_WAIT4, [usize::MAX, at, WNOHANG, 0, 0, 0]) };
+        (pid > 0).then_some((pid as i32, wstatus))
+    }
+
+    fn report(&self, record: Record) {
+        let bytes = record.encode();
+        let mut done = 0;
+        while done < bytes.len() {
+            let rest = &bytes[done..];
+            // SAFETY: writing from a local buffer.
+            let n = unsafe {
+                syscall(
+                    SYS_WRITE,
+                    [REPORT_FD, rest.as_ptr() as usize, rest.len(), 0, 0, 0],
+                )
+            };
+            if n == -EINTR {
+                continue;
+            }
+            if n <= 0 {
+                return;
+            }
+            done += n as usize;
         }
     }
-}
 
-fn report(record: Record) {
-    let bytes = record.encode();
-    let mut done = 0;
-    while done < bytes.len() {
-        // SAFETY: writing from a local buffer.
-        let n = unsafe {
-            syscall(
-                SYS_WRITE,
-                [
-                    REPORT_FD,
-                    bytes[done..].as_ptr() as usize,
-                    bytes.len() - done,
-                    0,
-                    0,
-                    0,
-                ],
-            )
-        };
-        if n == -EINTR {
-            continue;
-        }
-        if n <= 0 {
-            return;
-        }
-        done += n as usize;
+    fn exit(&self, code: i32) -> ! {
+        exit(code as usize)
     }
 }
 

@@ -100,6 +100,34 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// This process's capability sets, as capget gives them. System calls only.
+fn capabilities() -> Result<[CapData; 2], i32> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a local header and the two data words version 3 needs.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    })?;
+    Ok(data)
+}
+
+/// This process's permitted capabilities, one bit per capability. System calls only.
+pub(super) fn permitted_capabilities() -> Result<u64, i32> {
+    let data = capabilities()?;
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
+}
+
 /// Drops every capability outside `keep` from the bounding set, leaves only `keep` (of
 /// what the process has) in the effective and permitted sets, clears the inheritable and
 /// ambient sets. System calls only: runs in the forked task.
@@ -118,28 +146,17 @@ fn restrict_capabilities(keep: u64, last_cap: u32) -> Result<(), i32> {
                 }
             }
         }
-        let mut header = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let mut data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        check(libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        ))?;
+        let mut data = capabilities()?;
         for (i, word) in data.iter_mut().enumerate() {
             let keep_word = (keep >> (32 * i)) as u32;
             word.permitted &= keep_word;
             word.effective &= word.permitted;
             word.inheritable = 0;
         }
-        header.version = LINUX_CAPABILITY_VERSION_3;
-        header.pid = 0;
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
         check(libc::syscall(
             libc::SYS_capset,
             &header as *const CapHeader,
@@ -449,21 +466,24 @@ pub(crate) struct StackMessage {
 }
 
 impl StackMessage {
-    fn new() -> Self {
+    /// An empty message.
+    pub(crate) fn new() -> Self {
         Self {
             buf: [0; 1024],
             len: 0,
         }
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    /// Appends `bytes`, as much of them as fits.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         let room = self.buf.len() - self.len;
         let n = bytes.len().min(room);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
     }
 
-    fn push_number(&mut self, mut n: u32) {
+    /// Appends `n` in decimal.
+    pub(crate) fn push_number(&mut self, mut n: u32) {
         let mut digits = [0u8; 10];
         let mut i = digits.len();
         loop {

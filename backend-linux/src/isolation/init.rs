@@ -8,7 +8,7 @@
 //!
 //! This runs in a copy of the supervisor made by a raw clone: only system calls, no heap.
 //! Once the task runs, the init execs the reaper (`reaper/main.rs`, see `super::reaper`),
-//! which waits out the task as [`supervise`] here does; where that exec is not possible
+//! which waits out the task with the same `wait_out`; where that exec is not possible
 //! the init waits here, in place.
 
 use std::os::fd::RawFd;
@@ -17,6 +17,7 @@ use super::exec::{self, ExecPlan, step::TASK_EXEC};
 use super::network::NetworkPlan;
 use super::rootfs::RootPlan;
 use super::sys::{self, check_int};
+use super::wait_out::{Sys, wait_out};
 use super::wire::{CTL_FD, RECORD_LEN, REPORT_FD, Record};
 use crate::process::CleanMappings;
 
@@ -365,7 +366,7 @@ pub(crate) unsafe fn init_main(cx: &ChildContext<'_>) -> ! {
 /// and, with securebits, could leave the reaper unable to signal the task: the init then
 /// waits in place. Only system calls.
 fn exec_keeps_credentials() -> bool {
-    // SAFETY: getters without pointers, and capget into a local header and data.
+    // SAFETY: getters and prctl queries without pointers.
     unsafe {
         if libc::getuid() != 0 || libc::geteuid() != 0 || libc::getgid() != libc::getegid() {
             return false;
@@ -373,32 +374,9 @@ fn exec_keeps_credentials() -> bool {
         if libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) != 0 {
             return false;
         }
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const VERSION_3: u32 = 0x2008_0522;
-        let mut header = Header {
-            version: VERSION_3,
-            pid: 0,
-        };
-        let mut data = [Data {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) != 0 {
+        let Ok(permitted) = exec::permitted_capabilities() else {
             return false;
-        }
-        let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+        };
         for cap in 0..64 {
             match libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) {
                 1 if permitted & (1 << cap) == 0 => return false,
@@ -411,7 +389,7 @@ fn exec_keeps_credentials() -> bool {
     }
 }
 
-/// Becomes the reaper (see `reaper`), which waits out the task as [`supervise`] does; returns
+/// Becomes the reaper (see `reaper`), which waits out the task with the same [`wait_out`]; returns
 /// only if the exec fails, and the init then waits in place. The signal mask (all blocked)
 /// and the parent-death signal survive the exec; the handlers do not, and need not: a
 /// blocked signal is queued for the signalfd even at SIG_DFL.
@@ -419,10 +397,7 @@ fn exec_keeps_credentials() -> bool {
 /// # Safety
 /// In the init, after the task's fork: the fds it keeps are this process's.
 unsafe fn exec_reaper(task_id: &std::ffi::CStr, task: libc::pid_t, sfd: RawFd) {
-    let mut handover = [0u8; 48];
-    if super::reaper::handover(task, sfd, &mut handover).is_none() {
-        return;
-    }
+    let handover = super::reaper::handover(task, sfd);
     // SAFETY: fcntl and execveat on our own fds, with nul-terminated strings and
     // null-terminated vectors on this stack.
     unsafe {
@@ -432,7 +407,7 @@ unsafe fn exec_reaper(task_id: &std::ffi::CStr, task: libc::pid_t, sfd: RawFd) {
             }
         }
         let argv = [c"execdriver-init".as_ptr(), task_id.as_ptr(), std::ptr::null()];
-        let envp = [handover.as_ptr().cast::<libc::c_char>(), std::ptr::null()];
+        let envp = [handover.as_bytes().as_ptr().cast::<libc::c_char>(), std::ptr::null()];
         libc::syscall(
             libc::SYS_execveat,
             REAPER_FD,
@@ -457,9 +432,9 @@ unsafe fn exec_reaper(task_id: &std::ffi::CStr, task: libc::pid_t, sfd: RawFd) {
 #[inline(never)]
 unsafe fn idle(clean: CleanMappings, task: libc::pid_t, sfd: RawFd) -> ! {
     clean.release();
-    // SAFETY: `supervise` and what it calls allocate nothing and read no heap memory.
+    // SAFETY: `wait_out` and what it calls allocate nothing and read no heap memory.
     unsafe { clean.discard_heap() };
-    supervise(task, sfd)
+    wait_out(&InPlace, task, sfd)
 }
 
 /// Opens a new terminal in the task's devpts (the root is the task's by now, so its name
@@ -557,111 +532,72 @@ fn send_terminal(master: RawFd) -> Result<(), i32> {
     }
 }
 
-/// Forwards signals to the task and reaps until the task is gone; then reports its status
-/// and exits (and the kernel kills whatever else is left in the namespace).
-#[unsafe(link_section = ".text.hot.execdriver_idle")]
-fn supervise(task: libc::pid_t, sfd: RawFd) -> ! {
-    let mut status: Option<Record> = None;
-    let mut ctl_open = true;
-    loop {
-        reap(task, &mut status);
-        if let Some(record) = status {
-            report(record);
-            // SAFETY: leaving; the kernel kills the rest of the namespace.
-            unsafe { libc::_exit(0) };
-        }
-        let mut fds = [
-            libc::pollfd {
-                fd: sfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if ctl_open { CTL_FD } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            drain_signals(task, sfd);
-        }
-        if fds[1].revents != 0 {
-            let mut msg = [0u8; RECORD_LEN];
-            // SAFETY: reading one message into a local buffer.
-            let n = unsafe {
-                libc::recv(
-                    CTL_FD,
-                    msg.as_mut_ptr().cast(),
-                    RECORD_LEN,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n == RECORD_LEN as isize {
-                if let Some(Record::Forward { signal }) = Record::decode(&msg) {
-                    // SAFETY: signalling our own child, which is not reaped yet.
-                    unsafe { libc::kill(task, signal) };
-                }
-            } else if n == 0 || (n < 0 && !matches!(sys::errno(), libc::EAGAIN | libc::EINTR)) {
-                // The supervisor closed its end; PR_SET_PDEATHSIG covers its death.
-                ctl_open = false;
-            }
-        }
-    }
-}
+/// The in-place wait's system calls, through libc.
+struct InPlace;
 
-/// Reads every pending signal and forwards those sent from outside the namespace.
-#[unsafe(link_section = ".text.hot.execdriver_idle")]
-fn drain_signals(task: libc::pid_t, sfd: RawFd) {
-    loop {
+impl Sys for InPlace {
+    const SIGCHLD: i32 = libc::SIGCHLD;
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn poll_in(&self, fds: [i32; 2]) -> Option<[bool; 2]> {
+        let watch = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut polled = [watch(fds[0]), watch(fds[1])];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+            return None;
+        }
+        Some([polled[0].revents != 0, polled[1].revents != 0])
+    }
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn read_signal(&self, sfd: i32) -> Option<(i32, i32, u32)> {
         // SAFETY: reading whole signalfd_siginfo records into a local.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         let n = unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-        if n != size as isize {
-            return;
-        }
-        let signo = info.ssi_signo as libc::c_int;
-        // A sender pid of 0 means outside this namespace (the supervisor); signals from the
-        // task's own processes to pid 1, or from the kernel to the init itself, stay here.
-        let from_outside = info.ssi_pid == 0;
-        let user_sent = info.ssi_code <= 0;
-        let forward = if signo == libc::SIGCHLD {
-            from_outside && user_sent
-        } else {
-            from_outside
+        (n == size as isize).then_some((info.ssi_signo as i32, info.ssi_code, info.ssi_pid))
+    }
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn recv_control(&self, buf: &mut [u8; RECORD_LEN]) -> Option<usize> {
+        // SAFETY: reading one message into the caller's buffer.
+        let n = unsafe {
+            libc::recv(CTL_FD, buf.as_mut_ptr().cast(), RECORD_LEN, libc::MSG_DONTWAIT)
         };
-        if forward {
-            // SAFETY: our own child; it is reaped only in `reap`, after which we exit.
-            unsafe { libc::kill(task, signo) };
+        match usize::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) if matches!(sys::errno(), libc::EAGAIN | libc::EINTR) => None,
+            Err(_) => Some(0),
         }
     }
-}
 
-/// Reaps every exited child; records the task's status when it is among them.
-#[unsafe(link_section = ".text.hot.execdriver_idle")]
-fn reap(task: libc::pid_t, status: &mut Option<Record>) {
-    loop {
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn kill(&self, pid: i32, signal: i32) {
+        // SAFETY: signalling our own child, which is not reaped yet.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn reap_one(&self) -> Option<(i32, i32)> {
         let mut wstatus = 0;
         // SAFETY: waitpid writes one int.
         let pid = unsafe { libc::waitpid(-1, &mut wstatus, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
-        }
-        if pid == task {
-            *status = Some(if libc::WIFSIGNALED(wstatus) {
-                Record::Killed {
-                    signal: libc::WTERMSIG(wstatus),
-                }
-            } else {
-                Record::Exited {
-                    code: libc::WEXITSTATUS(wstatus),
-                }
-            });
-        }
+        (pid > 0).then_some((pid, wstatus))
+    }
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn report(&self, record: Record) {
+        report(record);
+    }
+
+    #[unsafe(link_section = ".text.hot.execdriver_idle")]
+    fn exit(&self, code: i32) -> ! {
+        // SAFETY: leaving; the kernel kills the rest of the namespace.
+        unsafe { libc::_exit(code) }
     }
 }
 

@@ -72,6 +72,7 @@ mod rootfs;
 pub(crate) mod sys;
 mod user;
 mod reaper;
+mod wait_out;
 mod wire;
 
 use std::io;

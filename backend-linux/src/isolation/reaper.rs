@@ -7,6 +7,8 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::exec::StackMessage;
+
 /// Set by tests to exercise the in-place wait.
 pub(crate) static IN_PLACE: AtomicBool = AtomicBool::new(false);
 
@@ -52,34 +54,16 @@ pub(crate) fn image() -> Option<OwnedFd> {
     Some(file.into())
 }
 
-/// Writes `EXECDRIVER_INIT=TASK_PID:SIGNAL_FD` and its nul into `buf`, without allocating
-/// (in the init); `None` if it does not fit.
-pub(crate) fn handover(task: libc::pid_t, sfd: libc::c_int, buf: &mut [u8; 48]) -> Option<()> {
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| -> Option<()> {
-        let end = at + bytes.len();
-        buf.get_mut(at..end)?.copy_from_slice(bytes);
-        at = end;
-        Some(())
-    };
-    put(HANDOVER)?;
-    put(decimal(u32::try_from(task).ok()?, &mut [0; 10]))?;
-    put(b":")?;
-    put(decimal(u32::try_from(sfd).ok()?, &mut [0; 10]))?;
-    put(b"\0")
-}
-
-/// `n` in decimal, in `digits`.
-fn decimal(mut n: u32, digits: &mut [u8; 10]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &digits[at..];
-        }
-    }
+/// `EXECDRIVER_INIT=TASK_PID:SIGNAL_FD` and its nul, without allocating (in the init).
+pub(crate) fn handover(task: libc::pid_t, sfd: libc::c_int) -> StackMessage {
+    let mut env = StackMessage::new();
+    env.push(HANDOVER);
+    // Both are non-negative: a pid the fork returned, an fd signalfd returned.
+    env.push_number(task.unsigned_abs());
+    env.push(b":");
+    env.push_number(sfd.unsigned_abs());
+    env.push(b"\0");
+    env
 }
 
 #[cfg(test)]
@@ -88,12 +72,11 @@ mod tests {
 
     #[test]
     fn the_handover_is_the_pid_and_the_fd() {
-        let mut buf = [0u8; 48];
-        handover(2, 5, &mut buf).expect("fits");
-        assert!(buf.starts_with(b"EXECDRIVER_INIT=2:5\0"));
-        handover(i32::MAX, i32::MAX, &mut buf).expect("fits");
-        assert!(buf.starts_with(b"EXECDRIVER_INIT=2147483647:2147483647\0"));
-        assert_eq!(handover(-1, 5, &mut buf), None);
+        assert_eq!(handover(2, 5).as_bytes(), b"EXECDRIVER_INIT=2:5\0");
+        assert_eq!(
+            handover(i32::MAX, i32::MAX).as_bytes(),
+            b"EXECDRIVER_INIT=2147483647:2147483647\0"
+        );
     }
 
     /// The kernel loads the reaper as it is: a static-pie (ET_DYN) with no interpreter and
