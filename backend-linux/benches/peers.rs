@@ -818,16 +818,21 @@ fn drop_caches() {
     let _ = fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
-fn used_memory_kb() -> f64 {
+/// The `/proc/meminfo` fields `keys` (with their colons), in KiB, in one reading.
+fn meminfo_kb<const N: usize>(keys: [&str; N]) -> [f64; N] {
     let meminfo = read(Path::new("/proc/meminfo"));
-    let field = |key: &str| -> f64 {
+    keys.map(|key| {
         meminfo
             .lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0.0)
-    };
-    field("MemTotal:") - field("MemAvailable:")
+    })
+}
+
+fn used_memory_kb() -> f64 {
+    let [total, available] = meminfo_kb(["MemTotal:", "MemAvailable:"]);
+    total - available
 }
 
 /// The kernel's own memory in `/proc/meminfo`, in KiB: slabs, per-cpu areas, kernel
@@ -835,16 +840,8 @@ fn used_memory_kb() -> f64 {
 /// change over 200 tasks says what their processes, mounts, namespaces and cgroups cost the
 /// kernel.
 fn kernel_memory_kb() -> f64 {
-    let meminfo = read(Path::new("/proc/meminfo"));
-    ["Slab:", "Percpu:", "KernelStack:", "PageTables:"]
+    meminfo_kb(["Slab:", "Percpu:", "KernelStack:", "PageTables:"])
         .iter()
-        .map(|key| {
-            meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        })
         .sum()
 }
 
