@@ -420,6 +420,14 @@ impl Client {
             {
                 return Err(CallError::Timeout(timeout));
             }
+            // A supervisor at its connection bound answers busy before it reads anything,
+            // and hangs up: the request then meets a closed socket, but the answer is
+            // there to read (and says to come back), so it is read as any other.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) => {}
             Err(e) => return Err(CallError::Io(e)),
         }
         let timeout = left().max(Duration::from_millis(1));
@@ -523,6 +531,39 @@ mod tests {
                 .as_deref(),
             Some(r#"{"error":{"code":"busy","message":"no"}}"#)
         );
+    }
+
+    /// The busy answer of a supervisor at its bound reaches the client even when the
+    /// supervisor hung up before the request was written.
+    #[test]
+    fn an_answer_sent_before_a_hang_up_is_read_after_the_request_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let mut client = Client::connect(&path, Instant::now() + Duration::from_secs(5))
+            .expect("connect");
+        let (mut stream, _) = listener.accept().expect("accept");
+        write_line(
+            &mut stream,
+            &Response::error(ErrorCode::Busy, "the supervisor serves 64 connections already"),
+        )
+        .expect("answer");
+        drop(stream);
+        let answer = client
+            .call(&Request::Stats, Instant::now() + Duration::from_secs(5))
+            .expect("the busy answer");
+        assert!(
+            matches!(&answer, Response::Error(reply) if reply.code == ErrorCode::Busy),
+            "{answer:?}"
+        );
+        // And a hang-up without an answer is still the peer gone.
+        let mut client = Client::connect(&path, Instant::now() + Duration::from_secs(5))
+            .expect("connect");
+        drop(listener.accept().expect("accept"));
+        let err = client
+            .call(&Request::Stats, Instant::now() + Duration::from_secs(5))
+            .expect_err("no answer");
+        assert!(matches!(err, CallError::Closed), "{err:?}");
     }
 
     #[test]
