@@ -1369,6 +1369,69 @@ fn a_supervisor_serves_many_connections_on_one_thread_and_refuses_beyond_its_bou
     env.assert_clean(CLEAN);
 }
 
+/// The state letter of a live process (`R`, `S`, `T`, ...).
+fn state_of(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// At its connection bound, a supervisor does not count against it the connections whose
+/// clients hung up while they waited in its backlog: a newcomer is served, not told busy.
+#[test]
+fn connections_that_left_the_backlog_do_not_keep_a_newcomer_out() {
+    use execdriver_linux::protocol::{Client, ErrorCode, Request, Response};
+    let Some(env) = env("connections_that_left_the_backlog_do_not_keep_a_newcomer_out") else {
+        return;
+    };
+    let driver = env.driver();
+    let task = driver
+        .start(&env.spec("/bin/sleep", &["1000"]))
+        .expect("start");
+    let handle = task.handle_id();
+    env.track(handle.clone());
+    let socket = handle.supervisor.socket.clone();
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let connect = || Client::connect(&socket, deadline()).expect("connect");
+    // Connections up to the bound (the driver's own, if it keeps any, count too), each
+    // answered once so that each is known accepted; the first one told busy is the bound.
+    let busy = |answer: &Response| matches!(answer, Response::Error(reply) if reply.code == ErrorCode::Busy);
+    let mut held: Vec<Client> = Vec::new();
+    loop {
+        let mut client = connect();
+        if busy(&client.call(&Request::Hello, deadline()).expect("hello")) {
+            break;
+        }
+        held.push(client);
+        assert!(
+            held.len() <= 64,
+            "no bound after {} connections",
+            held.len()
+        );
+    }
+    let supervisor = nix::unistd::Pid::from_raw(handle.supervisor.process.pid);
+    nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGSTOP).expect("stop");
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(supervisor.as_raw())
+            == Some('T')),
+        "the supervisor did not stop"
+    );
+    // Queued and gone before the supervisor looks; then one accepted client leaves too, and
+    // the newcomer queues behind them all.
+    for _ in 0..8 {
+        drop(connect());
+    }
+    drop(held.pop());
+    let mut newcomer = connect();
+    nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGCONT).expect("cont");
+    let answer = newcomer
+        .call(&Request::Hello, deadline())
+        .expect("an answer");
+    assert!(!busy(&answer), "the newcomer was told busy: {answer:?}");
+    drop(held);
+    task.kill().expect("kill");
+    env.assert_clean(CLEAN);
+}
+
 /// Waits for the task's first line of output, `ready`: a kill signal sent before its shell
 /// set its trap would end it at once, the wrong path for a test of the trap.
 fn wait_ready(task: &execdriver_core::TaskHandle<impl execdriver_core::Platform>) {

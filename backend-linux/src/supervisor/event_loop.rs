@@ -670,8 +670,17 @@ impl Supervisor {
                     };
                     // Connections whose peers left in this same poll still sit in the list
                     // until the end of the round: they do not count against the bound.
-                    let serving = self.conns.iter().filter(|c| !c.is_done()).count();
-                    if serving >= MAX_CONNECTIONS {
+                    let serving =
+                        |conns: &[Connection]| conns.iter().filter(|c| !c.is_done()).count();
+                    // Nor do those this loop accepted from the backlog after their peers had
+                    // already hung up (their end of file is not read yet): at the bound, read
+                    // what every connection has before refusing this one.
+                    if serving(&self.conns) >= MAX_CONNECTIONS {
+                        for c in &mut self.conns {
+                            c.fill(now);
+                        }
+                    }
+                    if serving(&self.conns) >= MAX_CONNECTIONS {
                         conn.answer(&Response::error(
                             ErrorCode::Busy,
                             format!("the supervisor serves {MAX_CONNECTIONS} connections already"),
